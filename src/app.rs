@@ -1,0 +1,117 @@
+//! Wiring: build each stage from its config section, connect them with a
+//! bounded channel, run until a signal, then shut down in order — the
+//! source stops taking messages, the pipeline writes and acknowledges what
+//! it holds, the source disconnects (which flushes the acks).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::decode::{Decoder, Template, TopicMap};
+use crate::metrics::Metrics;
+use crate::pipeline::{BatchLimits, Pipeline};
+use crate::sink::influx::Writer;
+use crate::source::mqtt::MqttSource;
+use crate::validate::Registry;
+
+/// rustls needs a process-wide crypto provider; lantian uses ring (no C
+/// toolchain or cmake needed, unlike aws-lc).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Build the decoder from validated settings.
+pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
+    let templates = s
+        .topics
+        .templates
+        .iter()
+        .map(|t| Template::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let registry = Registry::new(&s.quantities, s.validation.unknown_fields)
+        .map_err(|e| anyhow::anyhow!("quantities: {e:?}"))?;
+    Ok(Decoder {
+        topics: TopicMap::new(templates, s.topics.kinds.clone()),
+        registry,
+        max_payload_bytes: usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX),
+        max_future_ms: millis(s.validation.max_future.get()),
+        max_age_ms: millis(s.validation.max_age.get()),
+    })
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Run the daemon until `shutdown` is cancelled (the binary cancels it on
+/// SIGTERM/SIGINT). Returns after a clean stop or when the shutdown
+/// deadline passes.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Arc<Metrics>> {
+    install_crypto_provider();
+    let metrics = Arc::new(Metrics::default());
+    let decoder = decoder(&settings)?;
+    let writer = Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
+    let (source, acker) = MqttSource::new(&settings.mqtt, metrics.clone()).context("MQTT source")?;
+    info!(config = %settings.summary(), "lantian starting");
+
+    let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
+    let pipeline = Pipeline {
+        decoder,
+        writer,
+        acker,
+        limits: BatchLimits {
+            max_lines: settings.influxdb.batch_max_lines,
+            max_bytes: usize::try_from(settings.influxdb.batch_max_bytes.get()).unwrap_or(usize::MAX),
+            linger: settings.influxdb.batch_linger.get(),
+        },
+        sample_bytes: settings.validation.quarantine_sample_bytes,
+        metrics: metrics.clone(),
+    };
+    let pipeline_done = CancellationToken::new();
+    let done = pipeline_done.clone();
+    let pipeline_task = tokio::spawn(async move {
+        pipeline.run(rx).await;
+        done.cancel();
+    });
+    let source_task = tokio::spawn(source.run(tx, shutdown.clone(), pipeline_done));
+
+    let stats = settings.pipeline.stats_interval.get();
+    let stats_metrics = metrics.clone();
+    let stats_task = tokio::spawn(async move {
+        if stats.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval(stats);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            stats_metrics.log_summary("throughput");
+        }
+    });
+
+    let deadline = settings.pipeline.shutdown_timeout.get();
+    let finished = async {
+        let _ = source_task.await;
+        let _ = pipeline_task.await;
+    };
+    tokio::pin!(finished);
+    tokio::select! {
+        _ = &mut finished => {}
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
+            warn!(
+                deadline = ?deadline,
+                unacknowledged = metrics.messages_in.load(std::sync::atomic::Ordering::Relaxed)
+                    .saturating_sub(metrics.messages_acked.load(std::sync::atomic::Ordering::Relaxed)),
+                "shutdown deadline passed; exiting with messages unacknowledged (the broker will redeliver them)"
+            );
+        }
+    }
+    stats_task.abort();
+    metrics.log_summary("lantian stopped");
+    Ok(metrics)
+}

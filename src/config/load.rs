@@ -1,0 +1,188 @@
+//! Loading: file + environment → [`Settings`], with every problem reported
+//! at once, each with its key path.
+//!
+//! serde stops at the first error, so loading runs a loop: deserialize; on
+//! an error, record it with its path, delete that key from the raw tree (so
+//! its default applies) and try again. Semantic checks run once the tree
+//! deserializes.
+
+use std::fmt;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use serde_path_to_error::Segment;
+
+use super::Settings;
+
+/// Environment variables `LANTIAN__SECTION__KEY` override the file.
+pub const ENV_PREFIX: &str = "LANTIAN";
+
+/// One thing wrong with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `mqtt.subscriptions[0].qos`; empty for the file
+    /// as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found, in file order where possible.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Load from `path` (or built-in defaults when `None`) plus the environment.
+pub fn load(path: Option<&Path>) -> Result<Settings, Problems> {
+    let mut builder = Config::builder();
+    if let Some(path) = path {
+        if !path.is_file() {
+            return Err(Problems(vec![Problem {
+                key: String::new(),
+                message: format!("config file {} does not exist or is not a file", path.display()),
+            }]));
+        }
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+    }
+    build(builder.add_source(env_source()))
+}
+
+/// Load from TOML text plus the environment (for tests and `--config -`).
+pub fn load_from_str(toml: &str) -> Result<Settings, Problems> {
+    build(
+        Config::builder()
+            .add_source(File::from_str(toml, FileFormat::Toml))
+            .add_source(env_source()),
+    )
+}
+
+fn env_source() -> Environment {
+    // No try_parsing: it turns a token like "0123" into the number 123.
+    // Typed fields still parse numbers and booleans from the strings.
+    Environment::with_prefix(ENV_PREFIX).separator("__")
+}
+
+fn build(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Settings, Problems> {
+    let raw: Value = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| {
+            Problems(vec![Problem {
+                key: String::new(),
+                message: e.to_string(),
+            }])
+        })?;
+    let (settings, mut problems) = deserialize_collecting(raw);
+    if let Some(settings) = &settings {
+        problems.extend(settings.validate());
+    }
+    match settings {
+        Some(s) if problems.is_empty() => Ok(s),
+        _ => Err(Problems(problems)),
+    }
+}
+
+/// Deserialize, collecting each type error and dropping the offending key
+/// until the rest deserializes (at most 200 rounds).
+fn deserialize_collecting(mut raw: Value) -> (Option<Settings>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    for _ in 0..200 {
+        match serde_path_to_error::deserialize::<_, Settings>(raw.clone()) {
+            Ok(s) => return (Some(s), problems),
+            Err(e) => {
+                let segments: Vec<Segment> = e.path().iter().cloned().collect();
+                let mut message = e.inner().to_string();
+                let mut key = e.path().to_string();
+                // Unknown keys are reported at their parent; name the key.
+                if let Some(unknown) = unknown_field_name(&message) {
+                    key = join_key(&key, &unknown);
+                    message = format!("unknown key{}", expected_suffix(&message));
+                    let mut path = segments.clone();
+                    path.push(Segment::Map { key: unknown });
+                    problems.push(Problem { key, message });
+                    if !remove(&mut raw, &path) {
+                        return (None, problems);
+                    }
+                    continue;
+                }
+                if key == "." {
+                    key.clear();
+                }
+                problems.push(Problem { key, message });
+                if !remove(&mut raw, &segments) {
+                    return (None, problems);
+                }
+            }
+        }
+    }
+    (None, problems)
+}
+
+fn join_key(parent: &str, child: &str) -> String {
+    if parent.is_empty() || parent == "." {
+        child.to_owned()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
+/// serde's message is "unknown field `x`, expected one of `a`, `b`".
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+fn expected_suffix(message: &str) -> String {
+    message
+        .find(", expected")
+        .map(|i| format!(" ({})", &message[i + 2..]))
+        .unwrap_or_default()
+}
+
+/// Remove the value at `path` from the raw tree; false if nothing changed.
+fn remove(root: &mut Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = root;
+    for seg in parents {
+        node = match (seg, &mut node.kind) {
+            (Segment::Map { key }, ValueKind::Table(t)) => match t.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, ValueKind::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, &mut node.kind) {
+        (Segment::Map { key }, ValueKind::Table(t)) => t.remove(key).is_some(),
+        (Segment::Seq { index }, ValueKind::Array(a)) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}

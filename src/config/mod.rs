@@ -1,0 +1,374 @@
+//! Typed configuration: one struct tree, every field documented, defaults in
+//! one place (the `Default` impls below), loaded from a TOML file overlaid
+//! with `LANTIAN__SECTION__KEY` environment variables (see [`load`]).
+//!
+//! `config/lantian.toml` in the repository is the annotated reference; a
+//! unit test checks that it parses and equals these defaults where it says so.
+
+mod load;
+mod secret;
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use load::{Problem, Problems, load, load_from_str};
+pub use secret::Secret;
+pub use units::{ByteSize, HumanDuration};
+
+/// The whole configuration. Unknown keys anywhere are errors.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where readings come from.
+    pub mqtt: MqttConfig,
+    /// Where readings go.
+    pub influxdb: InfluxConfig,
+    /// How topics map to measurement and tags.
+    pub topics: TopicsConfig,
+    /// What counts as a valid reading.
+    pub validation: ValidationConfig,
+    /// Per-quantity overrides of the built-in registry (unit, min, max), and
+    /// new quantities. Keyed by field name, e.g. `[quantities.pm25]`.
+    pub quantities: BTreeMap<String, QuantityOverride>,
+    /// Buffers between stages and process lifecycle.
+    pub pipeline: PipelineConfig,
+    /// Health and metrics endpoint (served from a later release; the
+    /// address is validated now so configs stay forward compatible).
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttConfig::default(),
+            influxdb: InfluxConfig::default(),
+            topics: TopicsConfig::default(),
+            validation: ValidationConfig::default(),
+            quantities: BTreeMap::new(),
+            pipeline: PipelineConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883 plain, 8883 usually TLS).
+    pub port: u16,
+    /// Client id. With a persistent session the broker keys the session
+    /// (subscriptions and queued messages) on it, so keep it stable.
+    pub client_id: String,
+    /// Keep the session across restarts (MQTT clean-session off), so the
+    /// broker holds messages while lantian is down. Turning this on loses
+    /// whatever the broker queued for us when we disconnect.
+    pub clean_session: bool,
+    /// Username, if the broker requires one.
+    pub username: Option<String>,
+    /// Password (prefer `password_file` or `LANTIAN__MQTT__PASSWORD`).
+    pub password: Option<Secret>,
+    /// File whose content (trailing newline removed) is the password.
+    pub password_file: Option<PathBuf>,
+    /// Keep-alive interval: a ping goes out when the link is idle this long.
+    pub keep_alive: HumanDuration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: HumanDuration,
+    /// First delay before reconnecting after a failure; doubles each time.
+    pub reconnect_min: HumanDuration,
+    /// Cap on the reconnect delay.
+    pub reconnect_max: HumanDuration,
+    /// Largest MQTT packet accepted. Keep this at the protocol maximum
+    /// (256 MiB) so a big message reaches validation and is quarantined
+    /// (`validation.max_payload_bytes`) instead of breaking the connection,
+    /// which the broker would answer by redelivering it forever.
+    pub max_packet_size: ByteSize,
+    /// Topic filters to subscribe to.
+    pub subscriptions: Vec<Subscription>,
+    /// TLS; present means on.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "lantian".into(),
+            clean_session: false,
+            username: None,
+            password: None,
+            password_file: None,
+            keep_alive: HumanDuration::from_secs(60),
+            connect_timeout: HumanDuration::from_secs(10),
+            reconnect_min: HumanDuration::from_millis(250),
+            reconnect_max: HumanDuration::from_secs(30),
+            max_packet_size: ByteSize(MQTT_MAX_PACKET),
+            subscriptions: vec![Subscription::default()],
+            tls: None,
+        }
+    }
+}
+
+/// The largest packet MQTT 3.1.1 can express (remaining length 268,435,455).
+pub const MQTT_MAX_PACKET: u64 = 268_435_455;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Topic filter, wildcards allowed (`env/#`, `env/+/+/air/+`,
+    /// `$share/lantian/env/#` to share the load between instances).
+    pub filter: String,
+    /// 0, 1 or 2. QoS 0 readings can be lost by the broker; use 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        Self {
+            filter: "env/#".into(),
+            qos: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate, for brokers that require client auth.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    /// InfluxDB 1.x `/write` (db, rp, user/password).
+    V1,
+    /// InfluxDB 2.x/3.x and compatibles `/api/v2/write` (org, bucket, token).
+    V2,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfluxConfig {
+    /// "v1" or "v2".
+    pub api: InfluxApi,
+    /// Base URL; a path prefix (reverse proxy) is kept.
+    pub url: String,
+    /// v1: database.
+    pub database: String,
+    /// v1: retention policy (the database default when unset).
+    pub retention_policy: Option<String>,
+    /// v1: user, if authentication is on.
+    pub username: Option<String>,
+    /// v1: password.
+    pub password: Option<Secret>,
+    /// v1: file holding the password.
+    pub password_file: Option<PathBuf>,
+    /// v2: organisation.
+    pub org: Option<String>,
+    /// v2: bucket.
+    pub bucket: Option<String>,
+    /// v2: API token (prefer `token_file` or `LANTIAN__INFLUXDB__TOKEN`).
+    pub token: Option<Secret>,
+    /// v2: file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// Compress request bodies with gzip.
+    pub gzip: bool,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: HumanDuration,
+    /// Whole-request timeout.
+    pub request_timeout: HumanDuration,
+    /// A batch is written when it holds this many lines...
+    pub batch_max_lines: usize,
+    /// ...or this many bytes of line protocol...
+    pub batch_max_bytes: ByteSize,
+    /// ...or when the input goes idle for this long (0 = write as soon as
+    /// no more messages are waiting; the broker's in-flight window is small,
+    /// so waiting longer usually costs throughput, not gains it).
+    pub batch_linger: HumanDuration,
+    /// First retry delay after a failed write; doubles up to `retry_max`.
+    /// Writes are retried until they succeed or lantian stops: a reading is
+    /// never dropped because InfluxDB is away.
+    pub retry_initial: HumanDuration,
+    /// Cap on the retry delay (a `Retry-After` from the server wins).
+    pub retry_max: HumanDuration,
+}
+
+impl Default for InfluxConfig {
+    fn default() -> Self {
+        Self {
+            api: InfluxApi::V1,
+            url: "http://127.0.0.1:8086".into(),
+            database: "env".into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+            password_file: None,
+            org: None,
+            bucket: None,
+            token: None,
+            token_file: None,
+            gzip: true,
+            connect_timeout: HumanDuration::from_secs(5),
+            request_timeout: HumanDuration::from_secs(30),
+            batch_max_lines: 5000,
+            batch_max_bytes: ByteSize(4 << 20),
+            batch_linger: HumanDuration::from_millis(0),
+            retry_initial: HumanDuration::from_millis(200),
+            retry_max: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Topic templates, tried in order; the first that matches wins.
+    /// `{name}` captures one topic level as tag `name`; `{kind}` is required
+    /// and becomes the measurement; other levels must match literally.
+    pub templates: Vec<String>,
+    /// Accepted kinds (sensor networks). A topic with another kind is
+    /// quarantined as `unknown_kind`.
+    pub kinds: Vec<String>,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            templates: vec!["env/{district}/{site}/{kind}/{sensor}".into()],
+            kinds: ["air", "dust", "voc", "sewage"].map(String::from).to_vec(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownFields {
+    /// Store numeric fields the registry does not know, unconverted.
+    Store,
+    /// Quarantine them.
+    Reject,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Payloads larger than this are quarantined unread.
+    pub max_payload_bytes: ByteSize,
+    /// Readings stamped further than this into the future are rejected.
+    pub max_future: HumanDuration,
+    /// Readings older than this are rejected.
+    pub max_age: HumanDuration,
+    /// What to do with numeric fields the quantity registry does not know.
+    pub unknown_fields: UnknownFields,
+    /// How many leading bytes of a bad payload the quarantine record keeps.
+    pub quarantine_sample_bytes: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: ByteSize(64 << 10),
+            max_future: HumanDuration::from_secs(300),
+            max_age: HumanDuration::from_secs(7 * 86_400),
+            unknown_fields: UnknownFields::Store,
+            quarantine_sample_bytes: 256,
+        }
+    }
+}
+
+/// Override of one registry entry; unset keys keep the built-in value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantityOverride {
+    /// Canonical unit (one the unit table knows, e.g. "ug/m3", "mg/L").
+    pub unit: Option<String>,
+    /// Lowest physically plausible value, in the canonical unit.
+    pub min: Option<f64>,
+    /// Highest physically plausible value, in the canonical unit.
+    pub max: Option<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Messages buffered between the MQTT source and the writer. When full,
+    /// lantian stops reading from the broker, which holds the rest.
+    pub channel_capacity: usize,
+    /// On SIGTERM/SIGINT: time allowed to flush and acknowledge before exit.
+    pub shutdown_timeout: HumanDuration,
+    /// Interval of the one-line throughput summary in the log (0 = off).
+    pub stats_interval: HumanDuration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 1024,
+            shutdown_timeout: HumanDuration::from_secs(30),
+            stats_interval: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the health/metrics endpoint (loopback by default).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9184)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "human" or "json" (`--log-format` wins).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. "info" or "lantian=debug,info"
+    /// (`RUST_LOG` wins).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}

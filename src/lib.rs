@@ -1,0 +1,29 @@
+//! lantian (蓝天, "blue sky") ingests Beijing's environmental sensor networks
+//! from MQTT into InfluxDB without losing a reading.
+//!
+//! The modules follow the data:
+//!
+//! ```text
+//! source::mqtt  subscribe (persistent session), hand on, ack when stored
+//!    │  bounded channel (backpressure: when full, the broker holds the rest)
+//! pipeline      batch: decode → validate → encode; write; then ack
+//!    ├─ decode      topic templates → measurement + tags; JSON / SenML → readings
+//!    ├─ validate    quantity registry: canonical units, ranges, ppb → µg/m³
+//!    └─ sink::influx  line protocol (exact escaping) + HTTP writer (retry, split)
+//! ```
+//!
+//! Supporting modules: `config` (typed settings, every problem reported at
+//! once), `reading` (points, rejects and quarantine reasons), `metrics`
+//! (counters that also log), `app` (wiring and ordered shutdown), `telemetry`
+//! (logging set-up).
+
+pub mod app;
+pub mod config;
+pub mod decode;
+pub mod metrics;
+pub mod pipeline;
+pub mod reading;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod validate;

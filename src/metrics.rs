@@ -1,0 +1,70 @@
+//! Counters shared by the stages. Each notable event is one method that both
+//! counts and logs, so logs and (later) `/metrics` never disagree.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use tracing::{info, warn};
+
+use crate::reading::Reason;
+
+/// Process-wide counters. Cheap to bump from any task.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// MQTT messages received (including redeliveries).
+    pub messages_in: AtomicU64,
+    /// Messages acknowledged to the broker after their readings were stored.
+    pub messages_acked: AtomicU64,
+    /// Points (lines) InfluxDB accepted, readings and quarantine alike.
+    pub lines_written: AtomicU64,
+    /// Reading points accepted (excluding quarantine records).
+    pub points_written: AtomicU64,
+    /// Quarantine records, by reason ([`Reason::index`]).
+    quarantined: [AtomicU64; Reason::ALL.len()],
+    /// HTTP write requests sent.
+    pub write_requests: AtomicU64,
+    /// Writes retried (network error, 429, 5xx, auth or not found).
+    pub write_retries: AtomicU64,
+    /// Batches split because InfluxDB rejected something in them.
+    pub batch_splits: AtomicU64,
+    /// Quarantine records InfluxDB itself refused (logged at error level;
+    /// the only thing lantian ever gives up on).
+    pub quarantine_refused: AtomicU64,
+    /// Broker connections established.
+    pub mqtt_connects: AtomicU64,
+    /// Whether the broker link is up.
+    pub mqtt_connected: AtomicBool,
+}
+
+impl Metrics {
+    pub fn quarantined(&self, reason: Reason, topic: &str, detail: &str) {
+        self.quarantined[reason.index()].fetch_add(1, Relaxed);
+        warn!(reason = reason.as_str(), topic, detail, "quarantined");
+    }
+
+    pub fn quarantined_count(&self, reason: Reason) -> u64 {
+        self.quarantined[reason.index()].load(Relaxed)
+    }
+
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// The one-line summary logged periodically and at exit.
+    pub fn log_summary(&self, what: &str) {
+        let by_reason: Vec<String> = Reason::ALL
+            .iter()
+            .filter(|r| self.quarantined_count(**r) > 0)
+            .map(|r| format!("{}={}", r.as_str(), self.quarantined_count(*r)))
+            .collect();
+        info!(
+            messages_in = self.messages_in.load(Relaxed),
+            messages_acked = self.messages_acked.load(Relaxed),
+            points_written = self.points_written.load(Relaxed),
+            quarantined = self.quarantined_total(),
+            quarantined_by_reason = %by_reason.join(","),
+            write_requests = self.write_requests.load(Relaxed),
+            write_retries = self.write_retries.load(Relaxed),
+            "{what}"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The pipeline stage between source and sink: decode and validate each
+//! message, encode points and quarantine records into a batch, write the
+//! batch, then acknowledge its messages.
+//!
+//! Batching is group commit: the first message opens a batch, everything
+//! already waiting joins it (up to the size limits, or until
+//! `batch_linger` passes), and the batch is written. While a write is in
+//! flight, new messages queue in the bounded channel; when it is full the
+//! source stops reading the broker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::decode::Decoder;
+use crate::metrics::Metrics;
+use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
+use crate::sink::influx::{Lines, Writer};
+use crate::source::mqtt::{AckToken, Acker, Message};
+
+/// Batch limits.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    pub max_lines: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+}
+
+/// Quarantine timestamps: wall-clock nanoseconds, strictly increasing, so
+/// two records never share a series and time (which would overwrite).
+#[derive(Debug, Default)]
+pub struct QuarantineClock(AtomicI64);
+
+impl QuarantineClock {
+    pub fn next(&self) -> i64 {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let prev = self.0.fetch_max(now, Relaxed);
+        if prev >= now {
+            self.0.fetch_add(1, Relaxed) + 1
+        } else {
+            now
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub decoder: Decoder,
+    pub writer: Writer,
+    pub acker: Acker,
+    pub limits: BatchLimits,
+    /// Leading payload bytes kept in quarantine records.
+    pub sample_bytes: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A batch being filled.
+#[derive(Default)]
+struct Batch {
+    lines: Lines,
+    /// Lines that are readings (the rest are quarantine records).
+    readings: usize,
+    acks: Vec<AckToken>,
+}
+
+impl Pipeline {
+    /// Run until the source closes the channel; every message received is
+    /// written and acknowledged before this returns.
+    pub async fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let clock = QuarantineClock::default();
+        let mut batch = Batch::default();
+        while let Some(first) = rx.recv().await {
+            self.add(&mut batch, first, &clock);
+            let deadline = Instant::now() + self.limits.linger;
+            while batch.lines.len() < self.limits.max_lines && batch.lines.buf.len() < self.limits.max_bytes {
+                let next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) if self.limits.linger.is_zero() => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                    }
+                };
+                match next {
+                    Some(m) => self.add(&mut batch, m, &clock),
+                    None => break,
+                }
+            }
+            self.flush(&mut batch, &clock).await;
+        }
+    }
+
+    fn add(&self, batch: &mut Batch, msg: Message, clock: &QuarantineClock) {
+        let decoded = self.decoder.decode(&msg.topic, &msg.payload, msg.received_ms);
+        for p in &decoded.points {
+            let start = batch.lines.buf.len();
+            if encode_point(&mut batch.lines.buf, p) {
+                batch.lines.mark(start);
+                batch.readings += 1;
+            }
+        }
+        for r in &decoded.rejects {
+            self.metrics.quarantined(r.reason, &msg.topic, &r.detail);
+            let start = batch.lines.buf.len();
+            encode_quarantine(
+                &mut batch.lines.buf,
+                &QuarantineRecord {
+                    reason: r.reason,
+                    detail: &r.detail,
+                    topic: &msg.topic,
+                    sample: &msg.payload[..msg.payload.len().min(self.sample_bytes)],
+                    payload_bytes: msg.payload.len(),
+                    time_ns: clock.next(),
+                },
+            );
+            batch.lines.mark(start);
+        }
+        batch.acks.push(msg.ack);
+    }
+
+    async fn flush(&self, batch: &mut Batch, clock: &QuarantineClock) {
+        if !batch.lines.is_empty() {
+            let rejected = self.writer.write_all(&batch.lines, || clock.next()).await;
+            // A rejected line is counted under quarantine reason "rejected";
+            // assume readings first (quarantine records are rarely refused).
+            let stored = batch.readings.saturating_sub(rejected);
+            self.metrics.points_written.fetch_add(stored as u64, Relaxed);
+        }
+        self.acker.ack(&batch.acks);
+        batch.lines.clear();
+        batch.acks.clear();
+        batch.readings = 0;
+    }
+}

@@ -1,0 +1,191 @@
+//! Line protocol encoding: pure functions, tested against exact strings.
+//!
+//! Escaping is done by InfluxData's `influxdb-line-protocol` builder
+//! (commas, spaces, `=` and backslashes in tags and keys; quotes and
+//! backslashes in string fields). What no crate handles is sanitised here:
+//! line breaks and other control characters (a newline would end the line —
+//! injection) become U+FFFD in names and are written as `\n`-style text in
+//! string fields; empty tag values are left out (InfluxDB rejects them);
+//! a measurement cannot start with `#` (a comment line); NaN and infinity
+//! never get here (validation rejects them) and are dropped if they do.
+
+use influxdb_line_protocol::LineProtocolBuilder;
+use influxdb_line_protocol::builder::{AfterField, AfterMeasurement};
+
+use crate::reading::{Point, Reason};
+
+/// Nanoseconds per millisecond: requests use `precision=ns`, so the
+/// quarantine can order several records inside one millisecond.
+const NS_PER_MS: i64 = 1_000_000;
+
+/// Names: control characters replaced so a name can never break a line.
+fn clean_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
+fn clean_measurement(s: &str) -> String {
+    let s = clean_name(s);
+    if s.is_empty() || s.starts_with('#') {
+        format!("_{s}")
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Text for string fields: control characters written as escapes.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn start<'a>(
+    buf: &'a mut Vec<u8>,
+    measurement: &str,
+    tags: impl Iterator<Item = (&'a str, &'a str)>,
+) -> LineProtocolBuilder<&'a mut Vec<u8>, AfterMeasurement> {
+    let mut b = LineProtocolBuilder::new_with(buf).measurement(&clean_measurement(measurement));
+    for (k, v) in tags {
+        if !k.is_empty() && !v.is_empty() {
+            b = b.tag(&clean_name(k), &clean_name(v));
+        }
+    }
+    b
+}
+
+/// Append one point as a line; `false` (nothing written) if it has no
+/// finite field.
+pub fn encode_point(buf: &mut Vec<u8>, p: &Point) -> bool {
+    let mut fields = p.fields.iter().filter(|(k, v)| v.is_finite() && !k.is_empty());
+    let Some((k0, v0)) = fields.next() else {
+        return false;
+    };
+    // The builder borrows `buf` mutably; tags are borrowed from `p`.
+    let tags: Vec<(&str, &str)> = p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut b: LineProtocolBuilder<&mut Vec<u8>, AfterField> =
+        start(buf, &p.kind, tags.into_iter()).field(&clean_name(k0), *v0);
+    for (k, v) in fields {
+        b = b.field(&clean_name(k), *v);
+    }
+    b.timestamp(p.time_ms.saturating_mul(NS_PER_MS)).close_line();
+    true
+}
+
+/// One quarantine record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuarantineRecord<'a> {
+    pub reason: Reason,
+    pub detail: &'a str,
+    pub topic: &'a str,
+    /// Leading bytes of the payload.
+    pub sample: &'a [u8],
+    /// Full payload length.
+    pub payload_bytes: usize,
+    pub time_ns: i64,
+}
+
+/// Append a record to the `quarantine` measurement. `reason` is a tag (few
+/// values, good for GROUP BY); topic, detail and payload are string fields
+/// (unbounded values would explode series cardinality as tags).
+pub fn encode_quarantine(buf: &mut Vec<u8>, q: &QuarantineRecord<'_>) {
+    let sample = printable(&String::from_utf8_lossy(q.sample));
+    start(buf, "quarantine", [("reason", q.reason.as_str())].into_iter())
+        .field("topic", printable(q.topic).as_str())
+        .field("detail", printable(q.detail).as_str())
+        .field("payload", sample.as_str())
+        .field("payload_bytes", q.payload_bytes as i64)
+        .timestamp(q.time_ns)
+        .close_line();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(kind: &str, tags: &[(&str, &str)], fields: &[(&str, f64)]) -> Point {
+        Point {
+            kind: kind.into(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            time_ms: 1_764_144_000_123,
+            fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    fn line(p: &Point) -> String {
+        let mut buf = Vec::new();
+        assert!(encode_point(&mut buf, p));
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn plain_point() {
+        let p = point("air", &[("district", "dongcheng"), ("sensor", "aq-0012"), ("site", "dongsi")], &[("no2", 21.5), ("pm25", 35.0)]);
+        assert_eq!(
+            line(&p),
+            "air,district=dongcheng,sensor=aq-0012,site=dongsi no2=21.5,pm25=35 1764144000123000000\n"
+        );
+    }
+
+    #[test]
+    fn special_characters_are_escaped() {
+        let p = point("a ir,x", &[("dis trict", "a,b=c d"), ("site", r"back\slash")], &[("f=1 x", 1.0)]);
+        assert_eq!(
+            line(&p),
+            "a\\ ir\\,x,dis\\ trict=a\\,b\\=c\\ d,site=back\\\\slash f\\=1\\ x=1 1764144000123000000\n"
+        );
+    }
+
+    #[test]
+    fn newlines_cannot_inject_lines_and_empty_tags_are_dropped() {
+        let p = point("air", &[("site", "x\nevil,site=y v=1"), ("sensor", "")], &[("pm25", 1.0)]);
+        let l = line(&p);
+        assert_eq!(l.matches('\n').count(), 1);
+        assert_eq!(l, "air,site=x\u{FFFD}evil\\,site\\=y\\ v\\=1 pm25=1 1764144000123000000\n");
+        assert_eq!(line(&point("#air", &[], &[("v", 1.0)])), "_#air v=1 1764144000123000000\n");
+    }
+
+    #[test]
+    fn non_finite_fields_are_dropped() {
+        let p = point("air", &[], &[("a", f64::NAN), ("b", 2.0), ("c", f64::INFINITY)]);
+        assert_eq!(line(&p), "air b=2 1764144000123000000\n");
+        let mut buf = Vec::new();
+        assert!(!encode_point(&mut buf, &point("air", &[], &[("a", f64::NAN)])));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn quarantine_record() {
+        let mut buf = Vec::new();
+        encode_quarantine(
+            &mut buf,
+            &QuarantineRecord {
+                reason: Reason::BadJson,
+                detail: "not JSON: \"x\"",
+                topic: "env/a/b/air/c",
+                sample: b"{\"pm25\":\n\\\x00\xff",
+                payload_bytes: 999,
+                time_ns: 5,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "quarantine,reason=bad_json topic=\"env/a/b/air/c\",detail=\"not JSON: \\\"x\\\"\",\
+             payload=\"{\\\"pm25\\\":\\\\n\\\\\\\\u{0}\u{FFFD}\",payload_bytes=999i 5\n"
+        );
+    }
+}

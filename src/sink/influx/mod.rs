@@ -1,0 +1,6 @@
+//! The InfluxDB sink: line protocol encoding and the HTTP writer.
+
+pub mod line;
+pub mod writer;
+
+pub use writer::{Lines, Outcome, Writer};

@@ -1,0 +1,385 @@
+//! HTTP writes to InfluxDB with reqwest: v1 `/write` or v2 `/api/v2/write`,
+//! gzip, timeouts always set, retries with capped exponential backoff and
+//! jitter (honouring `Retry-After`), and rejected points isolated by
+//! splitting the batch so they never block newer data.
+
+use std::io::Write as _;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Request, StatusCode, Url};
+use tracing::{error, warn};
+
+use super::line::{QuarantineRecord, encode_quarantine};
+use crate::config::{InfluxApi, InfluxConfig, Secret};
+use crate::metrics::Metrics;
+use crate::reading::Reason;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("influxdb.url {0:?} is not a valid http(s) URL")]
+    BadUrl(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("influxdb.{0}: {1}")]
+    Secret(&'static str, String),
+}
+
+/// What one POST came to.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Written,
+    /// The server refused the content (400, 413, 422): split and retry.
+    Rejected(String),
+    /// Worth retrying unchanged, after the server's `Retry-After` if given.
+    Retry(Option<Duration>, String),
+}
+
+/// Lines of line protocol with their start offsets, so a rejected batch
+/// can be split line by line without re-encoding.
+#[derive(Debug, Default, Clone)]
+pub struct Lines {
+    pub buf: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    /// Record that a line starting at `start` was appended to `buf`.
+    pub fn mark(&mut self, start: usize) {
+        if self.buf.len() > start {
+            self.starts.push(start);
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.starts.clear();
+    }
+    fn bytes(&self, lines: Range<usize>) -> &[u8] {
+        let from = self.starts[lines.start];
+        let to = self.starts.get(lines.end).copied().unwrap_or(self.buf.len());
+        &self.buf[from..to]
+    }
+}
+
+/// The InfluxDB writer.
+pub struct Writer {
+    client: reqwest::Client,
+    /// The complete write URL with query parameters.
+    url: Url,
+    /// `Authorization` header value (v1 basic auth or v2 token), if any.
+    auth: Option<HeaderValue>,
+    gzip: bool,
+    retry_initial: Duration,
+    retry_max: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    pub fn new(cfg: &InfluxConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        crate::app::install_crypto_provider();
+        let (url, auth) = endpoint(cfg)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout.get())
+            .timeout(cfg.request_timeout.get())
+            .user_agent(concat!("lantian/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            url,
+            auth,
+            gzip: cfg.gzip,
+            retry_initial: cfg.retry_initial.get(),
+            retry_max: cfg.retry_max.get(),
+            metrics,
+        })
+    }
+
+    /// The request a body becomes (exposed for request-shape tests).
+    pub fn request(&self, body: &[u8]) -> Request {
+        let mut req = Request::new(Method::POST, self.url.clone());
+        let h = req.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let Some(auth) = &self.auth {
+            h.insert(AUTHORIZATION, auth.clone());
+        }
+        let body = if self.gzip {
+            h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+            // Writing to a Vec cannot fail.
+            let _ = enc.write_all(body);
+            enc.finish().unwrap_or_default()
+        } else {
+            body.to_vec()
+        };
+        *req.body_mut() = Some(body.into());
+        req
+    }
+
+    /// One POST, classified.
+    pub async fn post(&self, body: &[u8]) -> Outcome {
+        self.metrics.write_requests.fetch_add(1, Relaxed);
+        let resp = match self.client.execute(self.request(body)).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(None, format!("request failed: {}", error_chain(&e))),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Outcome::Written;
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        let msg = format!("HTTP {}: {}", status.as_u16(), text.trim());
+        match status {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
+                Outcome::Rejected(msg)
+            }
+            // 401/403/404 are configuration problems (token, database):
+            // retrying keeps the data until an operator fixes them.
+            _ => Outcome::Retry(retry_after, msg),
+        }
+    }
+
+    /// POST until the server answers something other than "retry".
+    async fn post_until_answered(&self, body: &[u8]) -> Result<(), String> {
+        let mut delay = self.retry_initial;
+        loop {
+            match self.post(body).await {
+                Outcome::Written => return Ok(()),
+                Outcome::Rejected(msg) => return Err(msg),
+                Outcome::Retry(after, msg) => {
+                    self.metrics.write_retries.fetch_add(1, Relaxed);
+                    let wait = after.unwrap_or_else(|| jitter(delay));
+                    warn!(error = %msg, retry_in = ?wait, url = %self.url, "InfluxDB write failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(self.retry_max);
+                }
+            }
+        }
+    }
+
+    /// Write every line: retry what can be retried, split what is rejected
+    /// down to single lines and quarantine those. Returns once every line is
+    /// either stored or quarantined, with the number of lines that InfluxDB
+    /// rejected (and that went to quarantine instead).
+    pub async fn write_all(&self, lines: &Lines, now_ns: impl Fn() -> i64) -> usize {
+        let mut rejected = 0;
+        let mut pending = vec![0..lines.len()];
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            match self.post_until_answered(lines.bytes(range.clone())).await {
+                Ok(()) => {
+                    self.metrics.lines_written.fetch_add(range.len() as u64, Relaxed);
+                }
+                Err(msg) if range.len() == 1 => {
+                    rejected += 1;
+                    self.quarantine_rejected(lines.bytes(range), &msg, now_ns()).await;
+                }
+                Err(_) => {
+                    self.metrics.batch_splits.fetch_add(1, Relaxed);
+                    let mid = range.start + range.len() / 2;
+                    // Pushed right first so the left half (older data) goes first.
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+            }
+        }
+        rejected
+    }
+
+    async fn quarantine_rejected(&self, line: &[u8], msg: &str, time_ns: i64) {
+        let text = String::from_utf8_lossy(line);
+        let measurement = text.split([',', ' ']).next().unwrap_or_default();
+        self.metrics.quarantined(Reason::Rejected, measurement, msg);
+        let mut buf = Vec::new();
+        encode_quarantine(
+            &mut buf,
+            &QuarantineRecord {
+                reason: Reason::Rejected,
+                detail: msg,
+                topic: measurement,
+                sample: line.strip_suffix(b"\n").unwrap_or(line),
+                payload_bytes: line.len(),
+                time_ns,
+            },
+        );
+        if let Err(e) = self.post_until_answered(&buf).await {
+            self.metrics.quarantine_refused.fetch_add(1, Relaxed);
+            error!(error = %e, line = %text.trim_end(), "InfluxDB refused even the quarantine record; the point is dropped");
+        } else {
+            self.metrics.lines_written.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Up to 25 % random reduction, so many instances do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(1.0 - fastrand::f64() * 0.25)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Build the write URL and auth header for the configured API. A path
+/// prefix in `url` (reverse proxy) is kept.
+pub fn endpoint(cfg: &InfluxConfig) -> Result<(Url, Option<HeaderValue>), Error> {
+    let mut url = Url::parse(&cfg.url).map_err(|_| Error::BadUrl(cfg.url.clone()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(Error::BadUrl(cfg.url.clone()));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    let mut q: Vec<(&str, String)> = Vec::new();
+    let auth = match cfg.api {
+        InfluxApi::V1 => {
+            url.set_path(&format!("{path}/write"));
+            q.push(("db", cfg.database.clone()));
+            if let Some(rp) = &cfg.retention_policy {
+                q.push(("rp", rp.clone()));
+            }
+            let password = Secret::resolve(cfg.password.as_ref(), cfg.password_file.as_deref())
+                .map_err(|e| Error::Secret("password", e))?;
+            match &cfg.username {
+                Some(user) => {
+                    use base64_lite::encode;
+                    let pw = password.as_ref().map(Secret::expose).unwrap_or_default();
+                    let mut v = HeaderValue::try_from(format!("Basic {}", encode(&format!("{user}:{pw}"))))
+                        .map_err(|_| Error::Secret("username", "not a valid header value".into()))?;
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                None => None,
+            }
+        }
+        InfluxApi::V2 => {
+            url.set_path(&format!("{path}/api/v2/write"));
+            q.push(("org", cfg.org.clone().unwrap_or_default()));
+            q.push(("bucket", cfg.bucket.clone().unwrap_or_default()));
+            let token = Secret::resolve(cfg.token.as_ref(), cfg.token_file.as_deref())
+                .map_err(|e| Error::Secret("token", e))?;
+            match token {
+                Some(t) => {
+                    let mut v = HeaderValue::try_from(format!("Token {}", t.expose()))
+                        .map_err(|_| Error::Secret("token", "not a valid header value".into()))?;
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                None => None,
+            }
+        }
+    };
+    q.push(("precision", "ns".into()));
+    url.query_pairs_mut().clear().extend_pairs(q);
+    Ok((url, auth))
+}
+
+/// Base64 for the basic-auth header (not worth a dependency).
+mod base64_lite {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rfc4648_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(encode(i), o);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn writer(cfg: &InfluxConfig) -> Writer {
+        Writer::new(cfg, Arc::new(Metrics::default())).unwrap()
+    }
+
+    #[test]
+    fn v1_request_shape() {
+        let cfg = InfluxConfig {
+            url: "http://db.example:8086/proxy/".into(),
+            database: "env".into(),
+            retention_policy: Some("two weeks".into()),
+            username: Some("lantian".into()),
+            password: Some(Secret::new("pw")),
+            gzip: false,
+            ..InfluxConfig::default()
+        };
+        let req = writer(&cfg).request(b"air pm25=1 1\n");
+        assert_eq!(req.url().as_str(), "http://db.example:8086/proxy/write?db=env&rp=two+weeks&precision=ns");
+        assert_eq!(req.headers()[AUTHORIZATION], "Basic bGFudGlhbjpwdw==");
+        assert!(req.headers().get(CONTENT_ENCODING).is_none());
+        assert_eq!(req.body().unwrap().as_bytes().unwrap(), b"air pm25=1 1\n");
+    }
+
+    #[test]
+    fn v2_request_shape_is_gzipped_with_token() {
+        let cfg = InfluxConfig {
+            api: InfluxApi::V2,
+            url: "https://influx.example".into(),
+            org: Some("bureau".into()),
+            bucket: Some("env/raw".into()),
+            token: Some(Secret::new("t0k")),
+            ..InfluxConfig::default()
+        };
+        let req = writer(&cfg).request(b"air pm25=1 1\n");
+        assert_eq!(req.url().as_str(), "https://influx.example/api/v2/write?org=bureau&bucket=env%2Fraw&precision=ns");
+        assert_eq!(req.headers()[AUTHORIZATION], "Token t0k");
+        assert_eq!(req.headers()[CONTENT_ENCODING], "gzip");
+        let mut out = String::new();
+        use std::io::Read as _;
+        flate2::read::GzDecoder::new(req.body().unwrap().as_bytes().unwrap())
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "air pm25=1 1\n");
+    }
+
+    #[test]
+    fn bad_urls_are_errors_not_panics() {
+        for url in ["not a url", "ftp://x", "mailto:x@y"] {
+            let cfg = InfluxConfig { url: url.into(), ..InfluxConfig::default() };
+            assert!(matches!(Writer::new(&cfg, Arc::new(Metrics::default())), Err(Error::BadUrl(_))));
+        }
+    }
+}

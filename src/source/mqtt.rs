@@ -1,0 +1,335 @@
+//! The MQTT source: subscribe with a persistent session, hand each message
+//! to the pipeline, acknowledge it only when the pipeline says its readings
+//! are stored or quarantined, and reconnect with capped backoff.
+//!
+//! One task owns the rumqttc `EventLoop` and only polls it; the pipeline
+//! acknowledges through an [`Acker`]. When the pipeline is full the task
+//! waits to hand over the next message and stops reading the socket, so
+//! the broker holds the rest (backpressure, not loss).
+//!
+//! Acks from before a reconnect must not reach the new connection: packet
+//! ids are reused, and a stale ack could acknowledge a message we have not
+//! stored. Each message carries the connection generation it arrived on;
+//! on a connection error the task bumps the generation and purges queued
+//! acks (both under the [`Acker`]'s lock), and the [`Acker`] drops acks of
+//! older generations. The broker then redelivers those messages; their
+//! points carry the same series and timestamp, so InfluxDB overwrites
+//! rather than duplicates.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{MqttConfig, Secret};
+use crate::metrics::Metrics;
+
+/// Capacity of rumqttc's request channel, which carries our acks. Larger
+/// than the number of QoS 1/2 messages a broker can have unacknowledged
+/// (packet ids are 16-bit), so queuing an ack never fails.
+const REQUEST_CHANNEL: usize = 1 << 17;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mqtt.{0}: {1}")]
+    Config(&'static str, String),
+}
+
+/// What a message needs to be acknowledged later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckToken {
+    qos: QoS,
+    pkid: u16,
+    /// Connection generation the message arrived on.
+    generation: u64,
+}
+
+/// One message from the broker.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub ack: AckToken,
+    /// Wall-clock arrival time, ms since the epoch.
+    pub received_ms: i64,
+}
+
+/// Acknowledges messages to the broker (cheap to clone).
+#[derive(Clone)]
+pub struct Acker {
+    client: AsyncClient,
+    /// Current connection generation; also serialises acks with purges.
+    generation: Arc<Mutex<u64>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Acker {
+    /// Acknowledge, in order. Acks of messages from an earlier connection
+    /// are dropped (the broker redelivers those).
+    pub fn ack(&self, tokens: &[AckToken]) {
+        let generation = match self.generation.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut acked = 0;
+        for t in tokens {
+            if t.generation != *generation {
+                continue;
+            }
+            acked += 1;
+            if t.qos == QoS::AtMostOnce {
+                continue;
+            }
+            let mut p = Publish::new("", t.qos, Vec::new());
+            p.pkid = t.pkid;
+            if let Err(e) = self.client.try_ack(&p) {
+                // Cannot happen with REQUEST_CHANNEL sized as it is; if it
+                // did, the broker would redeliver, not lose.
+                error!(pkid = t.pkid, error = %e, "could not queue MQTT ack");
+            }
+        }
+        self.metrics.messages_acked.fetch_add(acked, Relaxed);
+    }
+}
+
+/// The source task's state.
+pub struct MqttSource {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    subscriptions: Vec<SubscribeFilter>,
+    clean_session: bool,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
+    generation: Arc<Mutex<u64>>,
+    metrics: Arc<Metrics>,
+    /// For log lines.
+    broker: String,
+}
+
+impl MqttSource {
+    pub fn new(cfg: &MqttConfig, metrics: Arc<Metrics>) -> Result<(Self, Acker), Error> {
+        crate::app::install_crypto_provider();
+        let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+        opts.set_keep_alive(cfg.keep_alive.get())
+            .set_clean_session(cfg.clean_session)
+            .set_manual_acks(true)
+            .set_max_packet_size(
+                usize::try_from(cfg.max_packet_size.get()).unwrap_or(usize::MAX),
+                64 << 10,
+            );
+        if let Some(user) = &cfg.username {
+            let pw = Secret::resolve(cfg.password.as_ref(), cfg.password_file.as_deref())
+                .map_err(|e| Error::Config("password", e))?;
+            opts.set_credentials(user, pw.as_ref().map(Secret::expose).unwrap_or_default());
+        }
+        if let Some(tls) = &cfg.tls {
+            let read = |key: &'static str, p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| Error::Config(key, format!("cannot read {}: {e}", p.display())))
+            };
+            let ca = read("tls.ca_file", &tls.ca_file)?;
+            let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(c), Some(k)) => Some((read("tls.client_cert_file", c)?, read("tls.client_key_file", k)?)),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Config(
+                        "tls",
+                        "client_cert_file and client_key_file go together".into(),
+                    ));
+                }
+            };
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            }));
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
+        let mut net = eventloop.network_options();
+        net.set_connection_timeout(cfg.connect_timeout.get().as_secs().max(1));
+        eventloop.set_network_options(net);
+        let generation = Arc::new(Mutex::new(0));
+        let acker = Acker {
+            client: client.clone(),
+            generation: generation.clone(),
+            metrics: metrics.clone(),
+        };
+        let subscriptions = cfg
+            .subscriptions
+            .iter()
+            .map(|s| SubscribeFilter::new(s.filter.clone(), rumqttc::qos(s.qos).unwrap_or(QoS::AtLeastOnce)))
+            .collect();
+        Ok((
+            Self {
+                client,
+                eventloop,
+                subscriptions,
+                clean_session: cfg.clean_session,
+                reconnect_min: cfg.reconnect_min.get(),
+                reconnect_max: cfg.reconnect_max.get(),
+                generation,
+                metrics,
+                broker: format!("{}:{}", cfg.host, cfg.port),
+            },
+            acker,
+        ))
+    }
+
+    fn generation(&self) -> u64 {
+        match self.generation.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    /// Poll until shut down. After `shutdown` no new message is handed on;
+    /// after `pipeline_done` (everything handed on was acked) the task
+    /// disconnects cleanly, which flushes the queued acks first.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Message>,
+        shutdown: CancellationToken,
+        pipeline_done: CancellationToken,
+    ) {
+        let mut tx = Some(tx);
+        let mut disconnecting = false;
+        let mut backoff = self.reconnect_min;
+        let mut down_since: Option<Instant> = Some(Instant::now());
+        let mut failures: u32 = 0;
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if tx.is_some() => {
+                    info!("shutting down: no new messages are taken; finishing those in hand");
+                    tx = None;
+                    continue;
+                }
+                _ = pipeline_done.cancelled(), if tx.is_none() && !disconnecting => {
+                    disconnecting = true;
+                    if down_since.is_some() || self.client.try_disconnect().is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                ev = self.eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    self.metrics.mqtt_connects.fetch_add(1, Relaxed);
+                    self.metrics.mqtt_connected.store(true, Relaxed);
+                    backoff = self.reconnect_min;
+                    match down_since.take() {
+                        Some(t) if self.metrics.mqtt_connects.load(Relaxed) > 1 => info!(
+                            broker = %self.broker,
+                            session_present = ack.session_present,
+                            down_for = ?t.elapsed(),
+                            attempts = failures + 1,
+                            "reconnected to MQTT broker"
+                        ),
+                        _ => info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker"),
+                    }
+                    failures = 0;
+                    // A resumed session keeps its subscriptions; subscribing
+                    // again would make the broker resend retained messages.
+                    if (!ack.session_present || self.clean_session)
+                        && let Err(e) = self.client.try_subscribe_many(self.subscriptions.clone())
+                    {
+                        error!(error = %e, "could not queue MQTT subscribe");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    for (i, code) in ack.return_codes.iter().enumerate() {
+                        match (code, self.subscriptions.get(i)) {
+                            (SubscribeReasonCode::Failure, Some(s)) => {
+                                error!(filter = %s.path, "broker refused the subscription")
+                            }
+                            (SubscribeReasonCode::Success(q), Some(s)) => {
+                                info!(filter = %s.path, qos = ?q, "subscribed")
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    self.metrics.messages_in.fetch_add(1, Relaxed);
+                    let Some(sender) = &tx else {
+                        // Shutting down: not acked, so the broker redelivers.
+                        continue;
+                    };
+                    let msg = Message {
+                        ack: AckToken {
+                            qos: p.qos,
+                            pkid: p.pkid,
+                            generation: self.generation(),
+                        },
+                        topic: p.topic,
+                        payload: p.payload,
+                        received_ms: chrono::Utc::now().timestamp_millis(),
+                    };
+                    tokio::select! {
+                        r = sender.send(msg) => if r.is_err() { tx = None },
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    debug!("disconnected from MQTT broker");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Queued acks belong to the old connection: purge them
+                    // and bump the generation, atomically w.r.t. Acker::ack.
+                    {
+                        let mut g = match self.generation.lock() {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                        *g += 1;
+                        self.eventloop.clean();
+                    }
+                    self.metrics.mqtt_connected.store(false, Relaxed);
+                    if disconnecting {
+                        return;
+                    }
+                    if down_since.is_none() {
+                        down_since = Some(Instant::now());
+                        warn!(broker = %self.broker, reason = %describe(&e), "lost connection to MQTT broker; reconnecting");
+                    } else if failures == 0 {
+                        warn!(broker = %self.broker, reason = %describe(&e), "cannot connect to MQTT broker; retrying with backoff");
+                    } else {
+                        debug!(reason = %describe(&e), attempt = failures + 1, "MQTT connect failed");
+                    }
+                    failures += 1;
+                    let wait = backoff.mul_f64(1.0 - fastrand::f64() * 0.25);
+                    backoff = (backoff * 2).min(self.reconnect_max);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = pipeline_done.cancelled(), if tx.is_none() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "broker refused: bad user name or password".into()
+        }
+        rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "broker refused: not authorised".into()
+        }
+        rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => {
+            "broker refused the client id".into()
+        }
+        other => other.to_string(),
+    }
+}
