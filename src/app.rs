@@ -38,7 +38,8 @@ pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
     Ok(Decoder {
         topics: TopicMap::new(templates, s.topics.kinds.clone()),
         registry,
-        max_payload_bytes: usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX),
+        max_payload_bytes: usize::try_from(s.validation.max_payload_bytes.get())
+            .unwrap_or(usize::MAX),
         max_future_ms: millis(s.validation.max_future.get()),
         max_age_ms: millis(s.validation.max_age.get()),
     })
@@ -56,7 +57,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let metrics = Arc::new(Metrics::default());
     let decoder = decoder(&settings)?;
     let writer = Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
-    let (source, acker) = MqttSource::new(&settings.mqtt, metrics.clone()).context("MQTT source")?;
+    let (source, acker) =
+        MqttSource::new(&settings.mqtt, metrics.clone()).context("MQTT source")?;
     info!(config = %settings.summary(), "lantian starting");
 
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
@@ -66,7 +68,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         acker,
         limits: BatchLimits {
             max_lines: settings.influxdb.batch_max_lines,
-            max_bytes: usize::try_from(settings.influxdb.batch_max_bytes.get()).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(settings.influxdb.batch_max_bytes.get())
+                .unwrap_or(usize::MAX),
             linger: settings.influxdb.batch_linger.get(),
         },
         sample_bytes: settings.validation.quarantine_sample_bytes,

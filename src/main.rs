@@ -74,11 +74,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            lantian::telemetry::init(log_format.unwrap_or(settings.log.format), &settings.log.level);
+            lantian::telemetry::init(
+                log_format.unwrap_or(settings.log.format),
+                &settings.log.level,
+            );
             if config.is_none() {
-                tracing::info!("no --config given: using built-in defaults and LANTIAN__* variables");
+                tracing::info!(
+                    "no --config given: using built-in defaults and LANTIAN__* variables"
+                );
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("lantian: cannot start the async runtime: {e}");
@@ -104,7 +112,10 @@ fn main() -> ExitCode {
 /// unacknowledged is lost; the broker redelivers it).
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -114,7 +125,10 @@ async fn wait_for_signal(shutdown: CancellationToken) {
             _ = int.recv() => "SIGINT",
         };
         if n == 0 {
-            tracing::info!(signal = name, "stopping: flushing and acknowledging what is in hand");
+            tracing::info!(
+                signal = name,
+                "stopping: flushing and acknowledging what is in hand"
+            );
             shutdown.cancel();
         } else {
             tracing::warn!(signal = name, "second signal: exiting now");

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+/// Quarantine records per reason logged at warn level.
+const LOUD_QUARANTINE: u64 = 10;
 
 use crate::reading::Reason;
 
@@ -36,9 +39,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Count a quarantine record. The first few of each reason are logged
+    /// at warn level, the rest at debug (a misbehaving fleet must not flood
+    /// the journal); the periodic summary carries the counts.
     pub fn quarantined(&self, reason: Reason, topic: &str, detail: &str) {
-        self.quarantined[reason.index()].fetch_add(1, Relaxed);
-        warn!(reason = reason.as_str(), topic, detail, "quarantined");
+        let n = self.quarantined[reason.index()].fetch_add(1, Relaxed) + 1;
+        if n <= LOUD_QUARANTINE {
+            warn!(reason = reason.as_str(), topic, detail, "quarantined");
+            if n == LOUD_QUARANTINE {
+                warn!(
+                    reason = reason.as_str(),
+                    "further quarantine records of this reason are logged at debug level"
+                );
+            }
+        } else {
+            debug!(reason = reason.as_str(), topic, detail, "quarantined");
+        }
     }
 
     pub fn quarantined_count(&self, reason: Reason) -> u64 {

@@ -74,13 +74,18 @@ impl Pipeline {
         while let Some(first) = rx.recv().await {
             self.add(&mut batch, first, &clock);
             let deadline = Instant::now() + self.limits.linger;
-            while batch.lines.len() < self.limits.max_lines && batch.lines.buf.len() < self.limits.max_bytes {
+            while batch.lines.len() < self.limits.max_lines
+                && batch.lines.buf.len() < self.limits.max_bytes
+            {
                 let next = match rx.try_recv() {
                     Ok(m) => Some(m),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                     Err(mpsc::error::TryRecvError::Empty) if self.limits.linger.is_zero() => None,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                        tokio::time::timeout_at(deadline, rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
                     }
                 };
                 match next {
@@ -93,7 +98,9 @@ impl Pipeline {
     }
 
     fn add(&self, batch: &mut Batch, msg: Message, clock: &QuarantineClock) {
-        let decoded = self.decoder.decode(&msg.topic, &msg.payload, msg.received_ms);
+        let decoded = self
+            .decoder
+            .decode(&msg.topic, &msg.payload, msg.received_ms);
         for p in &decoded.points {
             let start = batch.lines.buf.len();
             if encode_point(&mut batch.lines.buf, p) {
@@ -126,7 +133,9 @@ impl Pipeline {
             // A rejected line is counted under quarantine reason "rejected";
             // assume readings first (quarantine records are rarely refused).
             let stored = batch.readings.saturating_sub(rejected);
-            self.metrics.points_written.fetch_add(stored as u64, Relaxed);
+            self.metrics
+                .points_written
+                .fetch_add(stored as u64, Relaxed);
         }
         self.acker.ack(&batch.acks);
         batch.lines.clear();

@@ -148,8 +148,10 @@ impl Registry {
         overrides: &std::collections::BTreeMap<String, QuantityOverride>,
         unknown: UnknownFields,
     ) -> Result<Self, Vec<(String, String)>> {
-        let mut quantities: HashMap<String, Quantity> =
-            builtin().into_iter().map(|(n, q)| (n.to_owned(), q)).collect();
+        let mut quantities: HashMap<String, Quantity> = builtin()
+            .into_iter()
+            .map(|(n, q)| (n.to_owned(), q))
+            .collect();
         let mut errors = Vec::new();
         for (name, o) in overrides {
             let base = quantities.get(name).cloned();
@@ -177,7 +179,10 @@ impl Registry {
             quantities.insert(name.clone(), q(unit, min, max, molar_mass));
         }
         if errors.is_empty() {
-            Ok(Self { quantities, unknown })
+            Ok(Self {
+                quantities,
+                unknown,
+            })
         } else {
             Err(errors)
         }
@@ -216,7 +221,10 @@ impl Registry {
             }
         };
         if !v.is_finite() {
-            return Err(Reject::new(Reason::NotFinite, format!("{name} converts to {v}")));
+            return Err(Reject::new(
+                Reason::NotFinite,
+                format!("{name} converts to {v}"),
+            ));
         }
         if v < q.min || v > q.max {
             return Err(Reject::new(
@@ -279,21 +287,42 @@ mod tests {
     fn gases_convert_at_298k() {
         let r = registry();
         // µg/m³ = ppb × M / 24.465 (STANDARDS.md §3).
-        assert!(close(r.check("no2", 100.0, Some("ppb")).unwrap(), 100.0 * 46.0055 / 24.465));
-        assert!(close(r.check("so2", 1.0, Some("ppm")).unwrap(), 1000.0 * 64.066 / 24.465));
-        assert!(close(r.check("o3", 50.0, Some("ppb")).unwrap(), 50.0 * 47.997 / 24.465));
+        assert!(close(
+            r.check("no2", 100.0, Some("ppb")).unwrap(),
+            100.0 * 46.0055 / 24.465
+        ));
+        assert!(close(
+            r.check("so2", 1.0, Some("ppm")).unwrap(),
+            1000.0 * 64.066 / 24.465
+        ));
+        assert!(close(
+            r.check("o3", 50.0, Some("ppb")).unwrap(),
+            50.0 * 47.997 / 24.465
+        ));
         // CO is stored in mg/m³: ppm × 28.010 / 24.465.
-        assert!(close(r.check("co", 2.0, Some("ppm")).unwrap(), 2.0 * 28.010 / 24.465));
+        assert!(close(
+            r.check("co", 2.0, Some("ppm")).unwrap(),
+            2.0 * 28.010 / 24.465
+        ));
         assert!(close(r.check("co", 500.0, Some("ug/m3")).unwrap(), 0.5));
         assert!(close(r.check("pm25", 0.035, Some("mg/m³")).unwrap(), 35.0));
-        assert!(close(r.check("inflow_m3h", 1.0, Some("m3/s")).unwrap(), 3600.0));
+        assert!(close(
+            r.check("inflow_m3h", 1.0, Some("m3/s")).unwrap(),
+            3600.0
+        ));
     }
 
     #[test]
     fn ppb_without_molar_mass_is_a_bad_unit() {
         let e = registry().check("pm25", 10.0, Some("ppb")).unwrap_err();
         assert_eq!(e.reason, Reason::BadUnit);
-        assert_eq!(registry().check("pm25", 10.0, Some("furlongs")).unwrap_err().reason, Reason::BadUnit);
+        assert_eq!(
+            registry()
+                .check("pm25", 10.0, Some("furlongs"))
+                .unwrap_err()
+                .reason,
+            Reason::BadUnit
+        );
     }
 
     #[test]
@@ -302,8 +331,14 @@ mod tests {
         let e = r.check("pm25", -5.0, None).unwrap_err();
         assert_eq!(e.reason, Reason::OutOfRange);
         assert_eq!(e.detail, "pm25 = -5 ug/m3 is outside [0, 5000]");
-        assert_eq!(r.check("humidity", 100.5, None).unwrap_err().reason, Reason::OutOfRange);
-        assert_eq!(r.check("pm25", f64::NAN, None).unwrap_err().reason, Reason::NotFinite);
+        assert_eq!(
+            r.check("humidity", 100.5, None).unwrap_err().reason,
+            Reason::OutOfRange
+        );
+        assert_eq!(
+            r.check("pm25", f64::NAN, None).unwrap_err().reason,
+            Reason::NotFinite
+        );
         assert_eq!(r.check("pm10", 5000.0, None), Ok(5000.0));
     }
 
@@ -311,21 +346,57 @@ mod tests {
     fn unknown_fields_follow_the_config() {
         assert_eq!(registry().check("rssi_dbm", -71.0, Some("dBm")), Ok(-71.0));
         let strict = Registry::new(&BTreeMap::new(), UnknownFields::Reject).unwrap();
-        assert_eq!(strict.check("rssi_dbm", -71.0, None).unwrap_err().reason, Reason::UnknownQuantity);
+        assert_eq!(
+            strict.check("rssi_dbm", -71.0, None).unwrap_err().reason,
+            Reason::UnknownQuantity
+        );
     }
 
     #[test]
     fn overrides_change_ranges_and_add_quantities() {
         let mut o = BTreeMap::new();
-        o.insert("pm25".into(), QuantityOverride { unit: None, min: None, max: Some(1000.0) });
-        o.insert("noise_db".into(), QuantityOverride { unit: None, min: Some(0.0), max: Some(200.0) });
+        o.insert(
+            "pm25".into(),
+            QuantityOverride {
+                unit: None,
+                min: None,
+                max: Some(1000.0),
+            },
+        );
+        o.insert(
+            "noise_db".into(),
+            QuantityOverride {
+                unit: None,
+                min: Some(0.0),
+                max: Some(200.0),
+            },
+        );
         let errs = Registry::new(&o, UnknownFields::Store).unwrap_err();
-        assert_eq!(errs, vec![("noise_db.unit".to_string(), "a new quantity needs a unit".to_string())]);
+        assert_eq!(
+            errs,
+            vec![(
+                "noise_db.unit".to_string(),
+                "a new quantity needs a unit".to_string()
+            )]
+        );
         o.remove("noise_db");
-        o.insert("ss".into(), QuantityOverride { unit: None, min: Some(10.0), max: Some(1.0) });
-        assert_eq!(Registry::new(&o, UnknownFields::Store).unwrap_err()[0].0, "ss");
+        o.insert(
+            "ss".into(),
+            QuantityOverride {
+                unit: None,
+                min: Some(10.0),
+                max: Some(1.0),
+            },
+        );
+        assert_eq!(
+            Registry::new(&o, UnknownFields::Store).unwrap_err()[0].0,
+            "ss"
+        );
         o.remove("ss");
         let r = Registry::new(&o, UnknownFields::Store).unwrap();
-        assert_eq!(r.check("pm25", 1200.0, None).unwrap_err().reason, Reason::OutOfRange);
+        assert_eq!(
+            r.check("pm25", 1200.0, None).unwrap_err().reason,
+            Reason::OutOfRange
+        );
     }
 }

@@ -58,7 +58,10 @@ pub fn load(path: Option<&Path>) -> Result<Settings, Problems> {
         if !path.is_file() {
             return Err(Problems(vec![Problem {
                 key: String::new(),
-                message: format!("config file {} does not exist or is not a file", path.display()),
+                message: format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                ),
             }]));
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
@@ -81,7 +84,9 @@ fn env_source() -> Environment {
     Environment::with_prefix(ENV_PREFIX).separator("__")
 }
 
-fn build(builder: config::ConfigBuilder<config::builder::DefaultState>) -> Result<Settings, Problems> {
+fn build(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+) -> Result<Settings, Problems> {
     let raw: Value = builder
         .build()
         .and_then(|c| c.try_deserialize())
@@ -109,20 +114,18 @@ fn deserialize_collecting(mut raw: Value) -> (Option<Settings>, Vec<Problem>) {
         match serde_path_to_error::deserialize::<_, Settings>(raw.clone()) {
             Ok(s) => return (Some(s), problems),
             Err(e) => {
-                let segments: Vec<Segment> = e.path().iter().cloned().collect();
-                let mut message = e.inner().to_string();
+                let mut segments: Vec<Segment> = e.path().iter().cloned().collect();
+                let mut message = strip_key_suffix(&e.inner().to_string());
                 let mut key = e.path().to_string();
-                // Unknown keys are reported at their parent; name the key.
+                // Unknown keys: make sure the path ends with the key itself.
                 if let Some(unknown) = unknown_field_name(&message) {
-                    key = join_key(&key, &unknown);
-                    message = format!("unknown key{}", expected_suffix(&message));
-                    let mut path = segments.clone();
-                    path.push(Segment::Map { key: unknown });
-                    problems.push(Problem { key, message });
-                    if !remove(&mut raw, &path) {
-                        return (None, problems);
+                    let named =
+                        matches!(segments.last(), Some(Segment::Map { key }) if *key == unknown);
+                    if !named {
+                        key = join_key(&key, &unknown);
+                        segments.push(Segment::Map { key: unknown });
                     }
-                    continue;
+                    message = format!("unknown key{}", expected_suffix(&message));
                 }
                 if key == "." {
                     key.clear();
@@ -135,6 +138,14 @@ fn deserialize_collecting(mut raw: Value) -> (Option<Settings>, Vec<Problem>) {
         }
     }
     (None, problems)
+}
+
+/// config appends " for key `x`" to some messages; the path says it already.
+fn strip_key_suffix(message: &str) -> String {
+    match message.rfind(" for key `") {
+        Some(i) if message.ends_with('`') => message[..i].to_owned(),
+        _ => message.to_owned(),
+    }
 }
 
 fn join_key(parent: &str, child: &str) -> String {

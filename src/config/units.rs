@@ -70,9 +70,9 @@ impl ByteSize {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let num: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: expected e.g. 65536, \"64KiB\" or \"2GiB\""))?;
+        let num: f64 = num.parse().map_err(|_| {
+            format!("invalid size {s:?}: expected e.g. 65536, \"64KiB\" or \"2GiB\"")
+        })?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" | "k" => 1000,

@@ -27,26 +27,44 @@ impl Settings {
             err("mqtt.port", "must be between 1 and 65535".into());
         }
         if m.client_id.is_empty() {
-            err("mqtt.client_id", "must not be empty (the broker keys the persistent session on it)".into());
+            err(
+                "mqtt.client_id",
+                "must not be empty (the broker keys the persistent session on it)".into(),
+            );
         }
         if m.keep_alive.get().as_secs() < 5 {
             err("mqtt.keep_alive", "must be at least 5s".into());
         }
         if m.reconnect_min.get().is_zero() || m.reconnect_min > m.reconnect_max {
-            err("mqtt.reconnect_min", "must be above 0 and at most mqtt.reconnect_max".into());
+            err(
+                "mqtt.reconnect_min",
+                "must be above 0 and at most mqtt.reconnect_max".into(),
+            );
         }
         if m.max_packet_size.get() < 1024 || m.max_packet_size.get() > super::MQTT_MAX_PACKET {
-            err("mqtt.max_packet_size", format!("must be between 1KiB and {} bytes", super::MQTT_MAX_PACKET));
+            err(
+                "mqtt.max_packet_size",
+                format!("must be between 1KiB and {} bytes", super::MQTT_MAX_PACKET),
+            );
         }
         if m.subscriptions.is_empty() {
-            err("mqtt.subscriptions", "at least one subscription is needed".into());
+            err(
+                "mqtt.subscriptions",
+                "at least one subscription is needed".into(),
+            );
         }
         for (i, s) in m.subscriptions.iter().enumerate() {
             if !rumqttc::valid_filter(&s.filter) {
-                err(&format!("mqtt.subscriptions[{i}].filter"), format!("{:?} is not a valid MQTT topic filter", s.filter));
+                err(
+                    &format!("mqtt.subscriptions[{i}].filter"),
+                    format!("{:?} is not a valid MQTT topic filter", s.filter),
+                );
             }
             if s.qos > 2 {
-                err(&format!("mqtt.subscriptions[{i}].qos"), format!("{} is not a QoS (0, 1 or 2)", s.qos));
+                err(
+                    &format!("mqtt.subscriptions[{i}].qos"),
+                    format!("{} is not a QoS (0, 1 or 2)", s.qos),
+                );
             }
         }
         if m.password.is_some() && m.username.is_none() {
@@ -63,14 +81,20 @@ impl Settings {
                     readable(&mut err, "mqtt.tls.client_key_file", k);
                 }
                 (None, None) => {}
-                _ => err("mqtt.tls", "client_cert_file and client_key_file go together".into()),
+                _ => err(
+                    "mqtt.tls",
+                    "client_cert_file and client_key_file go together".into(),
+                ),
             }
         }
 
         let i = &self.influxdb;
         match reqwest::Url::parse(&i.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => err("influxdb.url", format!("{:?} is not an http:// or https:// URL", i.url)),
+            _ => err(
+                "influxdb.url",
+                format!("{:?} is not an http:// or https:// URL", i.url),
+            ),
         }
         match i.api {
             InfluxApi::V1 => {
@@ -89,7 +113,11 @@ impl Settings {
                 }
                 match Secret::resolve(i.token.as_ref(), i.token_file.as_deref()) {
                     Ok(Some(_)) => {}
-                    Ok(None) => err("influxdb.token", "must be set for api = \"v2\" (or token_file, or LANTIAN__INFLUXDB__TOKEN)".into()),
+                    Ok(None) => err(
+                        "influxdb.token",
+                        "must be set for api = \"v2\" (or token_file, or LANTIAN__INFLUXDB__TOKEN)"
+                            .into(),
+                    ),
                     Err(e) => err("influxdb.token_file", e),
                 }
             }
@@ -101,10 +129,16 @@ impl Settings {
             err("influxdb.batch_max_bytes", "must be at least 1KiB".into());
         }
         if i.request_timeout.get().is_zero() || i.connect_timeout.get().is_zero() {
-            err("influxdb.request_timeout", "timeouts must be above 0".into());
+            err(
+                "influxdb.request_timeout",
+                "timeouts must be above 0".into(),
+            );
         }
         if i.retry_initial.get().is_zero() || i.retry_initial > i.retry_max {
-            err("influxdb.retry_initial", "must be above 0 and at most influxdb.retry_max".into());
+            err(
+                "influxdb.retry_initial",
+                "must be above 0 and at most influxdb.retry_max".into(),
+            );
         }
 
         let t = &self.topics;
@@ -120,9 +154,16 @@ impl Settings {
             err("topics.kinds", "at least one kind is needed".into());
         }
         for (n, k) in t.kinds.iter().enumerate() {
-            let ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            let ok = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !ok || k == "quarantine" {
-                err(&format!("topics.kinds[{n}]"), format!("{k:?} must be lowercase letters, digits or _ (and not \"quarantine\")"));
+                err(
+                    &format!("topics.kinds[{n}]"),
+                    format!(
+                        "{k:?} must be lowercase letters, digits or _ (and not \"quarantine\")"
+                    ),
+                );
             }
         }
 
@@ -143,19 +184,31 @@ impl Settings {
             err("pipeline.channel_capacity", "must be at least 1".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            err("log.level", format!("{:?} is not a valid filter: {e}", self.log.level));
+            err(
+                "log.level",
+                format!("{:?} is not a valid filter: {e}", self.log.level),
+            );
         }
         p
     }
 
     /// One line for `check-config` and the start-up log (no secrets).
     pub fn summary(&self) -> String {
-        let filters: Vec<&str> = self.mqtt.subscriptions.iter().map(|s| s.filter.as_str()).collect();
+        let filters: Vec<&str> = self
+            .mqtt
+            .subscriptions
+            .iter()
+            .map(|s| s.filter.as_str())
+            .collect();
         format!(
             "mqtt {}:{} ({}) as {:?} subscribing to {}; influxdb {} {}; kinds {}",
             self.mqtt.host,
             self.mqtt.port,
-            if self.mqtt.tls.is_some() { "tls" } else { "plain" },
+            if self.mqtt.tls.is_some() {
+                "tls"
+            } else {
+                "plain"
+            },
             self.mqtt.client_id,
             filters.join(", "),
             match self.influxdb.api {

@@ -46,7 +46,10 @@ impl Decoder {
                 return Decoded::rejected(Reason::UnknownTopic, "no topic template matches");
             }
             Err(TopicError::UnknownKind(k)) => {
-                return Decoded::rejected(Reason::UnknownKind, format!("kind {k:?} is not in topics.kinds"));
+                return Decoded::rejected(
+                    Reason::UnknownKind,
+                    format!("kind {k:?} is not in topics.kinds"),
+                );
             }
             Err(TopicError::ControlChars) => {
                 return Decoded::rejected(Reason::BadTopic, "topic contains control characters");
@@ -54,7 +57,12 @@ impl Decoder {
         };
         let parsed = match payload::parse(payload, now_ms) {
             Ok(p) => p,
-            Err(reject) => return Decoded { points: vec![], rejects: vec![reject] },
+            Err(reject) => {
+                return Decoded {
+                    points: vec![],
+                    rejects: vec![reject],
+                };
+            }
         };
         let mut rejects = parsed.rejects;
         // Group fields by time: one point per instant.
@@ -104,12 +112,18 @@ impl Decoder {
         if t > now_ms + self.max_future_ms {
             Err(Reject::new(
                 Reason::InFuture,
-                format!("reading time is {} s ahead of the clock", (t - now_ms) / 1000),
+                format!(
+                    "reading time is {} s ahead of the clock",
+                    (t - now_ms) / 1000
+                ),
             ))
         } else if t < now_ms - self.max_age_ms {
             Err(Reject::new(
                 Reason::TooOld,
-                format!("reading is {} s old (validation.max_age)", (now_ms - t) / 1000),
+                format!(
+                    "reading is {} s old (validation.max_age)",
+                    (now_ms - t) / 1000
+                ),
             ))
         } else {
             Ok(())
@@ -158,7 +172,11 @@ mod tests {
 
     #[test]
     fn good_message_becomes_one_point_with_converted_fields() {
-        let d = decoder().decode(TOPIC, br#"{"pm25":35,"no2":10,"units":{"no2":"ppb"},"ts":1764144000}"#, NOW);
+        let d = decoder().decode(
+            TOPIC,
+            br#"{"pm25":35,"no2":10,"units":{"no2":"ppb"},"ts":1764144000}"#,
+            NOW,
+        );
         assert!(d.rejects.is_empty());
         assert_eq!(d.points.len(), 1);
         let p = &d.points[0];
@@ -180,20 +198,31 @@ mod tests {
     #[test]
     fn message_level_rejects() {
         let dec = decoder();
-        let reason = |topic: &str, payload: &[u8]| dec.decode(topic, payload, NOW).rejects[0].reason;
+        let reason =
+            |topic: &str, payload: &[u8]| dec.decode(topic, payload, NOW).rejects[0].reason;
         assert_eq!(reason(TOPIC, &[b' '; 2000]), Reason::Oversized);
         assert_eq!(reason("env/x", b"{}"), Reason::UnknownTopic);
         assert_eq!(reason("env/a/b/noise/c", b"{}"), Reason::UnknownKind);
         assert_eq!(reason(TOPIC, b"{}"), Reason::Empty);
-        assert_eq!(reason(TOPIC, br#"{"pm25":1,"ts":1764150000}"#), Reason::InFuture);
-        assert_eq!(reason(TOPIC, br#"{"pm25":1,"ts":1600000000}"#), Reason::TooOld);
+        assert_eq!(
+            reason(TOPIC, br#"{"pm25":1,"ts":1764150000}"#),
+            Reason::InFuture
+        );
+        assert_eq!(
+            reason(TOPIC, br#"{"pm25":1,"ts":1600000000}"#),
+            Reason::TooOld
+        );
         assert_eq!(reason(TOPIC, br#"{"time":1}"#), Reason::BadFieldName);
         assert_eq!(reason(TOPIC, br#"{"pm25":"NaN"}"#), Reason::NotFinite);
     }
 
     #[test]
     fn senml_with_several_times_gives_several_points() {
-        let d = decoder().decode(TOPIC, br#"[{"bt":1764144000,"n":"pm25","v":1},{"n":"pm25","v":2,"t":60}]"#, NOW);
+        let d = decoder().decode(
+            TOPIC,
+            br#"[{"bt":1764144000,"n":"pm25","v":1},{"n":"pm25","v":2,"t":60}]"#,
+            NOW,
+        );
         assert_eq!(d.points.len(), 2);
         assert_eq!(d.points[1].time_ms, NOW + 60_000);
         assert_eq!(d.points[1].fields, vec![("pm25".into(), 2.0)]);

@@ -38,7 +38,10 @@ pub fn parse(payload: &[u8], now_ms: i64) -> Result<Parsed, Reject> {
         Value::Array(records) => parse_senml(records, now_ms),
         other => Err(Reject::new(
             Reason::BadPayload,
-            format!("expected a JSON object or a SenML array, got {}", type_name(&other)),
+            format!(
+                "expected a JSON object or a SenML array, got {}",
+                type_name(&other)
+            ),
         )),
     }
 }
@@ -142,7 +145,10 @@ fn parse_senml(records: Vec<Value>, now_ms: i64) -> Result<Parsed, Reject> {
     let mut bu: Option<String> = None;
     for (i, rec) in records.into_iter().enumerate() {
         let Value::Object(mut rec) = rec else {
-            return Err(Reject::new(Reason::BadPayload, format!("SenML record {i} is not an object")));
+            return Err(Reject::new(
+                Reason::BadPayload,
+                format!("SenML record {i} is not an object"),
+            ));
         };
         if let Some(v) = rec.remove("bn") {
             bn = senml_str(v, i, "bn")?;
@@ -158,7 +164,11 @@ fn parse_senml(records: Vec<Value>, now_ms: i64) -> Result<Parsed, Reject> {
             None => String::new(),
         };
         let full = format!("{bn}{n}");
-        let name = full.rsplit([':', '/']).next().unwrap_or_default().to_owned();
+        let name = full
+            .rsplit([':', '/'])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let t = match rec.remove("t") {
             Some(v) => senml_num(v, i, "t")?,
             None => 0.0,
@@ -167,7 +177,12 @@ fn parse_senml(records: Vec<Value>, now_ms: i64) -> Result<Parsed, Reject> {
             Some(v) => Some(senml_str(v, i, "u")?),
             None => bu.clone(),
         };
-        let value = match (rec.remove("v"), ["vs", "vb", "vd", "s"].iter().find(|k| rec.contains_key(**k))) {
+        let value = match (
+            rec.remove("v"),
+            ["vs", "vb", "vd", "s"]
+                .iter()
+                .find(|k| rec.contains_key(**k)),
+        ) {
             (Some(v), _) => match number(&v) {
                 Some(x) => x,
                 None => {
@@ -213,17 +228,25 @@ fn senml_str(v: Value, i: usize, key: &str) -> Result<String, Reject> {
         Value::String(s) => Ok(s),
         other => Err(Reject::new(
             Reason::BadPayload,
-            format!("SenML record {i}: {key} must be a string, got {}", type_name(&other)),
+            format!(
+                "SenML record {i}: {key} must be a string, got {}",
+                type_name(&other)
+            ),
         )),
     }
 }
 
 fn senml_num(v: Value, i: usize, key: &str) -> Result<f64, Reject> {
     match v {
-        Value::Number(n) => n.as_f64().ok_or_else(|| Reject::new(Reason::BadPayload, "bad number")),
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| Reject::new(Reason::BadPayload, "bad number")),
         other => Err(Reject::new(
             Reason::BadPayload,
-            format!("SenML record {i}: {key} must be a number, got {}", type_name(&other)),
+            format!(
+                "SenML record {i}: {key} must be a number, got {}",
+                type_name(&other)
+            ),
         )),
     }
 }
@@ -236,20 +259,38 @@ mod tests {
 
     #[test]
     fn flat_object_with_ts_and_units() {
-        let p = parse(br#"{"pm25": 35, "no2": 21.5, "ts": 1764144000, "units": {"no2": "ppb"}}"#, NOW).unwrap();
+        let p = parse(
+            br#"{"pm25": 35, "no2": 21.5, "ts": 1764144000, "units": {"no2": "ppb"}}"#,
+            NOW,
+        )
+        .unwrap();
         assert!(p.rejects.is_empty());
         assert_eq!(
             p.readings,
             vec![
-                RawReading { name: "no2".into(), value: 21.5, unit: Some("ppb".into()), time_ms: Some(NOW) },
-                RawReading { name: "pm25".into(), value: 35.0, unit: None, time_ms: Some(NOW) },
+                RawReading {
+                    name: "no2".into(),
+                    value: 21.5,
+                    unit: Some("ppb".into()),
+                    time_ms: Some(NOW)
+                },
+                RawReading {
+                    name: "pm25".into(),
+                    value: 35.0,
+                    unit: None,
+                    time_ms: Some(NOW)
+                },
             ]
         );
     }
 
     #[test]
     fn wrong_types_are_rejected_per_field() {
-        let p = parse(br#"{"pm25": "high", "pm10": 40, "ok": true, "x": null}"#, NOW).unwrap();
+        let p = parse(
+            br#"{"pm25": "high", "pm10": 40, "ok": true, "x": null}"#,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(p.readings.len(), 1);
         assert_eq!(p.rejects.len(), 3);
         assert!(p.rejects.iter().all(|r| r.reason == Reason::WrongType));
@@ -258,14 +299,29 @@ mod tests {
     #[test]
     fn whole_message_failures() {
         assert_eq!(parse(b"{pm25: 3", NOW).unwrap_err().reason, Reason::BadJson);
-        assert_eq!(parse(&[0xff, 0xfe, 0x00, 0x13], NOW).unwrap_err().reason, Reason::BadJson);
+        assert_eq!(
+            parse(&[0xff, 0xfe, 0x00, 0x13], NOW).unwrap_err().reason,
+            Reason::BadJson
+        );
         assert_eq!(parse(b"42", NOW).unwrap_err().reason, Reason::BadPayload);
-        assert_eq!(parse(br#"{"pm25":1,"ts":true}"#, NOW).unwrap_err().reason, Reason::BadTimestamp);
-        assert_eq!(parse(br#"{"pm25":1,"ts":"noon"}"#, NOW).unwrap_err().reason, Reason::BadTimestamp);
+        assert_eq!(
+            parse(br#"{"pm25":1,"ts":true}"#, NOW).unwrap_err().reason,
+            Reason::BadTimestamp
+        );
+        assert_eq!(
+            parse(br#"{"pm25":1,"ts":"noon"}"#, NOW).unwrap_err().reason,
+            Reason::BadTimestamp
+        );
         // serde_json refuses numbers beyond f64 and nesting beyond 128.
-        assert_eq!(parse(br#"{"pm25":1e999}"#, NOW).unwrap_err().reason, Reason::BadJson);
+        assert_eq!(
+            parse(br#"{"pm25":1e999}"#, NOW).unwrap_err().reason,
+            Reason::BadJson
+        );
         let deep = "[".repeat(10_000);
-        assert_eq!(parse(deep.as_bytes(), NOW).unwrap_err().reason, Reason::BadJson);
+        assert_eq!(
+            parse(deep.as_bytes(), NOW).unwrap_err().reason,
+            Reason::BadJson
+        );
     }
 
     #[test]
@@ -280,18 +336,40 @@ mod tests {
         assert_eq!(
             p.readings,
             vec![
-                RawReading { name: "pm25".into(), value: 35.0, unit: Some("ug/m3".into()), time_ms: Some(NOW) },
-                RawReading { name: "no2".into(), value: 20.0, unit: Some("ppb".into()), time_ms: Some(NOW + 60_000) },
-                RawReading { name: "pm10".into(), value: 50.0, unit: Some("ug/m3".into()), time_ms: Some(NOW) },
+                RawReading {
+                    name: "pm25".into(),
+                    value: 35.0,
+                    unit: Some("ug/m3".into()),
+                    time_ms: Some(NOW)
+                },
+                RawReading {
+                    name: "no2".into(),
+                    value: 20.0,
+                    unit: Some("ppb".into()),
+                    time_ms: Some(NOW + 60_000)
+                },
+                RawReading {
+                    name: "pm10".into(),
+                    value: 50.0,
+                    unit: Some("ug/m3".into()),
+                    time_ms: Some(NOW)
+                },
             ]
         );
     }
 
     #[test]
     fn senml_relative_times_and_non_numeric_values() {
-        let p = parse(br#"[{"n":"pm25","v":10,"t":-30},{"n":"door","vb":true}]"#, NOW).unwrap();
+        let p = parse(
+            br#"[{"n":"pm25","v":10,"t":-30},{"n":"door","vb":true}]"#,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(p.readings[0].time_ms, Some(NOW - 30_000));
         assert_eq!(p.rejects[0].reason, Reason::WrongType);
-        assert_eq!(parse(br#"[1,2]"#, NOW).unwrap_err().reason, Reason::BadPayload);
+        assert_eq!(
+            parse(br#"[1,2]"#, NOW).unwrap_err().reason,
+            Reason::BadPayload
+        );
     }
 }

@@ -43,15 +43,24 @@ mod tests {
     fn seconds_and_milliseconds_are_told_apart_by_size() {
         assert_eq!(from_epoch_number(1_764_144_000.0), Ok(1_764_144_000_000));
         assert_eq!(from_epoch_number(1_764_144_000.25), Ok(1_764_144_000_250));
-        assert_eq!(from_epoch_number(1_764_144_000_123.0), Ok(1_764_144_000_123));
+        assert_eq!(
+            from_epoch_number(1_764_144_000_123.0),
+            Ok(1_764_144_000_123)
+        );
         assert!(from_epoch_number(1_764_144_000_000_000.0).is_err());
         assert!(from_epoch_number(-1.0).is_err());
     }
 
     #[test]
     fn rfc3339_with_offsets() {
-        assert_eq!(from_rfc3339("2025-11-26T16:00:00+08:00"), Ok(1_764_144_000_000));
-        assert_eq!(from_rfc3339("2025-11-26T08:00:00.5Z"), Ok(1_764_144_000_500));
+        assert_eq!(
+            from_rfc3339("2025-11-26T16:00:00+08:00"),
+            Ok(1_764_144_000_000)
+        );
+        assert_eq!(
+            from_rfc3339("2025-11-26T08:00:00.5Z"),
+            Ok(1_764_144_000_500)
+        );
         assert!(from_rfc3339("yesterday").is_err());
     }
 }

@@ -164,7 +164,9 @@ mod tests {
 
     #[test]
     fn default_template_yields_kind_and_sorted_tags() {
-        let info = default_map().resolve("env/dongcheng/dongsi/air/aq-0012").unwrap();
+        let info = default_map()
+            .resolve("env/dongcheng/dongsi/air/aq-0012")
+            .unwrap();
         assert_eq!(info.kind, "air");
         assert_eq!(
             info.tags,
@@ -183,16 +185,31 @@ mod tests {
         assert_eq!(m.resolve("env/a/b/air/c/d"), Err(TopicError::NoTemplate));
         assert_eq!(m.resolve("other/a/b/air/c"), Err(TopicError::NoTemplate));
         assert_eq!(m.resolve("env/a//air/c"), Err(TopicError::NoTemplate));
-        assert_eq!(m.resolve("env/a/b/water/c"), Err(TopicError::UnknownKind("water".into())));
+        assert_eq!(
+            m.resolve("env/a/b/water/c"),
+            Err(TopicError::UnknownKind("water".into()))
+        );
         assert_eq!(m.resolve("env/a\n/b/air/c"), Err(TopicError::ControlChars));
     }
 
     #[test]
     fn template_errors_are_specific() {
         assert_eq!(Template::parse("env/{site}"), Err(TemplateError::NoKind));
-        assert_eq!(Template::parse("env/{kind}/{kind}"), Err(TemplateError::Duplicate("kind".into())));
-        assert_eq!(Template::parse("env/+/{kind}"), Err(TemplateError::Wildcard));
-        assert_eq!(Template::parse("env/x{kind}"), Err(TemplateError::BadLevel("x{kind}".into())));
-        assert_eq!(Template::parse("env/{Kind}"), Err(TemplateError::BadName("Kind".into())));
+        assert_eq!(
+            Template::parse("env/{kind}/{kind}"),
+            Err(TemplateError::Duplicate("kind".into()))
+        );
+        assert_eq!(
+            Template::parse("env/+/{kind}"),
+            Err(TemplateError::Wildcard)
+        );
+        assert_eq!(
+            Template::parse("env/x{kind}"),
+            Err(TemplateError::BadLevel("x{kind}".into()))
+        );
+        assert_eq!(
+            Template::parse("env/{Kind}"),
+            Err(TemplateError::BadName("Kind".into()))
+        );
     }
 }

@@ -132,11 +132,15 @@ impl MqttSource {
         }
         if let Some(tls) = &cfg.tls {
             let read = |key: &'static str, p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| Error::Config(key, format!("cannot read {}: {e}", p.display())))
+                std::fs::read(p)
+                    .map_err(|e| Error::Config(key, format!("cannot read {}: {e}", p.display())))
             };
             let ca = read("tls.ca_file", &tls.ca_file)?;
             let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
-                (Some(c), Some(k)) => Some((read("tls.client_cert_file", c)?, read("tls.client_key_file", k)?)),
+                (Some(c), Some(k)) => Some((
+                    read("tls.client_cert_file", c)?,
+                    read("tls.client_key_file", k)?,
+                )),
                 (None, None) => None,
                 _ => {
                     return Err(Error::Config(
@@ -164,7 +168,12 @@ impl MqttSource {
         let subscriptions = cfg
             .subscriptions
             .iter()
-            .map(|s| SubscribeFilter::new(s.filter.clone(), rumqttc::qos(s.qos).unwrap_or(QoS::AtLeastOnce)))
+            .map(|s| {
+                SubscribeFilter::new(
+                    s.filter.clone(),
+                    rumqttc::qos(s.qos).unwrap_or(QoS::AtLeastOnce),
+                )
+            })
             .collect();
         Ok((
             Self {
@@ -233,7 +242,9 @@ impl MqttSource {
                             attempts = failures + 1,
                             "reconnected to MQTT broker"
                         ),
-                        _ => info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker"),
+                        _ => {
+                            info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker")
+                        }
                     }
                     failures = 0;
                     // A resumed session keeps its subscriptions; subscribing

@@ -71,18 +71,26 @@ fn start<'a>(
 /// Append one point as a line; `false` (nothing written) if it has no
 /// finite field.
 pub fn encode_point(buf: &mut Vec<u8>, p: &Point) -> bool {
-    let mut fields = p.fields.iter().filter(|(k, v)| v.is_finite() && !k.is_empty());
+    let mut fields = p
+        .fields
+        .iter()
+        .filter(|(k, v)| v.is_finite() && !k.is_empty());
     let Some((k0, v0)) = fields.next() else {
         return false;
     };
     // The builder borrows `buf` mutably; tags are borrowed from `p`.
-    let tags: Vec<(&str, &str)> = p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let tags: Vec<(&str, &str)> = p
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut b: LineProtocolBuilder<&mut Vec<u8>, AfterField> =
         start(buf, &p.kind, tags.into_iter()).field(&clean_name(k0), *v0);
     for (k, v) in fields {
         b = b.field(&clean_name(k), *v);
     }
-    b.timestamp(p.time_ms.saturating_mul(NS_PER_MS)).close_line();
+    b.timestamp(p.time_ms.saturating_mul(NS_PER_MS))
+        .close_line();
     true
 }
 
@@ -104,13 +112,17 @@ pub struct QuarantineRecord<'a> {
 /// (unbounded values would explode series cardinality as tags).
 pub fn encode_quarantine(buf: &mut Vec<u8>, q: &QuarantineRecord<'_>) {
     let sample = printable(&String::from_utf8_lossy(q.sample));
-    start(buf, "quarantine", [("reason", q.reason.as_str())].into_iter())
-        .field("topic", printable(q.topic).as_str())
-        .field("detail", printable(q.detail).as_str())
-        .field("payload", sample.as_str())
-        .field("payload_bytes", q.payload_bytes as i64)
-        .timestamp(q.time_ns)
-        .close_line();
+    start(
+        buf,
+        "quarantine",
+        [("reason", q.reason.as_str())].into_iter(),
+    )
+    .field("topic", printable(q.topic).as_str())
+    .field("detail", printable(q.detail).as_str())
+    .field("payload", sample.as_str())
+    .field("payload_bytes", q.payload_bytes as i64)
+    .timestamp(q.time_ns)
+    .close_line();
 }
 
 #[cfg(test)]
@@ -120,7 +132,10 @@ mod tests {
     fn point(kind: &str, tags: &[(&str, &str)], fields: &[(&str, f64)]) -> Point {
         Point {
             kind: kind.into(),
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             time_ms: 1_764_144_000_123,
             fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         }
@@ -134,7 +149,15 @@ mod tests {
 
     #[test]
     fn plain_point() {
-        let p = point("air", &[("district", "dongcheng"), ("sensor", "aq-0012"), ("site", "dongsi")], &[("no2", 21.5), ("pm25", 35.0)]);
+        let p = point(
+            "air",
+            &[
+                ("district", "dongcheng"),
+                ("sensor", "aq-0012"),
+                ("site", "dongsi"),
+            ],
+            &[("no2", 21.5), ("pm25", 35.0)],
+        );
         assert_eq!(
             line(&p),
             "air,district=dongcheng,sensor=aq-0012,site=dongsi no2=21.5,pm25=35 1764144000123000000\n"
@@ -143,7 +166,11 @@ mod tests {
 
     #[test]
     fn special_characters_are_escaped() {
-        let p = point("a ir,x", &[("dis trict", "a,b=c d"), ("site", r"back\slash")], &[("f=1 x", 1.0)]);
+        let p = point(
+            "a ir,x",
+            &[("dis trict", "a,b=c d"), ("site", r"back\slash")],
+            &[("f=1 x", 1.0)],
+        );
         assert_eq!(
             line(&p),
             "a\\ ir\\,x,dis\\ trict=a\\,b\\=c\\ d,site=back\\\\slash f\\=1\\ x=1 1764144000123000000\n"
@@ -152,19 +179,36 @@ mod tests {
 
     #[test]
     fn newlines_cannot_inject_lines_and_empty_tags_are_dropped() {
-        let p = point("air", &[("site", "x\nevil,site=y v=1"), ("sensor", "")], &[("pm25", 1.0)]);
+        let p = point(
+            "air",
+            &[("site", "x\nevil,site=y v=1"), ("sensor", "")],
+            &[("pm25", 1.0)],
+        );
         let l = line(&p);
         assert_eq!(l.matches('\n').count(), 1);
-        assert_eq!(l, "air,site=x\u{FFFD}evil\\,site\\=y\\ v\\=1 pm25=1 1764144000123000000\n");
-        assert_eq!(line(&point("#air", &[], &[("v", 1.0)])), "_#air v=1 1764144000123000000\n");
+        assert_eq!(
+            l,
+            "air,site=x\u{FFFD}evil\\,site\\=y\\ v\\=1 pm25=1 1764144000123000000\n"
+        );
+        assert_eq!(
+            line(&point("#air", &[], &[("v", 1.0)])),
+            "_#air v=1 1764144000123000000\n"
+        );
     }
 
     #[test]
     fn non_finite_fields_are_dropped() {
-        let p = point("air", &[], &[("a", f64::NAN), ("b", 2.0), ("c", f64::INFINITY)]);
+        let p = point(
+            "air",
+            &[],
+            &[("a", f64::NAN), ("b", 2.0), ("c", f64::INFINITY)],
+        );
         assert_eq!(line(&p), "air b=2 1764144000123000000\n");
         let mut buf = Vec::new();
-        assert!(!encode_point(&mut buf, &point("air", &[], &[("a", f64::NAN)])));
+        assert!(!encode_point(
+            &mut buf,
+            &point("air", &[], &[("a", f64::NAN)])
+        ));
         assert!(buf.is_empty());
     }
 

@@ -13,7 +13,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Request, StatusCode, Url};
-use tracing::{error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::line::{QuarantineRecord, encode_quarantine};
 use crate::config::{InfluxApi, InfluxConfig, Secret};
@@ -67,7 +67,11 @@ impl Lines {
     }
     fn bytes(&self, lines: Range<usize>) -> &[u8] {
         let from = self.starts[lines.start];
-        let to = self.starts.get(lines.end).copied().unwrap_or(self.buf.len());
+        let to = self
+            .starts
+            .get(lines.end)
+            .copied()
+            .unwrap_or(self.buf.len());
         &self.buf[from..to]
     }
 }
@@ -109,7 +113,10 @@ impl Writer {
     pub fn request(&self, body: &[u8]) -> Request {
         let mut req = Request::new(Method::POST, self.url.clone());
         let h = req.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if let Some(auth) = &self.auth {
             h.insert(AUTHORIZATION, auth.clone());
         }
@@ -146,26 +153,39 @@ impl Writer {
         let text = resp.text().await.unwrap_or_default();
         let msg = format!("HTTP {}: {}", status.as_u16(), text.trim());
         match status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
-                Outcome::Rejected(msg)
-            }
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNPROCESSABLE_ENTITY => Outcome::Rejected(msg),
             // 401/403/404 are configuration problems (token, database):
             // retrying keeps the data until an operator fixes them.
             _ => Outcome::Retry(retry_after, msg),
         }
     }
 
-    /// POST until the server answers something other than "retry".
+    /// POST until the server answers something other than "retry". The
+    /// first failure of an outage is a warning; later ones are debug lines,
+    /// and the recovery is logged with the outage's length.
     async fn post_until_answered(&self, body: &[u8]) -> Result<(), String> {
         let mut delay = self.retry_initial;
+        let mut failures = 0u32;
+        let started = std::time::Instant::now();
         loop {
-            match self.post(body).await {
+            let outcome = self.post(body).await;
+            if failures > 0 && !matches!(outcome, Outcome::Retry(..)) {
+                info!(failures, after = ?started.elapsed(), "InfluxDB writes recovered");
+            }
+            match outcome {
                 Outcome::Written => return Ok(()),
                 Outcome::Rejected(msg) => return Err(msg),
                 Outcome::Retry(after, msg) => {
                     self.metrics.write_retries.fetch_add(1, Relaxed);
                     let wait = after.unwrap_or_else(|| jitter(delay));
-                    warn!(error = %msg, retry_in = ?wait, url = %self.url, "InfluxDB write failed; retrying");
+                    if failures == 0 {
+                        warn!(error = %msg, url = %self.url, "InfluxDB write failed; retrying until it succeeds");
+                    } else {
+                        debug!(error = %msg, retry_in = ?wait, failures, "InfluxDB write failed again");
+                    }
+                    failures += 1;
                     tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(self.retry_max);
                 }
@@ -186,11 +206,14 @@ impl Writer {
             }
             match self.post_until_answered(lines.bytes(range.clone())).await {
                 Ok(()) => {
-                    self.metrics.lines_written.fetch_add(range.len() as u64, Relaxed);
+                    self.metrics
+                        .lines_written
+                        .fetch_add(range.len() as u64, Relaxed);
                 }
                 Err(msg) if range.len() == 1 => {
                     rejected += 1;
-                    self.quarantine_rejected(lines.bytes(range), &msg, now_ns()).await;
+                    self.quarantine_rejected(lines.bytes(range), &msg, now_ns())
+                        .await;
                 }
                 Err(_) => {
                     self.metrics.batch_splits.fetch_add(1, Relaxed);
@@ -267,8 +290,11 @@ pub fn endpoint(cfg: &InfluxConfig) -> Result<(Url, Option<HeaderValue>), Error>
                 Some(user) => {
                     use base64_lite::encode;
                     let pw = password.as_ref().map(Secret::expose).unwrap_or_default();
-                    let mut v = HeaderValue::try_from(format!("Basic {}", encode(&format!("{user}:{pw}"))))
-                        .map_err(|_| Error::Secret("username", "not a valid header value".into()))?;
+                    let mut v =
+                        HeaderValue::try_from(format!("Basic {}", encode(&format!("{user}:{pw}"))))
+                            .map_err(|_| {
+                                Error::Secret("username", "not a valid header value".into())
+                            })?;
                     v.set_sensitive(true);
                     Some(v)
                 }
@@ -305,7 +331,11 @@ mod base64_lite {
         let bytes = s.as_bytes();
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -320,7 +350,15 @@ mod base64_lite {
 
     #[test]
     fn rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(encode(i), o);
         }
     }
@@ -347,7 +385,10 @@ mod tests {
             ..InfluxConfig::default()
         };
         let req = writer(&cfg).request(b"air pm25=1 1\n");
-        assert_eq!(req.url().as_str(), "http://db.example:8086/proxy/write?db=env&rp=two+weeks&precision=ns");
+        assert_eq!(
+            req.url().as_str(),
+            "http://db.example:8086/proxy/write?db=env&rp=two+weeks&precision=ns"
+        );
         assert_eq!(req.headers()[AUTHORIZATION], "Basic bGFudGlhbjpwdw==");
         assert!(req.headers().get(CONTENT_ENCODING).is_none());
         assert_eq!(req.body().unwrap().as_bytes().unwrap(), b"air pm25=1 1\n");
@@ -364,7 +405,10 @@ mod tests {
             ..InfluxConfig::default()
         };
         let req = writer(&cfg).request(b"air pm25=1 1\n");
-        assert_eq!(req.url().as_str(), "https://influx.example/api/v2/write?org=bureau&bucket=env%2Fraw&precision=ns");
+        assert_eq!(
+            req.url().as_str(),
+            "https://influx.example/api/v2/write?org=bureau&bucket=env%2Fraw&precision=ns"
+        );
         assert_eq!(req.headers()[AUTHORIZATION], "Token t0k");
         assert_eq!(req.headers()[CONTENT_ENCODING], "gzip");
         let mut out = String::new();
@@ -378,8 +422,14 @@ mod tests {
     #[test]
     fn bad_urls_are_errors_not_panics() {
         for url in ["not a url", "ftp://x", "mailto:x@y"] {
-            let cfg = InfluxConfig { url: url.into(), ..InfluxConfig::default() };
-            assert!(matches!(Writer::new(&cfg, Arc::new(Metrics::default())), Err(Error::BadUrl(_))));
+            let cfg = InfluxConfig {
+                url: url.into(),
+                ..InfluxConfig::default()
+            };
+            assert!(matches!(
+                Writer::new(&cfg, Arc::new(Metrics::default())),
+                Err(Error::BadUrl(_))
+            ));
         }
     }
 }

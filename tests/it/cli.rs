@@ -1,0 +1,108 @@
+//! The command line as an operator meets it.
+
+use std::process::Command;
+
+fn lantian(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(args)
+        .env_remove("LANTIAN_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_names_every_mistake_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\nprot = 1883\n[[mqtt.subscriptions]]\nfilter = \"env/#\"\nqos = 5\n\
+         [influxdb]\nrequest_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = lantian(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(stderr.contains("mqtt.prot: unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("mqtt.subscriptions[0].qos: 5 is not a QoS"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("influxdb.request_timeout: invalid duration \"soon\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn shipped_config_is_valid_and_env_overrides_it() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/lantian.toml");
+    let (code, stdout, stderr) = lantian(&["check-config", "--config", cfg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("configuration OK: mqtt 127.0.0.1:1883"),
+        "{stdout}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["check-config", "--config", cfg])
+        .env("LANTIAN__MQTT__PORT", "1884")
+        .env("LANTIAN__INFLUXDB__URL", "http://influx.internal:8086")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("127.0.0.1:1884") && stdout.contains("http://influx.internal:8086"),
+        "{stdout}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["check-config", "--config", cfg])
+        .env("LANTIAN__MQTT__NOSUCHKEY", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.nosuchkey: unknown key"));
+}
+
+#[test]
+fn secrets_never_reach_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[influxdb]\napi = \"v2\"\nurl = \"http://x:8086\"\norg = \"o\"\nbucket = \"b\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("LANTIAN__INFLUXDB__TOKEN", "sup3rs3cret")
+        .env("LANTIAN__MQTT__PORT", "0")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("mqtt.port"), "{all}");
+    assert!(!all.contains("sup3rs3cret"), "{all}");
+}
+
+#[test]
+fn help_explains_configuration() {
+    let (code, stdout, _) = lantian(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("LANTIAN__SECTION__KEY"), "{stdout}");
+    assert!(stdout.contains("check-config"), "{stdout}");
+    let (code, _, stderr) = lantian(&["run", "--config", "/nonexistent/lantian.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("/nonexistent/lantian.toml does not exist"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,458 @@
+//! Real services for the integration tests: Mosquitto, InfluxDB 1.x and
+//! VictoriaMetrics processes on free loopback ports in temp dirs, the real
+//! `lantian` binary, and a real MQTT publisher. Every process is killed
+//! when its handle drops.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// An HTTP client for the tests (rustls needs its provider first).
+pub fn http() -> reqwest::Client {
+    lantian::app::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(bin: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{bin} is not installed: run scripts/test.sh, which installs the Debian packages");
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut ready: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} was not ready within {timeout:?}");
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Self { child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for exit; `None` on timeout.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl Mosquitto {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        // The lossless settings from deploy/mosquitto/lantian.conf.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n\
+                 log_dest stdout\nlog_type error\nlog_type warning\n"
+            ),
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            Command::new(require("mosquitto")).arg("-c").arg(&conf),
+            dir.path().join("mosquitto.log"),
+        );
+        wait_for("mosquitto", Duration::from_secs(10), async || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        Self {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+}
+
+pub struct Influx {
+    pub port: u16,
+    pub proc: Proc,
+    dir: TempDir,
+    conf: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Influx {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let rpc = free_port();
+        let d = dir.path().display();
+        let conf = dir.path().join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n"
+            ),
+        )
+        .unwrap();
+        let mut me = Self {
+            port,
+            proc: Proc::spawn(&mut Command::new("true"), dir.path().join("unused.log")),
+            dir,
+            conf,
+            http: http(),
+        };
+        me.restart().await;
+        me.query_post("CREATE DATABASE env").await;
+        me
+    }
+
+    /// Start (again) on the same port and data.
+    pub async fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Proc::spawn(
+            Command::new(require("influxd"))
+                .arg("-config")
+                .arg(&self.conf),
+            self.dir.path().join("influxd.log"),
+        );
+        let url = format!("http://127.0.0.1:{}/ping", self.port);
+        let http = self.http.clone();
+        wait_for(
+            "influxd",
+            Duration::from_secs(30),
+            async || matches!(http.get(&url).send().await, Ok(r) if r.status().as_u16() == 204),
+        )
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn query_post(&self, q: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/query", self.url()))
+            .form(&[("q", q)])
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
+    /// InfluxQL against database `env`, times in ms. Returns the series.
+    pub async fn query(&self, q: &str) -> Vec<Value> {
+        let r = self
+            .http
+            .get(format!("{}/query", self.url()))
+            .query(&[("db", "env"), ("epoch", "ms"), ("q", q)])
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        if let Some(e) = v["results"][0]["error"].as_str() {
+            panic!("query {q:?} failed: {e}");
+        }
+        v["results"][0]["series"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A single number from e.g. `SELECT count(x) FROM m`.
+    pub async fn scalar(&self, q: &str) -> i64 {
+        let series = self.query(q).await;
+        series
+            .first()
+            .and_then(|s| s["values"][0][1].as_i64())
+            .unwrap_or(0)
+    }
+
+    /// Write raw line protocol (test set-up).
+    pub async fn write(&self, lines: &str) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{}/write?db=env", self.url()))
+            .body(lines.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Poll `q` until it returns at least `want`, then return what it returns.
+    pub async fn wait_count(&self, q: &str, want: i64, timeout: Duration) -> i64 {
+        let start = Instant::now();
+        loop {
+            let n = self.scalar(q).await;
+            if n >= want || start.elapsed() > timeout {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub struct Victoria {
+    pub port: u16,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl Victoria {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            Command::new(require("victoria-metrics"))
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("data").display()
+                ))
+                .arg("-retentionPeriod=100y"),
+            dir.path().join("vm.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}/health");
+        wait_for(
+            "victoria-metrics",
+            Duration::from_secs(30),
+            async || matches!(http().get(&url).send().await, Ok(r) if r.status().is_success()),
+        )
+        .await;
+        Self {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    /// Raw samples of metrics matching `selector`, as (labels, values, timestamps).
+    pub async fn export(&self, selector: &str) -> Vec<Value> {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let _ = http()
+            .get(format!("{base}/internal/force_flush"))
+            .send()
+            .await;
+        let text = http()
+            .get(format!("{base}/api/v1/export"))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The real `lantian` binary with a config written to a temp dir.
+pub struct Lantian {
+    pub proc: Proc,
+    pub dir: TempDir,
+}
+
+impl Lantian {
+    pub fn config(mqtt_port: u16, influx_section: &str, extra: &str) -> String {
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"lantian-test\"\n\
+             reconnect_max = \"1s\"\n\
+             [[mqtt.subscriptions]]\nfilter = \"env/#\"\nqos = 1\n\
+             [influxdb]\n{influx_section}\nretry_max = \"1s\"\n\
+             [pipeline]\nshutdown_timeout = \"20s\"\nstats_interval = \"0s\"\n{extra}"
+        )
+    }
+
+    pub fn v1(mqtt_port: u16, influx: &Influx) -> String {
+        Self::config(
+            mqtt_port,
+            &format!(
+                "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
+                influx.url()
+            ),
+            "",
+        )
+    }
+
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut me = Self {
+            proc: Proc::spawn(&mut Command::new("true"), dir.path().join("unused.log")),
+            dir,
+        };
+        std::fs::write(me.dir.path().join("lantian.toml"), config).unwrap();
+        me.restart();
+        me
+    }
+
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        self.proc = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_lantian"))
+                .args(["run", "--config"])
+                .arg(self.dir.path().join("lantian.toml"))
+                .env("RUST_LOG", "info")
+                .env_remove("LANTIAN_CONFIG"),
+            self.dir.path().join(format!("lantian-{n}.log")),
+        );
+    }
+
+    /// Everything every run of lantian logged.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for f in files
+            .iter()
+            .filter(|f| f.to_string_lossy().contains("lantian-"))
+        {
+            let _ = writeln!(
+                out,
+                "--- {}\n{}",
+                f.display(),
+                std::fs::read_to_string(f).unwrap_or_default()
+            );
+        }
+        out
+    }
+}
+
+/// A real MQTT client publishing at QoS 1 and counting the broker's acks.
+pub struct Publisher {
+    client: AsyncClient,
+    acked: Arc<AtomicU64>,
+    sent: u64,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub async fn connect(port: u16, id: &str) -> Self {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20)
+            .set_inflight(200)
+            .set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let acked = Arc::new(AtomicU64::new(0));
+        let a = acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Self {
+            client,
+            acked,
+            sent: 0,
+            _task: task,
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        self.sent += 1;
+    }
+
+    /// Wait until the broker acknowledged everything published.
+    pub async fn flush(&self) {
+        let (acked, sent) = (self.acked.clone(), self.sent);
+        wait_for("broker acks", Duration::from_secs(120), async || {
+            acked.load(Ordering::Relaxed) >= sent
+        })
+        .await;
+    }
+}
+
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -1,0 +1,8 @@
+//! Integration tests against real Mosquitto, InfluxDB 1.x and
+//! VictoriaMetrics processes and the real `lantian` binary. One test crate
+//! (one link of the binary); `scripts/test.sh` installs the services.
+
+mod cli;
+mod harness;
+mod ingest;
+mod outage;
