@@ -171,7 +171,7 @@ impl Registry {
             };
             let min = o.min.or(base.as_ref().map(|b| b.min)).unwrap_or(f64::MIN);
             let max = o.max.or(base.as_ref().map(|b| b.max)).unwrap_or(f64::MAX);
-            if !(min <= max) {
+            if min.is_nan() || max.is_nan() || min > max {
                 errors.push((name.clone(), format!("min {min} is above max {max}")));
                 continue;
             }

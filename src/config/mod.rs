@@ -21,7 +21,7 @@ pub use secret::Secret;
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole configuration. Unknown keys anywhere are errors.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Where readings come from.
@@ -42,21 +42,6 @@ pub struct Settings {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            mqtt: MqttConfig::default(),
-            influxdb: InfluxConfig::default(),
-            topics: TopicsConfig::default(),
-            validation: ValidationConfig::default(),
-            quantities: BTreeMap::new(),
-            pipeline: PipelineConfig::default(),
-            admin: AdminConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -143,7 +143,7 @@ impl TopicMap {
             .iter()
             .find_map(|t| t.capture(topic))
             .ok_or(TopicError::NoTemplate)?;
-        if self.kinds.iter().any(|k| *k == info.kind) {
+        if self.kinds.contains(&info.kind) {
             Ok(info)
         } else {
             Err(TopicError::UnknownKind(info.kind))

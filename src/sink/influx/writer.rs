@@ -199,7 +199,8 @@ impl Writer {
     /// rejected (and that went to quarantine instead).
     pub async fn write_all(&self, lines: &Lines, now_ns: impl Fn() -> i64) -> usize {
         let mut rejected = 0;
-        let mut pending = vec![0..lines.len()];
+        let mut pending: Vec<Range<usize>> = Vec::new();
+        pending.push(0..lines.len());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;

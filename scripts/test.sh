@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run lantian's whole test suite on a fresh Debian machine.
+#
+# Installs what the tests need when it is missing (Debian packages
+# mosquitto, influxdb, victoria-metrics; rustfmt/clippy components), then
+# runs formatting and lint checks, the unit tests and the integration tests
+# (which start their own Mosquitto, InfluxDB and VictoriaMetrics processes
+# on free loopback ports in temp dirs — nothing needs to be running).
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    skip fmt/clippy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # policy-rc.d keeps the packages' own services from starting: the tests
+  # start their own instances on free ports.
+  $sudo apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${need[@]}" >/dev/null
+fi
+
+if [ "${1:-}" != "--quick" ]; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  echo "==> cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "==> cargo clippy"
+  cargo clippy --all-targets --locked -- -D warnings
+fi
+
+echo "==> cargo test"
+cargo test --locked --all-targets
