@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Run lantian end to end on this machine: installs Mosquitto and InfluxDB
+# 1.x (Debian packages) if missing, starts both on loopback in a temp dir,
+# builds and runs lantian against them, publishes seeds/sample-messages.txt
+# and shows what landed in InfluxDB. lantian keeps running until Ctrl-C.
+#
+#   scripts/run-local.sh
+#
+# Ports: MQTT 18830, InfluxDB 18086 (override with MQTT_PORT / INFLUX_PORT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MQTT_PORT=${MQTT_PORT:-18830}
+INFLUX_PORT=${INFLUX_PORT:-18086}
+RPC_PORT=$((INFLUX_PORT + 2))
+
+need=()
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+work=$(mktemp -d /tmp/lantian-local.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cat > "$work/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_queued_bytes 0
+max_inflight_messages 1000
+CONF
+/usr/sbin/mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 & pids+=($!)
+
+cat > "$work/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$RPC_PORT"
+[meta]
+  dir = "$work/influx/meta"
+[data]
+  dir = "$work/influx/data"
+  wal-dir = "$work/influx/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$INFLUX_PORT"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+CONF
+influxd -config "$work/influxdb.conf" >"$work/influxd.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$INFLUX_PORT/ping" && break; sleep 0.2; done
+curl -sf -XPOST "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode "q=CREATE DATABASE env" >/dev/null
+
+cargo build --release --locked
+LANTIAN__MQTT__PORT=$MQTT_PORT LANTIAN__INFLUXDB__URL="http://127.0.0.1:$INFLUX_PORT" \
+  target/release/lantian run --config config/lantian.toml & pids+=($!)
+sleep 1
+
+now=$(date +%s%3N); now_s=$((now / 1000))
+grep -v '^#' seeds/sample-messages.txt | while IFS=$'\t' read -r topic payload; do
+  payload=${payload//\{now\}/$now}; payload=${payload//\{now_s\}/$now_s}
+  mosquitto_pub -p "$MQTT_PORT" -q 1 -t "$topic" -m "$payload"
+done
+sleep 1
+q() { curl -sG "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode db=env --data-urlencode "q=$1"; echo; }
+echo; echo "== readings:"; q 'SELECT * FROM air, dust, voc, sewage'
+echo; echo "== quarantine:"; q 'SELECT reason, topic, detail FROM quarantine'
+echo
+echo "lantian is running (MQTT 127.0.0.1:$MQTT_PORT, InfluxDB http://127.0.0.1:$INFLUX_PORT, db env)."
+echo "Publish more with: mosquitto_pub -p $MQTT_PORT -q 1 -t env/dongcheng/dongsi/air/aq-0012 -m '{\"pm25\":40}'"
+echo "Ctrl-C stops everything."
+wait "${pids[-1]}"
