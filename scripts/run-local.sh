@@ -70,7 +70,7 @@ grep -v '^#' seeds/sample-messages.txt | while IFS=$'\t' read -r topic payload; 
 done
 sleep 1
 q() { curl -sG "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode db=env --data-urlencode "q=$1"; echo; }
-echo; echo "== readings:"; q 'SELECT * FROM air, dust, voc, sewage'
+for m in air dust voc sewage; do echo; echo "== $m:"; q "SELECT * FROM $m"; done
 echo; echo "== quarantine:"; q 'SELECT reason, topic, detail FROM quarantine'
 echo
 echo "lantian is running (MQTT 127.0.0.1:$MQTT_PORT, InfluxDB http://127.0.0.1:$INFLUX_PORT, db env)."

@@ -370,6 +370,11 @@ impl Lantian {
         );
     }
 
+    /// Process id of the running lantian.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// Everything every run of lantian logged.
     pub fn logs(&self) -> String {
         let mut out = String::new();

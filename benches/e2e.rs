@@ -1,0 +1,71 @@
+//! End-to-end throughput: real Mosquitto → the real `lantian` binary →
+//! real InfluxDB 1.x. Publishes N QoS 1 messages (one air-station reading
+//! each, 1,000 sensors) as fast as the broker takes them and reports
+//! messages per second from the first publish until InfluxDB holds all N,
+//! plus lantian's CPU time per message and peak RSS (from /proc).
+//!
+//!   cargo bench --bench e2e            # N = 200,000
+//!   N=50000 cargo bench --bench e2e
+//!
+//! Under `cargo test` it runs once with N = 2,000 as a smoke test.
+
+#[path = "../tests/it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::*;
+
+fn proc_stat(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    (cpu / ticks, hwm)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(if bench { 200_000 } else { 2_000 });
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    let pid = lantian.pid();
+    let mut publisher = Publisher::connect(broker.port, "bench-publisher").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (cpu0, _) = proc_stat(pid);
+    let base = now_ms() - 3_000_000;
+    let topics: Vec<String> = (0..1000).map(|s| format!("env/d{}/site{}/air/aq-{s:04}", s % 16, s % 100)).collect();
+    let start = Instant::now();
+    for k in 0..n {
+        let payload = format!(r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#, base + (k / 1000) as i64 * 10, k % 500, k % 700, k % 90);
+        publisher.publish(&topics[k % 1000], payload).await;
+    }
+    publisher.flush().await;
+    let published = start.elapsed();
+    let got = influx.wait_count("SELECT count(pm25) FROM air", n as i64, Duration::from_secs(600)).await;
+    let total = start.elapsed();
+    let (cpu1, rss_kb) = proc_stat(pid);
+    assert_eq!(got, n as i64, "lost or extra readings: {}", lantian.logs());
+    let cpu = cpu1 - cpu0;
+    println!(
+        "e2e: {n} QoS 1 messages, 1000 sensors: publish {:.2}s, all stored after {:.2}s = {:.0} msg/s; \
+         lantian CPU {:.2}s = {:.1} µs/msg; peak RSS {:.1} MB",
+        published.as_secs_f64(),
+        total.as_secs_f64(),
+        n as f64 / total.as_secs_f64(),
+        cpu,
+        cpu * 1e6 / n as f64,
+        rss_kb as f64 / 1024.0
+    );
+}
