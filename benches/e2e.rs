@@ -19,10 +19,21 @@ use harness::*;
 
 fn proc_stat(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks = 100.0; // USER_HZ on Linux
-    let cpu = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm = status
         .lines()
@@ -36,24 +47,42 @@ fn proc_stat(pid: u32) -> (f64, u64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(if bench { 200_000 } else { 2_000 });
-    let broker = Mosquitto::start().await;
-    let influx = Influx::start().await;
-    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { 200_000 } else { 2_000 });
+    let Rig {
+        broker: _broker,
+        influx,
+        lantian,
+        mut publisher,
+    } = Rig::start().await;
     let pid = lantian.pid();
-    let mut publisher = Publisher::connect(broker.port, "bench-publisher").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (cpu0, _) = proc_stat(pid);
     let base = now_ms() - 3_000_000;
-    let topics: Vec<String> = (0..1000).map(|s| format!("env/d{}/site{}/air/aq-{s:04}", s % 16, s % 100)).collect();
+    let topics: Vec<String> = (0..1000)
+        .map(|s| format!("env/d{}/site{}/air/aq-{s:04}", s % 16, s % 100))
+        .collect();
     let start = Instant::now();
     for k in 0..n {
-        let payload = format!(r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#, base + (k / 1000) as i64 * 10, k % 500, k % 700, k % 90);
+        let payload = format!(
+            r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#,
+            base + (k / 1000) as i64 * 10,
+            k % 500,
+            k % 700,
+            k % 90
+        );
         publisher.publish(&topics[k % 1000], payload).await;
     }
     publisher.flush().await;
     let published = start.elapsed();
-    let got = influx.wait_count("SELECT count(pm25) FROM air", n as i64, Duration::from_secs(600)).await;
+    let got = influx
+        .wait_count(
+            "SELECT count(pm25) FROM air",
+            n as i64,
+            Duration::from_secs(600),
+        )
+        .await;
     let total = start.elapsed();
     let (cpu1, rss_kb) = proc_stat(pid);
     assert_eq!(got, n as i64, "lost or extra readings: {}", lantian.logs());

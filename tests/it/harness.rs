@@ -322,6 +322,8 @@ impl Victoria {
 pub struct Lantian {
     pub proc: Proc,
     pub dir: TempDir,
+    /// How many times the binary was started.
+    runs: usize,
 }
 
 impl Lantian {
@@ -351,6 +353,7 @@ impl Lantian {
         let mut me = Self {
             proc: Proc::spawn(&mut Command::new("true"), dir.path().join("unused.log")),
             dir,
+            runs: 0,
         };
         std::fs::write(me.dir.path().join("lantian.toml"), config).unwrap();
         me.restart();
@@ -359,6 +362,7 @@ impl Lantian {
 
     pub fn restart(&mut self) {
         self.proc.kill();
+        self.runs += 1;
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         self.proc = Proc::spawn(
             Command::new(env!("CARGO_BIN_EXE_lantian"))
@@ -370,7 +374,20 @@ impl Lantian {
         );
     }
 
-    /// Process id of the running lantian.
+    /// Wait until the current run has subscribed (read from its log), so
+    /// nothing published afterwards can miss the subscription.
+    pub async fn wait_subscribed(&self) {
+        let runs = self.runs;
+        wait_for(
+            "lantian subscription",
+            Duration::from_secs(30),
+            async || self.logs().matches("subscribed filter").count() >= runs,
+        )
+        .await;
+    }
+
+    /// Process id of the running lantian (used by benches/e2e.rs).
+    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
     }
@@ -396,6 +413,31 @@ impl Lantian {
             );
         }
         out
+    }
+}
+
+/// Broker, InfluxDB 1.x, lantian (subscribed) and a publisher.
+pub struct Rig {
+    /// Kept alive for the test's duration (dropping it stops the broker).
+    pub broker: Mosquitto,
+    pub influx: Influx,
+    pub lantian: Lantian,
+    pub publisher: Publisher,
+}
+
+impl Rig {
+    pub async fn start() -> Self {
+        let broker = Mosquitto::start().await;
+        let influx = Influx::start().await;
+        let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+        let publisher = Publisher::connect(broker.port, "test-publisher").await;
+        lantian.wait_subscribed().await;
+        Self {
+            broker,
+            influx,
+            lantian,
+            publisher,
+        }
     }
 }
 

@@ -86,12 +86,12 @@ fn hostile(n: usize, ts: i64) -> (String, Vec<u8>, &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_readings_and_a_thousand_hostile_messages() {
-    let broker = Mosquitto::start().await;
-    let influx = Influx::start().await;
-    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
-    let mut publisher = Publisher::connect(broker.port, "test-publisher").await;
-    // Let lantian subscribe before anything is published.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let Rig {
+        broker: _broker,
+        influx,
+        lantian,
+        mut publisher,
+    } = Rig::start().await;
 
     let base = now_ms() - 3_600_000;
     let mut expected_reasons: std::collections::BTreeMap<&str, i64> = Default::default();
@@ -221,8 +221,12 @@ async fn ten_thousand_readings_and_a_thousand_hostile_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_points_are_isolated_and_do_not_block_newer_data() {
-    let broker = Mosquitto::start().await;
-    let influx = Influx::start().await;
+    let Rig {
+        broker: _broker,
+        influx,
+        lantian,
+        mut publisher,
+    } = Rig::start().await;
     let base = now_ms() - 600_000;
     // Make field "diag" a string in this shard: float writes of it now fail
     // with a 400 "field type conflict".
@@ -233,9 +237,6 @@ async fn rejected_points_are_isolated_and_do_not_block_newer_data() {
         ))
         .await;
     assert_eq!(status.as_u16(), 204);
-    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
-    let mut publisher = Publisher::connect(broker.port, "test-publisher").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     for j in 0..200 {
         let ts = base + j * 1000 + 1;
         let extra = if j % 20 == 7 { r#","diag":1"# } else { "" };
@@ -285,7 +286,7 @@ async fn v2_api_writes_to_a_real_v2_endpoint() {
     );
     let lantian = Lantian::start(&Lantian::config(broker.port, &section, ""));
     let mut publisher = Publisher::connect(broker.port, "test-publisher").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    lantian.wait_subscribed().await;
     let base = now_ms() - 60_000;
     for j in 0..100 {
         let ts = base + j * 500 + 7;

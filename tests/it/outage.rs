@@ -12,11 +12,12 @@ fn reading(ts: i64, n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_down_for_sixty_seconds_loses_nothing() {
-    let broker = Mosquitto::start().await;
-    let mut influx = Influx::start().await;
-    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
-    let mut publisher = Publisher::connect(broker.port, "test-publisher").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let Rig {
+        broker: _broker,
+        mut influx,
+        lantian,
+        mut publisher,
+    } = Rig::start().await;
     let base = now_ms() - 600_000;
     let topic = |s: usize| format!("env/fengtai/yungang/air/aq-{s:02}");
     let mut n = 0;
@@ -85,11 +86,12 @@ async fn influxdb_down_for_sixty_seconds_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_and_the_persistent_session_keeps_messages_while_stopped() {
-    let broker = Mosquitto::start().await;
-    let influx = Influx::start().await;
-    let mut lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
-    let mut publisher = Publisher::connect(broker.port, "test-publisher").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let Rig {
+        broker: _broker,
+        influx,
+        mut lantian,
+        mut publisher,
+    } = Rig::start().await;
     let base = now_ms() - 600_000;
     for n in 0..2000 {
         publisher
