@@ -197,3 +197,35 @@ fn remove(root: &mut Value, path: &[Segment]) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_reference_config_states_the_defaults() {
+        let shipped = load_from_str(include_str!("../../config/lantian.toml")).unwrap();
+        assert_eq!(format!("{shipped:?}"), format!("{:?}", Settings::default()));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let toml = "[mqtt]\nport = \"x\"\nhots = 1\n[[mqtt.subscriptions]]\nfilter = \"a/#/b\"\n\
+                    [influxdb]\nbatch_max_lines = 0\n";
+        let keys: Vec<String> = load_from_str(toml)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "mqtt.hots",
+                "mqtt.port",
+                "mqtt.subscriptions[0].filter",
+                "influxdb.batch_max_lines"
+            ]
+        );
+    }
+}
