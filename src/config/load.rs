@@ -97,6 +97,8 @@ fn build(
             }])
         })?;
     let (settings, mut problems) = deserialize_collecting(raw);
+    // The raw tree is a hash map: sort so the report is stable.
+    problems.sort_by(|a, b| a.key.cmp(&b.key));
     if let Some(settings) = &settings {
         problems.extend(settings.validate());
     }
