@@ -36,5 +36,7 @@ if [ "${1:-}" != "--quick" ]; then
   cargo clippy --all-targets --locked -- -D warnings
 fi
 
-echo "==> cargo test"
-cargo test --locked --all-targets
+echo "==> benchmarks, once each as smoke tests"
+cargo test --locked --benches
+echo "==> cargo test (unit and integration)"
+cargo test --locked --lib --bins --tests
