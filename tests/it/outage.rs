@@ -10,6 +10,18 @@ fn reading(ts: i64, n: usize) -> String {
     format!(r#"{{"ts":{ts},"pm25":{}}}"#, n % 1000)
 }
 
+/// Publish readings `range` of one sensor, reading `n` stamped `base + n` ms.
+async fn publish_range(
+    publisher: &mut Publisher,
+    topic: &str,
+    base: i64,
+    range: std::ops::Range<usize>,
+) {
+    for n in range {
+        publisher.publish(topic, reading(base + n as i64, n)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_down_for_sixty_seconds_loses_nothing() {
     let Rig {
@@ -93,14 +105,13 @@ async fn sigterm_flushes_and_the_persistent_session_keeps_messages_while_stopped
         mut publisher,
     } = Rig::start().await;
     let base = now_ms() - 600_000;
-    for n in 0..2000 {
-        publisher
-            .publish(
-                "env/haidian/wanliu/air/aq-01",
-                reading(base + n, n as usize),
-            )
-            .await;
-    }
+    publish_range(
+        &mut publisher,
+        "env/haidian/wanliu/air/aq-01",
+        base,
+        0..2000,
+    )
+    .await;
     publisher.flush().await;
 
     // SIGTERM mid-stream: exit 0 within the deadline.
@@ -112,14 +123,13 @@ async fn sigterm_flushes_and_the_persistent_session_keeps_messages_while_stopped
     assert!(status.success(), "exit {status:?}: {}", lantian.logs());
 
     // Published while lantian is down: the broker queues them for the session.
-    for n in 2000..3000 {
-        publisher
-            .publish(
-                "env/haidian/wanliu/air/aq-01",
-                reading(base + n, n as usize),
-            )
-            .await;
-    }
+    publish_range(
+        &mut publisher,
+        "env/haidian/wanliu/air/aq-01",
+        base,
+        2000..3000,
+    )
+    .await;
     publisher.flush().await;
     lantian.restart();
     let got = influx
