@@ -1,7 +1,8 @@
 //! Wiring: build each stage from its config section, connect them with a
 //! bounded channel, run until a signal, then shut down in order — the
 //! source stops taking messages, the pipeline writes and acknowledges what
-//! it holds, the source disconnects (which flushes the acks).
+//! it holds, the source disconnects (which flushes the acks), the window
+//! stage writes what closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         MqttSource::new(&settings.mqtt, metrics.clone()).context("MQTT source")?;
     info!(config = %settings.summary(), "lantian starting");
 
+    // The window stage gets stored points after each acknowledged batch.
+    let (window_tx, window_task) = if settings.windows.enabled {
+        let plan = crate::window::Plan::new(&settings.windows, &settings.aqi)
+            .map_err(|e| anyhow::anyhow!("windows: {e:?}"))?;
+        let writer = Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
+        let stage = crate::window::stage::WindowStage::new(plan, writer, metrics.clone());
+        let (wtx, wrx) = mpsc::channel(16);
+        (Some(wtx), Some(tokio::spawn(stage.run(wrx))))
+    } else {
+        (None, None)
+    };
+
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let pipeline = Pipeline {
         decoder,
@@ -74,6 +87,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         },
         sample_bytes: settings.validation.quarantine_sample_bytes,
         metrics: metrics.clone(),
+        windows: window_tx,
     };
     let pipeline_done = CancellationToken::new();
     let done = pipeline_done.clone();
@@ -101,6 +115,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let finished = async {
         let _ = source_task.await;
         let _ = pipeline_task.await;
+        if let Some(w) = window_task {
+            let _ = w.await;
+        }
     };
     tokio::pin!(finished);
     tokio::select! {

@@ -10,6 +10,9 @@
 //!    ├─ decode      topic templates → measurement + tags; JSON / SenML → readings
 //!    ├─ validate    quantity registry: canonical units, ranges, ppb → µg/m³
 //!    └─ sink::influx  line protocol (exact escaping) + HTTP writer (retry, split)
+//!    │  bounded channel: stored points, after their batch is acknowledged
+//! window        event-time windows (polars), watermark, corrections → `{kind}_{size}`
+//!    └─ window::air   hourly and daily AQI per site (evaluate::aqi) → `aqi`
 //! ```
 //!
 //! Supporting modules: `config` (typed settings, every problem reported at
@@ -20,6 +23,7 @@
 pub mod app;
 pub mod config;
 pub mod decode;
+pub mod evaluate;
 pub mod metrics;
 pub mod pipeline;
 pub mod reading;
@@ -27,3 +31,4 @@ pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod validate;
+pub mod window;

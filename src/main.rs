@@ -41,11 +41,74 @@ enum Command {
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Compute the Air Quality Index for given concentrations.
+    ///
+    /// Prints one JSON object: aqi, iaqi per key, primary pollutant(s),
+    /// category, level, colour, and any keys beyond the index, missing, or
+    /// handled by a special rule (notes). Units: µg/m³ (CO mg/m³) for HJ
+    /// 633; for EPA, PM µg/m³, o3_8h o3_1h co_8h ppm, so2_1h no2_1h ppb.
+    ///
+    /// HJ 633 keys: pm25_24h pm10_24h so2_24h so2_1h no2_24h no2_1h co_24h
+    /// co_1h o3_1h o3_8h. EPA keys: pm25_24h pm10_24h o3_8h o3_1h co_8h
+    /// so2_1h no2_1h.
+    ///
+    /// Examples:
+    ///   lantian aqi pm25_24h=80 o3_8h=120
+    ///   echo '{"pm25_24h": 80}' | lantian aqi --standard epa-2024 --json-lines
+    #[command(verbatim_doc_comment)]
+    Aqi {
+        /// Index edition.
+        #[arg(long, short, default_value = "hj633-2026",
+              value_parser = ["hj633-2026", "hj633-2012", "epa-2024"])]
+        standard: String,
+        /// Read one JSON object per line from stdin and write one result per
+        /// line; a bad line gives {"error": ...} and processing carries on.
+        #[arg(long, conflicts_with = "values")]
+        json_lines: bool,
+        /// Concentrations as KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE", required_unless_present = "json_lines")]
+        values: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Aqi {
+            standard,
+            json_lines,
+            values,
+        } => {
+            use lantian::evaluate::aqi::{Standard, cli};
+            let standard: Standard = match standard.parse() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("lantian aqi: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if json_lines {
+                let stdin = std::io::stdin().lock();
+                let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                return match cli::json_lines(standard, stdin, stdout) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("lantian aqi: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            match cli::from_args(standard, &values) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lantian aqi: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(s) => {
                 println!("configuration OK: {}", s.summary());

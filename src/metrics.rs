@@ -36,6 +36,18 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// Whether the broker link is up.
     pub mqtt_connected: AtomicBool,
+    /// Readings reduced into windows.
+    pub window_readings: AtomicU64,
+    /// Window points written (first writes and corrections).
+    pub windows_written: AtomicU64,
+    /// Readings that arrived for a window already closed, within the
+    /// correction horizon (their windows were rewritten).
+    pub window_corrections: AtomicU64,
+    /// Readings older than the correction horizon: stored raw, not
+    /// aggregated.
+    pub window_too_late: AtomicU64,
+    /// AQI points written (hourly and daily, including corrections).
+    pub aqi_points: AtomicU64,
 }
 
 impl Metrics {
@@ -80,6 +92,10 @@ impl Metrics {
             quarantined_by_reason = %by_reason.join(","),
             write_requests = self.write_requests.load(Relaxed),
             write_retries = self.write_retries.load(Relaxed),
+            windows_written = self.windows_written.load(Relaxed),
+            window_corrections = self.window_corrections.load(Relaxed),
+            window_too_late = self.window_too_late.load(Relaxed),
+            aqi_points = self.aqi_points.load(Relaxed),
             "{what}"
         );
     }

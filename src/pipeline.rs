@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
+use crate::reading::Point;
 use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
 use crate::sink::influx::{Lines, Writer};
 use crate::source::mqtt::{AckToken, Acker, Message};
@@ -33,6 +34,9 @@ pub struct BatchLimits {
 /// two records never share a series and time (which would overwrite).
 #[derive(Debug, Default)]
 pub struct QuarantineClock(AtomicI64);
+
+/// The process's quarantine clock (every writer shares it).
+pub static QUARANTINE_CLOCK: QuarantineClock = QuarantineClock(AtomicI64::new(0));
 
 impl QuarantineClock {
     pub fn next(&self) -> i64 {
@@ -54,6 +58,9 @@ pub struct Pipeline {
     /// Leading payload bytes kept in quarantine records.
     pub sample_bytes: usize,
     pub metrics: Arc<Metrics>,
+    /// The window stage, which gets every stored point after its batch is
+    /// acknowledged. Sending waits while the stage is behind.
+    pub windows: Option<mpsc::Sender<Vec<Point>>>,
 }
 
 /// A batch being filled.
@@ -63,16 +70,18 @@ struct Batch {
     /// Lines that are readings (the rest are quarantine records).
     readings: usize,
     acks: Vec<AckToken>,
+    /// The points, for the window stage.
+    points: Vec<Point>,
 }
 
 impl Pipeline {
     /// Run until the source closes the channel; every message received is
     /// written and acknowledged before this returns.
     pub async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let clock = QuarantineClock::default();
+        let clock = &QUARANTINE_CLOCK;
         let mut batch = Batch::default();
         while let Some(first) = rx.recv().await {
-            self.add(&mut batch, first, &clock);
+            self.add(&mut batch, first, clock);
             let deadline = Instant::now() + self.limits.linger;
             while batch.lines.len() < self.limits.max_lines
                 && batch.lines.buf.len() < self.limits.max_bytes
@@ -89,11 +98,11 @@ impl Pipeline {
                     }
                 };
                 match next {
-                    Some(m) => self.add(&mut batch, m, &clock),
+                    Some(m) => self.add(&mut batch, m, clock),
                     None => break,
                 }
             }
-            self.flush(&mut batch, &clock).await;
+            self.flush(&mut batch, clock).await;
         }
     }
 
@@ -107,6 +116,9 @@ impl Pipeline {
                 batch.lines.mark(start);
                 batch.readings += 1;
             }
+        }
+        if self.windows.is_some() {
+            batch.points.extend(decoded.points);
         }
         for r in &decoded.rejects {
             self.metrics.quarantined(r.reason, &msg.topic, &r.detail);
@@ -141,5 +153,11 @@ impl Pipeline {
         batch.lines.clear();
         batch.acks.clear();
         batch.readings = 0;
+        if let Some(tx) = &self.windows
+            && !batch.points.is_empty()
+        {
+            // Only fails when the stage has stopped (shutdown).
+            let _ = tx.send(std::mem::take(&mut batch.points)).await;
+        }
     }
 }

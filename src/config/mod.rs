@@ -37,6 +37,10 @@ pub struct Settings {
     pub quantities: BTreeMap<String, QuantityOverride>,
     /// Buffers between stages and process lifecycle.
     pub pipeline: PipelineConfig,
+    /// Event-time windows (aggregates written as `{kind}_{size}`).
+    pub windows: WindowsConfig,
+    /// The Air Quality Index per site (measurement `aqi`).
+    pub aqi: AqiConfig,
     /// Health and metrics endpoint (served from a later release; the
     /// address is validated now so configs stay forward compatible).
     pub admin: AdminConfig,
@@ -311,6 +315,114 @@ impl Default for PipelineConfig {
             channel_capacity: 1024,
             shutdown_timeout: HumanDuration::from_secs(30),
             stats_interval: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Compute and write windows at all.
+    pub enabled: bool,
+    /// Window sizes written, smallest first. The first is the base:
+    /// readings are reduced to it (with polars) and every larger window is
+    /// built from base-window partials, never from held raw readings. Each
+    /// size must be a multiple of the base and divide a day; "1d" is the
+    /// local calendar day of `timezone`. Hourly windows are always kept
+    /// (daily means and the AQI need them) but written only if listed.
+    pub sizes: Vec<String>,
+    /// Time zone of daily windows (IANA name).
+    pub timezone: String,
+    /// How long after a window's end its readings may still arrive before
+    /// it closes and is written. The watermark is the newest reading time
+    /// seen minus this.
+    pub allowed_lateness: HumanDuration,
+    /// A reading for a closed window no older than this (behind the
+    /// watermark) rewrites the window's aggregates (InfluxDB overwrites the
+    /// point: same series and time). Older readings are stored raw only and
+    /// counted. Memory grows with it: base windows are held this long.
+    pub correction_horizon: HumanDuration,
+    /// When no reading has arrived for this long, the watermark moves on
+    /// with the wall clock, so windows close even if every sensor is quiet.
+    pub idle_timeout: HumanDuration,
+    /// How often buffered readings are reduced and closed windows written.
+    pub flush_interval: HumanDuration,
+    /// Readings buffered before a flush is forced; the pipeline waits while
+    /// the window stage is behind (backpressure).
+    pub max_pending_readings: usize,
+    /// Tags that identify a site: per-site windows (tag `scope=site`) pool
+    /// every sensor with the same values of these tags; per-sensor windows
+    /// have `scope=sensor`. Empty: no per-site windows (and no AQI).
+    pub site_tags: Vec<String>,
+    /// Expected reporting interval of a sensor, for the completeness
+    /// counts (`_expected`, `_received`) and validity.
+    pub default_interval: HumanDuration,
+    /// Per-kind reporting intervals, e.g. `dust = "5m"`.
+    pub intervals: BTreeMap<String, HumanDuration>,
+    /// When an average is valid (STANDARDS.md §3a, from GB 3095-2012's
+    /// data-validity table; marked unconfirmed there).
+    pub completeness: CompletenessConfig,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sizes: vec!["1m".into(), "1h".into(), "1d".into()],
+            timezone: "Asia/Shanghai".into(),
+            allowed_lateness: HumanDuration::from_secs(120),
+            correction_horizon: HumanDuration::from_secs(3 * 3600),
+            idle_timeout: HumanDuration::from_secs(300),
+            flush_interval: HumanDuration::from_secs(1),
+            max_pending_readings: 200_000,
+            site_tags: vec!["district".into(), "site".into()],
+            default_interval: HumanDuration::from_secs(60),
+            intervals: BTreeMap::new(),
+            completeness: CompletenessConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompletenessConfig {
+    /// Minutes of sampling per hour for a valid 1 h mean (and, pro rata,
+    /// for other sizes above the base).
+    pub hour_min_minutes: u32,
+    /// Valid hourly means for a valid 24 h mean.
+    pub day_min_hours: u32,
+    /// Valid hourly means for a valid 8 h mean (O3, EPA CO).
+    pub eight_hour_min_hours: u32,
+}
+
+impl Default for CompletenessConfig {
+    fn default() -> Self {
+        Self {
+            hour_min_minutes: 45,
+            day_min_hours: 20,
+            eight_hour_min_hours: 6,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AqiConfig {
+    /// Compute the AQI (needs windows with site tags).
+    pub enabled: bool,
+    /// "hj633-2026" (current Chinese standard), "hj633-2012" (historical
+    /// data) or "epa-2024".
+    pub standard: crate::evaluate::aqi::Standard,
+    /// Kinds whose sites are ambient air-quality stations.
+    pub kinds: Vec<String>,
+}
+
+impl Default for AqiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            standard: crate::evaluate::aqi::Standard::Hj633_2026,
+            kinds: vec!["air".into()],
         }
     }
 }

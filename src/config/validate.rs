@@ -180,6 +180,12 @@ impl Settings {
             }
         }
 
+        if let Err(errors) = crate::window::Plan::new(&self.windows, &self.aqi) {
+            for (key, message) in errors {
+                err(&key, message);
+            }
+        }
+
         if self.pipeline.channel_capacity == 0 {
             err("pipeline.channel_capacity", "must be at least 1".into());
         }

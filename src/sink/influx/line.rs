@@ -94,6 +94,51 @@ pub fn encode_point(buf: &mut Vec<u8>, p: &Point) -> bool {
     true
 }
 
+/// A field value of a derived point (aggregates, AQI).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    F(f64),
+    I(i64),
+    B(bool),
+    S(String),
+}
+
+/// Append one derived point; non-finite floats are left out, and nothing
+/// is written (`false`) if no field remains.
+pub fn encode_line(
+    buf: &mut Vec<u8>,
+    measurement: &str,
+    tags: &[(&str, &str)],
+    fields: &[(&str, Value)],
+    time_ms: i64,
+) -> bool {
+    let mut fields = fields
+        .iter()
+        .filter(|(k, v)| !k.is_empty() && !matches!(v, Value::F(f) if !f.is_finite()));
+    let Some(first) = fields.next() else {
+        return false;
+    };
+    // The builder's first field and later fields are different types.
+    macro_rules! add {
+        ($b:expr, $k:expr, $v:expr) => {{
+            let k = clean_name($k);
+            match $v {
+                Value::F(f) => $b.field(&k, *f),
+                Value::I(i) => $b.field(&k, *i),
+                Value::B(x) => $b.field(&k, *x),
+                Value::S(s) => $b.field(&k, printable(s).as_str()),
+            }
+        }};
+    }
+    let b = start(buf, measurement, tags.iter().copied());
+    let mut b = add!(b, first.0, &first.1);
+    for (k, v) in fields {
+        b = add!(b, k, v);
+    }
+    b.timestamp(time_ms.saturating_mul(NS_PER_MS)).close_line();
+    true
+}
+
 /// One quarantine record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuarantineRecord<'a> {

@@ -1,0 +1,269 @@
+//! The AQI per site from closed windows: hourly (real-time) from 1 h means
+//! and 8 h rolling means, daily from 24 h means and the day's maxima.
+//!
+//! Which average feeds which key (STANDARDS.md §1–2):
+//!
+//! | key        | hourly AQI           | daily AQI                         |
+//! |------------|----------------------|-----------------------------------|
+//! | pm25_24h   | 1 h mean (U: the 24 h breakpoints on the hourly mean) | 24 h mean |
+//! | pm10_24h   | 1 h mean (U, same)   | 24 h mean                         |
+//! | so2/no2/co_24h (HJ) | —           | 24 h mean                         |
+//! | so2/no2/co_1h (HJ)  | 1 h mean    | —                                 |
+//! | o3_1h      | 1 h mean             | the day's highest 1 h mean        |
+//! | o3_8h      | 8 h mean ending this hour | the day's highest 8 h mean (windows inside the day) |
+//! | co_8h (EPA)| 8 h mean             | the day's highest 8 h mean        |
+//! | so2/no2_1h (EPA) | 1 h mean       | the day's highest 1 h mean        |
+//!
+//! An average that is incomplete (STANDARDS.md §3a) is not used: its key is
+//! listed in the point's `invalid` field, as missing ones are in `missing`.
+//! A daily maximum counts only on a complete day (enough valid hours for a
+//! 24 h mean). EPA keys are converted from the stored µg/m³ (mg/m³ for CO)
+//! to ppm/ppb at 298.15 K with the molar masses of STANDARDS.md §3.
+
+use std::collections::BTreeSet;
+
+use super::state::{Closed, HOUR_MS, State};
+use super::{Engine, Scope};
+use crate::evaluate::aqi::{Standard, evaluate};
+use crate::sink::influx::Lines;
+use crate::sink::influx::line::{Value, encode_line};
+use crate::validate::MOLAR_VOLUME_298K;
+
+/// Site hours and days whose AQI is to be (re)computed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Work {
+    pub hours: BTreeSet<(u32, i64)>,
+    pub days: BTreeSet<(u32, i64)>,
+}
+
+/// What changed: every hour or day window of an AQI site that closed or
+/// was corrected; a corrected hour also changes the 8 h means of the 7
+/// hours after it and the maxima of their days.
+pub fn affected(state: &State, closed: &[Closed], is_aqi_site: impl Fn(u32) -> bool) -> Work {
+    let spec = state.spec();
+    let hour = spec.hour_level();
+    let day = spec.day_level();
+    let wm = state.watermark();
+    let mut w = Work::default();
+    for c in closed.iter().filter(|c| is_aqi_site(c.series)) {
+        if c.level == hour {
+            w.hours.insert((c.series, c.start_ms));
+            if c.correction {
+                for k in 1..8 {
+                    let h = c.start_ms + k * HOUR_MS;
+                    if h + HOUR_MS <= wm {
+                        w.hours.insert((c.series, h));
+                    }
+                }
+                if day.is_some() {
+                    for h in [c.start_ms, c.start_ms + 7 * HOUR_MS] {
+                        let ds = spec.calendar.day_start(h);
+                        if spec.calendar.day_end(ds) <= wm {
+                            w.days.insert((c.series, ds));
+                        }
+                    }
+                }
+            }
+        } else if Some(c.level) == day {
+            w.days.insert((c.series, c.start_ms));
+        }
+    }
+    w
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stat {
+    /// Mean of the hour.
+    Hour,
+    /// 8 h mean ending with the hour.
+    Eight,
+    /// 24 h mean of the day.
+    Day,
+    /// The day's highest valid 1 h mean.
+    DayMaxHour,
+    /// The day's highest valid 8 h mean.
+    DayMaxEight,
+}
+
+/// Conversion from the stored unit to the key's unit.
+#[derive(Clone, Copy, Debug)]
+enum Conv {
+    Same,
+    /// µg/m³ → ppm, for molar mass M.
+    Ppm(f64),
+    /// µg/m³ → ppb.
+    Ppb(f64),
+    /// mg/m³ → ppm (CO is stored in mg/m³).
+    MgPpm(f64),
+}
+
+impl Conv {
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Conv::Same => v,
+            Conv::Ppm(m) => v * MOLAR_VOLUME_298K / m / 1000.0,
+            Conv::Ppb(m) | Conv::MgPpm(m) => v * MOLAR_VOLUME_298K / m,
+        }
+    }
+}
+
+const O3: f64 = 47.997;
+const SO2: f64 = 64.066;
+const NO2: f64 = 46.0055;
+const CO: f64 = 28.010;
+
+/// (key, pollutant field, statistic, conversion) for a standard and period.
+fn inputs(standard: Standard, daily: bool) -> Vec<(&'static str, &'static str, Stat, Conv)> {
+    use Conv::*;
+    use Stat::*;
+    match (standard, daily) {
+        (Standard::Epa2024, false) => vec![
+            ("pm25_24h", "pm25", Hour, Same),
+            ("pm10_24h", "pm10", Hour, Same),
+            ("o3_8h", "o3", Eight, Ppm(O3)),
+            ("o3_1h", "o3", Hour, Ppm(O3)),
+            ("co_8h", "co", Eight, MgPpm(CO)),
+            ("so2_1h", "so2", Hour, Ppb(SO2)),
+            ("no2_1h", "no2", Hour, Ppb(NO2)),
+        ],
+        (Standard::Epa2024, true) => vec![
+            ("pm25_24h", "pm25", Day, Same),
+            ("pm10_24h", "pm10", Day, Same),
+            ("o3_8h", "o3", DayMaxEight, Ppm(O3)),
+            ("o3_1h", "o3", DayMaxHour, Ppm(O3)),
+            ("co_8h", "co", DayMaxEight, MgPpm(CO)),
+            ("so2_1h", "so2", DayMaxHour, Ppb(SO2)),
+            ("no2_1h", "no2", DayMaxHour, Ppb(NO2)),
+        ],
+        (_, false) => vec![
+            ("pm25_24h", "pm25", Hour, Same),
+            ("pm10_24h", "pm10", Hour, Same),
+            ("so2_1h", "so2", Hour, Same),
+            ("no2_1h", "no2", Hour, Same),
+            ("co_1h", "co", Hour, Same),
+            ("o3_1h", "o3", Hour, Same),
+            ("o3_8h", "o3", Eight, Same),
+        ],
+        (_, true) => vec![
+            ("pm25_24h", "pm25", Day, Same),
+            ("pm10_24h", "pm10", Day, Same),
+            ("so2_24h", "so2", Day, Same),
+            ("no2_24h", "no2", Day, Same),
+            ("co_24h", "co", Day, Same),
+            ("o3_1h", "o3", DayMaxHour, Same),
+            ("o3_8h", "o3", DayMaxEight, Same),
+        ],
+    }
+}
+
+/// The value of a statistic and whether it is complete.
+fn stat(state: &State, series: u32, field: u32, s: Stat, at: i64) -> Option<(f64, bool)> {
+    let spec = state.spec();
+    match s {
+        Stat::Hour => state.hour_mean(series, field, at),
+        Stat::Eight => state.eight_hour_mean(series, field, at),
+        Stat::Day => {
+            let d = state.day(series, field, at)?;
+            Some((d.mean?, d.valid))
+        }
+        Stat::DayMaxHour | Stat::DayMaxEight => {
+            let end = spec.calendar.day_end(at);
+            let day_complete = state.day(series, field, at).is_some_and(|d| d.valid);
+            let first = if s == Stat::DayMaxHour {
+                at
+            } else {
+                at + 7 * HOUR_MS
+            };
+            let max = (0..)
+                .map(|k| first + k * HOUR_MS)
+                .take_while(|h| *h < end)
+                .filter_map(|h| match s {
+                    Stat::DayMaxHour => state.hour_mean(series, field, h),
+                    _ => state.eight_hour_mean(series, field, h),
+                })
+                .filter(|(_, valid)| *valid)
+                .map(|(m, _)| m)
+                .reduce(f64::max)?;
+            Some((max, day_complete))
+        }
+    }
+}
+
+/// Computes and encodes the AQI points of `work`; returns how many.
+pub fn encode(engine: &Engine, standard: Standard, work: &Work, lines: &mut Lines) -> u64 {
+    let state = engine.state();
+    let mut n = 0;
+    let periods = work
+        .hours
+        .iter()
+        .map(|&(s, t)| (s, t, false))
+        .chain(work.days.iter().map(|&(s, t)| (s, t, true)));
+    for (series, at, daily) in periods {
+        let spec = inputs(standard, daily);
+        let field_ids: Vec<Option<u32>> = spec.iter().map(|i| engine.field_id(i.1)).collect();
+        if !daily
+            && !state.has_hour(
+                series,
+                &field_ids.iter().flatten().copied().collect::<Vec<_>>(),
+                at,
+            )
+        {
+            continue;
+        }
+        let mut given = Vec::new();
+        let mut invalid = Vec::new();
+        for ((key, _, s, conv), field) in spec.iter().zip(&field_ids) {
+            match field.and_then(|f| stat(state, series, f, *s, at)) {
+                Some((v, true)) => given.push((*key, conv.apply(v))),
+                Some((_, false)) => invalid.push(*key),
+                None => {}
+            }
+        }
+        let Ok(eval) = evaluate(standard, &given) else {
+            continue; // unreachable: keys are the standard's, values finite and ≥ 0
+        };
+        let missing: Vec<&str> = spec
+            .iter()
+            .map(|i| i.0)
+            .filter(|k| !invalid.contains(k) && !given.iter().any(|g| g.0 == *k))
+            .collect();
+        let mut fields: Vec<(String, Value)> = Vec::new();
+        if let (Some(aqi), Some(cat)) = (eval.aqi, eval.category) {
+            fields.push(("aqi".into(), Value::I(i64::from(aqi))));
+            fields.push(("level".into(), Value::I(i64::from(cat.level))));
+            fields.push(("category".into(), Value::S(cat.name.into())));
+            fields.push(("color".into(), Value::S(cat.color.into())));
+        }
+        fields.push(("primary".into(), Value::S(eval.primary.join(","))));
+        for (key, i) in &eval.iaqi {
+            fields.push((format!("iaqi_{key}"), Value::I(i64::from(*i))));
+        }
+        for (key, v) in &given {
+            fields.push(((*key).into(), Value::F(*v)));
+        }
+        fields.push(("beyond_index".into(), Value::S(eval.beyond_index.join(","))));
+        fields.push(("missing".into(), Value::S(missing.join(","))));
+        fields.push(("invalid".into(), Value::S(invalid.join(","))));
+        fields.push(("notes".into(), Value::S(eval.notes.join("; "))));
+        let key = engine.series_key(series);
+        debug_assert_eq!(key.scope, Scope::Site);
+        let mut tags: Vec<(&str, &str)> = key
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tags.push(("standard", standard.as_str()));
+        tags.push(("period", if daily { "day" } else { "hour" }));
+        tags.sort_unstable();
+        let fields: Vec<(&str, Value)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let start = lines.buf.len();
+        if encode_line(&mut lines.buf, "aqi", &tags, &fields, at) {
+            lines.mark(start);
+            n += 1;
+        }
+    }
+    n
+}

@@ -1,0 +1,476 @@
+//! Event-time windows and the AQI per site.
+//!
+//! ```text
+//! points ─► Engine::add      intern series/fields, buffer rows, track stream time
+//!           Engine::flush    reduce: rows → base-window partials (polars)
+//!                            state:  merge into every level, close on the watermark,
+//!                                    correct within the horizon, prune
+//!                            air:    hourly and daily AQI for closed site hours/days
+//!                            encode: `{kind}_{size}` and `aqi` points
+//! ```
+//!
+//! The watermark is the newest reading time seen minus
+//! `allowed_lateness`; when nothing arrives for `idle_timeout` it moves on
+//! with the wall clock. Windows are labelled by their start; fixed sizes
+//! align to the Unix epoch (so hours are local hours in Beijing), days to
+//! local midnight.
+//!
+//! Window state is held in memory: after a restart, windows that were open
+//! start again from the readings that arrive next (flagged incomplete by
+//! their counts). Rebuilding them from the durable spool is issue 4's work.
+
+pub mod air;
+pub mod calendar;
+pub mod partial;
+pub mod reduce;
+pub mod stage;
+pub mod state;
+
+use std::collections::HashMap;
+
+use crate::config::{AqiConfig, WindowsConfig};
+use crate::evaluate::aqi::Standard;
+use crate::reading::Point;
+use crate::sink::influx::Lines;
+use crate::sink::influx::line::{Value, encode_line};
+use calendar::Calendar;
+use reduce::Rows;
+use state::{Closed, HOUR_MS, Spec, State};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The validated window configuration.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub spec: Spec,
+    /// Per level: the size label written (`1m`, `1h`, `1d`), or None when
+    /// the level is kept but not written.
+    pub labels: Vec<Option<String>>,
+    pub idle_timeout_ms: i64,
+    pub flush_interval: std::time::Duration,
+    pub max_pending: usize,
+    pub site_tags: Vec<String>,
+    pub default_interval_ms: i64,
+    pub intervals: HashMap<String, i64>,
+    /// AQI standard and kinds, when enabled.
+    pub aqi: Option<(Standard, Vec<String>)>,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// "1m", "90s", "1h", "1d" for a size in ms.
+pub fn label(size_ms: i64) -> String {
+    let s = size_ms / 1000;
+    if size_ms % 1000 != 0 {
+        format!("{size_ms}ms")
+    } else if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Plan {
+    /// Checks the configuration; every problem as (key, message).
+    pub fn new(w: &WindowsConfig, a: &AqiConfig) -> Result<Plan, Vec<(String, String)>> {
+        let mut errs = Vec::new();
+        let mut sizes = Vec::new();
+        for (i, s) in w.sizes.iter().enumerate() {
+            match humantime::parse_duration(s.trim()) {
+                Ok(d) if !d.is_zero() && d.as_millis() % 1000 == 0 => sizes.push(ms(d)),
+                _ => errs.push((
+                    format!("windows.sizes[{i}]"),
+                    format!("{s:?} is not a whole number of seconds above 0, e.g. \"1m\""),
+                )),
+            }
+        }
+        let tz: Option<chrono_tz::Tz> = w.timezone.parse().ok();
+        if tz.is_none() {
+            errs.push((
+                "windows.timezone".into(),
+                format!(
+                    "{:?} is not an IANA time zone, e.g. \"Asia/Shanghai\"",
+                    w.timezone
+                ),
+            ));
+        }
+        if w.enabled && sizes.is_empty() && errs.is_empty() {
+            errs.push(("windows.sizes".into(), "at least one size is needed".into()));
+        }
+        let base = sizes.first().copied().unwrap_or(60_000);
+        let mut mids: Vec<i64> = Vec::new();
+        let mut days = false;
+        for (i, &s) in sizes.iter().enumerate().skip(1) {
+            if s == DAY_MS {
+                days = true;
+            } else if s <= base || s % base != 0 || DAY_MS % s != 0 {
+                errs.push((
+                    format!("windows.sizes[{i}]"),
+                    format!(
+                        "{} must be a multiple of the first size ({}) that divides a day",
+                        label(s),
+                        label(base)
+                    ),
+                ));
+            } else {
+                mids.push(s);
+            }
+        }
+        if base > HOUR_MS || HOUR_MS % base != 0 {
+            errs.push((
+                "windows.sizes[0]".into(),
+                format!("the base size {} must divide an hour", label(base)),
+            ));
+        }
+        mids.sort_unstable();
+        mids.dedup();
+        let write_hour = mids.contains(&HOUR_MS) || base == HOUR_MS;
+        let base_is_hour = base == HOUR_MS;
+        if !base_is_hour && !mids.contains(&HOUR_MS) {
+            mids.push(HOUR_MS);
+            mids.sort_unstable();
+        }
+        let aqi_on = w.enabled && a.enabled;
+        if aqi_on && w.site_tags.is_empty() {
+            errs.push((
+                "windows.site_tags".into(),
+                "the AQI is per site: set site tags, or aqi.enabled = false".into(),
+            ));
+        }
+        for (key, d) in [
+            ("windows.flush_interval", w.flush_interval.get()),
+            ("windows.idle_timeout", w.idle_timeout.get()),
+            ("windows.default_interval", w.default_interval.get()),
+        ] {
+            if d.is_zero() {
+                errs.push((key.into(), "must be above 0".into()));
+            }
+        }
+        if w.max_pending_readings == 0 {
+            errs.push((
+                "windows.max_pending_readings".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let c = &w.completeness;
+        if c.hour_min_minutes > 60 || c.day_min_hours > 24 || c.eight_hour_min_hours > 8 {
+            errs.push((
+                "windows.completeness".into(),
+                "hour_min_minutes ≤ 60, day_min_hours ≤ 24, eight_hour_min_hours ≤ 8".into(),
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        // Levels: base, mids (hour included), day.
+        let mut labels = vec![Some(label(base))];
+        let spec_mids: Vec<i64> = if base_is_hour { Vec::new() } else { mids };
+        for &m in &spec_mids {
+            labels.push((m != HOUR_MS || write_hour).then(|| label(m)));
+        }
+        let days = days || aqi_on;
+        if days {
+            labels.push(
+                w.sizes
+                    .iter()
+                    .any(|s| s.trim() == "1d")
+                    .then(|| "1d".into()),
+            );
+        }
+        let spec = Spec {
+            base_ms: base,
+            mids: spec_mids,
+            days,
+            calendar: Calendar {
+                tz: tz.unwrap_or(chrono_tz::Asia::Shanghai),
+            },
+            lateness_ms: ms(w.allowed_lateness.get()),
+            horizon_ms: ms(w.correction_horizon.get()),
+            hour_min_minutes: c.hour_min_minutes,
+            day_min_hours: c.day_min_hours,
+            eight_hour_min_hours: c.eight_hour_min_hours,
+        };
+        Ok(Plan {
+            spec,
+            labels,
+            idle_timeout_ms: ms(w.idle_timeout.get()),
+            flush_interval: w.flush_interval.get(),
+            max_pending: w.max_pending_readings,
+            site_tags: w.site_tags.clone(),
+            default_interval_ms: ms(w.default_interval.get()),
+            intervals: w
+                .intervals
+                .iter()
+                .map(|(k, d)| (k.clone(), ms(d.get()).max(1)))
+                .collect(),
+            aqi: aqi_on.then(|| (a.standard, a.kinds.clone())),
+        })
+    }
+}
+
+/// Whether windows pool one sensor's readings or a site's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Sensor,
+    Site,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Sensor => "sensor",
+            Scope::Site => "site",
+        }
+    }
+}
+
+/// A series windows are kept for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub kind: String,
+    pub tags: Vec<(String, String)>,
+    pub scope: Scope,
+}
+
+/// Counters of one flush.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FlushStats {
+    pub readings: u64,
+    pub windows: u64,
+    pub corrections: u64,
+    pub too_late: u64,
+    pub aqi_points: u64,
+}
+
+/// Everything between points and lines. Synchronous; the stage runs
+/// `flush` on a blocking thread.
+pub struct Engine {
+    plan: Plan,
+    state: State,
+    series: Vec<SeriesKey>,
+    series_ids: HashMap<SeriesKey, u32>,
+    /// Site series of each series (None for site series themselves).
+    site_of: Vec<Option<u32>>,
+    fields: Vec<String>,
+    field_ids: HashMap<String, u32>,
+    pending: Rows,
+    /// Newest reading time seen.
+    stream_time: Option<i64>,
+    /// Wall clock of the last reading added.
+    last_arrival: i64,
+}
+
+impl Engine {
+    pub fn new(plan: Plan) -> Self {
+        Engine {
+            state: State::new(plan.spec.clone()),
+            plan,
+            series: Vec::new(),
+            series_ids: HashMap::new(),
+            site_of: Vec::new(),
+            fields: Vec::new(),
+            field_ids: HashMap::new(),
+            pending: Rows::default(),
+            stream_time: None,
+            last_arrival: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Readings buffered for the next flush.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Buffers the readings of `points`; `now_ms` is the wall clock.
+    pub fn add(&mut self, points: &[Point], now_ms: i64) {
+        for p in points {
+            let sensor = self.intern_series(p);
+            for (name, v) in &p.fields {
+                let field = self.intern_field(name);
+                self.pending.push(sensor, field, p.time_ms, *v);
+            }
+            self.stream_time = Some(self.stream_time.map_or(p.time_ms, |t| t.max(p.time_ms)));
+        }
+        if !points.is_empty() {
+            self.last_arrival = now_ms;
+        }
+    }
+
+    fn intern_series(&mut self, p: &Point) -> u32 {
+        let key = SeriesKey {
+            kind: p.kind.clone(),
+            tags: p.tags.clone(),
+            scope: Scope::Sensor,
+        };
+        if let Some(&id) = self.series_ids.get(&key) {
+            return id;
+        }
+        let site_tags: Vec<(String, String)> = p
+            .tags
+            .iter()
+            .filter(|(k, _)| self.plan.site_tags.contains(k))
+            .cloned()
+            .collect();
+        let site = (!site_tags.is_empty()).then(|| {
+            self.insert_series(SeriesKey {
+                kind: p.kind.clone(),
+                tags: site_tags,
+                scope: Scope::Site,
+            })
+        });
+        let id = self.insert_series(key);
+        self.site_of[id as usize] = site;
+        id
+    }
+
+    fn insert_series(&mut self, key: SeriesKey) -> u32 {
+        if let Some(&id) = self.series_ids.get(&key) {
+            return id;
+        }
+        let id = self.series.len() as u32;
+        let interval = self
+            .plan
+            .intervals
+            .get(&key.kind)
+            .copied()
+            .unwrap_or(self.plan.default_interval_ms);
+        self.state.set_interval(id, interval);
+        self.series_ids.insert(key.clone(), id);
+        self.series.push(key);
+        self.site_of.push(None);
+        id
+    }
+
+    fn intern_field(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.field_ids.get(name) {
+            return id;
+        }
+        let id = self.fields.len() as u32;
+        self.fields.push(name.to_owned());
+        self.field_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// The watermark at wall-clock `now_ms`.
+    pub fn watermark(&self, now_ms: i64) -> Option<i64> {
+        let t = self.stream_time?;
+        let idle = (now_ms - self.last_arrival - self.plan.idle_timeout_ms).max(0);
+        Some(t.saturating_add(idle) - self.plan.spec.lateness_ms)
+    }
+
+    /// Reduces the buffered readings, closes windows, computes the AQI,
+    /// and encodes what is to be written into `lines`.
+    pub fn flush(
+        &mut self,
+        now_ms: i64,
+        lines: &mut Lines,
+    ) -> Result<FlushStats, polars::error::PolarsError> {
+        let rows = std::mem::take(&mut self.pending);
+        let mut stats = FlushStats {
+            readings: rows.len() as u64,
+            ..FlushStats::default()
+        };
+        let parts = reduce::reduce(rows, self.plan.spec.base_ms)?;
+        let site_of = &self.site_of;
+        let merged = self.state.merge(&parts, |s| {
+            [Some(s), site_of.get(s as usize).copied().flatten()]
+        });
+        stats.corrections = merged.corrections;
+        stats.too_late = merged.too_late;
+        let Some(wm) = self.watermark(now_ms) else {
+            return Ok(stats);
+        };
+        let mut closed = self.state.advance(wm);
+        closed.sort_by_key(|c| (c.level, c.series, c.start_ms, c.field));
+        stats.windows = self.encode_windows(&closed, lines);
+        if let Some((standard, kinds)) = &self.plan.aqi {
+            let work = air::affected(&self.state, &closed, |s| {
+                let k = &self.series[s as usize];
+                k.scope == Scope::Site && kinds.contains(&k.kind)
+            });
+            stats.aqi_points = air::encode(self, *standard, &work, lines);
+        }
+        Ok(stats)
+    }
+
+    /// One point per (level, series, start): the fields of all its windows.
+    fn encode_windows(&self, closed: &[Closed], lines: &mut Lines) -> u64 {
+        let mut n = 0;
+        for group in closed
+            .chunk_by(|a, b| (a.level, a.series, a.start_ms) == (b.level, b.series, b.start_ms))
+        {
+            let c0 = &group[0];
+            let Some(Some(label)) = self.plan.labels.get(c0.level) else {
+                continue;
+            };
+            let key = &self.series[c0.series as usize];
+            let mut fields = Vec::with_capacity(group.len() * 7);
+            let names: Vec<[String; 7]> = group
+                .iter()
+                .map(|c| {
+                    let f = &self.fields[c.field as usize];
+                    [
+                        "mean", "min", "max", "count", "received", "expected", "valid",
+                    ]
+                    .map(|s| format!("{f}_{s}"))
+                })
+                .collect();
+            for (c, names) in group.iter().zip(&names) {
+                let s = &c.stats;
+                if let Some(mean) = s.mean {
+                    fields.push((names[0].as_str(), Value::F(mean)));
+                }
+                fields.push((names[1].as_str(), Value::F(s.min)));
+                fields.push((names[2].as_str(), Value::F(s.max)));
+                fields.push((names[3].as_str(), Value::I(s.count as i64)));
+                fields.push((names[4].as_str(), Value::I(s.received as i64)));
+                fields.push((names[5].as_str(), Value::I(s.expected as i64)));
+                fields.push((names[6].as_str(), Value::B(s.valid)));
+            }
+            let mut tags: Vec<(&str, &str)> = key
+                .tags
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            tags.push(("scope", key.scope.as_str()));
+            tags.sort_unstable();
+            let start = lines.buf.len();
+            if encode_line(
+                &mut lines.buf,
+                &format!("{}_{label}", key.kind),
+                &tags,
+                &fields,
+                c0.start_ms,
+            ) {
+                lines.mark(start);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn series_key(&self, id: u32) -> &SeriesKey {
+        &self.series[id as usize]
+    }
+
+    pub fn field_id(&self, name: &str) -> Option<u32> {
+        self.field_ids.get(name).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests;

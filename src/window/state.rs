@@ -1,0 +1,458 @@
+//! Window state: base-window partials merged into every window level,
+//! closed by the watermark, corrected within the horizon, pruned after it.
+//!
+//! Levels: 0 is the base window (e.g. 1 min); then the larger fixed sizes
+//! (always including 1 h, which the daily means and the AQI need); last,
+//! when enabled, the local calendar day. A window of a fixed size keeps a
+//! `Partial` and the number of base windows that had data; a day keeps
+//! nothing of its own and is computed from its hours (the 24 h mean is the
+//! mean of the valid hourly means, STANDARDS.md §3a).
+//!
+//! Memory per (series, field): base windows for `horizon + lateness`,
+//! larger windows for their size + horizon, hours for up to a day + 8 h
+//! (the 8 h O3 means and the day's hourly means) — never a raw reading.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound::{Excluded, Included};
+
+use super::calendar::Calendar;
+use super::partial::Partial;
+use super::reduce::BasePartial;
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// What the state needs to know about window sizes and validity.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub base_ms: i64,
+    /// Larger fixed sizes, ascending; multiples of the base dividing a day.
+    /// Must contain `HOUR_MS`.
+    pub mids: Vec<i64>,
+    /// Compute local calendar days.
+    pub days: bool,
+    pub calendar: Calendar,
+    pub lateness_ms: i64,
+    pub horizon_ms: i64,
+    /// A fixed window is valid with at least this many minutes of sampling
+    /// per hour (STANDARDS.md §3a: 45).
+    pub hour_min_minutes: u32,
+    /// A day is valid with at least this many valid hourly means (20).
+    pub day_min_hours: u32,
+    /// An 8 h mean is valid with at least this many valid hourly means (6).
+    pub eight_hour_min_hours: u32,
+}
+
+impl Spec {
+    pub fn levels(&self) -> usize {
+        1 + self.mids.len() + usize::from(self.days)
+    }
+    pub fn hour_level(&self) -> usize {
+        self.mids
+            .iter()
+            .position(|m| *m == HOUR_MS)
+            .map_or(0, |i| i + 1)
+    }
+    pub fn day_level(&self) -> Option<usize> {
+        self.days.then_some(1 + self.mids.len())
+    }
+    fn size(&self, level: usize) -> Option<i64> {
+        match level {
+            0 => Some(self.base_ms),
+            l if l <= self.mids.len() => Some(self.mids[l - 1]),
+            _ => None,
+        }
+    }
+}
+
+/// A window of a fixed size.
+#[derive(Clone, Copy, Debug, Default)]
+struct Win {
+    p: Partial,
+    /// Base windows with data (always 1 for a base window).
+    covered: u32,
+    /// Changed after it closed; queued for (re)writing.
+    dirty: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Day {
+    end: i64,
+    dirty: bool,
+}
+
+/// The windows of one (series, field).
+#[derive(Debug, Default)]
+struct Track {
+    /// Per fixed level (base first), windows by start.
+    fixed: Vec<BTreeMap<i64, Win>>,
+    /// Local days by start.
+    days: BTreeMap<i64, Day>,
+}
+
+/// A window's statistics as written.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    pub mean: Option<f64>,
+    pub min: f64,
+    pub max: f64,
+    /// Readings.
+    pub count: u64,
+    /// Inputs received: readings (base), minutes of sampling in base
+    /// windows (larger fixed windows), valid hourly means (days).
+    pub received: u64,
+    /// Inputs expected, in the same unit.
+    pub expected: u64,
+    pub valid: bool,
+}
+
+/// A closed window to write.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Closed {
+    pub series: u32,
+    pub field: u32,
+    pub level: usize,
+    pub start_ms: i64,
+    pub stats: Stats,
+    /// Written because late data changed a window after it closed (a
+    /// rewrite of the earlier point, or its first write if it was empty).
+    pub correction: bool,
+}
+
+/// Counts of one merge.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Merged {
+    /// Readings merged into windows that had already closed.
+    pub corrections: u64,
+    /// Readings older than the correction horizon: kept raw, not aggregated.
+    pub too_late: u64,
+}
+
+pub struct State {
+    spec: Spec,
+    tracks: HashMap<(u32, u32), Track>,
+    /// Windows changed after closing: (series, field, level, start).
+    dirty: Vec<(u32, u32, usize, i64)>,
+    /// Everything ending at or before this has closed.
+    watermark: i64,
+    /// Reporting interval per series id, ms (completeness counts).
+    intervals: Vec<i64>,
+}
+
+impl State {
+    pub fn new(spec: Spec) -> Self {
+        State {
+            spec,
+            tracks: HashMap::new(),
+            dirty: Vec::new(),
+            watermark: i64::MIN / 2,
+            intervals: Vec::new(),
+        }
+    }
+
+    /// Sets the reporting interval of a series (default: the base size).
+    pub fn set_interval(&mut self, series: u32, ms: i64) {
+        let i = series as usize;
+        if self.intervals.len() <= i {
+            self.intervals.resize(i + 1, self.spec.base_ms);
+        }
+        self.intervals[i] = ms.max(1);
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Number of windows held, for metrics and the memory benchmark.
+    pub fn windows_held(&self) -> usize {
+        self.tracks
+            .values()
+            .map(|t| t.fixed.iter().map(BTreeMap::len).sum::<usize>() + t.days.len())
+            .sum()
+    }
+
+    /// Merges base partials into `series` and, when given, its site series.
+    /// `targets(series)` names the series a base partial counts for.
+    pub fn merge(
+        &mut self,
+        parts: &[BasePartial],
+        targets: impl Fn(u32) -> [Option<u32>; 2],
+    ) -> Merged {
+        let mut m = Merged::default();
+        let base = self.spec.base_ms;
+        for bp in parts {
+            if bp.start_ms + base <= self.watermark - self.spec.horizon_ms {
+                m.too_late += bp.partial.count;
+                continue;
+            }
+            if bp.start_ms + base <= self.watermark {
+                m.corrections += bp.partial.count;
+            }
+            for series in targets(bp.series).into_iter().flatten() {
+                self.merge_one(series, bp.field, bp.start_ms, &bp.partial);
+            }
+        }
+        m
+    }
+
+    fn merge_one(&mut self, series: u32, field: u32, start: i64, p: &Partial) {
+        let spec = &self.spec;
+        let wm = self.watermark;
+        let track = self.tracks.entry((series, field)).or_insert_with(|| Track {
+            fixed: vec![BTreeMap::new(); 1 + spec.mids.len()],
+            days: BTreeMap::new(),
+        });
+        let mut mark = |dirty: &mut bool, level: usize, wstart: i64, end: i64| {
+            if end <= wm && !*dirty {
+                *dirty = true;
+                self.dirty.push((series, field, level, wstart));
+            }
+        };
+        let w = track.fixed[0].entry(start).or_default();
+        let new_base = w.p.count == 0;
+        w.p.merge(p);
+        w.covered = 1;
+        mark(&mut w.dirty, 0, start, start + spec.base_ms);
+        for (i, &size) in spec.mids.iter().enumerate() {
+            let ws = start.div_euclid(size) * size;
+            let w = track.fixed[i + 1].entry(ws).or_default();
+            w.p.merge(p);
+            w.covered += u32::from(new_base);
+            mark(&mut w.dirty, i + 1, ws, ws + size);
+        }
+        if let Some(level) = spec.day_level() {
+            let ds = spec.calendar.day_start(start);
+            let d = track.days.entry(ds).or_insert_with(|| Day {
+                end: spec.calendar.day_end(ds),
+                dirty: false,
+            });
+            mark(&mut d.dirty, level, ds, d.end);
+        }
+    }
+
+    /// Moves the watermark to `wm` (never back), returning every window
+    /// that closed and every correction, then drops what is past the
+    /// horizon.
+    pub fn advance(&mut self, wm: i64) -> Vec<Closed> {
+        let prev = self.watermark;
+        let wm = wm.max(prev);
+        self.watermark = wm;
+        let mut out = Vec::new();
+        let levels = 1 + self.spec.mids.len();
+        let day_level = self.spec.day_level();
+        let spec = &self.spec;
+        let intervals = &self.intervals;
+        let interval_ms = |s: u32| intervals.get(s as usize).copied().unwrap_or(spec.base_ms);
+        for (&(series, field), track) in &mut self.tracks {
+            let interval = interval_ms(series);
+            for level in 0..levels {
+                let size = spec.size(level).unwrap_or(spec.base_ms);
+                let (lo, hi) = (prev.saturating_sub(size), wm - size);
+                if hi <= lo {
+                    continue;
+                }
+                for (&start, w) in track.fixed[level].range_mut((Excluded(lo), Included(hi))) {
+                    if !w.dirty {
+                        out.push(Closed {
+                            series,
+                            field,
+                            level,
+                            start_ms: start,
+                            stats: fixed_stats(spec, level, w, interval),
+                            correction: false,
+                        });
+                    }
+                }
+            }
+            if let Some(level) = day_level {
+                let closing: Vec<i64> = track
+                    .days
+                    .iter()
+                    .filter(|(_, d)| d.end > prev && d.end <= wm && !d.dirty)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for ds in closing {
+                    out.push(Closed {
+                        series,
+                        field,
+                        level,
+                        start_ms: ds,
+                        stats: day_stats(spec, track, ds, interval),
+                        correction: false,
+                    });
+                }
+            }
+        }
+        for (series, field, level, start) in std::mem::take(&mut self.dirty) {
+            let Some(track) = self.tracks.get_mut(&(series, field)) else {
+                continue;
+            };
+            let interval = interval_ms(series);
+            let stats = if Some(level) == day_level {
+                let Some(d) = track.days.get_mut(&start) else {
+                    continue;
+                };
+                d.dirty = false;
+                day_stats(spec, track, start, interval)
+            } else {
+                let Some(w) = track.fixed[level].get_mut(&start) else {
+                    continue;
+                };
+                w.dirty = false;
+                fixed_stats(spec, level, w, interval)
+            };
+            out.push(Closed {
+                series,
+                field,
+                level,
+                start_ms: start,
+                stats,
+                correction: true,
+            });
+        }
+        self.prune();
+        out
+    }
+
+    fn prune(&mut self) {
+        let spec = &self.spec;
+        let x = self.watermark - spec.horizon_ms;
+        let hour_level = spec.hour_level();
+        // Hours stay for the 8 h means after them and for their day.
+        let hour_cut = (x - 9 * HOUR_MS + 1).min(if spec.days {
+            spec.calendar.day_start(x)
+        } else {
+            i64::MAX
+        });
+        self.tracks.retain(|_, t| {
+            for (level, map) in t.fixed.iter_mut().enumerate() {
+                let cut = if level == hour_level {
+                    hour_cut
+                } else {
+                    // start + size <= x  ⇔  start < x - size + 1
+                    x - spec.size(level).unwrap_or(0) + 1
+                };
+                *map = map.split_off(&cut);
+            }
+            t.days.retain(|_, d| d.end > x);
+            t.fixed.iter().any(|m| !m.is_empty()) || !t.days.is_empty()
+        });
+    }
+
+    /// The hourly mean of (series, field) for the hour starting at `start`,
+    /// with its validity.
+    pub fn hour_mean(&self, series: u32, field: u32, start: i64) -> Option<(f64, bool)> {
+        let t = self.tracks.get(&(series, field))?;
+        let level = self.spec.hour_level();
+        let w = t.fixed[level].get(&start)?;
+        let valid = fixed_valid(&self.spec, level, w, self.interval(series));
+        Some((w.p.mean()?, valid))
+    }
+
+    /// Whether any field of `series` has data in the hour at `start`.
+    pub fn has_hour(&self, series: u32, fields: &[u32], start: i64) -> bool {
+        let level = self.spec.hour_level();
+        fields.iter().any(|f| {
+            self.tracks
+                .get(&(series, *f))
+                .is_some_and(|t| t.fixed[level].contains_key(&start))
+        })
+    }
+
+    /// The 8 h mean ending with the hour at `last_hour`: the mean of the
+    /// valid hourly means of the 8 hours; valid with enough of them.
+    pub fn eight_hour_mean(&self, series: u32, field: u32, last_hour: i64) -> Option<(f64, bool)> {
+        let means: Vec<f64> = (0..8)
+            .filter_map(|k| self.hour_mean(series, field, last_hour - k * HOUR_MS))
+            .filter(|(_, valid)| *valid)
+            .map(|(m, _)| m)
+            .collect();
+        if means.is_empty() {
+            return None;
+        }
+        let mean = means.iter().sum::<f64>() / means.len() as f64;
+        Some((mean, means.len() as u32 >= self.spec.eight_hour_min_hours))
+    }
+
+    /// The day's statistics for (series, field).
+    pub fn day(&self, series: u32, field: u32, day_start: i64) -> Option<Stats> {
+        let t = self.tracks.get(&(series, field))?;
+        t.days
+            .contains_key(&day_start)
+            .then(|| day_stats(&self.spec, t, day_start, self.interval(series)))
+    }
+
+    fn interval(&self, series: u32) -> i64 {
+        self.intervals
+            .get(series as usize)
+            .copied()
+            .unwrap_or(self.spec.base_ms)
+    }
+}
+
+/// Validity of a fixed window: base windows need one reading; larger ones
+/// `hour_min_minutes` of sampling per hour.
+fn fixed_valid(spec: &Spec, level: usize, w: &Win, interval: i64) -> bool {
+    let (received, expected) = fixed_inputs(spec, level, w, interval);
+    if level == 0 {
+        received >= 1
+    } else {
+        received * 60 >= expected * u64::from(spec.hour_min_minutes)
+    }
+}
+
+fn fixed_inputs(spec: &Spec, level: usize, w: &Win, interval: i64) -> (u64, u64) {
+    let base = spec.base_ms;
+    if level == 0 {
+        return (w.p.count, (base / interval.max(1)).max(1) as u64);
+    }
+    let size = spec.size(level).unwrap_or(base);
+    let expected = (size / base) as u64;
+    // A sensor reporting every 5 min samples 5 min per reading.
+    let factor = (interval / base).max(1) as u64;
+    ((u64::from(w.covered) * factor).min(expected), expected)
+}
+
+fn fixed_stats(spec: &Spec, level: usize, w: &Win, interval: i64) -> Stats {
+    let (received, expected) = fixed_inputs(spec, level, w, interval);
+    Stats {
+        mean: w.p.mean(),
+        min: w.p.min,
+        max: w.p.max,
+        count: w.p.count,
+        received,
+        expected,
+        valid: fixed_valid(spec, level, w, interval),
+    }
+}
+
+fn day_stats(spec: &Spec, t: &Track, ds: i64, interval: i64) -> Stats {
+    let end = spec.calendar.day_end(ds);
+    let level = spec.hour_level();
+    let mut all = Partial::default();
+    let (mut sum, mut n) = (0.0, 0u64);
+    for w in t.fixed[level].range(ds..end).map(|(_, w)| w) {
+        all.merge(&w.p);
+        if let Some(m) = w.p.mean()
+            && fixed_valid(spec, level, w, interval)
+        {
+            sum += m;
+            n += 1;
+        }
+    }
+    Stats {
+        mean: (n > 0).then(|| sum / n as f64),
+        min: all.min,
+        max: all.max,
+        count: all.count,
+        received: n,
+        expected: ((end - ds) / HOUR_MS) as u64,
+        valid: n >= u64::from(spec.day_min_hours),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+use super::*;
+use crate::config::{AqiConfig, WindowsConfig};
+
+const MIN: i64 = 60_000;
+/// 2026-11-26 00:00 in Beijing.
+const DAY0: i64 = 1_795_622_400_000;
+
+fn engine() -> Engine {
+    let w = WindowsConfig {
+        allowed_lateness: crate::config::HumanDuration::from_secs(0),
+        ..WindowsConfig::default()
+    };
+    Engine::new(Plan::new(&w, &AqiConfig::default()).unwrap())
+}
+
+fn point(sensor: &str, t: i64, fields: &[(&str, f64)]) -> Point {
+    Point {
+        kind: "air".into(),
+        tags: vec![
+            ("district".into(), "dongcheng".into()),
+            ("sensor".into(), sensor.into()),
+            ("site".into(), "dongsi".into()),
+        ],
+        time_ms: t,
+        fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    }
+}
+
+fn text(lines: &Lines) -> String {
+    String::from_utf8(lines.buf.clone()).unwrap()
+}
+
+#[test]
+fn plan_checks_every_size() {
+    let bad = WindowsConfig {
+        sizes: vec!["1m".into(), "7m".into(), "soon".into()],
+        timezone: "Mars/Olympus".into(),
+        ..WindowsConfig::default()
+    };
+    let errs = Plan::new(&bad, &AqiConfig::default()).unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["windows.sizes[2]", "windows.timezone", "windows.sizes[1]"]
+    );
+    assert!(
+        errs[2]
+            .1
+            .contains("7m must be a multiple of the first size (1m) that divides a day")
+    );
+    let plan = Plan::new(&WindowsConfig::default(), &AqiConfig::default()).unwrap();
+    assert_eq!(
+        plan.labels,
+        [Some("1m".into()), Some("1h".into()), Some("1d".into())]
+    );
+    // 1 h is kept for the AQI even when not written.
+    let w = WindowsConfig {
+        sizes: vec!["1m".into(), "15m".into()],
+        ..WindowsConfig::default()
+    };
+    let plan = Plan::new(&w, &AqiConfig::default()).unwrap();
+    assert_eq!(plan.spec.mids, [15 * MIN, HOUR_MS]);
+    assert_eq!(
+        plan.labels,
+        [Some("1m".into()), Some("15m".into()), None, None]
+    );
+}
+
+#[test]
+fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
+    let mut e = engine();
+    let mut points = Vec::new();
+    for m in 0..24 * 60 + 1 {
+        points.push(point("a", DAY0 + m * MIN, &[("pm25", 80.0), ("o3", 120.0)]));
+    }
+    e.add(&points, DAY0);
+    let mut lines = Lines::default();
+    let stats = e.flush(DAY0, &mut lines).unwrap();
+    let t = text(&lines);
+    assert_eq!(stats.readings, 2 * (24 * 60 + 1));
+    // 1440 minutes, 24 hours, 1 day, per sensor and per site.
+    assert_eq!(stats.windows, 2 * (1440 + 24 + 1));
+    assert_eq!(t.matches("air_1m,").count(), 2 * 1440);
+    let site_hour = t
+        .lines()
+        .find(|l| l.starts_with("air_1h,district=dongcheng,scope=site,site=dongsi "))
+        .unwrap();
+    assert!(site_hour.contains(
+        " pm25_mean=80,pm25_min=80,pm25_max=80,pm25_count=60i,pm25_received=60i,pm25_expected=60i,pm25_valid=true,"
+    ), "{site_hour}");
+    assert!(site_hour.ends_with(&format!(" {}", DAY0 * 1_000_000)));
+    assert_eq!(
+        t.matches("air_1h,district=dongcheng,scope=sensor,sensor=a,site=dongsi ")
+            .count(),
+        24
+    );
+    // Hourly AQI: pm25 80 → 119 (HJ 633-2026); o3 1 h 120 → 38; the
+    // 8 h O3 mean exists from the 6th hour on.
+    let hourly: Vec<&str> = t.lines().filter(|l| l.contains("period=hour")).collect();
+    assert_eq!(hourly.len(), 24);
+    assert!(hourly[0].starts_with(
+        "aqi,district=dongcheng,period=hour,site=dongsi,standard=hj633-2026 aqi=119i,level=3i,category=\"lightly_polluted\",color=\"#FF7E00\",primary=\"pm25_24h\",iaqi_pm25_24h=119i,iaqi_o3_1h=38i"
+    ), "{}", hourly[0]);
+    assert!(hourly[0].contains("invalid=\"o3_8h\""), "{}", hourly[0]);
+    assert!(
+        hourly[0].contains("missing=\"pm10_24h,so2_1h,no2_1h,co_1h\""),
+        "{}",
+        hourly[0]
+    );
+    // 8 h O3 mean 120 from the 6th hour: 50 + 50·20/60 = 66.7 → 67.
+    assert!(!hourly[4].contains("iaqi_o3_8h"), "{}", hourly[4]);
+    assert!(hourly[5].contains("iaqi_o3_8h=67i"), "{}", hourly[5]);
+    let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
+    assert_eq!(daily.len(), 1);
+    assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
+    assert!(daily[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
+}
+
+#[test]
+fn a_late_reading_rewrites_the_windows_and_the_aqi() {
+    let mut e = engine();
+    let points: Vec<Point> = (0..120)
+        .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 50.0)]))
+        .collect();
+    e.add(&points, DAY0);
+    let mut lines = Lines::default();
+    e.flush(DAY0, &mut lines).unwrap();
+    // Late: a high reading for 00:10, within the horizon.
+    e.add(
+        &[point("a", DAY0 + 10 * MIN + 5_000, &[("pm25", 500.0)])],
+        DAY0,
+    );
+    let mut lines = Lines::default();
+    let stats = e.flush(DAY0, &mut lines).unwrap();
+    assert_eq!(stats.corrections, 1);
+    let t = text(&lines);
+    // The minute and the hour, per sensor and per site; the hour's AQI.
+    assert_eq!(stats.windows, 4, "{t}");
+    let mean = (59.0 * 50.0 + 50.0 + 500.0) / 61.0;
+    assert!(t.contains(&format!("pm25_mean={mean}")), "{t}");
+    let aqi: Vec<&str> = t.lines().filter(|l| l.starts_with("aqi,")).collect();
+    assert_eq!(aqi.len(), 1, "{t}");
+    assert!(aqi[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
+}
