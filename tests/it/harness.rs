@@ -209,6 +209,22 @@ impl Influx {
         r.json().await.unwrap()
     }
 
+    /// A statement (DELETE, DROP...) against database `env`.
+    #[allow(dead_code)]
+    pub async fn exec(&self, q: &str) {
+        let v: Value = self
+            .http
+            .post(format!("{}/query", self.url()))
+            .form(&[("db", "env"), ("q", q)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v["results"][0]["error"].is_null(), "{q}: {v}");
+    }
+
     /// InfluxQL against database `env`, times in ms. Returns the series.
     pub async fn query(&self, q: &str) -> Vec<Value> {
         let r = self

@@ -2,7 +2,10 @@
 //! VictoriaMetrics processes and the real `lantian` binary. One test crate
 //! (one link of the binary); `scripts/test.sh` installs the services.
 
+mod aqi_cli;
+mod aqi_ref;
 mod cli;
 mod harness;
 mod ingest;
 mod outage;
+mod windows;
