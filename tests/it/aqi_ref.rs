@@ -105,7 +105,10 @@ pub fn hj(edition: u32, inputs: &BTreeMap<&str, i64>) -> Ref {
 
 /// EPA: (key, truncation decimals, bands (c_lo, c_hi, i_lo, i_hi) in
 /// units of 10^-decimals).
-pub fn epa_table() -> Vec<(&'static str, u32, Vec<(i64, i64, i64, i64)>)> {
+/// `(c_lo, c_hi, i_lo, i_hi)`.
+pub type Band = (i64, i64, i64, i64);
+
+pub fn epa_table() -> Vec<(&'static str, u32, Vec<Band>)> {
     let i = [
         (0, 50),
         (51, 100),
@@ -114,7 +117,7 @@ pub fn epa_table() -> Vec<(&'static str, u32, Vec<(i64, i64, i64, i64)>)> {
         (201, 300),
         (301, 500),
     ];
-    let band = |c: &[(i64, i64)], from: usize| -> Vec<(i64, i64, i64, i64)> {
+    let band = |c: &[(i64, i64)], from: usize| -> Vec<Band> {
         c.iter()
             .zip(&i[from..])
             .map(|(c, i)| (c.0, c.1, i.0, i.1))
