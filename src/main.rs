@@ -72,6 +72,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // polars sizes its thread pool from this on first use; by default it
+    // takes every core, which would starve the async runtime on small
+    // machines. Set before any thread exists.
+    if std::env::var_os("POLARS_MAX_THREADS").is_none() {
+        // SAFETY: single-threaded here, before the runtime starts.
+        unsafe { std::env::set_var("POLARS_MAX_THREADS", "2") };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Aqi {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{AqiConfig, WindowsConfig};
+use crate::evaluate::aqi::Standard;
 
 const MIN: i64 = 60_000;
 /// 2026-11-26 00:00 in Beijing.
@@ -141,4 +142,44 @@ fn a_late_reading_rewrites_the_windows_and_the_aqi() {
     let aqi: Vec<&str> = t.lines().filter(|l| l.starts_with("aqi,")).collect();
     assert_eq!(aqi.len(), 1, "{t}");
     assert!(aqi[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
+}
+
+#[test]
+fn epa_hourly_aqi_converts_gases_back_to_ppm_and_ppb() {
+    let w = WindowsConfig {
+        allowed_lateness: crate::config::HumanDuration::from_secs(0),
+        ..WindowsConfig::default()
+    };
+    let a = AqiConfig {
+        standard: Standard::Epa2024,
+        ..AqiConfig::default()
+    };
+    let mut e = Engine::new(Plan::new(&w, &a).unwrap());
+    // CO 5 mg/m³ = 4.367 ppm → 4.3 → 50·43/44 = 48.9 → 49.
+    // NO2 150 µg/m³ = 79.77 ppb → 79 → 51 + 49·25/46 = 77.6 → 78.
+    let points: Vec<Point> = (0..61)
+        .map(|m| {
+            point(
+                "a",
+                DAY0 + m * MIN,
+                &[("co", 5.0), ("no2", 150.0), ("pm25", 12.0)],
+            )
+        })
+        .collect();
+    e.add(&points, DAY0);
+    let mut lines = Lines::default();
+    e.flush(DAY0, &mut lines).unwrap();
+    let t = text(&lines);
+    let hour = t.lines().find(|l| l.starts_with("aqi,")).unwrap();
+    assert!(hour.contains("standard=epa-2024"), "{hour}");
+    assert!(hour.contains("iaqi_pm25_24h=56i"), "{hour}");
+    assert!(hour.contains("iaqi_no2_1h=78i"), "{hour}");
+    assert!(hour.contains("aqi=78i"), "{hour}");
+    assert!(hour.contains("category=\"moderate\""), "{hour}");
+    // co_8h needs 6 valid hours: listed invalid after one.
+    assert!(hour.contains("invalid=\"co_8h\""), "{hour}");
+    assert!(
+        hour.contains(&format!("no2_1h={}", 150.0 * 24.465 / 46.0055)),
+        "{hour}"
+    );
 }

@@ -1,0 +1,148 @@
+//! The window path and AQI evaluation.
+//!
+//! - `window_flush`: one flush of a 10 s micro-batch from 1,000 air
+//!   sensors (6 pollutants each, a reading every second: 60,000 readings):
+//!   buffer, reduce with polars, merge, close windows, AQI, encode lines.
+//! - `aqi_evaluate`: one HJ 633-2026 evaluation of 7 concentrations.
+//! - Before criterion runs, a memory sweep feeds 1,000 sensors a reading a
+//!   minute for 48 simulated hours and prints windows held and RSS by hour
+//!   (`cargo bench --bench windows`; 3 hours under `cargo test --benches`).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput};
+use lantian::config::{AqiConfig, HumanDuration, WindowsConfig};
+use lantian::evaluate::aqi::{Standard, evaluate};
+use lantian::reading::Point;
+use lantian::sink::influx::Lines;
+use lantian::window::{Engine, Plan};
+
+/// 2026-11-26 00:00 Beijing.
+const DAY0: i64 = 1_795_622_400_000;
+const SENSORS: usize = 1000;
+const FIELDS: [&str; 6] = ["pm25", "pm10", "so2", "no2", "co", "o3"];
+
+fn engine() -> Engine {
+    let w = WindowsConfig {
+        allowed_lateness: HumanDuration::from_secs(0),
+        ..WindowsConfig::default()
+    };
+    Engine::new(Plan::new(&w, &AqiConfig::default()).unwrap())
+}
+
+fn points(t0: i64, seconds: i64, step_s: i64) -> Vec<Point> {
+    let mut out = Vec::with_capacity(SENSORS * (seconds / step_s) as usize);
+    for s in (0..seconds).step_by(step_s as usize) {
+        for i in 0..SENSORS {
+            out.push(Point {
+                kind: "air".into(),
+                tags: vec![
+                    ("district".into(), format!("d{}", i % 16)),
+                    ("sensor".into(), format!("aq-{i:04}")),
+                    ("site".into(), format!("site-{:03}", i / 2)),
+                ],
+                time_ms: t0 + s * 1000,
+                fields: FIELDS
+                    .iter()
+                    .enumerate()
+                    .map(|(k, f)| {
+                        (
+                            f.to_string(),
+                            10.0 + ((i * 7 + k * 13 + s as usize) % 90) as f64,
+                        )
+                    })
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory_sweep(hours: i64) {
+    let mut e = engine();
+    println!("memory sweep: {SENSORS} sensors x 6 pollutants, one reading a minute");
+    println!("{:>6} {:>14} {:>10}", "hours", "windows held", "RSS MiB");
+    for h in 0..hours {
+        // One flush per simulated 10 minutes.
+        for m in (0..60).step_by(10) {
+            let t0 = DAY0 + h * 3_600_000 + m * 60_000;
+            e.add(&points(t0, 600, 60), t0);
+            let mut lines = Lines::default();
+            e.flush(t0 + 600_000, &mut lines).unwrap();
+        }
+        let h = h + 1;
+        if h <= 3 || h % 6 == 0 {
+            println!(
+                "{h:>6} {:>14} {:>10.1}",
+                e.state().windows_held(),
+                rss_kib() as f64 / 1024.0
+            );
+        }
+    }
+}
+
+fn window_flush(c: &mut Criterion) {
+    let mut g = c.benchmark_group("window");
+    let batch = points(DAY0, 10, 1);
+    g.throughput(Throughput::Elements((batch.len() * FIELDS.len()) as u64));
+    g.sample_size(20);
+    g.bench_function("flush_60k_readings", |b| {
+        let mut e = engine();
+        let clock = std::cell::Cell::new(DAY0);
+        b.iter_batched(
+            || {
+                clock.set(clock.get() + 10_000);
+                let mut p = batch.clone();
+                for x in &mut p {
+                    x.time_ms += clock.get() - DAY0;
+                }
+                p
+            },
+            |p| {
+                let t = clock.get();
+                e.add(&p, t);
+                let mut lines = Lines::default();
+                e.flush(t + 10_000, &mut lines).unwrap();
+                black_box(lines.len())
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn aqi(c: &mut Criterion) {
+    let inputs = [
+        ("pm25_24h", 83.96),
+        ("pm10_24h", 131.9),
+        ("so2_24h", 9.58),
+        ("no2_24h", 54.19),
+        ("co_24h", 1.08),
+        ("o3_1h", 240.08),
+        ("o3_8h", 175.16),
+    ];
+    let mut g = c.benchmark_group("aqi");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("evaluate_hj633_2026_7_pollutants", |b| {
+        b.iter(|| evaluate(Standard::Hj633_2026, black_box(&inputs)).unwrap())
+    });
+    g.finish();
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    memory_sweep(if full { 48 } else { 3 });
+    let mut c = Criterion::default().configure_from_args();
+    window_flush(&mut c);
+    aqi(&mut c);
+    c.final_summary();
+}
