@@ -72,6 +72,25 @@ sleep 1
 q() { curl -sG "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode db=env --data-urlencode "q=$1"; echo; }
 for m in air dust voc sewage; do echo; echo "== $m:"; q "SELECT * FROM $m"; done
 echo; echo "== quarantine:"; q 'SELECT reason, topic, detail FROM quarantine'
+
+# Two hours of backdated 1-minute readings for three stations, so closed
+# windows and an hourly AQI show up at once (windows close on event time).
+echo; echo "Publishing 2 hours of backdated 1-minute readings for 3 stations..."
+start=$((now - 2 * 3600 * 1000))
+for i in $(seq 0 119); do
+  ts=$((start + i * 60000))
+  for st in dongcheng/dongsi xicheng/guanyuan haidian/wanliu; do
+    pm=$((40 + (i * 7 + ${#st} * 13) % 60))
+    mosquitto_pub -p "$MQTT_PORT" -q 1 -t "env/$st/air/aq-1" \
+      -m "{\"ts\":$ts,\"pm25\":$pm,\"pm10\":$((pm + 30)),\"no2\":35,\"so2\":6,\"o3\":$((60 + i / 2)),\"co\":0.8}"
+  done
+done
+sleep 3
+echo; echo "== air_1h (per site; every field also has _min _max _count _received _expected):"
+q "SELECT site, pm25_mean, pm25_count, pm25_received, pm25_valid, o3_mean FROM air_1h WHERE scope = 'site'"
+echo; echo "== aqi (hourly, HJ 633-2026):"
+q "SELECT site, aqi, category, primary, iaqi_pm25_24h, iaqi_pm10_24h, iaqi_o3_1h, invalid FROM aqi"
+echo; echo "Try: target/release/lantian aqi pm25_24h=80 o3_8h=120"
 echo
 echo "lantian is running (MQTT 127.0.0.1:$MQTT_PORT, InfluxDB http://127.0.0.1:$INFLUX_PORT, db env)."
 echo "Publish more with: mosquitto_pub -p $MQTT_PORT -q 1 -t env/dongcheng/dongsi/air/aq-0012 -m '{\"pm25\":40}'"

@@ -371,7 +371,7 @@ impl Default for WindowsConfig {
             sizes: vec!["1m".into(), "1h".into(), "1d".into()],
             timezone: "Asia/Shanghai".into(),
             allowed_lateness: HumanDuration::from_secs(120),
-            correction_horizon: HumanDuration::from_secs(3 * 3600),
+            correction_horizon: HumanDuration::from_secs(3600),
             idle_timeout: HumanDuration::from_secs(300),
             flush_interval: HumanDuration::from_secs(1),
             max_pending_readings: 200_000,

@@ -25,6 +25,7 @@ pub mod partial;
 pub mod reduce;
 pub mod stage;
 pub mod state;
+pub mod windows;
 
 use std::collections::HashMap;
 
@@ -255,6 +256,10 @@ pub struct Engine {
     state: State,
     series: Vec<SeriesKey>,
     series_ids: HashMap<SeriesKey, u32>,
+    /// Sensor series by the hash of (kind, tags), so a point is looked up
+    /// without building a key.
+    sensor_index: HashMap<u64, Vec<u32>>,
+    hasher: std::collections::hash_map::RandomState,
     /// Site series of each series (None for site series themselves).
     site_of: Vec<Option<u32>>,
     fields: Vec<String>,
@@ -273,6 +278,8 @@ impl Engine {
             plan,
             series: Vec::new(),
             series_ids: HashMap::new(),
+            sensor_index: HashMap::new(),
+            hasher: Default::default(),
             site_of: Vec::new(),
             fields: Vec::new(),
             field_ids: HashMap::new(),
@@ -311,14 +318,21 @@ impl Engine {
     }
 
     fn intern_series(&mut self, p: &Point) -> u32 {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one((&p.kind, &p.tags));
+        if let Some(ids) = self.sensor_index.get(&hash) {
+            for &id in ids {
+                let k = &self.series[id as usize];
+                if k.scope == Scope::Sensor && k.kind == p.kind && k.tags == p.tags {
+                    return id;
+                }
+            }
+        }
         let key = SeriesKey {
             kind: p.kind.clone(),
             tags: p.tags.clone(),
             scope: Scope::Sensor,
         };
-        if let Some(&id) = self.series_ids.get(&key) {
-            return id;
-        }
         let site_tags: Vec<(String, String)> = p
             .tags
             .iter()
@@ -334,6 +348,7 @@ impl Engine {
         });
         let id = self.insert_series(key);
         self.site_of[id as usize] = site;
+        self.sensor_index.entry(hash).or_default().push(id);
         id
     }
 

@@ -13,11 +13,11 @@
 //! (the 8 h O3 means and the day's hourly means) — never a raw reading.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound::{Excluded, Included};
 
 use super::calendar::Calendar;
 use super::partial::Partial;
 use super::reduce::BasePartial;
+use super::windows::Sorted;
 
 pub const HOUR_MS: i64 = 3_600_000;
 
@@ -84,7 +84,7 @@ struct Day {
 #[derive(Debug, Default)]
 struct Track {
     /// Per fixed level (base first), windows by start.
-    fixed: Vec<BTreeMap<i64, Win>>,
+    fixed: Vec<Sorted<Win>>,
     /// Local days by start.
     days: BTreeMap<i64, Day>,
 }
@@ -170,7 +170,7 @@ impl State {
     pub fn windows_held(&self) -> usize {
         self.tracks
             .values()
-            .map(|t| t.fixed.iter().map(BTreeMap::len).sum::<usize>() + t.days.len())
+            .map(|t| t.fixed.iter().map(Sorted::len).sum::<usize>() + t.days.len())
             .sum()
     }
 
@@ -202,7 +202,7 @@ impl State {
         let spec = &self.spec;
         let wm = self.watermark;
         let track = self.tracks.entry((series, field)).or_insert_with(|| Track {
-            fixed: vec![BTreeMap::new(); 1 + spec.mids.len()],
+            fixed: vec![Sorted::default(); 1 + spec.mids.len()],
             days: BTreeMap::new(),
         });
         let mut mark = |dirty: &mut bool, level: usize, wstart: i64, end: i64| {
@@ -211,14 +211,14 @@ impl State {
                 self.dirty.push((series, field, level, wstart));
             }
         };
-        let w = track.fixed[0].entry(start).or_default();
+        let w = track.fixed[0].entry(start);
         let new_base = w.p.count == 0;
         w.p.merge(p);
         w.covered = 1;
         mark(&mut w.dirty, 0, start, start + spec.base_ms);
         for (i, &size) in spec.mids.iter().enumerate() {
             let ws = start.div_euclid(size) * size;
-            let w = track.fixed[i + 1].entry(ws).or_default();
+            let w = track.fixed[i + 1].entry(ws);
             w.p.merge(p);
             w.covered += u32::from(new_base);
             mark(&mut w.dirty, i + 1, ws, ws + size);
@@ -254,7 +254,7 @@ impl State {
                 if hi <= lo {
                     continue;
                 }
-                for (&start, w) in track.fixed[level].range_mut((Excluded(lo), Included(hi))) {
+                for (start, w) in track.fixed[level].range_mut(lo + 1, hi + 1) {
                     if !w.dirty {
                         out.push(Closed {
                             series,
@@ -298,7 +298,7 @@ impl State {
                 d.dirty = false;
                 day_stats(spec, track, start, interval)
             } else {
-                let Some(w) = track.fixed[level].get_mut(&start) else {
+                let Some(w) = track.fixed[level].get_mut(start) else {
                     continue;
                 };
                 w.dirty = false;
@@ -335,7 +335,7 @@ impl State {
                     // start + size <= x  ⇔  start < x - size + 1
                     x - spec.size(level).unwrap_or(0) + 1
                 };
-                *map = map.split_off(&cut);
+                map.prune_before(cut);
             }
             t.days.retain(|_, d| d.end > x);
             t.fixed.iter().any(|m| !m.is_empty()) || !t.days.is_empty()
@@ -347,7 +347,7 @@ impl State {
     pub fn hour_mean(&self, series: u32, field: u32, start: i64) -> Option<(f64, bool)> {
         let t = self.tracks.get(&(series, field))?;
         let level = self.spec.hour_level();
-        let w = t.fixed[level].get(&start)?;
+        let w = t.fixed[level].get(start)?;
         let valid = fixed_valid(&self.spec, level, w, self.interval(series));
         Some((w.p.mean()?, valid))
     }
@@ -358,7 +358,7 @@ impl State {
         fields.iter().any(|f| {
             self.tracks
                 .get(&(series, *f))
-                .is_some_and(|t| t.fixed[level].contains_key(&start))
+                .is_some_and(|t| t.fixed[level].get(start).is_some())
         })
     }
 
@@ -434,7 +434,7 @@ fn day_stats(spec: &Spec, t: &Track, ds: i64, interval: i64) -> Stats {
     let level = spec.hour_level();
     let mut all = Partial::default();
     let (mut sum, mut n) = (0.0, 0u64);
-    for w in t.fixed[level].range(ds..end).map(|(_, w)| w) {
+    for w in t.fixed[level].range(ds, end).map(|(_, w)| w) {
         all.merge(&w.p);
         if let Some(m) = w.p.mean()
             && fixed_valid(spec, level, w, interval)

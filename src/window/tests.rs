@@ -9,6 +9,7 @@ const DAY0: i64 = 1_795_622_400_000;
 fn engine() -> Engine {
     let w = WindowsConfig {
         allowed_lateness: crate::config::HumanDuration::from_secs(0),
+        correction_horizon: crate::config::HumanDuration::from_secs(3 * 3600),
         ..WindowsConfig::default()
     };
     Engine::new(Plan::new(&w, &AqiConfig::default()).unwrap())

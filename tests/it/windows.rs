@@ -67,7 +67,7 @@ fn config(rig_broker: u16, influx: &Influx) -> String {
             "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
             influx.url()
         ),
-        "[windows]\nflush_interval = \"200ms\"\n",
+        "[windows]\nflush_interval = \"200ms\"\ncorrection_horizon = \"3h\"\n",
     )
 }
 
