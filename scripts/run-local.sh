@@ -60,6 +60,7 @@ curl -sf -XPOST "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode "q=CREATE
 
 cargo build --release --locked
 LANTIAN__MQTT__PORT=$MQTT_PORT LANTIAN__INFLUXDB__URL="http://127.0.0.1:$INFLUX_PORT" \
+  LANTIAN__SPOOL__DIR="$work/spool" \
   target/release/lantian run --config config/lantian.toml & pids+=($!)
 sleep 1
 

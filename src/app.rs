@@ -74,7 +74,46 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         (None, None)
     };
 
-    let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
+    // Source → (spool writer → spool → spool reader) → pipeline. With the
+    // spool, MQTT acks come from the spool writer once synced, and the
+    // pipeline marks spool records delivered; without, the pipeline acks.
+    let (tx, source_rx) = mpsc::channel(settings.pipeline.channel_capacity);
+    let (rx, cursor, spool_threads, acks_done) = if settings.spool.enabled {
+        let sp = &settings.spool;
+        let max_payload =
+            usize::try_from(settings.validation.max_payload_bytes.get()).unwrap_or(usize::MAX);
+        let limits = crate::spool::Limits {
+            max_bytes: sp.max_bytes.get(),
+            segment_bytes: sp
+                .segment_bytes
+                .get()
+                .min(sp.max_bytes.get() / 4)
+                .max(64 << 10),
+            batch_bytes: (4 << 20).min(usize::try_from(sp.max_bytes.get() / 8).unwrap_or(4 << 20)),
+            max_payload,
+        };
+        let (writer, reader, cursor) =
+            crate::spool::open(&sp.dir, limits, metrics.clone()).context("spool")?;
+        let (ptx, prx) = mpsc::channel(settings.pipeline.channel_capacity);
+        let acks_done = CancellationToken::new();
+        let done = acks_done.clone();
+        let ack = acker.clone();
+        let w = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || {
+                writer.run(source_rx, |t| ack.ack(t));
+                done.cancel();
+            })
+            .context("spool writer thread")?;
+        let rt = tokio::runtime::Handle::current();
+        let r = std::thread::Builder::new()
+            .name("spool-reader".into())
+            .spawn(move || reader.run(ptx, rt))
+            .context("spool reader thread")?;
+        (prx, Some(cursor), vec![w, r], Some(acks_done))
+    } else {
+        (source_rx, None, Vec::new(), None)
+    };
     let pipeline = Pipeline {
         decoder,
         writer,
@@ -88,14 +127,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         sample_bytes: settings.validation.quarantine_sample_bytes,
         metrics: metrics.clone(),
         windows: window_tx,
+        cursor: cursor.clone(),
     };
+    // The source disconnects (flushing queued acks) once whoever acks is
+    // done: the spool writer, or without a spool the pipeline.
     let pipeline_done = CancellationToken::new();
     let done = pipeline_done.clone();
     let pipeline_task = tokio::spawn(async move {
         pipeline.run(rx).await;
         done.cancel();
     });
-    let source_task = tokio::spawn(source.run(tx, shutdown.clone(), pipeline_done));
+    let source_task = tokio::spawn(source.run(
+        tx,
+        shutdown.clone(),
+        acks_done.unwrap_or_else(|| pipeline_done.clone()),
+    ));
 
     let stats = settings.pipeline.stats_interval.get();
     let stats_metrics = metrics.clone();
@@ -115,6 +161,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let finished = async {
         let _ = source_task.await;
         let _ = pipeline_task.await;
+        for t in spool_threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some(c) = &cursor {
+            c.save();
+        }
         if let Some(w) = window_task {
             let _ = w.await;
         }

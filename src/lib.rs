@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod reading;
 pub mod sink;
 pub mod source;
+pub mod spool;
 pub mod telemetry;
 pub mod validate;
 pub mod window;

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub window_too_late: AtomicU64,
     /// AQI points written (hourly and daily, including corrections).
     pub aqi_points: AtomicU64,
+    /// Bytes in the spool (segments on disk).
+    pub spool_bytes: AtomicU64,
+    /// Messages written to the spool (and then acknowledged).
+    pub spool_records: AtomicU64,
+    /// Whether intake is paused because the spool is full.
+    pub spool_full: AtomicBool,
+    /// Corrupt spool bytes skipped (and quarantined).
+    pub spool_corrupt_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -96,6 +104,7 @@ impl Metrics {
             window_corrections = self.window_corrections.load(Relaxed),
             window_too_late = self.window_too_late.load(Relaxed),
             aqi_points = self.aqi_points.load(Relaxed),
+            spool_bytes = self.spool_bytes.load(Relaxed),
             "{what}"
         );
     }

@@ -18,9 +18,11 @@ use tokio::time::Instant;
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::reading::Point;
+use crate::reading::{Decoded, Reason};
 use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
 use crate::sink::influx::{Lines, Writer};
-use crate::source::mqtt::{AckToken, Acker, Message};
+use crate::source::mqtt::{Ack, AckToken, Acker, Message};
+use crate::spool;
 
 /// Batch limits.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +55,10 @@ impl QuarantineClock {
 pub struct Pipeline {
     pub decoder: Decoder,
     pub writer: Writer,
+    /// Acknowledges to the broker (messages straight from MQTT).
     pub acker: Acker,
+    /// Marks spool records delivered (messages read from the spool).
+    pub cursor: Option<spool::Cursor>,
     pub limits: BatchLimits,
     /// Leading payload bytes kept in quarantine records.
     pub sample_bytes: usize,
@@ -70,6 +75,8 @@ struct Batch {
     /// Lines that are readings (the rest are quarantine records).
     readings: usize,
     acks: Vec<AckToken>,
+    /// Furthest spool position in the batch.
+    spooled: Option<spool::Pos>,
     /// The points, for the window stage.
     points: Vec<Point>,
 }
@@ -107,9 +114,15 @@ impl Pipeline {
     }
 
     fn add(&self, batch: &mut Batch, msg: Message, clock: &QuarantineClock) {
-        let decoded = self
-            .decoder
-            .decode(&msg.topic, &msg.payload, msg.received_ms);
+        let payload_len = msg.payload_len.max(msg.payload.len());
+        let decoded = match &msg.corrupt {
+            Some(detail) => Decoded::rejected(Reason::SpoolCorrupt, detail.clone()),
+            // Cut short by the spool: too big anyway.
+            None if payload_len > msg.payload.len() => self.decoder.oversized(payload_len),
+            None => self
+                .decoder
+                .decode(&msg.topic, &msg.payload, msg.received_ms),
+        };
         for p in &decoded.points {
             let start = batch.lines.buf.len();
             if encode_point(&mut batch.lines.buf, p) {
@@ -130,13 +143,16 @@ impl Pipeline {
                     detail: &r.detail,
                     topic: &msg.topic,
                     sample: &msg.payload[..msg.payload.len().min(self.sample_bytes)],
-                    payload_bytes: msg.payload.len(),
+                    payload_bytes: payload_len,
                     time_ns: clock.next(),
                 },
             );
             batch.lines.mark(start);
         }
-        batch.acks.push(msg.ack);
+        match msg.ack {
+            Ack::Mqtt(t) => batch.acks.push(t),
+            Ack::Spool(p) => batch.spooled = batch.spooled.max(Some(p)),
+        }
     }
 
     async fn flush(&self, batch: &mut Batch, clock: &QuarantineClock) {
@@ -150,6 +166,9 @@ impl Pipeline {
                 .fetch_add(stored as u64, Relaxed);
         }
         self.acker.ack(&batch.acks);
+        if let (Some(cursor), Some(pos)) = (&self.cursor, batch.spooled.take()) {
+            cursor.delivered(pos);
+        }
         batch.lines.clear();
         batch.acks.clear();
         batch.readings = 0;

@@ -53,10 +53,12 @@ pub enum Reason {
     InFuture,
     /// InfluxDB rejected the point (HTTP 4xx) after the batch was split.
     Rejected,
+    /// Spool bytes that failed their checksum (disk corruption).
+    SpoolCorrupt,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::UnknownTopic,
         Reason::UnknownKind,
         Reason::BadTopic,
@@ -74,6 +76,7 @@ impl Reason {
         Reason::TooOld,
         Reason::InFuture,
         Reason::Rejected,
+        Reason::SpoolCorrupt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Reason {
             Reason::TooOld => "too_old",
             Reason::InFuture => "in_future",
             Reason::Rejected => "rejected",
+            Reason::SpoolCorrupt => "spool_corrupt",
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Settings {
     pub quantities: BTreeMap<String, QuantityOverride>,
     /// Buffers between stages and process lifecycle.
     pub pipeline: PipelineConfig,
+    /// The durable spool between MQTT and the sinks.
+    pub spool: SpoolConfig,
     /// Event-time windows (aggregates written as `{kind}_{size}`).
     pub windows: WindowsConfig,
     /// The Air Quality Index per site (measurement `aqi`).
@@ -315,6 +317,36 @@ impl Default for PipelineConfig {
             channel_capacity: 1024,
             shutdown_timeout: HumanDuration::from_secs(30),
             stats_interval: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Spool messages to disk and acknowledge them once synced. Off: a
+    /// message is acknowledged only after InfluxDB stored its readings
+    /// (slower: the broker's in-flight window caps throughput), and a long
+    /// InfluxDB outage leans on the broker's queue.
+    pub enabled: bool,
+    /// Directory of the spool (created if missing). Under systemd,
+    /// `StateDirectory=lantian` provides /var/lib/lantian.
+    pub dir: PathBuf,
+    /// Most bytes on disk. When reached, lantian stops reading from the
+    /// broker (which holds the rest) until delivery frees space.
+    pub max_bytes: ByteSize,
+    /// Size at which a segment file is closed and a new one started; whole
+    /// delivered segments are deleted. At most a quarter of max_bytes.
+    pub segment_bytes: ByteSize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from("/var/lib/lantian/spool"),
+            max_bytes: ByteSize(2 << 30),
+            segment_bytes: ByteSize(64 << 20),
         }
     }
 }

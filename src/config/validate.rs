@@ -180,6 +180,17 @@ impl Settings {
             }
         }
 
+        let sp = &self.spool;
+        if sp.max_bytes.get() < 1 << 20 {
+            err("spool.max_bytes", "must be at least 1MiB".into());
+        }
+        if sp.segment_bytes.get() < 64 << 10 {
+            err("spool.segment_bytes", "must be at least 64KiB".into());
+        }
+        if sp.dir.as_os_str().is_empty() {
+            err("spool.dir", "must be set".into());
+        }
+
         if let Err(errors) = crate::window::Plan::new(&self.windows, &self.aqi) {
             for (key, message) in errors {
                 err(&key, message);

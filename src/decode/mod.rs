@@ -29,16 +29,20 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The reject for a payload of `len` bytes over the limit.
+    pub fn oversized(&self, len: usize) -> Decoded {
+        Decoded::rejected(
+            Reason::Oversized,
+            format!(
+                "payload of {len} bytes exceeds validation.max_payload_bytes = {}",
+                self.max_payload_bytes
+            ),
+        )
+    }
+
     pub fn decode(&self, topic: &str, payload: &[u8], now_ms: i64) -> Decoded {
         if payload.len() > self.max_payload_bytes {
-            return Decoded::rejected(
-                Reason::Oversized,
-                format!(
-                    "payload of {} bytes exceeds validation.max_payload_bytes = {}",
-                    payload.len(),
-                    self.max_payload_bytes
-                ),
-            );
+            return self.oversized(payload.len());
         }
         let info = match self.topics.resolve(topic) {
             Ok(info) => info,

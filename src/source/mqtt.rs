@@ -52,14 +52,42 @@ pub struct AckToken {
     generation: u64,
 }
 
-/// One message from the broker.
+impl AckToken {
+    /// A token for tests and benchmarks (acknowledges nothing real).
+    #[doc(hidden)]
+    pub fn detached(pkid: u16) -> Self {
+        AckToken {
+            qos: QoS::AtLeastOnce,
+            pkid,
+            generation: u64::MAX,
+        }
+    }
+}
+
+/// How a message is acknowledged once handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// To the broker (no spool, or the spool writer's input).
+    Mqtt(AckToken),
+    /// To the spool: delivered up to here (the pipeline's input with a
+    /// spool).
+    Spool(crate::spool::Pos),
+}
+
+/// One message from the broker (or replayed from the spool).
 #[derive(Debug)]
 pub struct Message {
     pub topic: String,
     pub payload: Bytes,
-    pub ack: AckToken,
+    pub ack: Ack,
     /// Wall-clock arrival time, ms since the epoch.
     pub received_ms: i64,
+    /// Length of the payload as published (the spool keeps only the start
+    /// of an oversized one). 0: `payload.len()`.
+    pub payload_len: usize,
+    /// Set for spool bytes that failed their checksum: the detail for the
+    /// quarantine record (`payload` holds the bad bytes).
+    pub corrupt: Option<String>,
 }
 
 /// Acknowledges messages to the broker (cheap to clone).
@@ -275,14 +303,16 @@ impl MqttSource {
                         continue;
                     };
                     let msg = Message {
-                        ack: AckToken {
+                        ack: Ack::Mqtt(AckToken {
                             qos: p.qos,
                             pkid: p.pkid,
                             generation: self.generation(),
-                        },
+                        }),
                         topic: p.topic,
                         payload: p.payload,
                         received_ms: chrono::Utc::now().timestamp_millis(),
+                        payload_len: 0,
+                        corrupt: None,
                     };
                     tokio::select! {
                         r = sender.send(msg) => if r.is_err() { tx = None },

@@ -371,6 +371,11 @@ impl Lantian {
             dir,
             runs: 0,
         };
+        let mut config = config.to_owned();
+        if !config.contains("[spool]") {
+            let spool = me.dir.path().join("spool");
+            config.push_str(&format!("\n[spool]\ndir = \"{}\"\n", spool.display()));
+        }
         std::fs::write(me.dir.path().join("lantian.toml"), config).unwrap();
         me.restart();
         me

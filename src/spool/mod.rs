@@ -1,0 +1,629 @@
+//! The durable spool between the MQTT source and the sinks.
+//!
+//! ```text
+//! source ──► Writer (thread)  group commit: append records, fdatasync,
+//!            │                then acknowledge the MQTT messages
+//!            ▼ segments on disk (format.rs), committed position (watch)
+//!            Reader (thread)  reads committed records in order ──► pipeline
+//!            Cursor           the pipeline marks what InfluxDB accepted;
+//!                             whole delivered segments are deleted
+//! ```
+//!
+//! A message is acknowledged to the broker only once it is in the spool
+//! and synced, so a crash at any instant loses nothing: what was synced is
+//! replayed from the spool at start-up, what was not was never
+//! acknowledged and the broker redelivers it. Replays and redeliveries
+//! rewrite the same points (same series and time), so InfluxDB ends with
+//! each reading once.
+//!
+//! The spool is bounded by `spool.max_bytes`. When full, the writer stops
+//! taking messages; the source channel fills, the source stops reading the
+//! socket, and the broker holds the rest (logged, and `spool_full` in
+//! metrics) until delivery frees whole segments.
+//!
+//! Files in `spool.dir`: segments `<seq:016x>.seg` and `cursor` (the
+//! delivered position: seq u64 LE, offset u64 LE, CRC-32 of both; written
+//! to `cursor.tmp`, synced, renamed). The cursor is saved at most once a
+//! second, so after a crash up to a second of delivered records is
+//! delivered again — harmless, as above.
+//!
+//! Recovery at start-up: segments before the cursor are deleted; a torn
+//! tail of the last segment (a write cut by the crash) is cut off — those
+//! messages were never acknowledged; a new segment is started for new
+//! writes. Corruption inside a segment (bad CRC, bad length) is found by
+//! the reader: the bad bytes go to quarantine (reason `spool_corrupt`) and
+//! reading resumes at the next record that checks out.
+
+pub mod format;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::source::mqtt::{Ack, AckToken, Message};
+
+/// A position in the spool: segment and byte offset (the end of a record).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "spool directory {0}: {1} (set spool.dir or LANTIAN__SPOOL__DIR to a writable directory)"
+    )]
+    Dir(PathBuf, std::io::Error),
+    #[error("spool {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    /// Most bytes written per group commit.
+    pub batch_bytes: usize,
+    /// Payloads are stored up to this many bytes plus one: a longer one is
+    /// quarantined as oversized anyway, and the spool must not hold it.
+    pub max_payload: usize,
+}
+
+struct State {
+    /// Segment sizes by seq (the last one is being written).
+    segments: BTreeMap<u64, u64>,
+    total: u64,
+    delivered: Pos,
+    /// Delivered, saved to `cursor` when.
+    saved: Option<Instant>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Signalled when space is freed.
+    space: Condvar,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn seg_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.seg"))
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn read_cursor(dir: &Path) -> Option<Pos> {
+    let b = fs::read(dir.join("cursor")).ok()?;
+    if b.len() != 20 {
+        return None;
+    }
+    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
+    if crc32fast::hash(&b[..16]) != crc {
+        return None;
+    }
+    Some(Pos {
+        seq: u64::from_le_bytes(b[..8].try_into().ok()?),
+        offset: u64::from_le_bytes(b[8..16].try_into().ok()?),
+    })
+}
+
+fn write_cursor(dir: &Path, p: Pos) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(20);
+    b.extend_from_slice(&p.seq.to_le_bytes());
+    b.extend_from_slice(&p.offset.to_le_bytes());
+    b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
+    let tmp = dir.join("cursor.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&b)?;
+    f.sync_data()?;
+    fs::rename(&tmp, dir.join("cursor"))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Opens (and recovers) the spool in `dir`.
+pub fn open(
+    dir: &Path,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+) -> Result<(Writer, Reader, Cursor), Error> {
+    fs::create_dir_all(dir).map_err(|e| Error::Dir(dir.into(), e))?;
+    let probe = dir.join(".probe");
+    fs::write(&probe, b"").map_err(|e| Error::Dir(dir.into(), e))?;
+    let _ = fs::remove_file(probe);
+
+    let mut segments = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::Dir(dir.into(), e))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| u64::from_str_radix(n, 16).ok())
+        else {
+            continue;
+        };
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        segments.insert(seq, size);
+    }
+    let header = format::HEADER.len() as u64;
+    let cursor = read_cursor(dir);
+    let first = segments.keys().next().copied().unwrap_or(0);
+    let delivered = match cursor {
+        Some(c) => c,
+        None => {
+            if !segments.is_empty() {
+                warn!(dir = %dir.display(), "spool cursor missing or damaged; replaying every segment");
+            }
+            Pos {
+                seq: first,
+                offset: header,
+            }
+        }
+    };
+    // Delivered segments (a crash between cursor save and deletion).
+    let done: Vec<u64> = segments.range(..delivered.seq).map(|(s, _)| *s).collect();
+    for seq in done {
+        let _ = fs::remove_file(seg_path(dir, seq));
+        segments.remove(&seq);
+    }
+    // A torn tail of the last segment: cut it off.
+    if let Some((&last, size)) = segments.iter_mut().next_back() {
+        let path = seg_path(dir, last);
+        let bytes = fs::read(&path).map_err(|e| Error::Io(path.clone(), e))?;
+        let valid = if bytes.len() >= format::HEADER.len() && bytes.starts_with(format::HEADER) {
+            header as usize + format::valid_prefix(&bytes[header as usize..])
+        } else {
+            0
+        };
+        if valid < bytes.len() {
+            warn!(
+                segment = %path.display(),
+                cut_bytes = bytes.len() - valid,
+                "spool: cut a torn tail (a write interrupted by a crash; those messages were never acknowledged and the broker redelivers them)"
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::Io(path.clone(), e))?;
+            f.set_len(valid as u64)
+                .map_err(|e| Error::Io(path.clone(), e))?;
+            f.sync_all().map_err(|e| Error::Io(path.clone(), e))?;
+            *size = valid as u64;
+        }
+    }
+    let pending: u64 = segments.values().sum();
+    let next_seq = segments
+        .keys()
+        .next_back()
+        .map_or(delivered.seq.max(first), |s| s + 1);
+    let path = seg_path(dir, next_seq);
+    let mut file = File::create(&path).map_err(|e| Error::Io(path.clone(), e))?;
+    file.write_all(format::HEADER)
+        .map_err(|e| Error::Io(path.clone(), e))?;
+    file.sync_all().map_err(|e| Error::Io(path.clone(), e))?;
+    sync_dir(dir);
+    segments.insert(next_seq, header);
+    let total: u64 = segments.values().sum();
+    if pending > 0 {
+        info!(
+            dir = %dir.display(),
+            segments = segments.len() - 1,
+            bytes = pending,
+            "spool: replaying what was not yet delivered"
+        );
+    }
+    metrics.spool_bytes.store(total, Relaxed);
+    let start = if segments.contains_key(&delivered.seq) {
+        delivered
+    } else {
+        let seq = *segments.keys().next().unwrap_or(&next_seq);
+        Pos {
+            seq,
+            offset: header,
+        }
+    };
+    let shared = Arc::new(Shared {
+        dir: dir.into(),
+        state: Mutex::new(State {
+            segments,
+            total,
+            delivered: start,
+            saved: None,
+        }),
+        space: Condvar::new(),
+        metrics,
+    });
+    let (committed_tx, committed_rx) = watch::channel(Pos {
+        seq: next_seq,
+        offset: header,
+    });
+    Ok((
+        Writer {
+            shared: shared.clone(),
+            file,
+            seq: next_seq,
+            size: header,
+            limits,
+            committed: committed_tx,
+        },
+        Reader {
+            shared: shared.clone(),
+            pos: start,
+            committed: committed_rx,
+            chunk: chunk_bytes(limits.max_payload),
+        },
+        Cursor { shared },
+    ))
+}
+
+/// Appends messages with group commit, then acknowledges them.
+pub struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    seq: u64,
+    size: u64,
+    limits: Limits,
+    committed: watch::Sender<Pos>,
+}
+
+impl Writer {
+    /// Runs on its own thread until the source closes `rx`; `ack` gets
+    /// each batch's MQTT ack tokens once the batch is synced.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Message>, mut ack: impl FnMut(&[AckToken])) {
+        let mut buf = Vec::with_capacity(self.limits.batch_bytes + 4096);
+        let mut acks = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                let payload = &m.payload[..m.payload.len().min(self.limits.max_payload + 1)];
+                format::encode(
+                    &mut buf,
+                    &format::Record {
+                        received_ms: m.received_ms,
+                        payload_len: u32::try_from(m.payload.len()).unwrap_or(u32::MAX),
+                        topic: &m.topic,
+                        payload,
+                    },
+                );
+                if let Ack::Mqtt(t) = m.ack {
+                    acks.push(t);
+                }
+                if buf.len() < self.limits.batch_bytes {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.wait_for_space(buf.len() as u64);
+            if let Err(e) = self.append(&buf) {
+                // Unacknowledged: the broker redelivers after we exit.
+                error!(error = %e, "spool write failed; stopping intake (nothing was acknowledged)");
+                return;
+            }
+            ack(&acks);
+            self.shared
+                .metrics
+                .spool_records
+                .fetch_add(acks.len() as u64, Relaxed);
+            buf.clear();
+            acks.clear();
+        }
+    }
+
+    fn wait_for_space(&self, need: u64) {
+        let mut st = self.shared.lock();
+        let mut warned = false;
+        // A batch always fits an empty spool (no deadlock on a tiny limit).
+        while st.total + need > self.limits.max_bytes && st.total > self.size.max(64) {
+            if !warned {
+                warn!(
+                    bytes = st.total,
+                    max_bytes = self.limits.max_bytes,
+                    "spool full: pausing MQTT intake until InfluxDB catches up (the broker holds new messages)"
+                );
+                self.shared.metrics.spool_full.store(true, Relaxed);
+                warned = true;
+            }
+            st = self
+                .shared
+                .space
+                .wait_timeout(st, Duration::from_millis(500))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if warned {
+            info!(
+                bytes = st.total,
+                "spool has room again: MQTT intake resumed"
+            );
+            self.shared.metrics.spool_full.store(false, Relaxed);
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.size >= self.limits.segment_bytes {
+            self.roll()?;
+        }
+        self.file.write_all(bytes)?;
+        self.file.sync_data()?;
+        self.size += bytes.len() as u64;
+        {
+            let mut st = self.shared.lock();
+            st.segments.insert(self.seq, self.size);
+            st.total += bytes.len() as u64;
+            self.shared.metrics.spool_bytes.store(st.total, Relaxed);
+        }
+        self.committed.send_replace(Pos {
+            seq: self.seq,
+            offset: self.size,
+        });
+        Ok(())
+    }
+
+    fn roll(&mut self) -> std::io::Result<()> {
+        let seq = self.seq + 1;
+        let mut f = File::create(seg_path(&self.shared.dir, seq))?;
+        f.write_all(format::HEADER)?;
+        f.sync_data()?;
+        sync_dir(&self.shared.dir);
+        let header = format::HEADER.len() as u64;
+        {
+            let mut st = self.shared.lock();
+            st.segments.insert(seq, header);
+            st.total += header;
+            let delivered = st.delivered;
+            reclaim(&self.shared, &mut st, delivered);
+        }
+        self.file = f;
+        self.seq = seq;
+        self.size = header;
+        self.committed.send_replace(Pos {
+            seq,
+            offset: header,
+        });
+        Ok(())
+    }
+}
+
+/// Reads committed records in order and hands them to the pipeline.
+pub struct Reader {
+    shared: Arc<Shared>,
+    pos: Pos,
+    committed: watch::Receiver<Pos>,
+    chunk: usize,
+}
+
+/// Bytes read per chunk: more than the largest record.
+fn chunk_bytes(max_payload: usize) -> usize {
+    (4 << 20).max(2 * (max_payload + (64 << 10) + 64))
+}
+
+impl Reader {
+    /// Runs on its own thread until the writer has stopped and everything
+    /// committed was handed on (or the pipeline is gone).
+    pub fn run(mut self, tx: mpsc::Sender<Message>, rt: tokio::runtime::Handle) {
+        let mut file: Option<(u64, File)> = None;
+        let mut buf = Vec::new();
+        loop {
+            let committed = *self.committed.borrow_and_update();
+            let end = if self.pos.seq < committed.seq {
+                self.shared.lock().segments.get(&self.pos.seq).copied()
+            } else {
+                Some(committed.offset)
+            };
+            let Some(end) = end else {
+                // Segment gone (cannot happen: only delivered ones are
+                // deleted); move on.
+                self.next_segment(committed);
+                continue;
+            };
+            if self.pos.offset < end {
+                if file.as_ref().map(|f| f.0) != Some(self.pos.seq) {
+                    match File::open(seg_path(&self.shared.dir, self.pos.seq)) {
+                        Ok(f) => file = Some((self.pos.seq, f)),
+                        Err(e) => {
+                            error!(seq = self.pos.seq, error = %e, "spool segment unreadable; skipping it");
+                            self.next_segment(committed);
+                            continue;
+                        }
+                    }
+                }
+                let Some((_, f)) = &file else { continue };
+                let n = ((end - self.pos.offset) as usize).min(self.chunk);
+                buf.resize(n, 0);
+                if let Err(e) = f.read_exact_at(&mut buf, self.pos.offset) {
+                    error!(seq = self.pos.seq, error = %e, "spool read failed; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                // The last chunk of a range is complete; an earlier one may
+                // end inside a record.
+                let complete = self.pos.offset + n as u64 == end;
+                if !self.hand_on(&buf, complete, &tx) {
+                    return;
+                }
+            } else if self.pos.seq < committed.seq {
+                self.next_segment(committed);
+            } else if rt.block_on(self.committed.changed()).is_err() {
+                // Writer gone: hand on what is left, then stop.
+                let last = *self.committed.borrow();
+                if self.pos >= last {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_segment(&mut self, committed: Pos) {
+        let st = self.shared.lock();
+        let seq = st
+            .segments
+            .range(self.pos.seq + 1..)
+            .next()
+            .map_or(committed.seq, |(s, _)| *s);
+        self.pos = Pos {
+            seq,
+            offset: format::HEADER.len() as u64,
+        };
+    }
+
+    /// Sends the records in `chunk`; false when the pipeline is gone.
+    fn hand_on(&mut self, chunk: &[u8], complete: bool, tx: &mpsc::Sender<Message>) -> bool {
+        let mut at = 0;
+        while at < chunk.len() {
+            let msg = match format::next(&chunk[at..], complete) {
+                format::Next::Record(r, n) => {
+                    at += n;
+                    Message {
+                        topic: r.topic.to_owned(),
+                        payload: Bytes::copy_from_slice(r.payload),
+                        received_ms: r.received_ms,
+                        payload_len: r.payload_len as usize,
+                        ack: Ack::Spool(self.at(at)),
+                        corrupt: None,
+                    }
+                }
+                // A chunk that ends inside a record; unless nothing at all
+                // parsed, which only corruption longer than a chunk does.
+                format::Next::Incomplete if at > 0 || complete => break,
+                format::Next::Incomplete => match format::next(chunk, true) {
+                    format::Next::Corrupt(n) => {
+                        at = n;
+                        self.shared
+                            .metrics
+                            .spool_corrupt_bytes
+                            .fetch_add(n as u64, Relaxed);
+                        error!(
+                            seq = self.pos.seq,
+                            bytes = n,
+                            "spool: long corrupt run skipped"
+                        );
+                        break;
+                    }
+                    _ => break,
+                },
+                format::Next::Corrupt(n) => {
+                    let bad = &chunk[at..at + n];
+                    at += n;
+                    self.shared
+                        .metrics
+                        .spool_corrupt_bytes
+                        .fetch_add(n as u64, Relaxed);
+                    error!(
+                        seq = self.pos.seq,
+                        offset = self.pos.offset + (at - n) as u64,
+                        bytes = n,
+                        "spool: corrupt bytes (bad checksum or length) skipped to the next good record; quarantined"
+                    );
+                    Message {
+                        topic: String::new(),
+                        payload: Bytes::copy_from_slice(&bad[..bad.len().min(4096)]),
+                        received_ms: chrono::Utc::now().timestamp_millis(),
+                        payload_len: n,
+                        ack: Ack::Spool(self.at(at)),
+                        corrupt: Some(format!(
+                            "{n} corrupt bytes in spool segment {:016x} at offset {}",
+                            self.pos.seq,
+                            self.pos.offset + (at - n) as u64
+                        )),
+                    }
+                }
+            };
+            if tx.blocking_send(msg).is_err() {
+                return false;
+            }
+        }
+        self.pos.offset += at as u64;
+        true
+    }
+
+    fn at(&self, in_chunk: usize) -> Pos {
+        Pos {
+            seq: self.pos.seq,
+            offset: self.pos.offset + in_chunk as u64,
+        }
+    }
+}
+
+/// Deletes the segments wholly delivered up to `pos`, except the one being
+/// written; true if any was.
+fn reclaim(shared: &Shared, st: &mut State, pos: Pos) -> bool {
+    let writing = st.segments.keys().next_back().copied().unwrap_or(0);
+    let done: Vec<(u64, u64)> = st
+        .segments
+        .range(..=pos.seq)
+        .filter(|(s, n)| **s < pos.seq || (**s == pos.seq && pos.offset >= **n))
+        .filter(|(s, _)| **s != writing)
+        .map(|(s, n)| (*s, *n))
+        .collect();
+    for (seq, size) in &done {
+        let _ = fs::remove_file(seg_path(&shared.dir, *seq));
+        st.segments.remove(seq);
+        st.total -= size;
+    }
+    if !done.is_empty() {
+        shared.metrics.spool_bytes.store(st.total, Relaxed);
+        shared.space.notify_all();
+    }
+    !done.is_empty()
+}
+
+/// Marks records delivered; deletes whole delivered segments.
+#[derive(Clone)]
+pub struct Cursor {
+    shared: Arc<Shared>,
+}
+
+impl Cursor {
+    /// Everything up to `pos` is stored in InfluxDB (or quarantined).
+    pub fn delivered(&self, pos: Pos) {
+        let mut st = self.shared.lock();
+        if pos <= st.delivered {
+            return;
+        }
+        st.delivered = pos;
+        let freed = reclaim(&self.shared, &mut st, pos);
+        if st
+            .saved
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            || freed
+        {
+            st.saved = Some(Instant::now());
+            if let Err(e) = write_cursor(&self.shared.dir, pos) {
+                warn!(error = %e, "cannot save the spool cursor (delivered records may be replayed)");
+            }
+        }
+    }
+
+    /// Saves the cursor now (at shutdown).
+    pub fn save(&self) {
+        let st = self.shared.lock();
+        if let Err(e) = write_cursor(&self.shared.dir, st.delivered) {
+            warn!(error = %e, "cannot save the spool cursor (delivered records may be replayed)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
