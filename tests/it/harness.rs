@@ -102,8 +102,8 @@ impl Drop for Proc {
 
 pub struct Mosquitto {
     pub port: u16,
-    _proc: Proc,
-    _dir: TempDir,
+    proc: Proc,
+    dir: TempDir,
 }
 
 impl Mosquitto {
@@ -111,29 +111,48 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        // The lossless settings from deploy/mosquitto/lantian.conf.
+        // The lossless settings from deploy/mosquitto/lantian.conf; the
+        // session store is saved at shutdown (so a restart keeps it).
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\n\
+                 persistence true\npersistence_location {}/\nautosave_interval 0\n\
                  max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n\
-                 log_dest stdout\nlog_type error\nlog_type warning\n"
+                 log_dest stdout\nlog_type error\nlog_type warning\n",
+                dir.path().display()
             ),
         )
         .unwrap();
-        let proc = Proc::spawn(
-            Command::new(require("mosquitto")).arg("-c").arg(&conf),
-            dir.path().join("mosquitto.log"),
+        let mut me = Self {
+            port,
+            proc: Proc::spawn(&mut Command::new("true"), dir.path().join("unused.log")),
+            dir,
+        };
+        me.launch().await;
+        me
+    }
+
+    async fn launch(&mut self) {
+        let port = self.port;
+        self.proc = Proc::spawn(
+            Command::new(require("mosquitto"))
+                .arg("-c")
+                .arg(self.dir.path().join("mosquitto.conf")),
+            self.dir.path().join("mosquitto.log"),
         );
         wait_for("mosquitto", Duration::from_secs(10), async || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         })
         .await;
-        Self {
-            port,
-            _proc: proc,
-            _dir: dir,
-        }
+    }
+
+    /// Stop cleanly (SIGTERM: the session store is saved) and start again.
+    #[allow(dead_code)]
+    pub async fn restart(&mut self) {
+        self.proc.signal("TERM");
+        assert!(self.proc.wait_timeout(Duration::from_secs(20)).is_some());
+        self.launch().await;
     }
 }
 

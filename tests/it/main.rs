@@ -5,6 +5,7 @@
 mod aqi_cli;
 mod aqi_ref;
 mod cli;
+mod durability;
 mod harness;
 mod ingest;
 mod outage;
