@@ -73,12 +73,10 @@ async fn assert_exact(influx: &Influx, per_sensor: usize) {
 async fn kill_9_ten_times_under_a_steady_stream_loses_and_duplicates_nothing() {
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
-    let lantian = Arc::new(std::sync::Mutex::new(Lantian::start(&Lantian::v1(
-        broker.port,
-        &influx,
-    ))));
+    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
     let mut publisher = Publisher::connect(broker.port, "kill9-publisher").await;
-    lantian.lock().unwrap().wait_subscribed().await;
+    lantian.wait_subscribed().await;
+    let lantian = Arc::new(std::sync::Mutex::new(lantian));
 
     // 300 readings per sensor at 10,000 msg/s: 30 s of stream; the 10
     // kills come 1.0–2.7 s apart, all while it runs.
