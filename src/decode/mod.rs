@@ -6,6 +6,9 @@ pub mod payload;
 pub mod time;
 pub mod topic;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::collections::BTreeMap;
 
 pub use topic::{Template, TemplateError, TopicError, TopicInfo, TopicMap};

@@ -5,7 +5,7 @@
 //! backslashes in string fields). What no crate handles is sanitised here:
 //! line breaks and other control characters (a newline would end the line —
 //! injection) become U+FFFD in names and are written as `\n`-style text in
-//! string fields; empty tag values are left out (InfluxDB rejects them);
+//! string fields; so does a trailing backslash in a name; empty tag values are left out (InfluxDB rejects them);
 //! a measurement cannot start with `#` (a comment line); NaN and infinity
 //! never get here (validation rejects them) and are dropped if they do.
 
@@ -18,13 +18,20 @@ use crate::reading::{Point, Reason};
 /// quarantine can order several records inside one millisecond.
 const NS_PER_MS: i64 = 1_000_000;
 
-/// Names: control characters replaced so a name can never break a line.
+/// Names: control characters replaced so a name can never break a line,
+/// and a trailing backslash too (line protocol cannot end a key or tag
+/// value with one: found by the decoder fuzz test).
 fn clean_name(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        s.chars()
+    if s.chars().any(char::is_control) || s.ends_with('\\') {
+        let mut out: String = s
+            .chars()
             .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-            .collect::<String>()
-            .into()
+            .collect();
+        if out.ends_with('\\') {
+            out.pop();
+            out.push('\u{FFFD}');
+        }
+        out.into()
     } else {
         s.into()
     }
@@ -190,6 +197,19 @@ mod tests {
         let mut buf = Vec::new();
         assert!(encode_point(&mut buf, p));
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn a_trailing_backslash_cannot_end_a_name() {
+        let p = point(
+            "air",
+            &[("sensor", "aq\\"), ("site", "a\\b")],
+            &[("x\\", 1.0)],
+        );
+        assert_eq!(
+            line(&p),
+            "air,sensor=aq\u{FFFD},site=a\\\\b x\u{FFFD}=1 1764144000123000000\n"
+        );
     }
 
     #[test]
