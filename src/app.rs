@@ -62,14 +62,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         MqttSource::new(&settings.mqtt, metrics.clone()).context("MQTT source")?;
     info!(config = %settings.summary(), "lantian starting");
 
-    // The window stage gets stored points after each acknowledged batch.
-    let (window_tx, window_task) = if settings.windows.enabled {
+    // Windows: restored from their snapshot in the spool directory if
+    // there is one; the spool then replays from the snapshot's position.
+    let snapshot_path = settings.spool.dir.join("windows.snapshot");
+    let (engine, keep_from) = if settings.windows.enabled {
         let plan = crate::window::Plan::new(&settings.windows, &settings.aqi)
             .map_err(|e| anyhow::anyhow!("windows: {e:?}"))?;
-        let writer = Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
-        let stage = crate::window::stage::WindowStage::new(plan, writer, metrics.clone());
-        let (wtx, wrx) = mpsc::channel(16);
-        (Some(wtx), Some(tokio::spawn(stage.run(wrx))))
+        let saved = settings
+            .spool
+            .enabled
+            .then(|| std::fs::read(&snapshot_path).ok())
+            .flatten();
+        match saved.map(|b| crate::window::Engine::restore(plan.clone(), &b)) {
+            Some(Ok((engine, pos))) => {
+                info!(
+                    ?pos,
+                    "windows restored from their snapshot; replaying the spool from there"
+                );
+                (Some(engine), Some(pos))
+            }
+            Some(Err(why)) => {
+                warn!(%why, "window snapshot not used; windows start empty");
+                (Some(crate::window::Engine::new(plan)), None)
+            }
+            None => (Some(crate::window::Engine::new(plan)), None),
+        }
     } else {
         (None, None)
     };
@@ -93,7 +110,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             max_payload,
         };
         let (writer, reader, cursor) =
-            crate::spool::open(&sp.dir, limits, metrics.clone()).context("spool")?;
+            crate::spool::open(&sp.dir, limits, metrics.clone(), keep_from).context("spool")?;
         let (ptx, prx) = mpsc::channel(settings.pipeline.channel_capacity);
         let acks_done = CancellationToken::new();
         let done = acks_done.clone();
@@ -114,6 +131,23 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     } else {
         (source_rx, None, Vec::new(), None)
     };
+    // The window stage gets stored points after each delivered batch.
+    let (window_tx, window_task) = match engine {
+        Some(engine) => {
+            let writer =
+                Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
+            let persist = cursor.clone().map(|cursor| crate::window::stage::Persist {
+                path: snapshot_path.clone(),
+                cursor,
+                every: settings.windows.snapshot_interval.get(),
+            });
+            let stage =
+                crate::window::stage::WindowStage::new(engine, writer, metrics.clone(), persist);
+            let (wtx, wrx) = mpsc::channel(16);
+            (Some(wtx), Some(tokio::spawn(stage.run(wrx))))
+        }
+        None => (None, None),
+    };
     let pipeline = Pipeline {
         decoder,
         writer,
@@ -127,6 +161,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         sample_bytes: settings.validation.quarantine_sample_bytes,
         metrics: metrics.clone(),
         windows: window_tx,
+        windows_after: keep_from,
         cursor: cursor.clone(),
     };
     // The source disconnects (flushing queued acks) once whoever acks is

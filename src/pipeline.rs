@@ -65,7 +65,10 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// The window stage, which gets every stored point after its batch is
     /// acknowledged. Sending waits while the stage is behind.
-    pub windows: Option<mpsc::Sender<Vec<Point>>>,
+    pub windows: Option<mpsc::Sender<(Vec<Point>, Option<spool::Pos>)>>,
+    /// The restored window snapshot's position: replayed records up to it
+    /// are in the windows already, and are not sent again.
+    pub windows_after: Option<spool::Pos>,
 }
 
 /// A batch being filled.
@@ -130,7 +133,9 @@ impl Pipeline {
                 batch.readings += 1;
             }
         }
-        if self.windows.is_some() {
+        let in_windows =
+            matches!((msg.ack, self.windows_after), (Ack::Spool(p), Some(after)) if p <= after);
+        if self.windows.is_some() && !in_windows {
             batch.points.extend(decoded.points);
         }
         for r in &decoded.rejects {
@@ -166,7 +171,8 @@ impl Pipeline {
                 .fetch_add(stored as u64, Relaxed);
         }
         self.acker.ack(&batch.acks);
-        if let (Some(cursor), Some(pos)) = (&self.cursor, batch.spooled.take()) {
+        let spooled = batch.spooled.take();
+        if let (Some(cursor), Some(pos)) = (&self.cursor, spooled) {
             cursor.delivered(pos);
         }
         batch.lines.clear();
@@ -176,7 +182,7 @@ impl Pipeline {
             && !batch.points.is_empty()
         {
             // Only fails when the stage has stopped (shutdown).
-            let _ = tx.send(std::mem::take(&mut batch.points)).await;
+            let _ = tx.send((std::mem::take(&mut batch.points), spooled)).await;
         }
     }
 }

@@ -379,6 +379,11 @@ pub struct WindowsConfig {
     pub idle_timeout: HumanDuration,
     /// How often buffered readings are reduced and closed windows written.
     pub flush_interval: HumanDuration,
+    /// How often the window state is saved to `<spool.dir>/windows.snapshot`
+    /// (with the spool on). After a restart or crash, windows are restored
+    /// from it and the spool replays what came after; the spool keeps
+    /// delivered segments back to the last snapshot.
+    pub snapshot_interval: HumanDuration,
     /// Readings buffered before a flush is forced; the pipeline waits while
     /// the window stage is behind (backpressure).
     pub max_pending_readings: usize,
@@ -406,6 +411,7 @@ impl Default for WindowsConfig {
             correction_horizon: HumanDuration::from_secs(3600),
             idle_timeout: HumanDuration::from_secs(300),
             flush_interval: HumanDuration::from_secs(1),
+            snapshot_interval: HumanDuration::from_secs(30),
             max_pending_readings: 200_000,
             site_tags: vec!["district".into(), "site".into()],
             default_interval: HumanDuration::from_secs(60),

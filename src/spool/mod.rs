@@ -88,6 +88,16 @@ struct State {
     delivered: Pos,
     /// Delivered, saved to `cursor` when.
     saved: Option<Instant>,
+    /// Segments from here on are kept even if delivered: the window
+    /// snapshot covers only up to here, and a restart replays the rest.
+    hold: Option<Pos>,
+}
+
+impl State {
+    /// Segments before this may go.
+    fn reclaimable(&self) -> Pos {
+        self.hold.map_or(self.delivered, |h| h.min(self.delivered))
+    }
 }
 
 struct Shared {
@@ -144,10 +154,13 @@ fn write_cursor(dir: &Path, p: Pos) -> std::io::Result<()> {
 }
 
 /// Opens (and recovers) the spool in `dir`.
+/// `keep_from`: replay from here even if delivered (the window snapshot's
+/// position), when it is before the saved cursor.
 pub fn open(
     dir: &Path,
     limits: Limits,
     metrics: Arc<Metrics>,
+    keep_from: Option<Pos>,
 ) -> Result<(Writer, Reader, Cursor), Error> {
     fs::create_dir_all(dir).map_err(|e| Error::Dir(dir.into(), e))?;
     let probe = dir.join(".probe");
@@ -183,6 +196,7 @@ pub fn open(
             }
         }
     };
+    let delivered = keep_from.map_or(delivered, |k| k.min(delivered));
     // Delivered segments (a crash between cursor save and deletion).
     let done: Vec<u64> = segments.range(..delivered.seq).map(|(s, _)| *s).collect();
     for seq in done {
@@ -252,6 +266,7 @@ pub fn open(
             total,
             delivered: start,
             saved: None,
+            hold: keep_from,
         }),
         space: Condvar::new(),
         metrics,
@@ -392,8 +407,7 @@ impl Writer {
             let mut st = self.shared.lock();
             st.segments.insert(seq, header);
             st.total += header;
-            let delivered = st.delivered;
-            reclaim(&self.shared, &mut st, delivered);
+            reclaim(&self.shared, &mut st);
         }
         self.file = f;
         self.seq = seq;
@@ -568,7 +582,8 @@ impl Reader {
 
 /// Deletes the segments wholly delivered up to `pos`, except the one being
 /// written; true if any was.
-fn reclaim(shared: &Shared, st: &mut State, pos: Pos) -> bool {
+fn reclaim(shared: &Shared, st: &mut State) -> bool {
+    let pos = st.reclaimable();
     let writing = st.segments.keys().next_back().copied().unwrap_or(0);
     let done: Vec<(u64, u64)> = st
         .segments
@@ -603,7 +618,7 @@ impl Cursor {
             return;
         }
         st.delivered = pos;
-        let freed = reclaim(&self.shared, &mut st, pos);
+        let freed = reclaim(&self.shared, &mut st);
         if st
             .saved
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -614,6 +629,14 @@ impl Cursor {
                 warn!(error = %e, "cannot save the spool cursor (delivered records may be replayed)");
             }
         }
+    }
+
+    /// Keeps segments from `pos` on (the window snapshot now covers
+    /// everything before it).
+    pub fn hold(&self, pos: Pos) {
+        let mut st = self.shared.lock();
+        st.hold = Some(pos);
+        reclaim(&self.shared, &mut st);
     }
 
     /// Saves the cursor now (at shutdown).

@@ -74,7 +74,7 @@ fn messages_come_back_in_order_and_delivered_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let m = Arc::new(Metrics::default());
-    let (w, r, cursor) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone()).unwrap();
+    let (w, r, cursor) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone(), None).unwrap();
     let acked = write_all(w, (0..5000).map(msg).collect());
     assert_eq!(acked, 5000);
     let got = read_all(r, &rt);
@@ -108,14 +108,14 @@ fn a_restart_replays_what_was_not_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let m = Arc::new(Metrics::default());
-    let (w, r, cursor) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone()).unwrap();
+    let (w, r, cursor) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone(), None).unwrap();
     write_all(w, (0..3000).map(msg).collect());
     let got = read_all(r, &rt);
     cursor.delivered(pos(&got[999]));
     cursor.save();
     drop(cursor);
     // Restart: the reader starts after the 1000th record.
-    let (w, r, _) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone()).unwrap();
+    let (w, r, _) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone(), None).unwrap();
     drop(w);
     let again = read_all(r, &rt);
     assert_eq!(again.len(), 2000);
@@ -127,7 +127,7 @@ fn a_torn_tail_is_cut_and_the_rest_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let m = Arc::new(Metrics::default());
-    let (w, _r, _c) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone()).unwrap();
+    let (w, _r, _c) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone(), None).unwrap();
     write_all(w, (0..100).map(msg).collect());
     // A crash in the middle of a write: half a record at the end.
     let seg = seg_path(dir.path(), 0);
@@ -145,7 +145,7 @@ fn a_torn_tail_is_cut_and_the_rest_recovered() {
     f.write_all(&half[..half.len() / 2]).unwrap();
     drop(f);
     let before = fs::metadata(&seg).unwrap().len();
-    let (w, r, _) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone()).unwrap();
+    let (w, r, _) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone(), None).unwrap();
     assert_eq!(
         fs::metadata(&seg).unwrap().len(),
         before - (half.len() / 2) as u64
@@ -161,7 +161,7 @@ fn corruption_inside_a_segment_is_quarantined_and_reading_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let m = Arc::new(Metrics::default());
-    let (w, _r, _c) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone()).unwrap();
+    let (w, _r, _c) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone(), None).unwrap();
     write_all(w, (0..100).map(msg).collect());
     // Flip a byte inside the 11th record's payload.
     let seg = seg_path(dir.path(), 0);
@@ -185,7 +185,7 @@ fn corruption_inside_a_segment_is_quarantined_and_reading_goes_on() {
     let at = 8 + sizes[..10].iter().sum::<usize>() + sizes[10] - 3;
     bytes[at] ^= 0x01;
     fs::write(&seg, &bytes).unwrap();
-    let (w, r, _) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone()).unwrap();
+    let (w, r, _) = open(dir.path(), limits(1 << 30, 1 << 30), m.clone(), None).unwrap();
     drop(w);
     let got = read_all(r, &rt);
     assert_eq!(
@@ -211,7 +211,7 @@ fn a_full_spool_holds_the_writer_until_delivery_frees_space() {
     let rt = rt();
     let m = Arc::new(Metrics::default());
     // ~70 bytes a record: 1 MiB holds ~15,000; write 60,000.
-    let (w, r, cursor) = open(dir.path(), limits(1 << 20, 128 << 10), m.clone()).unwrap();
+    let (w, r, cursor) = open(dir.path(), limits(1 << 20, 128 << 10), m.clone(), None).unwrap();
     let (ptx, mut prx) = mpsc::channel(1 << 17);
     let h = rt.handle().clone();
     let reader = std::thread::spawn(move || r.run(ptx, h));
@@ -249,6 +249,7 @@ fn an_unwritable_directory_is_a_clear_error() {
         Path::new("/proc/lantian-spool"),
         limits(1 << 20, 1 << 16),
         Arc::new(Metrics::default()),
+        None,
     )
     .err()
     .unwrap();

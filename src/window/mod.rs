@@ -21,6 +21,7 @@
 
 pub mod air;
 pub mod calendar;
+pub mod codec;
 pub mod partial;
 pub mod reduce;
 pub mod stage;
@@ -39,6 +40,7 @@ use reduce::Rows;
 use state::{Closed, HOUR_MS, Spec, State};
 
 const DAY_MS: i64 = 86_400_000;
+const SNAPSHOT_MAGIC: &[u8; 8] = b"LTWIN001";
 
 /// The validated window configuration.
 #[derive(Clone, Debug)]
@@ -148,6 +150,7 @@ impl Plan {
             ("windows.flush_interval", w.flush_interval.get()),
             ("windows.idle_timeout", w.idle_timeout.get()),
             ("windows.default_interval", w.default_interval.get()),
+            ("windows.snapshot_interval", w.snapshot_interval.get()),
         ] {
             if d.is_zero() {
                 errs.push((key.into(), "must be above 0".into()));
@@ -218,8 +221,8 @@ impl Plan {
 /// Whether windows pool one sensor's readings or a site's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
-    Sensor,
-    Site,
+    Sensor = 0,
+    Site = 1,
 }
 
 impl Scope {
@@ -476,6 +479,106 @@ impl Engine {
             }
         }
         n
+    }
+
+    fn fingerprint(&self) -> String {
+        let s = &self.plan.spec;
+        format!(
+            "{}|{:?}|{}|{}|{:?}",
+            s.base_ms,
+            s.mids,
+            s.days,
+            s.calendar.tz.name(),
+            self.plan.site_tags
+        )
+    }
+
+    /// The whole window state, with the spool position it includes
+    /// everything up to (format: `SNAPSHOT_MAGIC`, then fields in order,
+    /// then a CRC-32 of all before it).
+    pub fn snapshot(&self, pos: crate::spool::Pos) -> Vec<u8> {
+        let mut e = codec::Enc::default();
+        e.0.extend_from_slice(SNAPSHOT_MAGIC);
+        e.str(&self.fingerprint());
+        e.u64(pos.seq);
+        e.u64(pos.offset);
+        e.u32(self.series.len() as u32);
+        for (k, site) in self.series.iter().zip(&self.site_of) {
+            e.str(&k.kind);
+            e.u8(k.scope as u8);
+            e.u32(k.tags.len() as u32);
+            for (tk, tv) in &k.tags {
+                e.str(tk);
+                e.str(tv);
+            }
+            e.u32(site.unwrap_or(u32::MAX));
+        }
+        e.u32(self.fields.len() as u32);
+        for f in &self.fields {
+            e.str(f);
+        }
+        e.u8(u8::from(self.stream_time.is_some()));
+        e.i64(self.stream_time.unwrap_or(0));
+        e.i64(self.last_arrival);
+        self.state.encode(&mut e);
+        let crc = crc32fast::hash(&e.0);
+        e.u32(crc);
+        e.0
+    }
+
+    /// An engine restored from `snapshot` bytes, and the spool position it
+    /// covers. Err says why the snapshot cannot be used.
+    pub fn restore(plan: Plan, bytes: &[u8]) -> Result<(Engine, crate::spool::Pos), String> {
+        let (body, crc) = bytes.split_last_chunk::<4>().ok_or("snapshot too short")?;
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+            return Err("snapshot checksum mismatch".into());
+        }
+        let body = body
+            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .ok_or("not a window snapshot")?;
+        let mut e = Engine::new(plan);
+        let mut d = codec::Dec(body);
+        let bad = || "snapshot truncated or malformed".to_owned();
+        if d.str().ok_or_else(bad)? != e.fingerprint() {
+            return Err("window sizes, time zone or site tags changed since the snapshot".into());
+        }
+        let pos = crate::spool::Pos {
+            seq: d.u64().ok_or_else(bad)?,
+            offset: d.u64().ok_or_else(bad)?,
+        };
+        for _ in 0..d.len(13).ok_or_else(bad)? {
+            let kind = d.str().ok_or_else(bad)?;
+            let scope = if d.u8().ok_or_else(bad)? == Scope::Site as u8 {
+                Scope::Site
+            } else {
+                Scope::Sensor
+            };
+            let mut tags = Vec::new();
+            for _ in 0..d.len(8).ok_or_else(bad)? {
+                tags.push((d.str().ok_or_else(bad)?, d.str().ok_or_else(bad)?));
+            }
+            let site = d.u32().ok_or_else(bad)?;
+            let key = SeriesKey { kind, tags, scope };
+            let hash = {
+                use std::hash::BuildHasher;
+                e.hasher.hash_one((&key.kind, &key.tags))
+            };
+            let id = e.insert_series(key);
+            e.site_of[id as usize] = (site != u32::MAX).then_some(site);
+            if scope == Scope::Sensor {
+                e.sensor_index.entry(hash).or_default().push(id);
+            }
+        }
+        for _ in 0..d.len(4).ok_or_else(bad)? {
+            let f = d.str().ok_or_else(bad)?;
+            e.intern_field(&f);
+        }
+        let has_time = d.u8().ok_or_else(bad)? != 0;
+        let t = d.i64().ok_or_else(bad)?;
+        e.stream_time = has_time.then_some(t);
+        e.last_arrival = d.i64().ok_or_else(bad)?;
+        e.state.decode(&mut d).ok_or_else(bad)?;
+        Ok((e, pos))
     }
 
     pub fn series_key(&self, id: u32) -> &SeriesKey {

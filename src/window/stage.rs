@@ -7,18 +7,51 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
-use super::{Engine, Plan};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::Engine;
 use crate::metrics::Metrics;
 use crate::pipeline::QUARANTINE_CLOCK;
 use crate::reading::Point;
 use crate::sink::influx::{Lines, Writer};
+use crate::spool::{self, Pos};
 
 pub struct WindowStage {
     engine: Option<Engine>,
     writer: Writer,
     metrics: Arc<Metrics>,
+    persist: Option<Persist>,
+    /// Spool position of the newest points added.
+    last_pos: Option<Pos>,
+    /// When the snapshot was last saved.
+    saved: Instant,
+}
+
+/// Where and how often the window state is saved (with the spool on).
+pub struct Persist {
+    pub path: PathBuf,
+    /// Told the snapshot's position, so the spool keeps what came after.
+    pub cursor: spool::Cursor,
+    pub every: Duration,
+}
+
+/// Writes `bytes` to `path` atomically (temp file, sync, rename).
+fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -26,17 +59,25 @@ fn now_ms() -> i64 {
 }
 
 impl WindowStage {
-    pub fn new(plan: Plan, writer: Writer, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: Engine,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+        persist: Option<Persist>,
+    ) -> Self {
         WindowStage {
-            engine: Some(Engine::new(plan)),
+            engine: Some(engine),
             writer,
             metrics,
+            persist,
+            last_pos: None,
+            saved: Instant::now(),
         }
     }
 
     /// Runs until the pipeline closes the channel; then flushes what was
     /// received (windows still open stay unwritten).
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<Point>>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<(Vec<Point>, Option<Pos>)>) {
         let Some(engine) = &self.engine else { return };
         let (every, max_pending) = (engine.plan().flush_interval, engine.plan().max_pending);
         let mut tick = tokio::time::interval(every);
@@ -44,30 +85,43 @@ impl WindowStage {
         loop {
             tokio::select! {
                 msg = rx.recv() => {
-                    let Some(points) = msg else { break };
+                    let Some((points, pos)) = msg else { break };
                     let Some(engine) = self.engine.as_mut() else { break };
                     engine.add(&points, now_ms());
+                    self.last_pos = self.last_pos.max(pos);
                     if engine.pending() >= max_pending {
-                        self.flush().await;
+                        self.flush(false).await;
                     }
                 }
-                _ = tick.tick() => self.flush().await,
+                _ = tick.tick() => self.flush(false).await,
             }
         }
-        self.flush().await;
+        self.flush(true).await;
     }
 
-    async fn flush(&mut self) {
+    /// Flushes; saves the snapshot when due (or `last`) — after the flush,
+    /// so it holds no buffered readings.
+    async fn flush(&mut self, last: bool) {
         let Some(mut engine) = self.engine.take() else {
             return;
+        };
+        let snapshot = match (&self.persist, self.last_pos) {
+            (Some(p), Some(pos)) if last || self.saved.elapsed() >= p.every => {
+                Some((p.path.clone(), pos))
+            }
+            _ => None,
         };
         let joined = tokio::task::spawn_blocking(move || {
             let mut lines = Lines::default();
             let result = engine.flush(now_ms(), &mut lines);
-            (engine, lines, result)
+            let saved = snapshot.map(|(path, pos)| {
+                let bytes = engine.snapshot(pos);
+                (pos, bytes.len(), save(&path, &bytes))
+            });
+            (engine, lines, (result, saved))
         })
         .await;
-        let (engine, lines, result) = match joined {
+        let (engine, lines, (result, saved)) = match joined {
             Ok(x) => x,
             Err(e) => {
                 // A panic in the window code: the stage stops, ingestion
@@ -77,6 +131,18 @@ impl WindowStage {
             }
         };
         self.engine = Some(engine);
+        match (saved, &self.persist) {
+            (Some((pos, bytes, Ok(()))), Some(p)) => {
+                self.saved = Instant::now();
+                p.cursor.hold(pos);
+                debug!(bytes, ?pos, "window snapshot saved");
+            }
+            (Some((_, _, Err(e))), Some(p)) => {
+                self.saved = Instant::now();
+                warn!(path = %p.path.display(), error = %e, "cannot save the window snapshot; windows open at a crash would restart empty");
+            }
+            _ => {}
+        }
         let stats = match result {
             Ok(s) => s,
             Err(e) => {

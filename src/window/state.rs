@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::calendar::Calendar;
+use super::codec::{Dec, Enc};
 use super::partial::Partial;
 use super::reduce::BasePartial;
 use super::windows::Sorted;
@@ -383,6 +384,86 @@ impl State {
         t.days
             .contains_key(&day_start)
             .then(|| day_stats(&self.spec, t, day_start, self.interval(series)))
+    }
+
+    /// Appends the state (not the spec or intervals) to `e`.
+    pub fn encode(&self, e: &mut Enc) {
+        e.i64(self.watermark);
+        e.u32(self.tracks.len() as u32);
+        for (&(series, field), t) in &self.tracks {
+            e.u32(series);
+            e.u32(field);
+            e.u32(t.fixed.len() as u32);
+            for level in &t.fixed {
+                e.u32(level.len() as u32);
+                for (start, w) in level.range(i64::MIN, i64::MAX) {
+                    e.i64(start);
+                    e.f64(w.p.sum);
+                    e.u64(w.p.count);
+                    e.f64(w.p.min);
+                    e.f64(w.p.max);
+                    e.u32(w.covered);
+                    e.u8(u8::from(w.dirty));
+                }
+            }
+            e.u32(t.days.len() as u32);
+            for (start, d) in &t.days {
+                e.i64(*start);
+                e.i64(d.end);
+                e.u8(u8::from(d.dirty));
+            }
+        }
+        e.u32(self.dirty.len() as u32);
+        for &(series, field, level, start) in &self.dirty {
+            e.u32(series);
+            e.u32(field);
+            e.u32(level as u32);
+            e.i64(start);
+        }
+    }
+
+    /// Restores what `encode` wrote; None if it does not fit the spec.
+    pub fn decode(&mut self, d: &mut Dec<'_>) -> Option<()> {
+        self.watermark = d.i64()?;
+        let levels = 1 + self.spec.mids.len();
+        for _ in 0..d.len(12)? {
+            let key = (d.u32()?, d.u32()?);
+            if d.u32()? as usize != levels {
+                return None;
+            }
+            let mut t = Track {
+                fixed: vec![Sorted::default(); levels],
+                days: BTreeMap::new(),
+            };
+            for level in &mut t.fixed {
+                for _ in 0..d.len(45)? {
+                    let start = d.i64()?;
+                    let w = level.entry(start);
+                    w.p = Partial {
+                        sum: d.f64()?,
+                        count: d.u64()?,
+                        min: d.f64()?,
+                        max: d.f64()?,
+                    };
+                    w.covered = d.u32()?;
+                    w.dirty = d.u8()? != 0;
+                }
+            }
+            for _ in 0..d.len(17)? {
+                let start = d.i64()?;
+                let day = Day {
+                    end: d.i64()?,
+                    dirty: d.u8()? != 0,
+                };
+                t.days.insert(start, day);
+            }
+            self.tracks.insert(key, t);
+        }
+        for _ in 0..d.len(20)? {
+            let entry = (d.u32()?, d.u32()?, d.u32()? as usize, d.i64()?);
+            self.dirty.push(entry);
+        }
+        Some(())
     }
 
     fn interval(&self, series: u32) -> i64 {

@@ -225,3 +225,68 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Windows open at a kill -9 are restored from their snapshot, and the
+/// spool replays what came after it: the hour that straddles the crash
+/// still counts all 60 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_windows_survive_kill_9() {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 3_600_000;
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let config = format!(
+        "{}\n[windows]\nsnapshot_interval = \"1s\"\nflush_interval = \"200ms\"\n",
+        Lantian::v1(broker.port, &influx)
+    );
+    let mut lantian = Lantian::start(&config);
+    let mut publisher = Publisher::connect(broker.port, "windows-publisher").await;
+    lantian.wait_subscribed().await;
+    let now = now_ms();
+    let hour0 = now - now.rem_euclid(HOUR) - 3 * HOUR;
+    let publish = async |p: &mut Publisher, minutes: std::ops::Range<i64>| {
+        for m in minutes {
+            for i in 0..10 {
+                let body = format!(
+                    "{{\"ts\":{},\"pm25\":{}}}",
+                    hour0 + m * MIN,
+                    20 + (i * 7 + m) % 40
+                );
+                p.publish(&format!("env/d{i}/site{i}/air/aq-{i}"), body)
+                    .await;
+            }
+        }
+        p.flush().await;
+    };
+    // Hour 0 and the first 10 minutes of hour 1, then a crash.
+    publish(&mut publisher, 0..70).await;
+    influx
+        .wait_count("SELECT count(pm25) FROM air", 700, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await; // a snapshot after delivery
+    lantian.restart(); // SIGKILL
+    publish(&mut publisher, 70..125).await;
+    let q = format!(
+        "SELECT count(pm25_count) FROM air_1h WHERE scope = 'sensor' AND time = {}ms",
+        hour0 + HOUR
+    );
+    assert_eq!(influx.wait_count(&q, 10, Duration::from_secs(30)).await, 10);
+    let rows = influx
+        .query(&format!(
+            "SELECT pm25_count, pm25_valid FROM air_1h WHERE scope = 'sensor' AND time = {}ms",
+            hour0 + HOUR
+        ))
+        .await;
+    for v in rows[0]["values"].as_array().unwrap() {
+        assert_eq!(v[1], 60, "the hour that straddles the crash: {v}");
+        assert_eq!(v[2], true);
+    }
+    assert!(
+        lantian
+            .logs()
+            .contains("windows restored from their snapshot"),
+        "{}",
+        lantian.logs()
+    );
+    drop(broker);
+}
