@@ -263,6 +263,20 @@ async fn open_windows_survive_kill_9() {
     influx
         .wait_count("SELECT count(pm25) FROM air", 700, Duration::from_secs(30))
         .await;
+    // One more message more than a second later, so the spool cursor is
+    // saved as current: a restart without the snapshot would then lose
+    // minutes 60–69 from the open hour.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    publisher
+        .publish(
+            "env/dx/sitex/dust/dm-1",
+            format!("{{\"ts\":{},\"pm10\":50}}", hour0 + 69 * MIN),
+        )
+        .await;
+    publisher.flush().await;
+    influx
+        .wait_count("SELECT count(pm10) FROM dust", 1, Duration::from_secs(30))
+        .await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // a snapshot after delivery
     lantian.restart(); // SIGKILL
     publish(&mut publisher, 70..125).await;
