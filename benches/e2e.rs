@@ -8,6 +8,7 @@
 //!
 //!   cargo bench --bench e2e            # N = 200,000
 //!   N=50000 cargo bench --bench e2e
+//!   SENSORS=100000 cargo bench --bench e2e   # default 1,000
 //!
 //! Under `cargo test` it runs once with N = 2,000 as a smoke test.
 
@@ -53,6 +54,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if bench { 200_000 } else { 2_000 });
+    let sensors: usize = std::env::var("SENSORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let Rig {
         broker: _broker,
         influx,
@@ -88,19 +93,19 @@ async fn main() {
     assert!(sub(&["-E"]).status().unwrap().success(), "baseline session");
 
     let base = now_ms() - 3_000_000;
-    let topics: Vec<String> = (0..1000)
-        .map(|s| format!("env/d{}/site{}/air/aq-{s:04}", s % 16, s % 100))
+    let topics: Vec<String> = (0..sensors)
+        .map(|s| format!("env/d{}/site{}/air/aq-{s:06}", s % 16, s % 100))
         .collect();
     let start = Instant::now();
     for k in 0..n {
         let payload = format!(
             r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#,
-            base + (k / 1000) as i64 * 10,
+            base + (k / sensors) as i64 * 10,
             k % 500,
             k % 700,
             k % 90
         );
-        publisher.publish(&topics[k % 1000], payload).await;
+        publisher.publish(&topics[k % sensors], payload).await;
     }
     publisher.flush().await;
     let published = start.elapsed();
@@ -126,7 +131,7 @@ async fn main() {
     let (cpu, rss_kb) = proc_stat(pid);
     assert_eq!(got, n as i64, "lost or extra readings: {}", lantian.logs());
     println!(
-        "e2e: {n} QoS 1 messages from 1000 sensors queued at the broker (published in {:.2}s)\n\
+        "e2e: {n} QoS 1 messages from {sensors} sensors queued at the broker (published in {:.2}s)\n\
          e2e: mosquitto_sub -c -q 1 -C {n} > /dev/null: {:.2}s = {:.0} msg/s (the broker's ceiling)\n\
          e2e: lantian, start-up to all stored in InfluxDB: {:.2}s = {:.0} msg/s = {:.0}% of the baseline; \
          CPU {:.2}s = {:.1} µs/msg; peak RSS {:.1} MB",

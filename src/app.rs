@@ -143,7 +143,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             });
             let stage =
                 crate::window::stage::WindowStage::new(engine, writer, metrics.clone(), persist);
-            let (wtx, wrx) = mpsc::channel(16);
+            let (wtx, wrx) = mpsc::channel(2);
             (Some(wtx), Some(tokio::spawn(stage.run(wrx))))
         }
         None => (None, None),

@@ -412,7 +412,7 @@ impl Default for WindowsConfig {
             idle_timeout: HumanDuration::from_secs(300),
             flush_interval: HumanDuration::from_secs(1),
             snapshot_interval: HumanDuration::from_secs(30),
-            max_pending_readings: 200_000,
+            max_pending_readings: 50_000,
             site_tags: vec!["district".into(), "site".into()],
             default_interval: HumanDuration::from_secs(60),
             intervals: BTreeMap::new(),

@@ -12,7 +12,7 @@
 //! larger windows for their size + horizon, hours for up to a day + 8 h
 //! (the 8 h O3 means and the day's hourly means) — never a raw reading.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::calendar::Calendar;
 use super::codec::{Dec, Enc};
@@ -75,7 +75,7 @@ struct Win {
     dirty: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Day {
     end: i64,
     dirty: bool,
@@ -87,7 +87,7 @@ struct Track {
     /// Per fixed level (base first), windows by start.
     fixed: Vec<Sorted<Win>>,
     /// Local days by start.
-    days: BTreeMap<i64, Day>,
+    days: Sorted<Day>,
 }
 
 /// A window's statistics as written.
@@ -204,7 +204,7 @@ impl State {
         let wm = self.watermark;
         let track = self.tracks.entry((series, field)).or_insert_with(|| Track {
             fixed: vec![Sorted::default(); 1 + spec.mids.len()],
-            days: BTreeMap::new(),
+            days: Sorted::default(),
         });
         let mut mark = |dirty: &mut bool, level: usize, wstart: i64, end: i64| {
             if end <= wm && !*dirty {
@@ -226,10 +226,10 @@ impl State {
         }
         if let Some(level) = spec.day_level() {
             let ds = spec.calendar.day_start(start);
-            let d = track.days.entry(ds).or_insert_with(|| Day {
-                end: spec.calendar.day_end(ds),
-                dirty: false,
-            });
+            let d = track.days.entry(ds);
+            if d.end == 0 {
+                d.end = spec.calendar.day_end(ds);
+            }
             mark(&mut d.dirty, level, ds, d.end);
         }
     }
@@ -271,9 +271,9 @@ impl State {
             if let Some(level) = day_level {
                 let closing: Vec<i64> = track
                     .days
-                    .iter()
+                    .range(i64::MIN, i64::MAX)
                     .filter(|(_, d)| d.end > prev && d.end <= wm && !d.dirty)
-                    .map(|(s, _)| *s)
+                    .map(|(s, _)| s)
                     .collect();
                 for ds in closing {
                     out.push(Closed {
@@ -293,7 +293,7 @@ impl State {
             };
             let interval = interval_ms(series);
             let stats = if Some(level) == day_level {
-                let Some(d) = track.days.get_mut(&start) else {
+                let Some(d) = track.days.get_mut(start) else {
                     continue;
                 };
                 d.dirty = false;
@@ -338,7 +338,7 @@ impl State {
                 };
                 map.prune_before(cut);
             }
-            t.days.retain(|_, d| d.end > x);
+            t.days.retain(|d| d.end > x);
             t.fixed.iter().any(|m| !m.is_empty()) || !t.days.is_empty()
         });
     }
@@ -382,8 +382,8 @@ impl State {
     pub fn day(&self, series: u32, field: u32, day_start: i64) -> Option<Stats> {
         let t = self.tracks.get(&(series, field))?;
         t.days
-            .contains_key(&day_start)
-            .then(|| day_stats(&self.spec, t, day_start, self.interval(series)))
+            .get(day_start)
+            .map(|_| day_stats(&self.spec, t, day_start, self.interval(series)))
     }
 
     /// Appends the state (not the spec or intervals) to `e`.
@@ -407,8 +407,8 @@ impl State {
                 }
             }
             e.u32(t.days.len() as u32);
-            for (start, d) in &t.days {
-                e.i64(*start);
+            for (start, d) in t.days.range(i64::MIN, i64::MAX) {
+                e.i64(start);
                 e.i64(d.end);
                 e.u8(u8::from(d.dirty));
             }
@@ -433,7 +433,7 @@ impl State {
             }
             let mut t = Track {
                 fixed: vec![Sorted::default(); levels],
-                days: BTreeMap::new(),
+                days: Sorted::default(),
             };
             for level in &mut t.fixed {
                 for _ in 0..d.len(45)? {
@@ -455,7 +455,7 @@ impl State {
                     end: d.i64()?,
                     dirty: d.u8()? != 0,
                 };
-                t.days.insert(start, day);
+                *t.days.entry(start) = day;
             }
             self.tracks.insert(key, t);
         }

@@ -34,6 +34,10 @@ impl<W: Default> Sorted<W> {
         let i = match self.find(start) {
             Ok(i) => i,
             Err(i) => {
+                if self.items.capacity() == 0 {
+                    // Many series hold one window: no room for four.
+                    self.items.reserve_exact(1);
+                }
                 self.items.insert(i, (start, W::default()));
                 i
             }
@@ -70,6 +74,10 @@ impl<W: Default> Sorted<W> {
         if self.items.capacity() > 64 && self.items.len() * 4 < self.items.capacity() {
             self.items.shrink_to(self.items.len() * 2);
         }
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&W) -> bool) {
+        self.items.retain(|(_, w)| keep(w));
     }
 
     pub fn len(&self) -> usize {
