@@ -258,10 +258,9 @@ pub struct Engine {
     plan: Plan,
     state: State,
     series: Vec<SeriesKey>,
-    series_ids: HashMap<SeriesKey, u32>,
-    /// Sensor series by the hash of (kind, tags), so a point is looked up
-    /// without building a key.
-    sensor_index: HashMap<u64, Vec<u32>>,
+    /// Series ids by the hash of (kind, tags): a point is looked up without
+    /// building a key, and each key is stored once.
+    index: HashMap<u64, Vec<u32>>,
     hasher: std::collections::hash_map::RandomState,
     /// Site series of each series (None for site series themselves).
     site_of: Vec<Option<u32>>,
@@ -280,8 +279,7 @@ impl Engine {
             state: State::new(plan.spec.clone()),
             plan,
             series: Vec::new(),
-            series_ids: HashMap::new(),
-            sensor_index: HashMap::new(),
+            index: HashMap::new(),
             hasher: Default::default(),
             site_of: Vec::new(),
             fields: Vec::new(),
@@ -320,16 +318,21 @@ impl Engine {
         }
     }
 
-    fn intern_series(&mut self, p: &Point) -> u32 {
+    fn lookup(&self, kind: &str, tags: &[(String, String)], scope: Scope) -> (u64, Option<u32>) {
         use std::hash::BuildHasher;
-        let hash = self.hasher.hash_one((&p.kind, &p.tags));
-        if let Some(ids) = self.sensor_index.get(&hash) {
-            for &id in ids {
+        let hash = self.hasher.hash_one((kind, tags));
+        let id = self.index.get(&hash).and_then(|ids| {
+            ids.iter().copied().find(|&id| {
                 let k = &self.series[id as usize];
-                if k.scope == Scope::Sensor && k.kind == p.kind && k.tags == p.tags {
-                    return id;
-                }
-            }
+                k.scope == scope && k.kind == kind && k.tags == tags
+            })
+        });
+        (hash, id)
+    }
+
+    fn intern_series(&mut self, p: &Point) -> u32 {
+        if let (_, Some(id)) = self.lookup(&p.kind, &p.tags, Scope::Sensor) {
+            return id;
         }
         let key = SeriesKey {
             kind: p.kind.clone(),
@@ -351,12 +354,12 @@ impl Engine {
         });
         let id = self.insert_series(key);
         self.site_of[id as usize] = site;
-        self.sensor_index.entry(hash).or_default().push(id);
         id
     }
 
     fn insert_series(&mut self, key: SeriesKey) -> u32 {
-        if let Some(&id) = self.series_ids.get(&key) {
+        let (hash, found) = self.lookup(&key.kind, &key.tags, key.scope);
+        if let Some(id) = found {
             return id;
         }
         let id = self.series.len() as u32;
@@ -367,7 +370,7 @@ impl Engine {
             .copied()
             .unwrap_or(self.plan.default_interval_ms);
         self.state.set_interval(id, interval);
-        self.series_ids.insert(key.clone(), id);
+        self.index.entry(hash).or_default().push(id);
         self.series.push(key);
         self.site_of.push(None);
         id
@@ -558,16 +561,8 @@ impl Engine {
                 tags.push((d.str().ok_or_else(bad)?, d.str().ok_or_else(bad)?));
             }
             let site = d.u32().ok_or_else(bad)?;
-            let key = SeriesKey { kind, tags, scope };
-            let hash = {
-                use std::hash::BuildHasher;
-                e.hasher.hash_one((&key.kind, &key.tags))
-            };
-            let id = e.insert_series(key);
+            let id = e.insert_series(SeriesKey { kind, tags, scope });
             e.site_of[id as usize] = (site != u32::MAX).then_some(site);
-            if scope == Scope::Sensor {
-                e.sensor_index.entry(hash).or_default().push(id);
-            }
         }
         for _ in 0..d.len(4).ok_or_else(bad)? {
             let f = d.str().ok_or_else(bad)?;
