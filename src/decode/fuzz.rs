@@ -9,22 +9,14 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::UnknownFields;
 use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
 
 const NOW: i64 = 1_764_144_000_000;
 
 fn decoder() -> Decoder {
-    Decoder {
-        topics: TopicMap::new(
-            vec![Template::parse("env/{district}/{site}/{kind}/{sensor}").unwrap()],
-            ["air", "dust", "voc", "sewage"].map(String::from).to_vec(),
-        ),
-        registry: Registry::new(&BTreeMap::new(), UnknownFields::Store).unwrap(),
-        max_payload_bytes: 4096,
-        max_future_ms: 300_000,
-        max_age_ms: 7 * 86_400_000,
-    }
+    let mut d = crate::app::decoder(&crate::config::Settings::default()).unwrap();
+    d.max_payload_bytes = 4096;
+    d
 }
 
 /// Checks the invariants for one message.

@@ -153,6 +153,13 @@ fn write_cursor(dir: &Path, p: Pos) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Saves the cursor; a failure only means more replay after a crash.
+fn save_cursor(dir: &Path, p: Pos) {
+    if let Err(e) = write_cursor(dir, p) {
+        warn!(error = %e, "cannot save the spool cursor (delivered records may be replayed)");
+    }
+}
+
 /// Opens (and recovers) the spool in `dir`.
 /// `keep_from`: replay from here even if delivered (the window snapshot's
 /// position), when it is before the saved cursor.
@@ -506,7 +513,14 @@ impl Reader {
     fn hand_on(&mut self, chunk: &[u8], complete: bool, tx: &mpsc::Sender<Message>) -> bool {
         let mut at = 0;
         while at < chunk.len() {
-            let msg = match format::next(&chunk[at..], complete) {
+            // A chunk that ends inside a record is read again from that
+            // record; unless nothing at all parsed, which only corruption
+            // longer than a chunk does.
+            let next = match format::next(&chunk[at..], complete) {
+                format::Next::Incomplete if at == 0 && !complete => format::next(chunk, true),
+                other => other,
+            };
+            let msg = match next {
                 format::Next::Record(r, n) => {
                     at += n;
                     Message {
@@ -518,25 +532,7 @@ impl Reader {
                         corrupt: None,
                     }
                 }
-                // A chunk that ends inside a record; unless nothing at all
-                // parsed, which only corruption longer than a chunk does.
-                format::Next::Incomplete if at > 0 || complete => break,
-                format::Next::Incomplete => match format::next(chunk, true) {
-                    format::Next::Corrupt(n) => {
-                        at = n;
-                        self.shared
-                            .metrics
-                            .spool_corrupt_bytes
-                            .fetch_add(n as u64, Relaxed);
-                        error!(
-                            seq = self.pos.seq,
-                            bytes = n,
-                            "spool: long corrupt run skipped"
-                        );
-                        break;
-                    }
-                    _ => break,
-                },
+                format::Next::Incomplete => break,
                 format::Next::Corrupt(n) => {
                     let bad = &chunk[at..at + n];
                     at += n;
@@ -625,9 +621,7 @@ impl Cursor {
             || freed
         {
             st.saved = Some(Instant::now());
-            if let Err(e) = write_cursor(&self.shared.dir, pos) {
-                warn!(error = %e, "cannot save the spool cursor (delivered records may be replayed)");
-            }
+            save_cursor(&self.shared.dir, pos);
         }
     }
 
@@ -642,9 +636,7 @@ impl Cursor {
     /// Saves the cursor now (at shutdown).
     pub fn save(&self) {
         let st = self.shared.lock();
-        if let Err(e) = write_cursor(&self.shared.dir, st.delivered) {
-            warn!(error = %e, "cannot save the spool cursor (delivered records may be replayed)");
-        }
+        save_cursor(&self.shared.dir, st.delivered);
     }
 }
 
