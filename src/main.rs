@@ -41,6 +41,15 @@ enum Command {
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// List the targets lantian checks (seeds/targets.toml, built in), with
+    /// each rule, its value and unit, and its citations: the city report's
+    /// section and the standard and clause. Unconfirmed figures ship
+    /// disabled.
+    Targets {
+        /// Include disabled targets.
+        #[arg(long)]
+        all: bool,
+    },
     /// Compute the Air Quality Index for given concentrations.
     ///
     /// Prints one JSON object: aqi, iaqi per key, primary pollutant(s),
@@ -81,6 +90,20 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
+        Command::Targets { all } => {
+            match lantian::evaluate::targets::parse(lantian::evaluate::targets::SEED) {
+                Ok(t) => {
+                    print!("{}", lantian::evaluate::targets::render(&t, all));
+                    ExitCode::SUCCESS
+                }
+                Err(errs) => {
+                    for e in errs {
+                        eprintln!("lantian targets: {e}");
+                    }
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Aqi {
             standard,
             json_lines,

@@ -2,3 +2,4 @@
 //! Quality Index (`aqi`). No I/O; time, where it matters, is a parameter.
 
 pub mod aqi;
+pub mod targets;
