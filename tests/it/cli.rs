@@ -106,3 +106,25 @@ fn help_explains_configuration() {
         "{stderr}"
     );
 }
+
+#[test]
+fn targets_lists_rules_with_citations() {
+    let (code, stdout, _) = lantian(&["targets"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("air.aqi.hour.heavy"), "{stdout}");
+    assert!(
+        stdout.contains("rule: treatment_rate.day < 95 %"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("report: §5: raise the city's sewage treatment rate to 95 %"));
+    assert!(
+        !stdout.contains("UNCONFIRMED"),
+        "unconfirmed targets ship disabled"
+    );
+    let (code, all, _) = lantian(&["targets", "--all"]);
+    assert_eq!(code, 0);
+    assert!(
+        all.contains("air.alert-level.2023  [off, UNCONFIRMED"),
+        "{all}"
+    );
+}
