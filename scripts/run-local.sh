@@ -65,28 +65,30 @@ LANTIAN__MQTT__PORT=$MQTT_PORT LANTIAN__INFLUXDB__URL="http://127.0.0.1:$INFLUX_
 sleep 1
 
 now=$(date +%s%3N); now_s=$((now / 1000))
+# Two hours of backdated 1-minute readings for three stations, so closed
+# windows and an hourly AQI show up at once (windows close on event time).
+echo "Publishing 2 hours of backdated 1-minute readings for 3 stations..."
+start=$((now - 2 * 3600 * 1000))
+for i in $(seq 0 119); do
+  ts=$((start + i * 60000))
+  k=0
+  for st in dongcheng/dongsi xicheng/guanyuan haidian/wanliu; do
+    k=$((k + 1))
+    pm=$((30 + k * 15 + (i * 7) % 40))
+    mosquitto_pub -p "$MQTT_PORT" -q 1 -t "env/$st/air/aq-1" \
+      -m "{\"ts\":$ts,\"pm25\":$pm,\"pm10\":$((pm + 30)),\"no2\":35,\"so2\":6,\"o3\":$((60 + i / 2)),\"co\":0.8}"
+  done
+done
 grep -v '^#' seeds/sample-messages.txt | while IFS=$'\t' read -r topic payload; do
   payload=${payload//\{now\}/$now}; payload=${payload//\{now_s\}/$now_s}
   mosquitto_pub -p "$MQTT_PORT" -q 1 -t "$topic" -m "$payload"
 done
 sleep 1
 q() { curl -sG "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode db=env --data-urlencode "q=$1"; echo; }
-for m in air dust voc sewage; do echo; echo "== $m:"; q "SELECT * FROM $m"; done
+for m in air dust voc sewage; do echo; echo "== $m:"; q "SELECT * FROM $m WHERE sensor != 'aq-1'"; done
 echo; echo "== quarantine:"; q 'SELECT reason, topic, detail FROM quarantine'
 
-# Two hours of backdated 1-minute readings for three stations, so closed
-# windows and an hourly AQI show up at once (windows close on event time).
-echo; echo "Publishing 2 hours of backdated 1-minute readings for 3 stations..."
-start=$((now - 2 * 3600 * 1000))
-for i in $(seq 0 119); do
-  ts=$((start + i * 60000))
-  for st in dongcheng/dongsi xicheng/guanyuan haidian/wanliu; do
-    pm=$((40 + (i * 7 + ${#st} * 13) % 60))
-    mosquitto_pub -p "$MQTT_PORT" -q 1 -t "env/$st/air/aq-1" \
-      -m "{\"ts\":$ts,\"pm25\":$pm,\"pm10\":$((pm + 30)),\"no2\":35,\"so2\":6,\"o3\":$((60 + i / 2)),\"co\":0.8}"
-  done
-done
-sleep 3
+sleep 2
 echo; echo "== air_1h (per site; every field also has _min _max _count _received _expected):"
 q "SELECT site, pm25_mean, pm25_count, pm25_received, pm25_valid, o3_mean FROM air_1h WHERE scope = 'site'"
 echo; echo "== aqi (hourly, HJ 633-2026):"
