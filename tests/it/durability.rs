@@ -304,3 +304,64 @@ async fn open_windows_survive_kill_9() {
     );
     drop(broker);
 }
+
+/// A byte flipped in a spooled record on disk: the record goes to
+/// quarantine as `spool_corrupt`, everything else is delivered, and no one
+/// has to delete anything by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_spool_record_is_quarantined_and_the_rest_delivered() {
+    let broker = Mosquitto::start().await;
+    let mut influx = Influx::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = format!(
+        "{}\n[spool]\ndir = \"{}\"\n",
+        Lantian::v1(broker.port, &influx),
+        spool.display()
+    );
+    let mut lantian = Lantian::start(&config);
+    let mut publisher = Publisher::connect(broker.port, "corrupt-publisher").await;
+    lantian.wait_subscribed().await;
+    // InfluxDB down: 100 readings wait in the spool; then stop lantian.
+    influx.proc.kill();
+    let base = now_ms() - 3_600_000;
+    for j in 0..100 {
+        publisher.publish(&topic(7), payload(7, j, base)).await;
+    }
+    publisher.flush().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lantian.proc.signal("TERM");
+    assert!(lantian.proc.wait_timeout(Duration::from_secs(30)).is_some());
+    // Flip one byte in the middle of the first segment's records.
+    let seg = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert!(
+        bytes.len() > 5000,
+        "the readings are in the spool: {}",
+        bytes.len()
+    );
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    influx.restart().await;
+    lantian.restart();
+    let q = "SELECT count(detail) FROM quarantine WHERE reason = 'spool_corrupt'";
+    assert_eq!(
+        influx.wait_count(q, 1, Duration::from_secs(30)).await,
+        1,
+        "{}",
+        lantian.logs()
+    );
+    let stored = influx
+        .wait_count("SELECT count(pm25) FROM air", 99, Duration::from_secs(30))
+        .await;
+    assert_eq!(stored, 99, "all but the corrupt record");
+    assert!(lantian.logs().contains("spool: corrupt bytes"));
+    drop(broker);
+}
