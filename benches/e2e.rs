@@ -37,14 +37,7 @@ fn proc_stat(pid: u32) -> (f64, u64) {
             .get(12)
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(0);
-    (cpu / ticks, hwm)
+    (cpu / ticks, peak_rss_kib(pid))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

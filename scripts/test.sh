@@ -23,8 +23,8 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  # policy-rc.d keeps the packages' own services from starting: the tests
-  # start their own instances on free ports.
+  # The packages may start their own services on the default ports; the
+  # tests do not use them (they start their own instances on free ports).
   $sudo apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "${need[@]}" >/dev/null
 fi
 

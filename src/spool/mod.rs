@@ -139,18 +139,27 @@ fn read_cursor(dir: &Path) -> Option<Pos> {
     })
 }
 
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new
+/// content, never a mix: write `<path>.tmp`, sync, rename, sync the
+/// directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
 fn write_cursor(dir: &Path, p: Pos) -> std::io::Result<()> {
     let mut b = Vec::with_capacity(20);
     b.extend_from_slice(&p.seq.to_le_bytes());
     b.extend_from_slice(&p.offset.to_le_bytes());
     b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-    let tmp = dir.join("cursor.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&b)?;
-    f.sync_data()?;
-    fs::rename(&tmp, dir.join("cursor"))?;
-    sync_dir(dir);
-    Ok(())
+    write_atomically(&dir.join("cursor"), &b)
 }
 
 /// Saves the cursor; a failure only means more replay after a crash.

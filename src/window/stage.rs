@@ -9,8 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, warn};
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::Engine;
@@ -37,21 +36,6 @@ pub struct Persist {
     /// Told the snapshot's position, so the spool keeps what came after.
     pub cursor: spool::Cursor,
     pub every: Duration,
-}
-
-/// Writes `bytes` to `path` atomically (temp file, sync, rename).
-fn save(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -116,7 +100,7 @@ impl WindowStage {
             let result = engine.flush(now_ms(), &mut lines);
             let saved = snapshot.map(|(path, pos)| {
                 let bytes = engine.snapshot(pos);
-                (pos, bytes.len(), save(&path, &bytes))
+                (pos, bytes.len(), spool::write_atomically(&path, &bytes))
             });
             (engine, lines, (result, saved))
         })

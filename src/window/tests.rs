@@ -241,3 +241,25 @@ fn a_restored_snapshot_carries_on_exactly_like_the_original() {
             .contains("changed")
     );
 }
+
+#[test]
+fn when_every_sensor_goes_quiet_the_watermark_follows_the_wall_clock() {
+    let mut e = engine(); // idle_timeout 5 min, no lateness
+    let points: Vec<Point> = (0..30)
+        .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 40.0)]))
+        .collect();
+    let arrival = DAY0 + 30 * MIN;
+    e.add(&points, arrival);
+    let hour_lines = |e: &mut Engine, now: i64| {
+        let mut lines = Lines::default();
+        e.flush(now, &mut lines).unwrap();
+        text(&lines).matches("air_1h,").count()
+    };
+    // Quiet for less than the idle timeout: the hour stays open.
+    assert_eq!(e.watermark(arrival + 4 * MIN), Some(DAY0 + 29 * MIN));
+    assert_eq!(hour_lines(&mut e, arrival + 4 * MIN), 0);
+    // Quiet for 5 + 31 minutes: the watermark has moved 31 minutes past the
+    // last reading, to 01:00, and the (incomplete) hour is written.
+    assert_eq!(e.watermark(arrival + 36 * MIN), Some(DAY0 + HOUR_MS));
+    assert_eq!(hour_lines(&mut e, arrival + 36 * MIN), 2, "sensor and site");
+}

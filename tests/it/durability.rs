@@ -199,7 +199,7 @@ async fn influxdb_down_for_ten_minutes_under_load_loses_nothing() {
     publisher.flush().await;
     let ingest_secs = t0.elapsed().as_secs_f64();
     let pid = lantian.pid();
-    let hwm_during = vm_hwm_kib(pid);
+    let hwm_during = peak_rss_kib(pid);
     influx.restart().await;
     let t1 = Instant::now();
     assert_exact(&influx, per_sensor).await;
@@ -210,20 +210,11 @@ async fn influxdb_down_for_ten_minutes_under_load_loses_nothing() {
         n / ingest_secs,
         n / drain_secs,
         hwm_during / 1024,
-        vm_hwm_kib(pid) / 1024
+        peak_rss_kib(pid) / 1024
     );
     // The backlog waited on disk, not in memory.
     assert!(hwm_during < 200 * 1024, "peak RSS {hwm_during} KiB");
     drop(broker);
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Windows open at a kill -9 are restored from their snapshot, and the

@@ -536,6 +536,17 @@ impl Publisher {
     }
 }
 
+/// Peak resident memory of a process (VmHWM), KiB; 0 if unknown.
+#[allow(dead_code)]
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Milliseconds since the epoch now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
