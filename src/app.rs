@@ -131,6 +131,46 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     } else {
         (source_rx, None, Vec::new(), None)
     };
+    // Alerts: the engine (state restored), the outbox and its delivery.
+    let delivery_stop = CancellationToken::new();
+    let mut delivery = Vec::new();
+    let alerting = if settings.alerts.enabled && engine.is_some() {
+        let a = &settings.alerts;
+        let targets = settings
+            .targets()
+            .map_err(|e| anyhow::anyhow!("alerts.targets: {e:?}"))?;
+        let receivers = settings
+            .receivers()
+            .map_err(|e| anyhow::anyhow!("alerts.receivers: {e:?}"))?;
+        std::fs::create_dir_all(&a.dir)
+            .with_context(|| format!("alerts.dir {}", a.dir.display()))?;
+        let rules = crate::alert::engine::Rule::from_targets(&targets, a.repeat_interval.get());
+        let calendar = crate::window::calendar::Calendar {
+            tz: settings
+                .windows
+                .timezone
+                .parse()
+                .unwrap_or(chrono_tz::Asia::Shanghai),
+        };
+        let outbox = std::sync::Arc::new(
+            crate::alert::outbox::Outbox::open(&a.dir, receivers, a.max_queued, metrics.clone())
+                .with_context(|| format!("alert outbox in {}", a.dir.display()))?,
+        );
+        delivery = outbox.spawn_delivery(a.external_url.clone(), delivery_stop.clone());
+        info!(
+            rules = rules.len(),
+            receivers = a.receivers.len(),
+            "alerts on"
+        );
+        Some(crate::alert::stage::Alerting::new(
+            crate::alert::Engine::new(rules, calendar),
+            outbox,
+            a.dir.join("state.json"),
+            metrics.clone(),
+        ))
+    } else {
+        None
+    };
     // The window stage gets stored points after each delivered batch.
     let (window_tx, window_task) = match engine {
         Some(engine) => {
@@ -141,8 +181,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 cursor,
                 every: settings.windows.snapshot_interval.get(),
             });
-            let stage =
-                crate::window::stage::WindowStage::new(engine, writer, metrics.clone(), persist);
+            let stage = crate::window::stage::WindowStage::new(
+                engine,
+                alerting,
+                writer,
+                metrics.clone(),
+                persist,
+            );
             let (wtx, wrx) = mpsc::channel(2);
             (Some(wtx), Some(tokio::spawn(stage.run(wrx))))
         }
@@ -204,6 +249,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
         if let Some(w) = window_task {
             let _ = w.await;
+        }
+        // Queued notices stay on disk for the next start.
+        delivery_stop.cancel();
+        for d in delivery {
+            let _ = d.await;
         }
     };
     tokio::pin!(finished);

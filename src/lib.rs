@@ -20,6 +20,7 @@
 //! (counters that also log), `app` (wiring and ordered shutdown), `telemetry`
 //! (logging set-up).
 
+pub mod alert;
 pub mod app;
 pub mod config;
 pub mod decode;

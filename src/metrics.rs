@@ -56,6 +56,20 @@ pub struct Metrics {
     pub spool_full: AtomicBool,
     /// Corrupt spool bytes skipped (and quarantined).
     pub spool_corrupt_bytes: AtomicU64,
+    /// Alert instances firing now, and pending (waiting out `for`).
+    pub alerts_firing: AtomicU64,
+    pub alerts_pending: AtomicU64,
+    /// Notices produced (firing, changed, reminder, resolved).
+    pub alert_notices: AtomicU64,
+    /// Webhook deliveries accepted by a receiver.
+    pub alerts_sent: AtomicU64,
+    /// Webhook attempts that failed (each is retried).
+    pub alerts_failed: AtomicU64,
+    /// Notices given up on (a receiver refused them with a 4xx five times);
+    /// kept in the receiver's `dead` directory.
+    pub alerts_dead: AtomicU64,
+    /// Notices waiting in the outbox, all receivers.
+    pub alerts_queued: AtomicU64,
 }
 
 impl Metrics {

@@ -43,6 +43,8 @@ pub struct Settings {
     pub windows: WindowsConfig,
     /// The Air Quality Index per site (measurement `aqi`).
     pub aqi: AqiConfig,
+    /// Alerts: target overrides, webhook receivers, the outbox.
+    pub alerts: AlertsConfig,
     /// Health and metrics endpoint (served from a later release; the
     /// address is validated now so configs stay forward compatible).
     pub admin: AdminConfig,
@@ -245,7 +247,10 @@ pub struct TopicsConfig {
 impl Default for TopicsConfig {
     fn default() -> Self {
         Self {
-            templates: vec!["env/{district}/{site}/{kind}/{sensor}".into()],
+            templates: vec![
+                "env/{district}/{site}/{kind}/{sensor}".into(),
+                "env/{district}/{site}/{kind}/{industry}/{sensor}".into(),
+            ],
             kinds: ["air", "dust", "voc", "sewage"].map(String::from).to_vec(),
         }
     }
@@ -462,6 +467,92 @@ impl Default for AqiConfig {
             standard: crate::evaluate::aqi::Standard::Hj633_2026,
             kinds: vec!["air".into()],
         }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Evaluate the targets and send alerts (needs windows).
+    pub enabled: bool,
+    /// Alert state and the outbox (created if missing).
+    pub dir: PathBuf,
+    /// Default reminder interval while an alert fires ("0s" = none).
+    pub repeat_interval: HumanDuration,
+    /// Base URL put in webhooks (Alertmanager `externalURL`,
+    /// `generatorURL`): where people look, e.g. the status page.
+    pub external_url: String,
+    /// Bound on notices queued per receiver. When reached, alerting and
+    /// with it the window stage wait (backpressure), nothing is dropped.
+    pub max_queued: usize,
+    /// Overrides of shipped targets (by id) and new targets.
+    pub targets: Vec<crate::evaluate::targets::TargetPatch>,
+    /// Webhook receivers.
+    pub receivers: Vec<ReceiverConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from("/var/lib/lantian/alerts"),
+            repeat_interval: HumanDuration::from_secs(4 * 3600),
+            external_url: "http://127.0.0.1:9184/".into(),
+            max_queued: 100_000,
+            targets: Vec::new(),
+            receivers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Unique; names the outbox directory and appears in logs.
+    pub name: String,
+    /// http(s) URL the notices are POSTed to.
+    pub url: String,
+    /// "lantian" (native JSON) or "alertmanager" (Alertmanager webhook v4).
+    #[serde(default)]
+    pub format: crate::alert::webhook::Format,
+    /// HMAC-SHA256 signing secret (Standard Webhooks); `whsec_<base64>` or
+    /// any string. Prefer `secret_file` (e.g. a systemd credential).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Time allowed for one request.
+    #[serde(default = "ReceiverConfig::default_timeout")]
+    pub timeout: HumanDuration,
+    /// Lowest severity sent: "info", "warning" or "critical".
+    #[serde(default = "ReceiverConfig::default_severity")]
+    pub min_severity: crate::evaluate::targets::Severity,
+    /// Rule ids, or prefixes ending in `*` ("air.*"); empty: all rules.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Labels that must be equal, e.g. `{ district = "chaoyang" }`.
+    #[serde(default, rename = "match")]
+    pub matchers: BTreeMap<String, String>,
+    /// Retry backoff: from retry_initial, doubling, capped at retry_max,
+    /// with jitter. Retries go on until the receiver accepts.
+    #[serde(default = "ReceiverConfig::default_retry_initial")]
+    pub retry_initial: HumanDuration,
+    #[serde(default = "ReceiverConfig::default_retry_max")]
+    pub retry_max: HumanDuration,
+}
+
+impl ReceiverConfig {
+    fn default_timeout() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
+    fn default_severity() -> crate::evaluate::targets::Severity {
+        crate::evaluate::targets::Severity::Info
+    }
+    fn default_retry_initial() -> HumanDuration {
+        HumanDuration::from_secs(1)
+    }
+    fn default_retry_max() -> HumanDuration {
+        HumanDuration::from_secs(300)
     }
 }
 

@@ -197,6 +197,35 @@ impl Settings {
             }
         }
 
+        let a = &self.alerts;
+        if a.enabled {
+            if !self.windows.enabled {
+                err(
+                    "alerts.enabled",
+                    "alerts need windows (windows.enabled = true), or set alerts.enabled = false"
+                        .into(),
+                );
+            }
+            if a.dir.as_os_str().is_empty() {
+                err("alerts.dir", "must be set".into());
+            }
+            if a.max_queued == 0 {
+                err("alerts.max_queued", "must be at least 1".into());
+            }
+            if let Err(errors) =
+                crate::evaluate::targets::merge(crate::evaluate::targets::shipped(), &a.targets)
+            {
+                for (i, message) in errors {
+                    err(&format!("alerts.targets[{i}]"), message);
+                }
+            }
+            if let Err(errors) = self.receivers() {
+                for (key, message) in errors {
+                    err(&key, message);
+                }
+            }
+        }
+
         if self.pipeline.channel_capacity == 0 {
             err("pipeline.channel_capacity", "must be at least 1".into());
         }
@@ -207,6 +236,78 @@ impl Settings {
             );
         }
         p
+    }
+
+    /// The webhook receivers, validated (secrets read from their files).
+    pub fn receivers(&self) -> Result<Vec<crate::alert::outbox::Receiver>, Vec<(String, String)>> {
+        let mut errs = Vec::new();
+        let mut out = Vec::new();
+        for (i, r) in self.alerts.receivers.iter().enumerate() {
+            let at = |k: &str| format!("alerts.receivers[{i}].{k}");
+            let name_ok = !r.name.is_empty()
+                && r.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                errs.push((
+                    at("name"),
+                    format!("{:?} must be letters, digits, - or _", r.name),
+                ));
+            }
+            if self.alerts.receivers[..i].iter().any(|o| o.name == r.name) {
+                errs.push((at("name"), format!("{:?} is used twice", r.name)));
+            }
+            let url = match reqwest::Url::parse(&r.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                _ => {
+                    errs.push((at("url"), format!("{:?} is not an http(s) URL", r.url)));
+                    None
+                }
+            };
+            let key = match Secret::resolve(r.secret.as_ref(), r.secret_file.as_deref()) {
+                Ok(None) => None,
+                Ok(Some(s)) => match crate::alert::webhook::key(s.expose()) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        errs.push((at("secret"), e));
+                        None
+                    }
+                },
+                Err(e) => {
+                    errs.push((at("secret"), e));
+                    None
+                }
+            };
+            if r.timeout.get().is_zero() {
+                errs.push((at("timeout"), "must be above 0".into()));
+            }
+            if r.retry_initial.get().is_zero() || r.retry_initial > r.retry_max {
+                errs.push((
+                    at("retry_initial"),
+                    "must be above 0 and at most retry_max".into(),
+                ));
+            }
+            if let Some(url) = url {
+                out.push(crate::alert::outbox::Receiver {
+                    name: r.name.clone(),
+                    url,
+                    format: r.format,
+                    key,
+                    timeout: r.timeout.get(),
+                    min_severity: r.min_severity,
+                    rules: r.rules.clone(),
+                    matchers: r.matchers.clone(),
+                    retry_initial: r.retry_initial.get(),
+                    retry_max: r.retry_max.get(),
+                });
+            }
+        }
+        if errs.is_empty() { Ok(out) } else { Err(errs) }
+    }
+
+    /// The active targets: shipped, with `[[alerts.targets]]` applied.
+    pub fn targets(&self) -> Result<Vec<crate::evaluate::targets::Target>, Vec<(usize, String)>> {
+        crate::evaluate::targets::merge(crate::evaluate::targets::shipped(), &self.alerts.targets)
     }
 
     /// One line for `check-config` and the start-up log (no secrets).

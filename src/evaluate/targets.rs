@@ -1,9 +1,13 @@
 //! The targets lantian checks, as data: `seeds/targets.toml`, built into
 //! the binary, each with its rule, value, unit, citations and status.
-//! `lantian targets` lists them. (The alert engine that evaluates them is
-//! a later stage.)
+//! `lantian targets` lists them; operators override or add targets with
+//! `[[alerts.targets]]` tables ([`merge`]); `crate::alert` evaluates them.
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::HumanDuration;
 
 /// The shipped targets.
 pub const SEED: &str = include_str!("../../seeds/targets.toml");
@@ -19,7 +23,7 @@ pub enum Status {
     Operational,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -27,7 +31,7 @@ pub enum Severity {
     Critical,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Op {
     /// Alert when the metric is above the value.
     #[serde(rename = ">")]
@@ -37,7 +41,34 @@ pub enum Op {
     Below,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 impl Op {
+    /// Whether `v` breaks `threshold`.
+    pub fn breaks(self, v: f64, threshold: f64) -> bool {
+        match self {
+            Op::Above => v > threshold,
+            Op::Below => v < threshold,
+        }
+    }
+
+    /// Whether `v` is back on the good side of `clear` (hysteresis: for
+    /// ">" at or below it, for "<" at or above it).
+    pub fn clears(self, v: f64, clear: f64) -> bool {
+        match self {
+            Op::Above => v <= clear,
+            Op::Below => v >= clear,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Above => ">",
@@ -70,6 +101,171 @@ pub struct Target {
     /// A named set the target belongs to (e.g. `gb3095-2012-grade2`).
     #[serde(default)]
     pub set: Option<String>,
+    /// How long the value must stay beyond the threshold (in event time)
+    /// before the alert fires; 0 fires on the first breach.
+    #[serde(default, rename = "for")]
+    pub for_: Option<HumanDuration>,
+    /// Hysteresis: a firing alert resolves only once the value is back
+    /// past this (default: `value`).
+    #[serde(default)]
+    pub clear: Option<f64>,
+    /// Reminder interval while firing (default: `alerts.repeat_interval`).
+    #[serde(default)]
+    pub repeat: Option<HumanDuration>,
+    /// Only series whose labels (topic tags) equal these.
+    #[serde(default, rename = "match")]
+    pub matchers: BTreeMap<String, String>,
+    /// Fields a per-field rule (flatline) ignores.
+    #[serde(default)]
+    pub exclude_fields: Vec<String>,
+}
+
+/// An operator's `[[alerts.targets]]` table: with the id of a shipped
+/// target, the keys given replace the shipped ones; with a new id, a new
+/// target (then name, kind, metric, op, value, unit and severity are
+/// needed; status defaults to "operational" and citations to "operator").
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPatch {
+    pub id: String,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub metric: Option<String>,
+    pub op: Option<Op>,
+    pub value: Option<f64>,
+    pub unit: Option<String>,
+    pub severity: Option<Severity>,
+    pub status: Option<Status>,
+    pub enabled: Option<bool>,
+    pub report: Option<String>,
+    pub standard: Option<String>,
+    pub set: Option<String>,
+    #[serde(rename = "for")]
+    pub for_: Option<HumanDuration>,
+    pub clear: Option<f64>,
+    pub repeat: Option<HumanDuration>,
+    #[serde(rename = "match")]
+    pub matchers: Option<BTreeMap<String, String>>,
+    pub exclude_fields: Option<Vec<String>>,
+}
+
+/// The shipped targets with the operator's patches applied; every
+/// problem as (index of the patch, message).
+pub fn merge(
+    mut targets: Vec<Target>,
+    patches: &[TargetPatch],
+) -> Result<Vec<Target>, Vec<(usize, String)>> {
+    let mut errs = Vec::new();
+    for (i, p) in patches.iter().enumerate() {
+        let existing = targets.iter().position(|t| t.id == p.id);
+        let t = match existing {
+            Some(n) => &mut targets[n],
+            None => {
+                let need = [
+                    ("name", p.name.is_none()),
+                    ("kind", p.kind.is_none()),
+                    ("metric", p.metric.is_none()),
+                    ("op", p.op.is_none()),
+                    ("value", p.value.is_none()),
+                    ("unit", p.unit.is_none()),
+                    ("severity", p.severity.is_none()),
+                ];
+                let missing: Vec<&str> = need.iter().filter(|x| x.1).map(|x| x.0).collect();
+                if !missing.is_empty() {
+                    errs.push((
+                        i,
+                        format!(
+                            "{:?} is not a shipped target (see `lantian targets --all`); a new one needs {}",
+                            p.id,
+                            missing.join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+                targets.push(Target {
+                    id: p.id.clone(),
+                    name: String::new(),
+                    kind: String::new(),
+                    metric: String::new(),
+                    op: Op::Above,
+                    value: None,
+                    unit: String::new(),
+                    severity: Severity::Warning,
+                    status: Status::Operational,
+                    enabled: true,
+                    report: "operator".into(),
+                    standard: "operator".into(),
+                    set: None,
+                    for_: None,
+                    clear: None,
+                    repeat: None,
+                    matchers: BTreeMap::new(),
+                    exclude_fields: Vec::new(),
+                });
+                targets.last_mut().expect("just pushed")
+            }
+        };
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = &p.$f { t.$f = v.clone(); } )* };
+        }
+        take!(
+            name,
+            kind,
+            metric,
+            op,
+            unit,
+            severity,
+            status,
+            enabled,
+            report,
+            standard,
+            matchers,
+            exclude_fields
+        );
+        if p.value.is_some() {
+            t.value = p.value;
+        }
+        if p.set.is_some() {
+            t.set = p.set.clone();
+        }
+        if p.for_.is_some() {
+            t.for_ = p.for_;
+        }
+        if p.clear.is_some() {
+            t.clear = p.clear;
+        }
+        if p.repeat.is_some() {
+            t.repeat = p.repeat;
+        }
+        if t.enabled && t.value.is_none() {
+            errs.push((
+                i,
+                format!("{}: enabled but has no value (set `value`)", t.id),
+            ));
+        }
+        if let (Some(v), Some(c)) = (t.value, t.clear) {
+            if t.op.breaks(c, v) {
+                errs.push((
+                    i,
+                    format!("{}: clear = {c} is beyond the threshold {v} (hysteresis must sit on the good side)", t.id),
+                ));
+            }
+        }
+        if !crate::alert::metric_known(&t.metric) {
+            errs.push((
+                i,
+                format!(
+                    "{}: unknown metric {:?} (see README, Alerts)",
+                    t.id, t.metric
+                ),
+            ));
+        }
+    }
+    if errs.is_empty() {
+        Ok(targets)
+    } else {
+        Err(errs)
+    }
 }
 
 #[derive(Deserialize)]
@@ -103,6 +299,14 @@ pub fn parse(toml: &str) -> Result<Vec<Target>, Vec<String>> {
         }
         if t.value.is_some_and(|v| !v.is_finite()) {
             errs.push(format!("{at}: value must be a finite number"));
+        }
+        if !crate::alert::metric_known(&t.metric) {
+            errs.push(format!("{at}: unknown metric {:?}", t.metric));
+        }
+        if let (Some(v), Some(c)) = (t.value, t.clear) {
+            if t.op.breaks(c, v) {
+                errs.push(format!("{at}: clear {c} is beyond the threshold {v}"));
+            }
         }
     }
     if errs.is_empty() {

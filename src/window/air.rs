@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 
 use super::state::{Closed, HOUR_MS, State};
 use super::{Engine, Scope};
+use crate::alert::Observation;
 use crate::evaluate::aqi::{Standard, evaluate};
 use crate::sink::influx::Lines;
 use crate::sink::influx::line::{Value, encode_line};
@@ -190,7 +191,15 @@ fn stat(state: &State, series: u32, field: u32, s: Stat, at: i64) -> Option<(f64
 }
 
 /// Computes and encodes the AQI points of `work`; returns how many.
-pub fn encode(engine: &Engine, standard: Standard, work: &Work, lines: &mut Lines) -> u64 {
+/// With `obs`, the AQI values (`aqi.hour`, `aqi.day`) and the day's
+/// highest 8 h O3 mean (`o3.day_max_8h`, µg/m³) go there too.
+pub fn encode(
+    engine: &Engine,
+    standard: Standard,
+    work: &Work,
+    lines: &mut Lines,
+    mut obs: Option<&mut Vec<Observation>>,
+) -> u64 {
     let state = engine.state();
     let mut n = 0;
     let periods = work
@@ -247,6 +256,36 @@ pub fn encode(engine: &Engine, standard: Standard, work: &Work, lines: &mut Line
         fields.push(("notes".into(), Value::S(eval.notes.join("; "))));
         let key = engine.series_key(series);
         debug_assert_eq!(key.scope, Scope::Site);
+        if let Some(obs) = obs.as_deref_mut() {
+            let end_ms = if daily {
+                state.spec().calendar.day_end(at)
+            } else {
+                at + HOUR_MS
+            };
+            let mut push = |metric: &str, value: f64| {
+                obs.push(Observation {
+                    kind: key.kind.clone(),
+                    labels: key.tags.clone(),
+                    metric: metric.into(),
+                    start_ms: at,
+                    end_ms,
+                    value,
+                    valid: true,
+                    details: Default::default(),
+                })
+            };
+            if let Some(aqi) = eval.aqi {
+                push(if daily { "aqi.day" } else { "aqi.hour" }, f64::from(aqi));
+            }
+            let o3 = engine.field_id("o3");
+            if let Some((v, true)) = o3.and_then(|f| {
+                daily
+                    .then(|| stat(state, series, f, Stat::DayMaxEight, at))
+                    .flatten()
+            }) {
+                push("o3.day_max_8h", v);
+            }
+        }
         let mut tags: Vec<(&str, &str)> = key
             .tags
             .iter()

@@ -30,6 +30,7 @@ pub mod windows;
 
 use std::collections::HashMap;
 
+use crate::alert::Observation;
 use crate::config::{AqiConfig, WindowsConfig};
 use crate::evaluate::aqi::Standard;
 use crate::reading::Point;
@@ -271,6 +272,8 @@ pub struct Engine {
     stream_time: Option<i64>,
     /// Wall clock of the last reading added.
     last_arrival: i64,
+    /// Hour and day values for the alert engine, when it asked for them.
+    observations: Option<Vec<Observation>>,
 }
 
 impl Engine {
@@ -287,7 +290,29 @@ impl Engine {
             pending: Rows::default(),
             stream_time: None,
             last_arrival: 0,
+            observations: None,
         }
+    }
+
+    /// From now on, collect the hour and day values of each flush (and the
+    /// AQI) for [`Engine::take_observations`].
+    pub fn collect_observations(&mut self) {
+        self.observations.get_or_insert_with(Vec::new);
+    }
+
+    /// What the flushes since the last call produced.
+    pub fn take_observations(&mut self) -> Vec<Observation> {
+        self.observations
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The stream clock: the newest reading time seen, moving on with the
+    /// wall clock once nothing has arrived for `idle_timeout`.
+    pub fn stream_clock(&self, now_ms: i64) -> Option<i64> {
+        self.watermark(now_ms)
+            .map(|w| w + self.plan.spec.lateness_ms)
     }
 
     pub fn plan(&self) -> &Plan {
@@ -418,14 +443,55 @@ impl Engine {
         let mut closed = self.state.advance(wm);
         closed.sort_by_key(|c| (c.level, c.series, c.start_ms, c.field));
         stats.windows = self.encode_windows(&closed, lines);
+        let mut obs = self.observations.take();
+        if let Some(obs) = obs.as_mut() {
+            self.observe_windows(&closed, obs);
+        }
         if let Some((standard, kinds)) = &self.plan.aqi {
             let work = air::affected(&self.state, &closed, |s| {
                 let k = &self.series[s as usize];
                 k.scope == Scope::Site && kinds.contains(&k.kind)
             });
-            stats.aqi_points = air::encode(self, *standard, &work, lines);
+            stats.aqi_points = air::encode(self, *standard, &work, lines, obs.as_mut());
         }
+        self.observations = obs;
         Ok(stats)
+    }
+
+    /// Valid-or-not hour and day means of sites, and of sensors that
+    /// belong to no site, as `{field}.hour` / `{field}.day`.
+    fn observe_windows(&self, closed: &[Closed], out: &mut Vec<Observation>) {
+        let spec = &self.plan.spec;
+        let (hour, day) = (spec.hour_level(), spec.day_level());
+        for c in closed {
+            let period = if c.level == hour {
+                "hour"
+            } else if Some(c.level) == day {
+                "day"
+            } else {
+                continue;
+            };
+            let key = &self.series[c.series as usize];
+            let own = key.scope == Scope::Site || self.site_of[c.series as usize].is_none();
+            let Some(mean) = c.stats.mean.filter(|_| own) else {
+                continue;
+            };
+            let end_ms = if period == "hour" {
+                c.start_ms + HOUR_MS
+            } else {
+                spec.calendar.day_end(c.start_ms)
+            };
+            out.push(Observation {
+                kind: key.kind.clone(),
+                labels: key.tags.clone(),
+                metric: format!("{}.{period}", self.fields[c.field as usize]),
+                start_ms: c.start_ms,
+                end_ms,
+                value: mean,
+                valid: c.stats.valid,
+                details: Default::default(),
+            });
+        }
     }
 
     /// One point per (level, series, start): the fields of all its windows.

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use crate::alert::stage::Alerting;
 use crate::metrics::Metrics;
 use crate::pipeline::QUARANTINE_CLOCK;
 use crate::reading::Point;
@@ -21,6 +22,8 @@ use crate::spool::{self, Pos};
 
 pub struct WindowStage {
     engine: Option<Engine>,
+    /// The alert engine, run after each flush on the same thread.
+    alerts: Option<Alerting>,
     writer: Writer,
     metrics: Arc<Metrics>,
     persist: Option<Persist>,
@@ -44,13 +47,18 @@ fn now_ms() -> i64 {
 
 impl WindowStage {
     pub fn new(
-        engine: Engine,
+        mut engine: Engine,
+        alerts: Option<Alerting>,
         writer: Writer,
         metrics: Arc<Metrics>,
         persist: Option<Persist>,
     ) -> Self {
+        if alerts.is_some() {
+            engine.collect_observations();
+        }
         WindowStage {
             engine: Some(engine),
+            alerts,
             writer,
             metrics,
             persist,
@@ -67,11 +75,22 @@ impl WindowStage {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // A receiver's outbox at its bound: wait (flushing, so the
+            // clock moves) without taking more points; the pipeline, the
+            // spool and at last the broker hold the rest.
+            while self.alerts.as_ref().is_some_and(|a| a.outbox.full()) {
+                warn!("alert outbox full; waiting for receivers before taking more readings");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.flush(false).await;
+            }
             tokio::select! {
                 msg = rx.recv() => {
                     let Some((points, pos)) = msg else { break };
                     let Some(engine) = self.engine.as_mut() else { break };
                     engine.add(&points, now_ms());
+                    if let Some(a) = self.alerts.as_mut() {
+                        a.engine.points(&points);
+                    }
                     self.last_pos = self.last_pos.max(pos);
                     if engine.pending() >= max_pending {
                         self.flush(false).await;
@@ -89,6 +108,7 @@ impl WindowStage {
         let Some(mut engine) = self.engine.take() else {
             return;
         };
+        let mut alerts = self.alerts.take();
         let snapshot = match (&self.persist, self.last_pos) {
             (Some(p), Some(pos)) if last || self.saved.elapsed() >= p.every => {
                 Some((p.path.clone(), pos))
@@ -97,15 +117,25 @@ impl WindowStage {
         };
         let joined = tokio::task::spawn_blocking(move || {
             let mut lines = Lines::default();
-            let result = engine.flush(now_ms(), &mut lines);
+            let now = now_ms();
+            let result = engine.flush(now, &mut lines);
+            if let Some(a) = alerts.as_mut() {
+                let obs = engine.take_observations();
+                a.step(
+                    &obs,
+                    engine.stream_clock(now),
+                    &mut lines,
+                    last || snapshot.is_some(),
+                );
+            }
             let saved = snapshot.map(|(path, pos)| {
                 let bytes = engine.snapshot(pos);
                 (pos, bytes.len(), spool::write_atomically(&path, &bytes))
             });
-            (engine, lines, (result, saved))
+            (engine, alerts, lines, (result, saved))
         })
         .await;
-        let (engine, lines, (result, saved)) = match joined {
+        let (engine, alerts, lines, (result, saved)) = match joined {
             Ok(x) => x,
             Err(e) => {
                 // A panic in the window code: the stage stops, ingestion
@@ -115,6 +145,7 @@ impl WindowStage {
             }
         };
         self.engine = Some(engine);
+        self.alerts = alerts;
         match (saved, &self.persist) {
             (Some((pos, bytes, Ok(()))), Some(p)) => {
                 self.saved = Instant::now();

@@ -1,0 +1,357 @@
+//! Values lantian derives from daily windows (STANDARDS.md §4–5):
+//!
+//! - per plant and day, volumes (m³) from the day's mean flows (m³/h) ×
+//!   the day's hours: inflow, treated, reclaimed, rainfall, runoff;
+//! - `treatment_rate.day` and `treatment_rate.month_to_date` = treated ÷
+//!   inflow × 100, per plant and city-wide (labels `scope=city`);
+//! - `capture_ratio.day` = (1 − runoff ÷ rainfall) × 100 where both are
+//!   measured and it rained;
+//! - `reclaimed.year_to_date_pace`: the city's year-to-date reclaimed
+//!   volume ÷ the elapsed fraction of the year (the annual volume at this
+//!   pace), compared with 1.2 billion m³;
+//! - `alert_level.{rule set}`: the observed Beijing heavy-pollution level
+//!   per station from its run of daily AQI values (STANDARDS.md §4).
+//!
+//! Days are keyed by their start, so a day seen again (a replay) replaces
+//! itself: nothing is counted twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Datelike, NaiveDate, TimeZone};
+use serde::{Deserialize, Serialize};
+
+use super::Observation;
+use crate::window::calendar::Calendar;
+
+const HOUR_MS: f64 = 3_600_000.0;
+/// Days of history kept: a year and a little (year to date).
+const KEEP_DAYS_MS: i64 = 370 * 86_400_000;
+/// Daily AQI values kept per station (the longest rule looks back 4 days
+/// within a run; runs are cut at 30).
+const KEEP_AQI_DAYS: usize = 30;
+
+/// Flow fields that become daily volumes.
+const FLOWS: [&str; 5] = [
+    "inflow_m3h",
+    "treated_m3h",
+    "reclaimed_m3h",
+    "rainfall_m3h",
+    "runoff_m3h",
+];
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Volumes {
+    /// Indexed like `FLOWS`.
+    pub m3: [Option<f64>; 5],
+    pub end_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Plant {
+    pub kind: String,
+    pub labels: Vec<(String, String)>,
+    /// Day start → volumes.
+    pub days: BTreeMap<i64, Volumes>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Station {
+    pub kind: String,
+    pub labels: Vec<(String, String)>,
+    /// Day start → (day end, daily AQI).
+    pub days: BTreeMap<i64, (i64, u32)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Derived {
+    /// Keyed by kind and labels.
+    pub plants: BTreeMap<String, Plant>,
+    pub stations: BTreeMap<String, Station>,
+    /// (day start, plant key) touched since the last `finish`.
+    #[serde(skip)]
+    touched: BTreeSet<(i64, String)>,
+}
+
+fn key(kind: &str, labels: &[(String, String)]) -> String {
+    let mut k = kind.to_owned();
+    for (a, b) in labels {
+        k.push('\x1f');
+        k.push_str(a);
+        k.push('=');
+        k.push_str(b);
+    }
+    k
+}
+
+/// The observed alert level (0 none, 1 blue, 2 yellow, 3 orange, 4 red)
+/// for the last day of `days` (oldest first, consecutive, each a daily
+/// AQI), by a rule set of STANDARDS.md §4.
+pub fn level(set: &str, days: &[u32]) -> u32 {
+    let over = |t: u32| days.iter().rev().take_while(|&&a| a > t).count();
+    match set {
+        // 2023 revision (U): counted over the run of days above 150.
+        "beijing-2023" => {
+            let run = &days[days.len() - over(150)..];
+            let n200 = run.iter().filter(|&&a| a > 200).count();
+            let n300 = run.iter().filter(|&&a| a > 300).count();
+            if n200 >= 3 && n300 >= 1 {
+                4
+            } else if n200 >= 2 || run.len() >= 3 {
+                3
+            } else if n200 >= 1 || run.len() >= 2 {
+                2
+            } else {
+                0
+            }
+        }
+        // 2016–2018 rules (C): the run of days above 200.
+        _ => {
+            let run = &days[days.len() - over(200)..];
+            let n = run.len();
+            let n300 = run.iter().filter(|&&a| a > 300).count();
+            if (n >= 4 && n300 >= 2) || run.iter().any(|&a| a >= 500) {
+                4
+            } else if n >= 3 && n300 >= 1 {
+                3
+            } else if n >= 2 {
+                2
+            } else if n >= 1 {
+                1
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// The rule sets alert levels are computed for.
+pub const LEVEL_SETS: [&str; 2] = ["beijing-2016", "beijing-2023"];
+
+fn month_start(cal: &Calendar, day_start: i64) -> i64 {
+    local_date(cal, day_start)
+        .and_then(|d| d.with_day(1))
+        .map_or(day_start, |d| midnight(cal, d))
+}
+
+fn year_bounds(cal: &Calendar, day_start: i64) -> (i64, i64) {
+    let y = local_date(cal, day_start).map_or(1970, |d| d.year());
+    let start = NaiveDate::from_ymd_opt(y, 1, 1).map_or(day_start, |d| midnight(cal, d));
+    let end = NaiveDate::from_ymd_opt(y + 1, 1, 1).map_or(day_start, |d| midnight(cal, d));
+    (start, end)
+}
+
+fn local_date(cal: &Calendar, ms: i64) -> Option<NaiveDate> {
+    cal.tz
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|d| d.date_naive())
+}
+
+fn midnight(cal: &Calendar, d: NaiveDate) -> i64 {
+    // The calendar's own day start of noon that day.
+    let noon = d.and_hms_opt(12, 0, 0).expect("valid time");
+    cal.tz
+        .from_local_datetime(&noon)
+        .earliest()
+        .map_or(0, |t| cal.day_start(t.timestamp_millis()))
+}
+
+fn rate(treated: f64, inflow: f64) -> Option<f64> {
+    (inflow > 0.0).then(|| treated / inflow * 100.0)
+}
+
+impl Derived {
+    /// Takes in one observation; derived ones it completes go to `out`.
+    pub fn absorb(&mut self, o: &Observation, cal: &Calendar, out: &mut Vec<Observation>) {
+        if !o.valid {
+            return;
+        }
+        if o.metric == "aqi.day" {
+            let k = key(&o.kind, &o.labels);
+            let st = self.stations.entry(k).or_insert_with(|| Station {
+                kind: o.kind.clone(),
+                labels: o.labels.clone(),
+                days: BTreeMap::new(),
+            });
+            st.days.insert(o.start_ms, (o.end_ms, o.value as u32));
+            while st.days.len() > KEEP_AQI_DAYS {
+                st.days.pop_first();
+            }
+            // The run of consecutive days ending with this one.
+            let mut run = vec![o.value as u32];
+            let mut at = o.start_ms;
+            loop {
+                let prev = cal.day_start(at - 1);
+                match st.days.get(&prev) {
+                    Some(&(end, aqi)) if end == at => {
+                        run.push(aqi);
+                        at = prev;
+                    }
+                    _ => break,
+                }
+            }
+            run.reverse();
+            for set in LEVEL_SETS {
+                let lv = level(set, &run);
+                let mut details = BTreeMap::new();
+                details.insert("daily_aqi".into(), o.value.to_string());
+                details.insert(
+                    "days_above_200".into(),
+                    run.iter()
+                        .rev()
+                        .take_while(|&&a| a > 200)
+                        .count()
+                        .to_string(),
+                );
+                out.push(Observation {
+                    kind: o.kind.clone(),
+                    labels: o.labels.clone(),
+                    metric: format!("alert_level.{set}"),
+                    start_ms: o.start_ms,
+                    end_ms: o.end_ms,
+                    value: f64::from(lv),
+                    valid: true,
+                    details,
+                });
+            }
+            return;
+        }
+        let Some((field, "day")) = o.metric.rsplit_once('.') else {
+            return;
+        };
+        let Some(ix) = FLOWS.iter().position(|f| *f == field) else {
+            return;
+        };
+        let k = key(&o.kind, &o.labels);
+        let plant = self.plants.entry(k.clone()).or_insert_with(|| Plant {
+            kind: o.kind.clone(),
+            labels: o.labels.clone(),
+            days: BTreeMap::new(),
+        });
+        let day = plant.days.entry(o.start_ms).or_default();
+        day.m3[ix] = Some(o.value * (o.end_ms - o.start_ms) as f64 / HOUR_MS);
+        day.end_ms = o.end_ms;
+        let oldest = o.start_ms - KEEP_DAYS_MS;
+        while plant
+            .days
+            .first_key_value()
+            .is_some_and(|(d, _)| *d < oldest)
+        {
+            plant.days.pop_first();
+        }
+        self.touched.insert((o.start_ms, k));
+    }
+
+    /// Derived water values of the days touched since the last call.
+    pub fn finish(&mut self, cal: &Calendar, out: &mut Vec<Observation>) {
+        let touched = std::mem::take(&mut self.touched);
+        let mut days = BTreeSet::new();
+        for (day, k) in &touched {
+            days.insert(*day);
+            let Some(p) = self.plants.get(k) else {
+                continue;
+            };
+            let Some(v) = p.days.get(day) else { continue };
+            let obs = |metric: &str, start: i64, value: f64, details| Observation {
+                kind: p.kind.clone(),
+                labels: p.labels.clone(),
+                metric: metric.into(),
+                start_ms: start,
+                end_ms: v.end_ms,
+                value,
+                valid: true,
+                details,
+            };
+            if let (Some(t), Some(i)) = (v.m3[1], v.m3[0]) {
+                if let Some(r) = rate(t, i) {
+                    out.push(obs("treatment_rate.day", *day, r, volumes(t, i)));
+                }
+                let ms = month_start(cal, *day);
+                let (t, i) = p
+                    .days
+                    .range(ms..=*day)
+                    .filter_map(|(_, v)| Some((v.m3[1]?, v.m3[0]?)))
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                if let Some(r) = rate(t, i) {
+                    out.push(obs("treatment_rate.month_to_date", ms, r, volumes(t, i)));
+                }
+            }
+            if let (Some(rain), Some(runoff)) = (v.m3[3], v.m3[4]) {
+                if rain > 0.0 {
+                    let mut d = BTreeMap::new();
+                    d.insert("rainfall_m3".into(), format!("{rain:.0}"));
+                    d.insert("runoff_m3".into(), format!("{runoff:.0}"));
+                    out.push(obs(
+                        "capture_ratio.day",
+                        *day,
+                        (1.0 - runoff / rain) * 100.0,
+                        d,
+                    ));
+                }
+            }
+        }
+        // City-wide, for each day touched.
+        let city = vec![("scope".to_owned(), "city".to_owned())];
+        for day in days {
+            let end = cal.day_end(day);
+            let ms = month_start(cal, day);
+            let sum = |range: std::ops::RangeInclusive<i64>, a: usize, b: usize| {
+                let mut plants = 0;
+                let (mut x, mut y) = (0.0, 0.0);
+                for p in self.plants.values() {
+                    let mut seen = false;
+                    for v in p.days.range(range.clone()).map(|(_, v)| v) {
+                        if let (Some(va), Some(vb)) = (v.m3[a], v.m3[b]) {
+                            x += va;
+                            y += vb;
+                            seen = true;
+                        }
+                    }
+                    plants += usize::from(seen);
+                }
+                (x, y, plants)
+            };
+            let obs = |metric: &str, start: i64, value: f64, details| Observation {
+                kind: "sewage".into(),
+                labels: city.clone(),
+                metric: metric.into(),
+                start_ms: start,
+                end_ms: end,
+                value,
+                valid: true,
+                details,
+            };
+            let (t, i, n) = sum(day..=day, 1, 0);
+            if n > 0 {
+                if let Some(r) = rate(t, i) {
+                    let mut d = volumes(t, i);
+                    d.insert("plants".into(), n.to_string());
+                    out.push(obs("treatment_rate.day", day, r, d));
+                }
+                let (t, i, n) = sum(ms..=day, 1, 0);
+                if let Some(r) = rate(t, i) {
+                    let mut d = volumes(t, i);
+                    d.insert("plants".into(), n.to_string());
+                    out.push(obs("treatment_rate.month_to_date", ms, r, d));
+                }
+            }
+            let (ys, ye) = year_bounds(cal, day);
+            let (ytd, _, n) = sum(ys..=day, 2, 2);
+            if n > 0 && ye > ys {
+                let fraction = (end - ys) as f64 / (ye - ys) as f64;
+                let mut d = BTreeMap::new();
+                d.insert("year_to_date_m3".into(), format!("{ytd:.0}"));
+                d.insert("elapsed_fraction".into(), format!("{fraction:.4}"));
+                d.insert("plants".into(), n.to_string());
+                out.push(obs("reclaimed.year_to_date_pace", ys, ytd / fraction, d));
+            }
+        }
+    }
+}
+
+fn volumes(treated: f64, inflow: f64) -> BTreeMap<String, String> {
+    let mut d = BTreeMap::new();
+    d.insert("treated_m3".into(), format!("{treated:.0}"));
+    d.insert("inflow_m3".into(), format!("{inflow:.0}"));
+    d
+}

@@ -1,0 +1,401 @@
+//! The durable outbox: one ordered queue per receiver, on disk.
+//!
+//! ```text
+//! <alerts.dir>/outbox/<receiver>/00000000000000000042.json   a notice, synced
+//!                               /delivered.log               ids delivered (recent)
+//!                               /dead/                       refused for good
+//! ```
+//!
+//! A notice is written (tmp + fsync + rename) before the alert state that
+//! produced it is saved, so a crash can only produce it again — and a
+//! notice whose event id is already queued or recently delivered is not
+//! queued twice. Each receiver's worker sends its queue strictly in order,
+//! removing a file only once the receiver answered 2xx; failures are
+//! retried with capped exponential backoff and jitter, for as long as it
+//! takes. A receiver that answers 4xx (other than 408 and 429) five times
+//! in a row for one notice has that notice moved to `dead/` (logged at
+//! error level, counted), so one malformed request cannot block the rest.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::webhook::{self, Format};
+use super::{Alert, Notice};
+use crate::evaluate::targets::Severity;
+use crate::metrics::Metrics;
+
+/// Event ids remembered per receiver (for deduplication).
+const RECENT: usize = 10_000;
+/// 4xx answers in a row after which a notice is moved to `dead/`.
+const MAX_REFUSALS: u32 = 5;
+
+/// A webhook receiver, validated.
+#[derive(Clone, Debug)]
+pub struct Receiver {
+    pub name: String,
+    pub url: reqwest::Url,
+    pub format: Format,
+    /// HMAC key, when signing.
+    pub key: Option<Vec<u8>>,
+    pub timeout: Duration,
+    pub min_severity: Severity,
+    /// Rule ids (or prefixes ending in `*`); empty: all.
+    pub rules: Vec<String>,
+    /// Labels that must be equal.
+    pub matchers: BTreeMap<String, String>,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Receiver {
+    /// Whether this receiver wants the alert.
+    pub fn routes(&self, a: &Alert) -> bool {
+        a.severity >= self.min_severity
+            && (self.rules.is_empty()
+                || self.rules.iter().any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => a.rule.starts_with(prefix),
+                    None => a.rule == *p,
+                }))
+            && self
+                .matchers
+                .iter()
+                .all(|(k, v)| a.labels.get(k) == Some(v))
+    }
+}
+
+struct Queue {
+    receiver: Receiver,
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+struct Inner {
+    next_seq: u64,
+    pending: VecDeque<(u64, String)>,
+    recent: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Inner {
+    fn remember(&mut self, id: String) {
+        if self.recent.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+}
+
+pub struct Outbox {
+    queues: Vec<Arc<Queue>>,
+    max_queued: usize,
+    metrics: Arc<Metrics>,
+}
+
+fn file(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.json"))
+}
+
+impl Outbox {
+    /// Opens (creating) the queues under `dir`, picking up what a previous
+    /// run left.
+    pub fn open(
+        dir: &Path,
+        receivers: Vec<Receiver>,
+        max_queued: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Outbox> {
+        let mut queues = Vec::new();
+        let mut total = 0;
+        for r in receivers {
+            let qdir = dir.join("outbox").join(&r.name);
+            std::fs::create_dir_all(qdir.join("dead"))?;
+            let mut seqs: Vec<u64> = std::fs::read_dir(&qdir)?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let n = e.file_name().into_string().ok()?;
+                    n.strip_suffix(".json")?.parse().ok()
+                })
+                .collect();
+            seqs.sort_unstable();
+            let mut inner = Inner {
+                next_seq: seqs.last().map_or(1, |s| s + 1),
+                pending: VecDeque::new(),
+                recent: HashSet::new(),
+                order: VecDeque::new(),
+            };
+            let log = std::fs::read_to_string(qdir.join("delivered.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            for id in &lines[lines.len().saturating_sub(RECENT)..] {
+                inner.remember((*id).to_owned());
+            }
+            if lines.len() > 2 * RECENT {
+                let keep = lines[lines.len() - RECENT..].join("\n") + "\n";
+                crate::spool::write_atomically(&qdir.join("delivered.log"), keep.as_bytes())?;
+            }
+            for seq in seqs {
+                match std::fs::read(file(&qdir, seq))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Notice>(&b).ok())
+                {
+                    Some(n) => {
+                        inner.remember(n.event_id.clone());
+                        inner.pending.push_back((seq, n.event_id));
+                    }
+                    None => {
+                        warn!(receiver = %r.name, seq, "unreadable outbox file moved to dead/");
+                        let _ = std::fs::rename(
+                            file(&qdir, seq),
+                            qdir.join("dead").join(format!("{seq:020}.json")),
+                        );
+                    }
+                }
+            }
+            if !inner.pending.is_empty() {
+                info!(receiver = %r.name, queued = inner.pending.len(), "webhook notices waiting from before");
+            }
+            total += inner.pending.len();
+            queues.push(Arc::new(Queue {
+                receiver: r,
+                dir: qdir,
+                inner: Mutex::new(inner),
+                notify: Notify::new(),
+            }));
+        }
+        metrics.alerts_queued.store(total as u64, Relaxed);
+        Ok(Outbox {
+            queues,
+            max_queued,
+            metrics,
+        })
+    }
+
+    /// Whether some receiver's queue is at its bound (the alert stage then
+    /// waits, and backpressure reaches the broker).
+    pub fn full(&self) -> bool {
+        self.queues
+            .iter()
+            .any(|q| q.inner.lock().expect("outbox lock").pending.len() >= self.max_queued)
+    }
+
+    /// Queues `n` for every receiver that routes it (blocking file I/O:
+    /// call from a blocking thread). Returns how many queues took it.
+    pub fn enqueue(&self, n: &Notice) -> std::io::Result<usize> {
+        let mut taken = 0;
+        let mut bytes = None;
+        for q in &self.queues {
+            if !q.receiver.routes(&n.alert) {
+                continue;
+            }
+            let mut inner = q.inner.lock().expect("outbox lock");
+            if inner.recent.contains(&n.event_id) {
+                debug!(receiver = %q.receiver.name, id = %n.event_id, "notice already queued or delivered");
+                continue;
+            }
+            let b = bytes.get_or_insert_with(|| serde_json::to_vec(n).unwrap_or_default());
+            let seq = inner.next_seq;
+            crate::spool::write_atomically(&file(&q.dir, seq), b)?;
+            inner.next_seq += 1;
+            inner.pending.push_back((seq, n.event_id.clone()));
+            inner.remember(n.event_id.clone());
+            drop(inner);
+            q.notify.notify_one();
+            self.metrics.alerts_queued.fetch_add(1, Relaxed);
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
+    /// Starts one delivery task per receiver; they stop on `stop`.
+    pub fn spawn_delivery(
+        &self,
+        external_url: String,
+        stop: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.queues
+            .iter()
+            .map(|q| {
+                let q = q.clone();
+                let m = self.metrics.clone();
+                let url = external_url.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move { deliver(q, m, url, stop).await })
+            })
+            .collect()
+    }
+
+    /// Notices waiting, per receiver name.
+    pub fn queued(&self) -> Vec<(String, usize)> {
+        self.queues
+            .iter()
+            .map(|q| {
+                (
+                    q.receiver.name.clone(),
+                    q.inner.lock().expect("outbox lock").pending.len(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Delivered,
+    Retry(String),
+    Refused(String),
+}
+
+async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: CancellationToken) {
+    let r = &q.receiver;
+    let client = match reqwest::Client::builder()
+        .timeout(r.timeout)
+        .connect_timeout(r.timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("lantian/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!(receiver = %r.name, error = %e, "cannot build the webhook HTTP client; this receiver gets nothing");
+            return;
+        }
+    };
+    let mut failures: u32 = 0;
+    let mut refusals: u32 = 0;
+    loop {
+        let head = q
+            .inner
+            .lock()
+            .expect("outbox lock")
+            .pending
+            .front()
+            .cloned();
+        let Some((seq, id)) = head else {
+            tokio::select! {
+                _ = q.notify.notified() => continue,
+                _ = stop.cancelled() => return,
+            }
+        };
+        let path = file(&q.dir, seq);
+        let notice = match tokio::fs::read(&path)
+            .await
+            .map(|b| serde_json::from_slice::<Notice>(&b))
+        {
+            Ok(Ok(n)) => n,
+            other => {
+                error!(receiver = %r.name, seq, ?other, "outbox file unreadable; moved to dead/");
+                let _ =
+                    tokio::fs::rename(&path, q.dir.join("dead").join(format!("{seq:020}.json")))
+                        .await;
+                pop(&q, &m);
+                continue;
+            }
+        };
+        let body = webhook::body(r.format, &notice, &r.name, &external_url);
+        let outcome = attempt(&client, r, &id, body).await;
+        match outcome {
+            Attempt::Delivered => {
+                append_delivered(&q.dir, &id);
+                let _ = tokio::fs::remove_file(&path).await;
+                pop(&q, &m);
+                m.alerts_sent.fetch_add(1, Relaxed);
+                if failures > 0 {
+                    info!(receiver = %r.name, after = failures, "webhook receiver accepts again");
+                }
+                debug!(receiver = %r.name, id = %id, "webhook delivered");
+                failures = 0;
+                refusals = 0;
+                continue;
+            }
+            Attempt::Refused(why) => {
+                m.alerts_failed.fetch_add(1, Relaxed);
+                refusals += 1;
+                if refusals >= MAX_REFUSALS {
+                    error!(receiver = %r.name, id = %id, why, "webhook receiver refused this notice {MAX_REFUSALS} times; moved to dead/");
+                    let _ = tokio::fs::rename(
+                        &path,
+                        q.dir.join("dead").join(format!("{seq:020}.json")),
+                    )
+                    .await;
+                    pop(&q, &m);
+                    m.alerts_dead.fetch_add(1, Relaxed);
+                    refusals = 0;
+                    failures = 0;
+                    continue;
+                }
+                warn!(receiver = %r.name, id = %id, why, "webhook refused; retrying");
+            }
+            Attempt::Retry(why) => {
+                m.alerts_failed.fetch_add(1, Relaxed);
+                if failures == 0 || failures.is_power_of_two() {
+                    warn!(receiver = %r.name, id = %id, failures = failures + 1, why, "webhook delivery failed; retrying with backoff (the notice stays queued on disk)");
+                }
+            }
+        }
+        failures += 1;
+        let base = r
+            .retry_initial
+            .saturating_mul(1 << failures.min(20).saturating_sub(1))
+            .min(r.retry_max);
+        // Full jitter on the upper half: between base/2 and base.
+        let wait = base / 2 + base.mul_f64(fastrand::f64() / 2.0);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+fn pop(q: &Queue, m: &Metrics) {
+    q.inner.lock().expect("outbox lock").pending.pop_front();
+    let _ = m
+        .alerts_queued
+        .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+}
+
+fn append_delivered(dir: &Path, id: &str) {
+    let res = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("delivered.log"))
+        .and_then(|mut f| writeln!(f, "{id}"));
+    if let Err(e) = res {
+        warn!(error = %e, "cannot append to delivered.log (a restart may resend this notice, with the same webhook-id)");
+    }
+}
+
+async fn attempt(client: &reqwest::Client, r: &Receiver, id: &str, body: Vec<u8>) -> Attempt {
+    let ts = chrono::Utc::now().timestamp();
+    let mut req = client
+        .post(r.url.clone())
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string());
+    if let Some(key) = &r.key {
+        req = req.header("webhook-signature", webhook::sign(key, id, ts, &body));
+    }
+    match req.body(body).send().await {
+        Ok(resp) if resp.status().is_success() => Attempt::Delivered,
+        Ok(resp) => {
+            let s = resp.status();
+            let why = format!("HTTP {s}");
+            if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 {
+                Attempt::Refused(why)
+            } else {
+                Attempt::Retry(why)
+            }
+        }
+        Err(e) => Attempt::Retry(e.to_string()),
+    }
+}
