@@ -41,14 +41,17 @@ enum Command {
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
-    /// List the targets lantian checks (seeds/targets.toml, built in), with
-    /// each rule, its value and unit, and its citations: the city report's
-    /// section and the standard and clause. Unconfirmed figures ship
-    /// disabled.
+    /// List the targets lantian checks (seeds/targets.toml, built in, with
+    /// the configuration's [[alerts.targets]] applied), with each rule, its
+    /// value and unit, and its citations: the city report's section and the
+    /// standard and clause. Unconfirmed figures ship disabled.
     Targets {
         /// Include disabled targets.
         #[arg(long)]
         all: bool,
+        /// Configuration file whose [[alerts.targets]] apply.
+        #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
     },
     /// Compute the Air Quality Index for given concentrations.
     ///
@@ -90,16 +93,28 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Targets { all } => {
-            match lantian::evaluate::targets::parse(lantian::evaluate::targets::SEED) {
+        Command::Targets { all, config } => {
+            let settings = match config::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(problems) => {
+                    for p in &problems.0 {
+                        eprintln!("lantian targets: {p}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            match lantian::evaluate::targets::parse(lantian::evaluate::targets::SEED)
+                .map_err(|e| e.join("; "))
+                .and_then(|t| {
+                    lantian::evaluate::targets::merge(t, &settings.alerts.targets)
+                        .map_err(|e| format!("{e:?}"))
+                }) {
                 Ok(t) => {
                     print!("{}", lantian::evaluate::targets::render(&t, all));
                     ExitCode::SUCCESS
                 }
-                Err(errs) => {
-                    for e in errs {
-                        eprintln!("lantian targets: {e}");
-                    }
+                Err(e) => {
+                    eprintln!("lantian targets: {e}");
                     ExitCode::from(2)
                 }
             }

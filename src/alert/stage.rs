@@ -82,6 +82,7 @@ impl Alerting {
                 event = n.event.as_str(),
                 rule = %a.rule,
                 id = %a.id,
+                event_id = %n.event_id,
                 value = a.value,
                 threshold = a.threshold,
                 labels = ?a.labels,

@@ -339,9 +339,27 @@ pub fn render(targets: &[Target], all: bool) -> String {
     );
     for t in shown {
         let value = t.value.map_or("(operator sets)".into(), |v| format!("{v}"));
+        let mut extra = Vec::new();
+        if let Some(d) = t.for_.filter(|d| !d.get().is_zero()) {
+            extra.push(format!("for {d}"));
+        }
+        if let Some(c) = t.clear {
+            extra.push(format!("clears at {c}"));
+        }
+        if let Some(r) = t.repeat {
+            extra.push(format!("repeat {r}"));
+        }
+        for (k, v) in &t.matchers {
+            extra.push(format!("{k}={v}"));
+        }
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", extra.join(", "))
+        };
         let _ = writeln!(
             out,
-            "\n{}  [{}{}, {:?}]\n  {}\n  rule: {} {} {} {}{}\n  report: {}\n  standard: {}",
+            "\n{}  [{}{}, {:?}]\n  {}\n  rule: {} {} {} {}{}{}\n  report: {}\n  standard: {}",
             t.id,
             if t.enabled { "on" } else { "off" },
             match t.status {
@@ -358,6 +376,7 @@ pub fn render(targets: &[Target], all: bool) -> String {
             t.set
                 .as_ref()
                 .map_or(String::new(), |s| format!("  (set {s})")),
+            extra,
             t.report,
             t.standard
         );

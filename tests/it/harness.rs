@@ -409,6 +409,7 @@ impl Lantian {
                 .args(["run", "--config"])
                 .arg(self.dir.path().join("lantian.toml"))
                 .env("RUST_LOG", "info")
+                .env("LANTIAN__ALERTS__DIR", self.dir.path().join("alerts"))
                 .env_remove("LANTIAN_CONFIG"),
             self.dir.path().join(format!("lantian-{n}.log")),
         );
@@ -553,4 +554,134 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+#[allow(dead_code)]
+pub struct Received {
+    /// Header names lowercased.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A real HTTP/1.1 server on a loopback port that records every POST and
+/// answers 200; it can go down (stop listening: connections are refused)
+/// and come back on the same port.
+pub struct Receiver {
+    pub port: u16,
+    pub got: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl Receiver {
+    pub async fn start() -> Self {
+        let mut me = Self {
+            port: free_port(),
+            got: Default::default(),
+            task: None,
+        };
+        me.up().await;
+        me
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let got = self.got.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Connections die with this task (a JoinSet aborts its tasks
+            // when dropped): down means down, kept-alive ones included.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let got = got.clone();
+                conns.spawn(async move {
+                    let _ = serve(sock, got).await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        }));
+    }
+
+    /// Stop listening (the port refuses connections until `up`).
+    pub fn down(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        wait_for("webhook requests", timeout, async || {
+            self.got.lock().unwrap().len() >= n
+        })
+        .await;
+        self.requests()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    got: Arc<std::sync::Mutex<Vec<Received>>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 8192];
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut headers = std::collections::BTreeMap::new();
+        for line in head.lines().skip(1) {
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + len {
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = buf[end + 4..end + 4 + len].to_vec();
+        buf.drain(..end + 4 + len);
+        got.lock().unwrap().push(Received { headers, body });
+        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await?;
+    }
 }

@@ -2,6 +2,7 @@
 //! VictoriaMetrics processes and the real `lantian` binary. One test crate
 //! (one link of the binary); `scripts/test.sh` installs the services.
 
+mod alerts;
 mod aqi_cli;
 mod aqi_ref;
 mod cli;

@@ -1,0 +1,385 @@
+//! Alerts through the running daemon: readings published to a real
+//! broker, windows and the AQI computed, notices delivered to real HTTP
+//! receivers. Time is the readings' own (backdated) timestamps — the alert
+//! engine runs on the stream clock — so no test waits for an alert's
+//! timing; the waits are for delivery only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const SECRET_B64: &str = "bGFudGlhbi10ZXN0LXNlY3JldC0yNC1ieXRlcw==";
+
+/// Local (Beijing) midnight two days ago, as epoch ms.
+fn two_days_ago_beijing() -> i64 {
+    let local = now_ms() + 8 * HOUR;
+    local - local.rem_euclid(24 * HOUR) - 8 * HOUR - 48 * HOUR
+}
+
+fn config(broker: u16, influx: &Influx, receivers: &str) -> String {
+    Lantian::config(
+        broker,
+        &format!(
+            "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
+            influx.url()
+        ),
+        &format!("[alerts]\nexternal_url = \"http://lantian.test/\"\n{receivers}"),
+    )
+}
+
+/// Publishes minute readings of PM2.5 for `stations`, hour by hour: the
+/// hourly means are `hours[s][h]` (with a little variation, so nothing
+/// flat-lines). Then one reading 3 minutes into the next hour moves the
+/// watermark past the last hour.
+#[allow(clippy::needless_range_loop)]
+async fn publish_hours(
+    p: &mut Publisher,
+    start: i64,
+    stations: &[&str],
+    hours: &[Vec<f64>],
+    from_hour: usize,
+) {
+    let n = hours[0].len();
+    for h in from_hour..n {
+        for m in 0..60 {
+            for (s, name) in stations.iter().enumerate() {
+                let v = hours[s][h] + [-1.0, 0.5, 0.0, 1.0, -0.5][m % 5];
+                let ts = start + h as i64 * HOUR + m as i64 * MIN;
+                p.publish(
+                    &format!("env/dongcheng/{name}/air/aq1"),
+                    format!("{{\"ts\":{ts},\"pm25\":{v}}}"),
+                )
+                .await;
+            }
+        }
+    }
+    for name in stations {
+        let ts = start + n as i64 * HOUR + 3 * MIN;
+        p.publish(
+            &format!("env/dongcheng/{name}/air/aq1"),
+            format!("{{\"ts\":{ts},\"pm25\":20}}"),
+        )
+        .await;
+    }
+    p.flush().await;
+}
+
+/// Verifies a Standard Webhooks signature with Python's own hmac module
+/// (an implementation independent of lantian's).
+fn signature_verifies(r: &Received) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, &r.body).unwrap();
+    let script = "import base64,hashlib,hmac,sys\n\
+        key = base64.b64decode(sys.argv[1])\n\
+        msg = sys.argv[2].encode() + b'.' + sys.argv[3].encode() + b'.' + open(sys.argv[4], 'rb').read()\n\
+        want = 'v1,' + base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest()).decode()\n\
+        sys.exit(0 if hmac.compare_digest(want, sys.argv[5]) else 1)\n";
+    std::process::Command::new("python3")
+        .args(["-c", script, SECRET_B64])
+        .arg(&r.headers["webhook-id"])
+        .arg(&r.headers["webhook-timestamp"])
+        .arg(&body)
+        .arg(&r.headers["webhook-signature"])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The Alertmanager webhook v4 message, key by key (Alertmanager's
+/// `notify/webhook` Message: template.Data plus version, groupKey and
+/// truncatedAlerts).
+fn assert_alertmanager_v4(b: &Value) {
+    let keys: BTreeSet<&str> = b.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "receiver",
+            "status",
+            "alerts",
+            "groupLabels",
+            "commonLabels",
+            "commonAnnotations",
+            "externalURL",
+            "version",
+            "groupKey",
+            "truncatedAlerts"
+        ]),
+        "{b}"
+    );
+    assert_eq!(b["version"], "4");
+    assert!(matches!(b["status"].as_str(), Some("firing" | "resolved")));
+    assert!(b["receiver"].is_string() && b["externalURL"].is_string());
+    assert!(b["groupKey"].is_string() && b["truncatedAlerts"].is_u64());
+    let strings = |v: &Value| v.as_object().unwrap().values().all(|x| x.is_string());
+    for k in ["groupLabels", "commonLabels", "commonAnnotations"] {
+        assert!(strings(&b[k]), "{k}: {}", b[k]);
+    }
+    let alerts = b["alerts"].as_array().unwrap();
+    assert!(!alerts.is_empty());
+    for a in alerts {
+        let keys: BTreeSet<&str> = a.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from([
+                "status",
+                "labels",
+                "annotations",
+                "startsAt",
+                "endsAt",
+                "generatorURL",
+                "fingerprint"
+            ])
+        );
+        assert!(strings(&a["labels"]) && strings(&a["annotations"]));
+        assert!(a["labels"]["alertname"].is_string());
+        for t in ["startsAt", "endsAt"] {
+            chrono::DateTime::parse_from_rfc3339(a[t].as_str().unwrap())
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        assert_eq!(a["status"], b["status"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hours_above_200_give_one_signed_firing_and_one_resolve() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let duty = Receiver::start().await;
+    let critical = Receiver::start().await;
+    let receivers = format!(
+        "[[alerts.receivers]]\nname = \"duty\"\nurl = \"{}\"\nformat = \"alertmanager\"\n\
+         secret = \"whsec_{SECRET_B64}\"\nrules = [\"air.*\"]\nretry_max = \"1s\"\n\
+         [[alerts.receivers]]\nname = \"critical-only\"\nurl = \"{}\"\nmin_severity = \"critical\"\n",
+        duty.url(),
+        critical.url()
+    );
+    let lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut p = Publisher::connect(broker.port, "alert-publisher").await;
+    lantian.wait_subscribed().await;
+
+    // 12:00 normal, 13:00 and 14:00 heavily polluted (PM2.5 180 and 190
+    // µg/m³ → AQI 231 and 240), 15:00 and 16:00 normal.
+    let start = two_days_ago_beijing() + 12 * HOUR;
+    publish_hours(
+        &mut p,
+        start,
+        &["dongsi"],
+        &[vec![60.0, 180.0, 190.0, 60.0, 55.0]],
+        0,
+    )
+    .await;
+
+    let got = duty.wait_for(2, Duration::from_secs(60)).await;
+    // Let anything extra arrive before counting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = {
+        let all = duty.requests();
+        assert!(all.len() >= got.len());
+        all
+    };
+    let bodies: Vec<Value> = got.iter().map(|r| r.json()).collect();
+    let heavy: Vec<&Value> = bodies
+        .iter()
+        .filter(|b| b["groupLabels"]["alertname"] == "air.aqi.hour.heavy")
+        .collect();
+    assert_eq!(
+        heavy.len(),
+        2,
+        "one firing, one resolve: {bodies:#?}\n{}",
+        lantian.logs()
+    );
+    assert_eq!(bodies.len(), 2, "nothing else for air.*: {bodies:#?}");
+    for (r, b) in got.iter().zip(&bodies) {
+        assert_alertmanager_v4(b);
+        assert!(
+            signature_verifies(r),
+            "signature of {}",
+            r.headers["webhook-id"]
+        );
+        assert_eq!(r.headers["webhook-id"], b["commonAnnotations"]["event_id"]);
+    }
+    let (fire, resolve) = (heavy[0], heavy[1]);
+    assert_eq!(fire["status"], "firing");
+    assert_eq!(resolve["status"], "resolved");
+    let (fa, ra) = (&fire["alerts"][0], &resolve["alerts"][0]);
+    assert_eq!(fa["fingerprint"], ra["fingerprint"], "stable id");
+    assert_eq!(fa["labels"]["site"], "dongsi");
+    assert_eq!(fa["labels"]["severity"], "warning");
+    // Fired for the 14:00 hour (after `for` = 1h), started at 13:00.
+    assert_eq!(fa["annotations"]["value"], "240");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(fa["startsAt"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis(),
+        start + HOUR
+    );
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(ra["endsAt"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis(),
+        start + 4 * HOUR,
+        "resolved with the 15:00 hour"
+    );
+    assert!(
+        fa["annotations"]["report"]
+            .as_str()
+            .unwrap()
+            .starts_with("§5")
+    );
+    // Wrong key: the signature must not verify.
+    let mut forged = got[0].clone();
+    forged.body.push(b' ');
+    assert!(!signature_verifies(&forged));
+    // The critical-only receiver got nothing (no AQI above 300).
+    assert!(critical.requests().is_empty(), "{:?}", critical.requests());
+    // Both notices are in InfluxDB for dashboards.
+    let n = influx
+        .wait_count(
+            "SELECT count(value) FROM alerts WHERE rule = 'air.aqi.hour.heavy'",
+            2,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(n, 2);
+}
+
+/// The receiver's down time (seconds); the issue asks for 10 minutes.
+fn down_secs() -> u64 {
+    std::env::var("LANTIAN_RECEIVER_DOWN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600)
+}
+
+fn outbox_files(lantian: &Lantian, name: &str) -> usize {
+    std::fs::read_dir(lantian.dir.path().join("alerts/outbox").join(name))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_ten_minutes_gets_every_alert_in_order_across_a_restart() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let mut hook = Receiver::start().await;
+    hook.down();
+    let went_down = Instant::now();
+    let receivers = format!(
+        "[[alerts.receivers]]\nname = \"hook\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n\
+         retry_initial = \"200ms\"\nretry_max = \"5s\"\n",
+        hook.url()
+    );
+    let mut lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut p = Publisher::connect(broker.port, "outage-publisher").await;
+    lantian.wait_subscribed().await;
+
+    // Six stations: three with a two-hour episode, three with a longer one
+    // that resolves only after lantian restarts.
+    let stations = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    let short = vec![60.0, 180.0, 190.0, 60.0, 60.0, 60.0];
+    let long = vec![60.0, 180.0, 190.0, 200.0, 195.0, 60.0];
+    let hours: Vec<Vec<f64>> = (0..6)
+        .map(|i| if i < 3 { short.clone() } else { long.clone() })
+        .collect();
+    let start = two_days_ago_beijing();
+    // Hours 0–3 (and the push into hour 4).
+    let first: Vec<Vec<f64>> = hours.iter().map(|h| h[..4].to_vec()).collect();
+    publish_hours(&mut p, start, &stations, &first, 0).await;
+    // 3 firing + 3 resolved (short) + 3 firing (long) queued on disk.
+    let t = Instant::now();
+    while outbox_files(&lantian, "hook") < 9 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(outbox_files(&lantian, "hook"), 9, "{}", lantian.logs());
+
+    // lantian dies (SIGKILL) and comes back while the receiver is down.
+    // (The broker keeps the persistent session's subscription and queues
+    // what is published meanwhile.)
+    lantian.restart();
+    publish_hours(&mut p, start, &stations, &hours, 4).await;
+    let t = Instant::now();
+    while outbox_files(&lantian, "hook") < 12 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(outbox_files(&lantian, "hook"), 12, "{}", lantian.logs());
+    assert!(hook.requests().is_empty());
+
+    let down = Duration::from_secs(down_secs());
+    if let Some(rest) = down.checked_sub(went_down.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    hook.up().await;
+    let came_up = Instant::now();
+    let got = hook.wait_for(12, Duration::from_secs(60)).await;
+    let delivered_in = came_up.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = {
+        let all = hook.requests();
+        assert!(all.len() >= got.len());
+        all
+    };
+    eprintln!(
+        "receiver down {:.0} s: {} notices delivered {:.1} s after it came back",
+        went_down.elapsed().as_secs_f64() - delivered_in.as_secs_f64(),
+        got.len(),
+        delivered_in.as_secs_f64()
+    );
+    assert_eq!(got.len(), 12, "every notice exactly once");
+    let ids: BTreeSet<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 12, "no duplicates");
+    // In order: the order lantian logged them in, across both runs.
+    // (A replay after the SIGKILL produces some notices again, with the
+    // same ids; the outbox takes each once: first occurrences count.)
+    let mut seen = BTreeSet::new();
+    let logged: Vec<String> = lantian
+        .logs()
+        .lines()
+        .filter(|l| l.contains(" alert ") && l.contains("rule=air.aqi.hour.heavy"))
+        .filter_map(|l| {
+            l.split("event_id=")
+                .nth(1)
+                .map(|s| s.split_whitespace().next().unwrap().to_owned())
+        })
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
+    let sent: Vec<String> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert_eq!(sent, logged, "delivered in the order produced");
+    // Per station: firing then resolved, one id.
+    let mut per: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in &got {
+        let b = r.json();
+        let a = &b["alert"];
+        per.entry(a["labels"]["site"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                b["event"].as_str().unwrap().to_owned(),
+                a["id"].as_str().unwrap().to_owned(),
+            ));
+    }
+    assert_eq!(per.len(), 6);
+    for (site, ev) in &per {
+        let kinds: Vec<&str> = ev.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(kinds, ["firing", "resolved"], "{site}");
+        assert_eq!(
+            ev[0].1, ev[1].1,
+            "{site}: stable alert id across the restart"
+        );
+    }
+    assert_eq!(outbox_files(&lantian, "hook"), 0);
+}
