@@ -383,3 +383,186 @@ async fn a_receiver_down_for_ten_minutes_gets_every_alert_in_order_across_a_rest
     }
     assert_eq!(outbox_files(&lantian, "hook"), 0);
 }
+
+fn lantian_events(lantian: &Lantian, rule: &str) -> Vec<String> {
+    lantian
+        .logs()
+        .lines()
+        .filter(|l| l.contains(" alert ") && l.contains(&format!("rule={rule} ")))
+        .filter_map(|l| {
+            l.split("event=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sensor_fires_deadman_which_neither_backfill_nor_replay_clears() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let hook = Receiver::start().await;
+    let receivers = format!(
+        "[[alerts.receivers]]\nname = \"ops\"\nurl = \"{}\"\nrules = [\"sensor.deadman\"]\nretry_max = \"1s\"\n",
+        hook.url()
+    );
+    let mut lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut p = Publisher::connect(broker.port, "deadman-publisher").await;
+    lantian.wait_subscribed().await;
+    let t0 = two_days_ago_beijing() + 9 * HOUR;
+    let reading = |sensor: &str, m: i64| {
+        (
+            format!("env/dongcheng/dongsi/air/{sensor}"),
+            format!("{{\"ts\":{},\"pm25\":{}}}", t0 + m * MIN, 30 + m % 17),
+        )
+    };
+    // "a" reports for 40 minutes, "b" stops after minute 10.
+    for m in 0..=40 {
+        for s in ["a", "b"] {
+            if s == "a" || m <= 10 {
+                let (t, b) = reading(s, m);
+                p.publish(&t, b).await;
+            }
+        }
+    }
+    p.flush().await;
+    let got = hook.wait_for(1, Duration::from_secs(30)).await;
+    let fire = got[0].json();
+    assert_eq!(fire["event"], "firing");
+    assert_eq!(fire["alert"]["rule"], "sensor.deadman");
+    assert_eq!(fire["alert"]["labels"]["sensor"], "b");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(fire["alert"]["starts_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis(),
+        t0 + 10 * MIN,
+        "silent since its last reading"
+    );
+    assert!(fire["alert"]["value"].as_f64().unwrap() > 15.0);
+
+    // "b" backfills minutes 11–20 (old timestamps), and lantian is killed
+    // and replays its spool: neither clears the alert nor fires it again.
+    for m in 11..=20 {
+        let (t, b) = reading("b", m);
+        p.publish(&t, b).await;
+    }
+    p.flush().await;
+    influx
+        .wait_count(
+            "SELECT count(pm25) FROM air WHERE sensor = 'b'",
+            21,
+            Duration::from_secs(30),
+        )
+        .await;
+    lantian.restart(); // SIGKILL
+    let (t, b) = reading("a", 41);
+    p.publish(&t, b).await;
+    p.flush().await;
+    influx
+        .wait_count(
+            "SELECT count(pm25) FROM air WHERE sensor = 'a'",
+            42,
+            Duration::from_secs(30),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few flushes
+    assert_eq!(hook.requests().len(), 1, "{:#?}", hook.requests());
+    let events = lantian_events(&lantian, "sensor.deadman");
+    assert_eq!(events, ["firing"], "{}", lantian.logs());
+
+    // Live again: resolved.
+    for s in ["a", "b"] {
+        let (t, b) = reading(s, 42);
+        p.publish(&t, b).await;
+    }
+    p.flush().await;
+    let got = hook.wait_for(2, Duration::from_secs(30)).await;
+    let resolved = got[1].json();
+    assert_eq!(resolved["event"], "resolved");
+    assert_eq!(resolved["alert"]["id"], fire["alert"]["id"]);
+    assert_eq!(
+        lantian_events(&lantian, "sensor.deadman"),
+        ["firing", "resolved"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plant_treating_90_percent_for_a_day_fires_the_treatment_and_reclaimed_targets() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let hook = Receiver::start().await;
+    let receivers = format!(
+        "[[alerts.receivers]]\nname = \"water\"\nurl = \"{}\"\nrules = [\"water.*\"]\nretry_max = \"1s\"\n\
+         [windows.intervals]\nsewage = \"10m\"\n",
+        hook.url()
+    );
+    let lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut p = Publisher::connect(broker.port, "plant-publisher").await;
+    lantian.wait_subscribed().await;
+    let day = two_days_ago_beijing();
+    // Every 10 minutes for a day: 10,000 m³/h in, 9,000 treated (90 %),
+    // 2,000 reclaimed — far behind the 1.2 billion m³ a year pace.
+    for k in 0..=144 {
+        let ts = day + k * 10 * MIN + if k == 144 { 3 * MIN } else { 0 };
+        let wobble = [0.0, 50.0, -50.0][k as usize % 3];
+        p.publish(
+            "env/chaoyang/gaobeidian/sewage/flow1",
+            format!(
+                "{{\"ts\":{ts},\"inflow_m3h\":{},\"treated_m3h\":{},\"reclaimed_m3h\":{}}}",
+                10_000.0 + wobble,
+                9_000.0 + wobble * 0.9,
+                2_000.0 + wobble * 0.2
+            ),
+        )
+        .await;
+    }
+    p.flush().await;
+    let got = hook.wait_for(5, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies: Vec<Value> = hook.requests().iter().map(|r| r.json()).collect();
+    let mut seen: Vec<(String, String)> = bodies
+        .iter()
+        .map(|b| {
+            let a = &b["alert"];
+            let scope = a["labels"]
+                .get("site")
+                .and_then(|v| v.as_str())
+                .unwrap_or("city")
+                .to_owned();
+            (a["rule"].as_str().unwrap().to_owned(), scope)
+        })
+        .collect();
+    seen.sort();
+    let want = [
+        ("water.reclaimed.pace", "city"),
+        ("water.treatment-rate.day", "city"),
+        ("water.treatment-rate.day", "gaobeidian"),
+        ("water.treatment-rate.month", "city"),
+        ("water.treatment-rate.month", "gaobeidian"),
+    ];
+    assert_eq!(
+        seen,
+        want.map(|(a, b)| (a.to_owned(), b.to_owned())),
+        "{bodies:#?}\n{}",
+        lantian.logs()
+    );
+    assert!(got.len() >= 5);
+    for b in &bodies {
+        assert_eq!(b["event"], "firing");
+        let a = &b["alert"];
+        match a["rule"].as_str().unwrap() {
+            "water.treatment-rate.day" | "water.treatment-rate.month" => {
+                let v = a["value"].as_f64().unwrap();
+                assert!((v - 90.0).abs() < 0.01, "{v}");
+                assert_eq!(a["threshold"], 95.0);
+                assert!(a["citation"]["report"].as_str().unwrap().contains("95"));
+            }
+            _ => {
+                // 2,000 m³/h for a day = 48,000 m³ year to date.
+                assert_eq!(a["details"]["year_to_date_m3"], "48000");
+                assert_eq!(a["threshold"], 1.2e9);
+            }
+        }
+    }
+}
