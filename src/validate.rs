@@ -117,6 +117,8 @@ pub fn builtin() -> Vec<(&'static str, Quantity)> {
         ("tvoc", q(MilligramPerM3, 0.0, 10_000.0, None)),
         ("nmhc", q(MilligramPerM3, 0.0, 10_000.0, None)),
         ("oil_fume", q(MilligramPerM3, 0.0, 1_000.0, None)),
+        // Particulate at an emission source (catering, DB11/1488).
+        ("pm", q(MilligramPerM3, 0.0, 1_000.0, None)),
         ("flow_m3h", flow.clone()),
         ("inflow_m3h", flow.clone()),
         ("treated_m3h", flow.clone()),

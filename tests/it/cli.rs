@@ -128,3 +128,47 @@ fn targets_lists_rules_with_citations() {
         "{all}"
     );
 }
+
+#[test]
+fn targets_apply_the_operators_overrides_and_check_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[alerts.targets]]\nid = \"dust.pm10.site\"\nenabled = true\nvalue = 150\n\
+         [[alerts.targets]]\nid = \"air.alert-level.2016\"\nenabled = false\n\
+         [[alerts.targets]]\nid = \"local.no2.hour\"\nname = \"NO2 hour\"\nkind = \"air\"\n\
+         metric = \"no2.hour\"\nop = \">\"\nvalue = 200\nclear = 180\nunit = \"µg/m³\"\n\
+         severity = \"warning\"\nfor = \"1h\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = lantian(&["targets", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dust.pm10.site  [on, operational, Warning]"),
+        "{out}"
+    );
+    assert!(out.contains("rule: pm10.hour > 150 µg/m³"), "{out}");
+    assert!(out.contains("report: §5: dusting"), "citation kept: {out}");
+    assert!(!out.contains("air.alert-level.2016"), "{out}");
+    assert!(
+        out.contains("rule: no2.hour > 200 µg/m³  [for 1h, clears at 180]"),
+        "{out}"
+    );
+    assert!(out.contains("report: operator"), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[alerts.targets]]\nid = \"voc.printing.tvoc\"\nenabled = true\n\
+         [[alerts.targets]]\nid = \"air.aqi.hour.heavy\"\nclear = 250\n",
+    )
+    .unwrap();
+    let (code, _, err) = lantian(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("alerts.targets[0]: voc.printing.tvoc: enabled but has no value"),
+        "{err}"
+    );
+    assert!(err.contains("alerts.targets[1]"), "{err}");
+}
