@@ -54,8 +54,40 @@ fn millis(d: Duration) -> i64 {
 /// SIGTERM/SIGINT). Returns after a clean stop or when the shutdown
 /// deadline passes.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Arc<Metrics>> {
+    run_with_reload(settings, shutdown, None).await
+}
+
+/// [`run`], taking reloaded settings (SIGHUP) from `reload`: targets and
+/// webhook receivers change in place; buffered data is untouched.
+pub async fn run_with_reload(
+    settings: Settings,
+    shutdown: CancellationToken,
+    reload: Option<mpsc::Receiver<Settings>>,
+) -> anyhow::Result<Arc<Metrics>> {
     install_crypto_provider();
     let metrics = Arc::new(Metrics::default());
+    let board = Arc::new(crate::admin::Board::new(
+        settings.aqi.standard,
+        settings
+            .windows
+            .timezone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Shanghai),
+    ));
+    let admin_stop = CancellationToken::new();
+    let admin_task = if settings.admin.enabled {
+        let state = crate::admin::State {
+            metrics: metrics.clone(),
+            board: board.clone(),
+        };
+        Some(
+            crate::admin::serve(settings.admin.listen, state, admin_stop.clone())
+                .await
+                .with_context(|| format!("admin.listen {}", settings.admin.listen))?,
+        )
+    } else {
+        None
+    };
     let decoder = decoder(&settings)?;
     let writer = Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
     let (source, acker) =
@@ -134,6 +166,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // Alerts: the engine (state restored), the outbox and its delivery.
     let delivery_stop = CancellationToken::new();
     let mut delivery = Vec::new();
+    let mut outbox_handle = None;
     let alerting = if settings.alerts.enabled && engine.is_some() {
         let a = &settings.alerts;
         let targets = settings
@@ -157,6 +190,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 .with_context(|| format!("alert outbox in {}", a.dir.display()))?,
         );
         delivery = outbox.spawn_delivery(a.external_url.clone(), delivery_stop.clone());
+        outbox_handle = Some(outbox.clone());
         info!(
             rules = rules.len(),
             receivers = a.receivers.len(),
@@ -171,6 +205,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     } else {
         None
     };
+    let (rules_tx, rules_rx) = mpsc::channel(1);
     // The window stage gets stored points after each delivered batch.
     let (window_tx, window_task) = match engine {
         Some(engine) => {
@@ -184,10 +219,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             let stage = crate::window::stage::WindowStage::new(
                 engine,
                 alerting,
+                Some(board.clone()),
                 writer,
                 metrics.clone(),
                 persist,
-            );
+            )
+            .reload_rules_from(rules_rx);
             let (wtx, wrx) = mpsc::channel(2);
             (Some(wtx), Some(tokio::spawn(stage.run(wrx))))
         }
@@ -223,6 +260,68 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         acks_done.unwrap_or_else(|| pipeline_done.clone()),
     ));
 
+    // Readiness: READY=1 to systemd once InfluxDB answers and the MQTT
+    // subscriptions are in place.
+    let ready_task = {
+        let (m, probe) = (
+            metrics.clone(),
+            Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?,
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut waited = 0u32;
+            loop {
+                let sink =
+                    m.sink_ok.load(std::sync::atomic::Ordering::Relaxed) || probe.probe().await;
+                let mqtt = m.mqtt_subscribed.load(std::sync::atomic::Ordering::Relaxed);
+                if sink && mqtt {
+                    info!("ready: subscribed to MQTT, InfluxDB answers");
+                    crate::systemd::notify("READY=1\nSTATUS=subscribed, writing");
+                    return;
+                }
+                waited += 1;
+                if waited % 30 == 0 {
+                    warn!(mqtt_subscribed = mqtt, influxdb = sink, "not ready yet");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    };
+    let watchdog_task = crate::systemd::watchdog_interval().map(|every| {
+        info!(every = ?every, "systemd watchdog on");
+        tokio::spawn(crate::systemd::watchdog(every))
+    });
+    let reload_task = reload.map(|mut rx| {
+        let outbox = outbox_handle.clone();
+        let extra = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let extra2 = extra.clone();
+        let task = tokio::spawn(async move {
+            while let Some(new) = rx.recv().await {
+                crate::systemd::notify("RELOADING=1");
+                match (new.targets(), new.receivers()) {
+                    (Ok(targets), Ok(receivers)) => {
+                        let rules = crate::alert::engine::Rule::from_targets(
+                            &targets,
+                            new.alerts.repeat_interval.get(),
+                        );
+                        let n = rules.len();
+                        let _ = rules_tx.send(rules).await;
+                        if let Some(o) = &outbox {
+                            extra2.lock().expect("reload lock").extend(o.reconfigure(receivers));
+                        }
+                        info!(rules = n, receivers = new.alerts.receivers.len(), "configuration reloaded (targets and receivers)");
+                    }
+                    (t, r) => warn!(targets = ?t.err(), receivers = ?r.err(), "reload refused: the configuration has problems; keeping the running one"),
+                }
+                crate::systemd::notify("READY=1");
+            }
+        });
+        (task, extra)
+    });
+
     let stats = settings.pipeline.stats_interval.get();
     let stats_metrics = metrics.clone();
     let stats_task = tokio::spawn(async move {
@@ -255,6 +354,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         for d in delivery {
             let _ = d.await;
         }
+        if let Some((t, extra)) = reload_task {
+            t.abort();
+            let handles: Vec<_> = std::mem::take(&mut *extra.lock().expect("reload lock"));
+            for d in handles {
+                let _ = d.await;
+            }
+        }
     };
     tokio::pin!(finished);
     tokio::select! {
@@ -269,6 +375,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     stats_task.abort();
+    ready_task.abort();
+    if let Some(w) = watchdog_task {
+        w.abort();
+    }
+    admin_stop.cancel();
+    if let Some(a) = admin_task {
+        let _ = a.await;
+    }
     metrics.log_summary("lantian stopped");
     Ok(metrics)
 }

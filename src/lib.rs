@@ -20,6 +20,7 @@
 //! (counters that also log), `app` (wiring and ordered shutdown), `telemetry`
 //! (logging set-up).
 
+pub mod admin;
 pub mod alert;
 pub mod app;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod reading;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod systemd;
 pub mod telemetry;
 pub mod validate;
 pub mod window;

@@ -204,7 +204,9 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(wait_for_signal(shutdown.clone()));
-                match lantian::app::run(settings, shutdown).await {
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(reload_on_sighup(config.clone(), reload_tx));
+                match lantian::app::run_with_reload(settings, shutdown, Some(reload_rx)).await {
                     Ok(_) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e:#}");
@@ -212,6 +214,35 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+/// SIGHUP: read the configuration file again and hand it to the daemon,
+/// which applies its targets and webhook receivers (other sections need a
+/// restart). A file with problems is refused and the running one kept.
+async fn reload_on_sighup(
+    path: Option<PathBuf>,
+    tx: tokio::sync::mpsc::Sender<lantian::config::Settings>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading targets and receivers");
+        match config::load(path.as_deref()) {
+            Ok(s) => {
+                if tx.send(s).await.is_err() {
+                    return;
+                }
+            }
+            Err(problems) => {
+                for p in &problems.0 {
+                    tracing::warn!(problem = %p, "reload refused");
+                }
+            }
         }
     }
 }
@@ -237,6 +268,7 @@ async fn wait_for_signal(shutdown: CancellationToken) {
                 signal = name,
                 "stopping: flushing and acknowledging what is in hand"
             );
+            lantian::systemd::notify("STOPPING=1");
             shutdown.cancel();
         } else {
             tracing::warn!(signal = name, "second signal: exiting now");

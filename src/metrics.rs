@@ -36,6 +36,9 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// Whether the broker link is up.
     pub mqtt_connected: AtomicBool,
+    /// Whether our subscriptions are in place (granted, or resumed with
+    /// the persistent session) on the current connection.
+    pub mqtt_subscribed: AtomicBool,
     /// Readings reduced into windows.
     pub window_readings: AtomicU64,
     /// Window points written (first writes and corrections).
@@ -70,9 +73,46 @@ pub struct Metrics {
     pub alerts_dead: AtomicU64,
     /// Notices waiting in the outbox, all receivers.
     pub alerts_queued: AtomicU64,
+    /// InfluxDB POSTs by duration, cumulative per `WRITE_BUCKETS` bound
+    /// (plus +Inf), and their total in microseconds.
+    write_buckets: [AtomicU64; WRITE_BUCKETS.len() + 1],
+    write_micros: AtomicU64,
+    /// Whether the last InfluxDB POST got an answer other than "retry"
+    /// (the sink is writable).
+    pub sink_ok: AtomicBool,
+    /// Whether a write has been attempted yet.
+    pub sink_tried: AtomicBool,
 }
 
+/// Upper bounds (seconds) of the write-latency histogram.
+pub const WRITE_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 impl Metrics {
+    /// One InfluxDB POST took `d`; `answered`: not a failure to retry.
+    pub fn observe_write(&self, d: std::time::Duration, answered: bool) {
+        let s = d.as_secs_f64();
+        for (i, b) in WRITE_BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.write_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.write_buckets[WRITE_BUCKETS.len()].fetch_add(1, Relaxed);
+        self.write_micros
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        self.sink_ok.store(answered, Relaxed);
+        self.sink_tried.store(true, Relaxed);
+    }
+
+    /// Cumulative bucket counts (the last is +Inf) and the sum in seconds.
+    pub fn write_histogram(&self) -> (Vec<u64>, f64) {
+        (
+            self.write_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            self.write_micros.load(Relaxed) as f64 / 1e6,
+        )
+    }
+
     /// Count a quarantine record. The first few of each reason are logged
     /// at warn level, the rest at debug (a misbehaving fleet must not flood
     /// the journal); the periodic summary carries the counts.

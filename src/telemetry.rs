@@ -1,5 +1,7 @@
 //! Logging: human-readable by default, JSON lines with `--log-format json`.
-//! `RUST_LOG` overrides the configured level.
+//! `RUST_LOG` overrides the configured level. Under systemd (stderr is the
+//! journal: `JOURNAL_STREAM` set) human lines carry no timestamp and no
+//! colour — journald records the time itself.
 
 use std::io::IsTerminal;
 
@@ -11,13 +13,15 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder
+        .with_ansi(std::io::stderr().is_terminal() && !journald);
+    let _ = match (format, journald) {
+        (LogFormat::Human, false) => builder.try_init(),
+        (LogFormat::Human, true) => builder.without_time().try_init(),
+        (LogFormat::Json, _) => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)

@@ -72,10 +72,19 @@ impl Receiver {
 }
 
 struct Queue {
-    receiver: Receiver,
+    /// Replaced on reload (same name: same queue).
+    receiver: Mutex<Receiver>,
     dir: PathBuf,
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Stops this queue's worker (the receiver was removed on reload).
+    stop: CancellationToken,
+}
+
+impl Queue {
+    fn receiver(&self) -> Receiver {
+        self.receiver.lock().expect("receiver lock").clone()
+    }
 }
 
 struct Inner {
@@ -99,9 +108,69 @@ impl Inner {
 }
 
 pub struct Outbox {
-    queues: Vec<Arc<Queue>>,
+    dir: PathBuf,
+    queues: Mutex<Vec<Arc<Queue>>>,
     max_queued: usize,
     metrics: Arc<Metrics>,
+    /// Set by `spawn_delivery`: the base URL and the stop token.
+    delivery: Mutex<Option<(String, CancellationToken)>>,
+}
+
+fn open_queue(dir: &Path, r: Receiver) -> std::io::Result<Queue> {
+    let qdir = dir.join("outbox").join(&r.name);
+    std::fs::create_dir_all(qdir.join("dead"))?;
+    let mut seqs: Vec<u64> = std::fs::read_dir(&qdir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            n.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    seqs.sort_unstable();
+    let mut inner = Inner {
+        next_seq: seqs.last().map_or(1, |s| s + 1),
+        pending: VecDeque::new(),
+        recent: HashSet::new(),
+        order: VecDeque::new(),
+    };
+    let log = std::fs::read_to_string(qdir.join("delivered.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    for id in &lines[lines.len().saturating_sub(RECENT)..] {
+        inner.remember((*id).to_owned());
+    }
+    if lines.len() > 2 * RECENT {
+        let keep = lines[lines.len() - RECENT..].join("\n") + "\n";
+        crate::spool::write_atomically(&qdir.join("delivered.log"), keep.as_bytes())?;
+    }
+    for seq in seqs {
+        match std::fs::read(file(&qdir, seq))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Notice>(&b).ok())
+        {
+            Some(n) => {
+                inner.remember(n.event_id.clone());
+                inner.pending.push_back((seq, n.event_id));
+            }
+            None => {
+                warn!(receiver = %r.name, seq, "unreadable outbox file moved to dead/");
+                let _ = std::fs::rename(file(&qdir, seq), dead(&qdir, seq));
+            }
+        }
+    }
+    if !inner.pending.is_empty() {
+        info!(receiver = %r.name, queued = inner.pending.len(), "webhook notices waiting from before");
+    }
+    Ok(Queue {
+        receiver: Mutex::new(r),
+        dir: qdir,
+        inner: Mutex::new(inner),
+        notify: Notify::new(),
+        stop: CancellationToken::new(),
+    })
+}
+
+fn dead(dir: &Path, seq: u64) -> PathBuf {
+    dir.join("dead").join(format!("{seq:020}.json"))
 }
 
 fn file(dir: &Path, seq: u64) -> PathBuf {
@@ -118,74 +187,68 @@ impl Outbox {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Outbox> {
         let mut queues = Vec::new();
-        let mut total = 0;
         for r in receivers {
-            let qdir = dir.join("outbox").join(&r.name);
-            std::fs::create_dir_all(qdir.join("dead"))?;
-            let mut seqs: Vec<u64> = std::fs::read_dir(&qdir)?
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let n = e.file_name().into_string().ok()?;
-                    n.strip_suffix(".json")?.parse().ok()
-                })
-                .collect();
-            seqs.sort_unstable();
-            let mut inner = Inner {
-                next_seq: seqs.last().map_or(1, |s| s + 1),
-                pending: VecDeque::new(),
-                recent: HashSet::new(),
-                order: VecDeque::new(),
-            };
-            let log = std::fs::read_to_string(qdir.join("delivered.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            for id in &lines[lines.len().saturating_sub(RECENT)..] {
-                inner.remember((*id).to_owned());
-            }
-            if lines.len() > 2 * RECENT {
-                let keep = lines[lines.len() - RECENT..].join("\n") + "\n";
-                crate::spool::write_atomically(&qdir.join("delivered.log"), keep.as_bytes())?;
-            }
-            for seq in seqs {
-                match std::fs::read(file(&qdir, seq))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Notice>(&b).ok())
-                {
-                    Some(n) => {
-                        inner.remember(n.event_id.clone());
-                        inner.pending.push_back((seq, n.event_id));
-                    }
-                    None => {
-                        warn!(receiver = %r.name, seq, "unreadable outbox file moved to dead/");
-                        let _ = std::fs::rename(
-                            file(&qdir, seq),
-                            qdir.join("dead").join(format!("{seq:020}.json")),
-                        );
-                    }
-                }
-            }
-            if !inner.pending.is_empty() {
-                info!(receiver = %r.name, queued = inner.pending.len(), "webhook notices waiting from before");
-            }
-            total += inner.pending.len();
-            queues.push(Arc::new(Queue {
-                receiver: r,
-                dir: qdir,
-                inner: Mutex::new(inner),
-                notify: Notify::new(),
-            }));
+            queues.push(Arc::new(open_queue(dir, r)?));
         }
+        let total: usize = queues
+            .iter()
+            .map(|q| q.inner.lock().expect("outbox lock").pending.len())
+            .sum();
         metrics.alerts_queued.store(total as u64, Relaxed);
         Ok(Outbox {
-            queues,
+            dir: dir.to_owned(),
+            queues: Mutex::new(queues),
             max_queued,
             metrics,
+            delivery: Mutex::new(None),
         })
+    }
+
+    /// A reload: receivers with a known name get the new settings (their
+    /// queue stays), new ones get a queue and a worker, removed ones stop
+    /// (their notices stay on disk). Returns the new workers.
+    pub fn reconfigure(&self, receivers: Vec<Receiver>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut queues = self.queues.lock().expect("outbox lock");
+        let mut started = Vec::new();
+        queues.retain(|q| {
+            let name = q.receiver().name;
+            let keep = receivers.iter().any(|r| r.name == name);
+            if !keep {
+                let left = q.inner.lock().expect("outbox lock").pending.len();
+                info!(receiver = %name, left, "receiver removed; its queued notices stay in the outbox directory");
+                q.stop.cancel();
+            }
+            keep
+        });
+        for r in receivers {
+            if let Some(q) = queues.iter().find(|q| q.receiver().name == r.name) {
+                *q.receiver.lock().expect("receiver lock") = r;
+                q.notify.notify_one();
+                continue;
+            }
+            match open_queue(&self.dir, r.clone()) {
+                Ok(q) => {
+                    let q = Arc::new(q);
+                    if let Some(h) = self.spawn_one(&q) {
+                        started.push(h);
+                    }
+                    info!(receiver = %r.name, "receiver added");
+                    queues.push(q);
+                }
+                Err(e) => {
+                    error!(receiver = %r.name, error = %e, "cannot open the new receiver's queue")
+                }
+            }
+        }
+        started
     }
 
     /// Whether some receiver's queue is at its bound (the alert stage then
     /// waits, and backpressure reaches the broker).
     pub fn full(&self) -> bool {
         self.queues
+            .lock()
+            .expect("outbox lock")
             .iter()
             .any(|q| q.inner.lock().expect("outbox lock").pending.len() >= self.max_queued)
     }
@@ -195,13 +258,15 @@ impl Outbox {
     pub fn enqueue(&self, n: &Notice) -> std::io::Result<usize> {
         let mut taken = 0;
         let mut bytes = None;
-        for q in &self.queues {
-            if !q.receiver.routes(&n.alert) {
+        let queues = self.queues.lock().expect("outbox lock").clone();
+        for q in &queues {
+            let r = q.receiver();
+            if !r.routes(&n.alert) {
                 continue;
             }
             let mut inner = q.inner.lock().expect("outbox lock");
             if inner.recent.contains(&n.event_id) {
-                debug!(receiver = %q.receiver.name, id = %n.event_id, "notice already queued or delivered");
+                debug!(receiver = %r.name, id = %n.event_id, "notice already queued or delivered");
                 continue;
             }
             let b = bytes.get_or_insert_with(|| serde_json::to_vec(n).unwrap_or_default());
@@ -224,25 +289,26 @@ impl Outbox {
         external_url: String,
         stop: CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        self.queues
-            .iter()
-            .map(|q| {
-                let q = q.clone();
-                let m = self.metrics.clone();
-                let url = external_url.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move { deliver(q, m, url, stop).await })
-            })
-            .collect()
+        *self.delivery.lock().expect("outbox lock") = Some((external_url, stop));
+        let queues = self.queues.lock().expect("outbox lock").clone();
+        queues.iter().filter_map(|q| self.spawn_one(q)).collect()
+    }
+
+    fn spawn_one(&self, q: &Arc<Queue>) -> Option<tokio::task::JoinHandle<()>> {
+        let (url, stop) = self.delivery.lock().expect("outbox lock").clone()?;
+        let (q, m) = (q.clone(), self.metrics.clone());
+        Some(tokio::spawn(async move { deliver(q, m, url, stop).await }))
     }
 
     /// Notices waiting, per receiver name.
     pub fn queued(&self) -> Vec<(String, usize)> {
         self.queues
+            .lock()
+            .expect("outbox lock")
             .iter()
             .map(|q| {
                 (
-                    q.receiver.name.clone(),
+                    q.receiver().name,
                     q.inner.lock().expect("outbox lock").pending.len(),
                 )
             })
@@ -258,22 +324,22 @@ enum Attempt {
 }
 
 async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: CancellationToken) {
-    let r = &q.receiver;
     let client = match reqwest::Client::builder()
-        .timeout(r.timeout)
-        .connect_timeout(r.timeout.min(Duration::from_secs(10)))
+        .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("lantian/", env!("CARGO_PKG_VERSION")))
         .build()
     {
         Ok(c) => c,
         Err(e) => {
-            error!(receiver = %r.name, error = %e, "cannot build the webhook HTTP client; this receiver gets nothing");
+            error!(receiver = %q.receiver().name, error = %e, "cannot build the webhook HTTP client; this receiver gets nothing");
             return;
         }
     };
     let mut failures: u32 = 0;
     let mut refusals: u32 = 0;
     loop {
+        // Read each time: a reload may have changed it.
+        let r = &q.receiver();
         let head = q
             .inner
             .lock()
@@ -285,6 +351,7 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
             tokio::select! {
                 _ = q.notify.notified() => continue,
                 _ = stop.cancelled() => return,
+                _ = q.stop.cancelled() => return,
             }
         };
         let path = file(&q.dir, seq);
@@ -352,7 +419,9 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
         let wait = base / 2 + base.mul_f64(fastrand::f64() / 2.0);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = q.notify.notified() => {} // reconfigured: try at once
             _ = stop.cancelled() => return,
+            _ = q.stop.cancelled() => return,
         }
     }
 }
@@ -379,6 +448,7 @@ async fn attempt(client: &reqwest::Client, r: &Receiver, id: &str, body: Vec<u8>
     let ts = chrono::Utc::now().timestamp();
     let mut req = client
         .post(r.url.clone())
+        .timeout(r.timeout)
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string());

@@ -45,8 +45,7 @@ pub struct Settings {
     pub aqi: AqiConfig,
     /// Alerts: target overrides, webhook receivers, the outbox.
     pub alerts: AlertsConfig,
-    /// Health and metrics endpoint (served from a later release; the
-    /// address is validated now so configs stay forward compatible).
+    /// The admin HTTP endpoint: health, readiness, metrics, status page.
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
@@ -559,13 +558,16 @@ impl ReceiverConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Address of the health/metrics endpoint (loopback by default).
+    /// Serve /healthz, /readyz, /metrics and the status page.
+    pub enabled: bool,
+    /// Address of the admin endpoint (loopback by default).
     pub listen: SocketAddr,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9184)),
         }
     }

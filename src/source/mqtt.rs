@@ -275,6 +275,9 @@ impl MqttSource {
                         }
                     }
                     failures = 0;
+                    self.metrics
+                        .mqtt_subscribed
+                        .store(ack.session_present && !self.clean_session, Relaxed);
                     // A resumed session keeps its subscriptions; subscribing
                     // again would make the broker resend retained messages.
                     if (!ack.session_present || self.clean_session)
@@ -290,6 +293,7 @@ impl MqttSource {
                                 error!(filter = %s.path, "broker refused the subscription")
                             }
                             (SubscribeReasonCode::Success(q), Some(s)) => {
+                                self.metrics.mqtt_subscribed.store(true, Relaxed);
                                 info!(filter = %s.path, qos = ?q, "subscribed")
                             }
                             _ => {}
@@ -336,6 +340,7 @@ impl MqttSource {
                         self.eventloop.clean();
                     }
                     self.metrics.mqtt_connected.store(false, Relaxed);
+                    self.metrics.mqtt_subscribed.store(false, Relaxed);
                     if disconnecting {
                         return;
                     }

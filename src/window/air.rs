@@ -262,7 +262,7 @@ pub fn encode(
             } else {
                 at + HOUR_MS
             };
-            let mut push = |metric: &str, value: f64| {
+            let mut push = |metric: &str, value: f64, details| {
                 obs.push(Observation {
                     kind: key.kind.clone(),
                     labels: key.tags.clone(),
@@ -271,11 +271,16 @@ pub fn encode(
                     end_ms,
                     value,
                     valid: true,
-                    details: Default::default(),
+                    details,
                 })
             };
             if let Some(aqi) = eval.aqi {
-                push(if daily { "aqi.day" } else { "aqi.hour" }, f64::from(aqi));
+                let details = [("primary".to_owned(), eval.primary.join(","))].into();
+                push(
+                    if daily { "aqi.day" } else { "aqi.hour" },
+                    f64::from(aqi),
+                    details,
+                );
             }
             let o3 = engine.field_id("o3");
             if let Some((v, true)) = o3.and_then(|f| {
@@ -283,7 +288,7 @@ pub fn encode(
                     .then(|| stat(state, series, f, Stat::DayMaxEight, at))
                     .flatten()
             }) {
-                push("o3.day_max_8h", v);
+                push("o3.day_max_8h", v, Default::default());
             }
         }
         let mut tags: Vec<(&str, &str)> = key

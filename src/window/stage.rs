@@ -7,12 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use crate::admin::Board;
+use crate::alert::engine::Rule;
 use crate::alert::stage::Alerting;
 use crate::metrics::Metrics;
 use crate::pipeline::QUARANTINE_CLOCK;
@@ -24,6 +26,10 @@ pub struct WindowStage {
     engine: Option<Engine>,
     /// The alert engine, run after each flush on the same thread.
     alerts: Option<Alerting>,
+    /// The status page's data.
+    board: Option<Arc<Board>>,
+    /// New rules on a reload (SIGHUP).
+    rules: Option<mpsc::Receiver<Vec<Rule>>>,
     writer: Writer,
     metrics: Arc<Metrics>,
     persist: Option<Persist>,
@@ -49,22 +55,31 @@ impl WindowStage {
     pub fn new(
         mut engine: Engine,
         alerts: Option<Alerting>,
+        board: Option<Arc<Board>>,
         writer: Writer,
         metrics: Arc<Metrics>,
         persist: Option<Persist>,
     ) -> Self {
-        if alerts.is_some() {
+        if alerts.is_some() || board.is_some() {
             engine.collect_observations();
         }
         WindowStage {
             engine: Some(engine),
             alerts,
+            board,
+            rules: None,
             writer,
             metrics,
             persist,
             last_pos: None,
             saved: Instant::now(),
         }
+    }
+
+    /// Takes new alert rules from `rx` (a reload) between flushes.
+    pub fn reload_rules_from(mut self, rx: mpsc::Receiver<Vec<Rule>>) -> Self {
+        self.rules = Some(rx);
+        self
     }
 
     /// Runs until the pipeline closes the channel; then flushes what was
@@ -97,6 +112,17 @@ impl WindowStage {
                     }
                 }
                 _ = tick.tick() => self.flush(false).await,
+                Some(rules) = async {
+                    match self.rules.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(a) = self.alerts.as_mut() {
+                        a.engine.set_rules(rules);
+                        info!(rules = a.engine.rules().len(), "alert rules reloaded");
+                    }
+                }
             }
         }
         self.flush(true).await;
@@ -119,23 +145,25 @@ impl WindowStage {
             let mut lines = Lines::default();
             let now = now_ms();
             let result = engine.flush(now, &mut lines);
+            let obs = engine.take_observations();
+            let mut firing = None;
             if let Some(a) = alerts.as_mut() {
-                let obs = engine.take_observations();
                 a.step(
                     &obs,
                     engine.stream_clock(now),
                     &mut lines,
                     last || snapshot.is_some(),
                 );
+                firing = Some(a.engine.firing());
             }
             let saved = snapshot.map(|(path, pos)| {
                 let bytes = engine.snapshot(pos);
                 (pos, bytes.len(), spool::write_atomically(&path, &bytes))
             });
-            (engine, alerts, lines, (result, saved))
+            (engine, alerts, lines, (obs, firing), (result, saved))
         })
         .await;
-        let (engine, alerts, lines, (result, saved)) = match joined {
+        let (engine, alerts, lines, (obs, firing), (result, saved)) = match joined {
             Ok(x) => x,
             Err(e) => {
                 // A panic in the window code: the stage stops, ingestion
@@ -146,6 +174,12 @@ impl WindowStage {
         };
         self.engine = Some(engine);
         self.alerts = alerts;
+        if let Some(b) = &self.board {
+            b.observe(&obs);
+            if let Some(f) = firing {
+                b.set_alerts(f);
+            }
+        }
         match (saved, &self.persist) {
             (Some((pos, bytes, Ok(()))), Some(p)) => {
                 self.saved = Instant::now();

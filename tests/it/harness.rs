@@ -357,6 +357,10 @@ impl Victoria {
 pub struct Lantian {
     pub proc: Proc,
     pub dir: TempDir,
+    /// Port of the admin endpoint (/healthz, /metrics, /).
+    pub admin_port: u16,
+    /// Extra environment for every run.
+    pub env: Vec<(String, String)>,
     /// How many times the binary was started.
     runs: usize,
 }
@@ -384,10 +388,17 @@ impl Lantian {
     }
 
     pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Lantian::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut me = Self {
             proc: Proc::spawn(&mut Command::new("true"), dir.path().join("unused.log")),
             dir,
+            admin_port: free_port(),
+            env: Vec::new(),
             runs: 0,
         };
         let mut config = config.to_owned();
@@ -396,6 +407,10 @@ impl Lantian {
             config.push_str(&format!("\n[spool]\ndir = \"{}\"\n", spool.display()));
         }
         std::fs::write(me.dir.path().join("lantian.toml"), config).unwrap();
+        me.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         me.restart();
         me
     }
@@ -410,6 +425,11 @@ impl Lantian {
                 .arg(self.dir.path().join("lantian.toml"))
                 .env("RUST_LOG", "info")
                 .env("LANTIAN__ALERTS__DIR", self.dir.path().join("alerts"))
+                .env(
+                    "LANTIAN__ADMIN__LISTEN",
+                    format!("127.0.0.1:{}", self.admin_port),
+                )
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .env_remove("LANTIAN_CONFIG"),
             self.dir.path().join(format!("lantian-{n}.log")),
         );
@@ -431,6 +451,19 @@ impl Lantian {
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
+    }
+
+    /// GET a path of the admin endpoint: (status, body).
+    #[allow(dead_code)]
+    pub async fn admin(&self, path: &str) -> (u16, String) {
+        match http()
+            .get(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
     }
 
     /// Everything every run of lantian logged.

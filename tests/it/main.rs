@@ -9,5 +9,6 @@ mod cli;
 mod durability;
 mod harness;
 mod ingest;
+mod ops;
 mod outage;
 mod windows;

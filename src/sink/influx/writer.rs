@@ -109,6 +109,28 @@ impl Writer {
         })
     }
 
+    /// Whether InfluxDB answers `GET /ping` (2xx), before any write: the
+    /// readiness check at start. Sets the sink state in the metrics.
+    pub async fn probe(&self) -> bool {
+        let mut url = self.url.clone();
+        let path = url.path().to_owned();
+        let base = path
+            .strip_suffix("/api/v2/write")
+            .or_else(|| path.strip_suffix("/write"))
+            .unwrap_or("");
+        url.set_path(&format!("{base}/ping"));
+        url.set_query(None);
+        let mut req = self.client.get(url);
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        let ok = req.send().await.is_ok_and(|r| r.status().is_success());
+        if ok {
+            self.metrics.sink_ok.store(true, Relaxed);
+        }
+        ok
+    }
+
     /// The request a body becomes (exposed for request-shape tests).
     pub fn request(&self, body: &[u8]) -> Request {
         let mut req = Request::new(Method::POST, self.url.clone());
@@ -136,6 +158,14 @@ impl Writer {
     /// One POST, classified.
     pub async fn post(&self, body: &[u8]) -> Outcome {
         self.metrics.write_requests.fetch_add(1, Relaxed);
+        let started = std::time::Instant::now();
+        let outcome = self.post_once(body).await;
+        self.metrics
+            .observe_write(started.elapsed(), !matches!(outcome, Outcome::Retry(..)));
+        outcome
+    }
+
+    async fn post_once(&self, body: &[u8]) -> Outcome {
         let resp = match self.client.execute(self.request(body)).await {
             Ok(r) => r,
             Err(e) => return Outcome::Retry(None, format!("request failed: {}", error_chain(&e))),

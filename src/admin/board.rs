@@ -1,0 +1,169 @@
+//! What the status page shows, kept current by the window stage: the
+//! newest hourly AQI per station and the alerts firing now.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde_json::{Value, json};
+
+use crate::alert::{Alert, Observation, rfc3339};
+use crate::evaluate::aqi::Standard;
+use crate::metrics::Metrics;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Station {
+    pub district: String,
+    pub site: String,
+    pub aqi: u32,
+    pub category: String,
+    pub label: String,
+    pub color: String,
+    pub primary: String,
+    /// Start of the hour the AQI is for.
+    pub hour_ms: i64,
+}
+
+pub struct Board {
+    standard: Standard,
+    /// Times on the page are local to this zone (`windows.timezone`).
+    tz: chrono_tz::Tz,
+    started_ms: i64,
+    stations: Mutex<BTreeMap<(String, String), Station>>,
+    alerts: Mutex<Vec<Alert>>,
+}
+
+fn label<'a>(labels: &'a [(String, String)], k: &str) -> &'a str {
+    labels
+        .iter()
+        .find(|(a, _)| a == k)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+impl Board {
+    pub fn new(standard: Standard, tz: chrono_tz::Tz) -> Self {
+        Board {
+            standard,
+            tz,
+            started_ms: chrono::Utc::now().timestamp_millis(),
+            stations: Mutex::new(BTreeMap::new()),
+            alerts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes the hourly AQI values of a flush (newer hours replace older).
+    pub fn observe(&self, obs: &[Observation]) {
+        let mut st = self.stations.lock().expect("board lock");
+        for o in obs.iter().filter(|o| o.metric == "aqi.hour" && o.valid) {
+            let key = (
+                label(&o.labels, "district").to_owned(),
+                label(&o.labels, "site").to_owned(),
+            );
+            if st.get(&key).is_some_and(|s| s.hour_ms > o.start_ms) {
+                continue;
+            }
+            let aqi = o.value as u32;
+            let c = self.standard.category(aqi);
+            st.insert(
+                key.clone(),
+                Station {
+                    district: key.0,
+                    site: key.1,
+                    aqi,
+                    category: c.name.into(),
+                    label: c.label.into(),
+                    color: c.color.into(),
+                    primary: o.details.get("primary").cloned().unwrap_or_default(),
+                    hour_ms: o.start_ms,
+                },
+            );
+        }
+    }
+
+    pub fn set_alerts(&self, firing: Vec<Alert>) {
+        *self.alerts.lock().expect("board lock") = firing;
+    }
+
+    pub fn stations(&self) -> Vec<Station> {
+        self.stations
+            .lock()
+            .expect("board lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn alerts(&self) -> Vec<Alert> {
+        let mut a = self.alerts.lock().expect("board lock").clone();
+        a.sort_by(|x, y| {
+            y.severity
+                .cmp(&x.severity)
+                .then(x.starts_at_ms.cmp(&y.starts_at_ms))
+        });
+        a
+    }
+
+    pub fn standard(&self) -> Standard {
+        self.standard
+    }
+
+    /// `ms` as local time, e.g. "2026-01-05 14:00".
+    pub fn local(&self, ms: i64) -> String {
+        use chrono::TimeZone;
+        self.tz
+            .timestamp_millis_opt(ms)
+            .single()
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn tz_name(&self) -> &str {
+        self.tz.name()
+    }
+
+    pub fn started_ms(&self) -> i64 {
+        self.started_ms
+    }
+
+    pub fn to_json(&self, m: &Metrics, not_ready: &[&str]) -> Value {
+        let stations: Vec<Value> = self
+            .stations()
+            .iter()
+            .map(|s| {
+                json!({
+                    "district": s.district, "site": s.site, "aqi": s.aqi,
+                    "category": s.category, "label": s.label, "color": s.color,
+                    "primary": s.primary, "hour": rfc3339(s.hour_ms),
+                })
+            })
+            .collect();
+        let alerts: Vec<Value> = self
+            .alerts()
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.id, "rule": a.rule, "name": a.name,
+                    "severity": a.severity.as_str(), "labels": a.labels,
+                    "value": a.value, "threshold": a.threshold, "unit": a.unit,
+                    "starts_at": rfc3339(a.starts_at_ms),
+                })
+            })
+            .collect();
+        json!({
+            "standard": self.standard.as_str(),
+            "ready": not_ready.is_empty(),
+            "not_ready": not_ready,
+            "stations": stations,
+            "alerts": alerts,
+            "pipeline": {
+                "messages_in": m.messages_in.load(Relaxed),
+                "messages_acked": m.messages_acked.load(Relaxed),
+                "points_written": m.points_written.load(Relaxed),
+                "quarantined": m.quarantined_total(),
+                "spool_bytes": m.spool_bytes.load(Relaxed),
+                "mqtt_connected": m.mqtt_connected.load(Relaxed),
+                "alerts_queued": m.alerts_queued.load(Relaxed),
+            },
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! The duty officer's status page: one self-contained HTML document (no
+//! scripts, no external assets), refreshed every 15 s by the browser.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::Board;
+use crate::metrics::Metrics;
+
+/// HTML-escapes text.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Black or white text on a category colour.
+fn ink(color: &str) -> &'static str {
+    let hex = color.trim_start_matches('#');
+    let v = |i: usize| {
+        hex.get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0) as f64
+    };
+    if 0.299 * v(0) + 0.587 * v(2) + 0.114 * v(4) > 150.0 {
+        "#000"
+    } else {
+        "#fff"
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}\
+h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.4rem 0 .5rem}\
+table{border-collapse:collapse;background:#fff}td,th{padding:.35rem .7rem;border:1px solid #ddd;text-align:left}\
+th{background:#eee}.aqi{font-weight:700;text-align:center;min-width:3rem}\
+.ok{color:#0a7d32}.bad{color:#b00020;font-weight:700}.muted{color:#777}\
+.sev-critical{background:#7e0023;color:#fff}.sev-warning{background:#ff7e00}.sev-info{background:#dde}";
+
+pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
+    let mut o = String::with_capacity(16 << 10);
+    let now = chrono::Utc::now().timestamp_millis();
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"15\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>lantian 蓝天 — status</title><style>{STYLE}</style></head><body>\
+         <h1>lantian 蓝天 — Beijing sensor networks</h1>\
+         <p class=\"muted\">{} · AQI standard {} · times in {} · page generated {} (refreshes every 15 s)</p>",
+        if not_ready.is_empty() {
+            "<span class=\"ok\" id=\"ready\">ready</span>".to_owned()
+        } else {
+            format!(
+                "<span class=\"bad\" id=\"ready\">not ready: {}</span>",
+                esc(&not_ready.join("; "))
+            )
+        },
+        board.standard().as_str(),
+        esc(board.tz_name()),
+        board.local(now)
+    );
+
+    let stations = board.stations();
+    let _ = write!(
+        o,
+        "<h2>Air quality — latest hourly AQI per station ({})</h2>",
+        stations.len()
+    );
+    if stations.is_empty() {
+        o.push_str("<p class=\"muted\">No complete hour yet.</p>");
+    } else {
+        o.push_str(
+            "<table id=\"stations\"><tr><th>Station</th><th>District</th><th>AQI</th>\
+             <th>Category</th><th>Primary pollutant</th><th>Hour</th></tr>",
+        );
+        for s in &stations {
+            let _ = write!(
+                o,
+                "<tr data-site=\"{}\"><td>{}</td><td>{}</td>\
+                 <td class=\"aqi\" style=\"background:{};color:{}\">{}</td>\
+                 <td>{} {}</td><td>{}</td><td>{}</td></tr>",
+                esc(&s.site),
+                esc(&s.site),
+                esc(&s.district),
+                esc(&s.color),
+                ink(&s.color),
+                s.aqi,
+                esc(&s.label),
+                esc(&s.category.replace('_', " ")),
+                esc(&s.primary),
+                board.local(s.hour_ms)
+            );
+        }
+        o.push_str("</table>");
+    }
+
+    let alerts = board.alerts();
+    let _ = write!(o, "<h2>Active alerts ({})</h2>", alerts.len());
+    if alerts.is_empty() {
+        o.push_str("<p class=\"muted\" id=\"no-alerts\">None firing.</p>");
+    } else {
+        o.push_str(
+            "<table id=\"alerts\"><tr><th>Severity</th><th>Alert</th><th>Where</th>\
+             <th>Value</th><th>Since</th><th>Basis</th></tr>",
+        );
+        for a in &alerts {
+            let wh: Vec<String> = ["district", "site", "sensor", "scope", "field"]
+                .iter()
+                .filter_map(|k| a.labels.get(*k).map(|v| format!("{k}={v}")))
+                .collect();
+            let _ = write!(
+                o,
+                "<tr><td class=\"sev-{0}\">{0}</td><td>{1}<br><span class=\"muted\">{2}</span></td>\
+                 <td>{3}</td><td>{4} {5} (threshold {6} {4})</td><td>{7}</td><td class=\"muted\">{8}</td></tr>",
+                a.severity.as_str(),
+                esc(&a.name),
+                esc(&a.rule),
+                esc(&wh.join(" ")),
+                esc(&a.unit),
+                (a.value * 100.0).round() / 100.0,
+                a.threshold,
+                board.local(a.starts_at_ms),
+                esc(&a.standard)
+            );
+        }
+        o.push_str("</table>");
+    }
+
+    let c = |x: &std::sync::atomic::AtomicU64| x.load(Relaxed);
+    let flag = |b: bool, yes: &str, no: &str| {
+        if b {
+            format!("<span class=\"ok\">{yes}</span>")
+        } else {
+            format!("<span class=\"bad\">{no}</span>")
+        }
+    };
+    let _ = write!(
+        o,
+        "<h2>Pipeline</h2><table id=\"pipeline\">\
+         <tr><th>MQTT</th><td>{}</td></tr>\
+         <tr><th>InfluxDB</th><td>{}</td></tr>\
+         <tr><th>Spool</th><td>{} bytes{}</td></tr>\
+         <tr><th>Messages in / acknowledged</th><td>{} / {}</td></tr>\
+         <tr><th>Readings written</th><td>{}</td></tr>\
+         <tr><th>Quarantined</th><td>{}</td></tr>\
+         <tr><th>Webhook notices sent / queued / failed attempts</th><td>{} / {} / {}</td></tr>\
+         <tr><th>Up since</th><td>{}</td></tr></table>\
+         <p class=\"muted\">Machine-readable: <a href=\"/metrics\">/metrics</a> · \
+         <a href=\"/api/status\">/api/status</a> · <a href=\"/readyz\">/readyz</a></p></body></html>",
+        flag(
+            m.mqtt_subscribed.load(Relaxed),
+            "connected, subscribed",
+            "not subscribed"
+        ),
+        flag(m.sink_ok.load(Relaxed), "writable", "not writable"),
+        c(&m.spool_bytes),
+        if m.spool_full.load(Relaxed) {
+            " — <span class=\"bad\">FULL, intake paused</span>"
+        } else {
+            ""
+        },
+        c(&m.messages_in),
+        c(&m.messages_acked),
+        c(&m.points_written),
+        m.quarantined_total(),
+        c(&m.alerts_sent),
+        c(&m.alerts_queued),
+        c(&m.alerts_failed),
+        board.local(board.started_ms())
+    );
+    o
+}
