@@ -72,7 +72,8 @@ pub struct Derived {
     touched: BTreeSet<(i64, String)>,
 }
 
-fn key(kind: &str, labels: &[(String, String)]) -> String {
+/// A series key: kind and labels, joined.
+pub fn key(kind: &str, labels: &[(String, String)]) -> String {
     let mut k = kind.to_owned();
     for (a, b) in labels {
         k.push('\x1f');

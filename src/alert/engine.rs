@@ -416,7 +416,7 @@ impl Engine {
             for (r, kind, labels, last, silence) in work {
                 let open = self.judge(r, &kind, &labels, last, now, silence, &BTreeMap::new());
                 let id = self.rules[r].target.id.clone();
-                let key = sensor_key(&kind, &labels);
+                let key = super::derive::key(&kind, &labels);
                 if let Some(s) = self.state.sensors.get_mut(&key) {
                     s.silent_for.retain(|x| *x != id);
                     if open {
@@ -580,17 +580,6 @@ impl Engine {
     pub fn derived(&self) -> &Derived {
         &self.state.derived
     }
-}
-
-fn sensor_key(kind: &str, labels: &[(String, String)]) -> String {
-    let mut k = kind.to_owned();
-    for (a, b) in labels {
-        k.push('\x1f');
-        k.push_str(a);
-        k.push('=');
-        k.push_str(b);
-    }
-    k
 }
 
 fn alert(id: &str, rule: &Rule, inst: &Instance, ends: Option<i64>) -> Alert {

@@ -15,12 +15,6 @@ const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 const SECRET_B64: &str = "bGFudGlhbi10ZXN0LXNlY3JldC0yNC1ieXRlcw==";
 
-/// Local (Beijing) midnight two days ago, as epoch ms.
-fn two_days_ago_beijing() -> i64 {
-    let local = now_ms() + 8 * HOUR;
-    local - local.rem_euclid(24 * HOUR) - 8 * HOUR - 48 * HOUR
-}
-
 fn config(broker: u16, influx: &Influx, receivers: &str) -> String {
     Lantian::config(
         broker,
@@ -30,43 +24,6 @@ fn config(broker: u16, influx: &Influx, receivers: &str) -> String {
         ),
         &format!("[alerts]\nexternal_url = \"http://lantian.test/\"\n{receivers}"),
     )
-}
-
-/// Publishes minute readings of PM2.5 for `stations`, hour by hour: the
-/// hourly means are `hours[s][h]` (with a little variation, so nothing
-/// flat-lines). Then one reading 3 minutes into the next hour moves the
-/// watermark past the last hour.
-#[allow(clippy::needless_range_loop)]
-async fn publish_hours(
-    p: &mut Publisher,
-    start: i64,
-    stations: &[&str],
-    hours: &[Vec<f64>],
-    from_hour: usize,
-) {
-    let n = hours[0].len();
-    for h in from_hour..n {
-        for m in 0..60 {
-            for (s, name) in stations.iter().enumerate() {
-                let v = hours[s][h] + [-1.0, 0.5, 0.0, 1.0, -0.5][m % 5];
-                let ts = start + h as i64 * HOUR + m as i64 * MIN;
-                p.publish(
-                    &format!("env/dongcheng/{name}/air/aq1"),
-                    format!("{{\"ts\":{ts},\"pm25\":{v}}}"),
-                )
-                .await;
-            }
-        }
-    }
-    for name in stations {
-        let ts = start + n as i64 * HOUR + 3 * MIN;
-        p.publish(
-            &format!("env/dongcheng/{name}/air/aq1"),
-            format!("{{\"ts\":{ts},\"pm25\":20}}"),
-        )
-        .await;
-    }
-    p.flush().await;
 }
 
 /// Verifies a Standard Webhooks signature with Python's own hmac module
@@ -166,7 +123,7 @@ async fn two_hours_above_200_give_one_signed_firing_and_one_resolve() {
     // 12:00 normal, 13:00 and 14:00 heavily polluted (PM2.5 180 and 190
     // µg/m³ → AQI 231 and 240), 15:00 and 16:00 normal.
     let start = two_days_ago_beijing() + 12 * HOUR;
-    publish_hours(
+    publish_pm25_hours(
         &mut p,
         start,
         &["dongsi"],
@@ -294,7 +251,7 @@ async fn a_receiver_down_for_ten_minutes_gets_every_alert_in_order_across_a_rest
     let start = two_days_ago_beijing();
     // Hours 0–3 (and the push into hour 4).
     let first: Vec<Vec<f64>> = hours.iter().map(|h| h[..4].to_vec()).collect();
-    publish_hours(&mut p, start, &stations, &first, 0).await;
+    publish_pm25_hours(&mut p, start, &stations, &first, 0).await;
     // 3 firing + 3 resolved (short) + 3 firing (long) queued on disk.
     let t = Instant::now();
     while outbox_files(&lantian, "hook") < 9 && t.elapsed() < Duration::from_secs(60) {
@@ -306,7 +263,7 @@ async fn a_receiver_down_for_ten_minutes_gets_every_alert_in_order_across_a_rest
     // (The broker keeps the persistent session's subscription and queues
     // what is published meanwhile.)
     lantian.restart();
-    publish_hours(&mut p, start, &stations, &hours, 4).await;
+    publish_pm25_hours(&mut p, start, &stations, &hours, 4).await;
     let t = Instant::now();
     while outbox_files(&lantian, "hook") < 12 && t.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -12,7 +12,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 
 /// A strict reading of the Prometheus text format (0.0.4): every line is
@@ -96,42 +95,6 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-fn two_days_ago_beijing() -> i64 {
-    let local = now_ms() + 8 * HOUR;
-    local - local.rem_euclid(24 * HOUR) - 8 * HOUR - 48 * HOUR
-}
-
-/// Minute readings of PM2.5 for the stations over `hours` (hourly means
-/// given), then one reading 3 minutes into the next hour each.
-async fn publish_hours(p: &mut Publisher, start: i64, stations: &[&str], hours: &[f64]) -> u64 {
-    let mut n = 0;
-    for (h, mean) in hours.iter().enumerate() {
-        for m in 0..60 {
-            for name in stations {
-                let v = mean + [-1.0, 0.5, 0.0, 1.0, -0.5][m % 5];
-                let ts = start + h as i64 * HOUR + m as i64 * MIN;
-                p.publish(
-                    &format!("env/dongcheng/{name}/air/aq1"),
-                    format!("{{\"ts\":{ts},\"pm25\":{v}}}"),
-                )
-                .await;
-                n += 1;
-            }
-        }
-    }
-    for name in stations {
-        let ts = start + hours.len() as i64 * HOUR + 3 * MIN;
-        p.publish(
-            &format!("env/dongcheng/{name}/air/aq1"),
-            format!("{{\"ts\":{ts},\"pm25\":20}}"),
-        )
-        .await;
-        n += 1;
-    }
-    p.flush().await;
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_was_published_and_the_status_page_renders() {
     let broker = Mosquitto::start().await;
@@ -141,11 +104,12 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
     lantian.wait_subscribed().await;
 
     let stations = ["dongsi", "tiantan", "guanyuan"];
-    let good = publish_hours(
+    let good = publish_pm25_hours(
         &mut p,
         two_days_ago_beijing() + 10 * HOUR,
         &stations,
-        &[80.0, 120.0],
+        &vec![vec![80.0, 120.0]; 3],
+        0,
     )
     .await;
     for i in 0..7 {
@@ -391,7 +355,14 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
     lantian.wait_subscribed().await;
     let day = two_days_ago_beijing();
     // One hour above 200 at s1: with `for` = 1h nothing fires.
-    let mut published = publish_hours(&mut p, day + 8 * HOUR, &["s1"], &[60.0, 190.0, 60.0]).await;
+    let mut published = publish_pm25_hours(
+        &mut p,
+        day + 8 * HOUR,
+        &["s1"],
+        &[vec![60.0, 190.0, 60.0]],
+        0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(a.requests().is_empty());
 
@@ -434,7 +405,14 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
     );
     assert!(lantian.logs().contains("alert rules reloaded"));
     // One hour above 200 at s2 now fires at once, to both receivers.
-    published += publish_hours(&mut p, day + 15 * HOUR, &["s2"], &[60.0, 190.0, 60.0]).await;
+    published += publish_pm25_hours(
+        &mut p,
+        day + 15 * HOUR,
+        &["s2"],
+        &[vec![60.0, 190.0, 60.0]],
+        0,
+    )
+    .await;
     for r in [&a, &b] {
         let got = r.wait_for(2, Duration::from_secs(30)).await;
         let ev: Vec<(String, String)> = got
