@@ -89,7 +89,18 @@ pub async fn run_with_reload(
         None
     };
     let decoder = decoder(&settings)?;
-    let writer = Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
+    let archive = if settings.archive.enabled {
+        let dir = &settings.archive.dir;
+        let a = crate::sink::archive::Archive::open(dir)
+            .with_context(|| format!("archive.dir {}", dir.display()))?;
+        info!(dir = %dir.display(), "Parquet archive on");
+        Some(Arc::new(a))
+    } else {
+        None
+    };
+    let writer = Writer::new(&settings.influxdb, metrics.clone())
+        .context("InfluxDB sink")?
+        .with_archive(archive.clone());
     let (source, acker) =
         MqttSource::new(&settings.mqtt, metrics.clone()).context("MQTT source")?;
     info!(config = %settings.summary(), "lantian starting");
@@ -209,8 +220,9 @@ pub async fn run_with_reload(
     // The window stage gets stored points after each delivered batch.
     let (window_tx, window_task) = match engine {
         Some(engine) => {
-            let writer =
-                Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?;
+            let writer = Writer::new(&settings.influxdb, metrics.clone())
+                .context("InfluxDB sink")?
+                .with_archive(archive.clone());
             let persist = cursor.clone().map(|cursor| crate::window::stage::Persist {
                 path: snapshot_path.clone(),
                 cursor,
@@ -265,7 +277,9 @@ pub async fn run_with_reload(
     let ready_task = {
         let (m, probe) = (
             metrics.clone(),
-            Writer::new(&settings.influxdb, metrics.clone()).context("InfluxDB sink")?,
+            Writer::new(&settings.influxdb, metrics.clone())
+                .context("InfluxDB sink")?
+                .with_archive(archive.clone()),
         );
         let stop = shutdown.clone();
         tokio::spawn(async move {

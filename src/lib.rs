@@ -25,6 +25,7 @@ pub mod alert;
 pub mod app;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod evaluate;
 pub mod metrics;
 pub mod pipeline;

@@ -34,6 +34,55 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// The whole thing on this machine with nothing installed: an embedded
+    /// MQTT broker, a simulated Beijing fleet (the 12 national stations,
+    /// construction dust, VOC and catering sources, sewage plants) with a
+    /// pollution episode, the full pipeline, and a local Parquet archive.
+    /// Prints where to look (status page, archive); Ctrl-C stops.
+    Demo {
+        /// Spool, alert state and the Parquet archive go here.
+        #[arg(long, default_value = "lantian-demo", value_name = "DIR")]
+        state_dir: PathBuf,
+        /// Status page and metrics address.
+        #[arg(long, default_value = "127.0.0.1:9184", value_name = "ADDR")]
+        admin: std::net::SocketAddr,
+        /// Embedded broker address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        broker: std::net::SocketAddr,
+        /// Also write to this InfluxDB 1.x, e.g. http://127.0.0.1:8086.
+        #[arg(long, value_name = "URL")]
+        influx: Option<String>,
+        /// InfluxDB database (with --influx).
+        #[arg(long, default_value = "env")]
+        influx_db: String,
+        /// Also send alerts to this webhook (lantian JSON).
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
+        /// History published at start (48h gives a complete day: daily
+        /// AQI, treatment rates, the alert level).
+        #[arg(long, default_value = "48h", value_parser = humantime::parse_duration)]
+        history: std::time::Duration,
+        /// Interval of live readings after the history.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        every: std::time::Duration,
+    },
+    /// Run the simulated fleet against a real broker (development, load):
+    /// HISTORY of minute readings at RATE messages a second, then a reading
+    /// a minute until Ctrl-C (unless --no-live).
+    Simulate {
+        /// Broker address.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Messages a second while publishing history (0: as fast as the
+        /// broker takes them).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        history: std::time::Duration,
+        /// Stop after the history.
+        #[arg(long)]
+        no_live: bool,
+    },
     /// Check a configuration: print every problem with its key path and
     /// exit 2, or print a one-line summary and exit 0.
     CheckConfig {
@@ -154,6 +203,39 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Demo {
+            state_dir,
+            admin,
+            broker,
+            influx,
+            influx_db,
+            webhook,
+            history,
+            every,
+        } => {
+            let opts = lantian::demo::DemoOptions {
+                state_dir,
+                admin,
+                broker,
+                influx,
+                influx_db,
+                webhook,
+                history,
+                every,
+            };
+            async_main(|stop| async move { lantian::demo::demo(opts, stop).await })
+        }
+        Command::Simulate {
+            broker,
+            rate,
+            history,
+            no_live,
+        } => {
+            lantian::telemetry::init(LogFormat::Human, "warn");
+            async_main(|stop| async move {
+                lantian::demo::simulate(&broker, rate, history, !no_live, stop).await
+            })
+        }
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(s) => {
                 println!("configuration OK: {}", s.summary());
@@ -216,6 +298,36 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Runs `f` on a multi-threaded runtime with SIGINT/SIGTERM cancelling
+/// its token; exit 0 on Ok.
+fn async_main<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lantian: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn(wait_for_signal(stop.clone()));
+        match f(stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lantian: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// SIGHUP: read the configuration file again and hand it to the daemon,

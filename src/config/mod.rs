@@ -45,6 +45,8 @@ pub struct Settings {
     pub aqi: AqiConfig,
     /// Alerts: target overrides, webhook receivers, the outbox.
     pub alerts: AlertsConfig,
+    /// The local Parquet archive (a second sink, or the only one).
+    pub archive: ArchiveConfig,
     /// The admin HTTP endpoint: health, readiness, metrics, status page.
     pub admin: AdminConfig,
     /// Logging.
@@ -161,6 +163,9 @@ pub enum InfluxApi {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InfluxConfig {
+    /// Write to InfluxDB (false: only the Parquet archive, which must then
+    /// be enabled).
+    pub enabled: bool,
     /// "v1" or "v2".
     pub api: InfluxApi,
     /// Base URL; a path prefix (reverse proxy) is kept.
@@ -208,6 +213,7 @@ pub struct InfluxConfig {
 impl Default for InfluxConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             api: InfluxApi::V1,
             url: "http://127.0.0.1:8086".into(),
             database: "env".into(),
@@ -465,6 +471,25 @@ impl Default for AqiConfig {
             enabled: true,
             standard: crate::evaluate::aqi::Standard::Hj633_2026,
             kinds: vec!["air".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Write everything (readings, windows, AQI, alerts, quarantine) as
+    /// Parquet files too.
+    pub enabled: bool,
+    /// `<dir>/<measurement>/date=<YYYY-MM-DD>/*.parquet` (created).
+    pub dir: PathBuf,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/lantian/archive"),
         }
     }
 }

@@ -197,6 +197,16 @@ impl Settings {
             }
         }
 
+        if !self.influxdb.enabled && !self.archive.enabled {
+            err(
+                "influxdb.enabled",
+                "with InfluxDB off, enable the Parquet archive (archive.enabled = true): readings need a sink".into(),
+            );
+        }
+        if self.archive.enabled && self.archive.dir.as_os_str().is_empty() {
+            err("archive.dir", "must be set".into());
+        }
+
         let a = &self.alerts;
         if a.enabled {
             if !self.windows.enabled {

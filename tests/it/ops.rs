@@ -194,68 +194,17 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
 
     // Rendered by a real browser: the DOM it built, and a screenshot kept
     // as a test artefact.
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-    else {
-        panic!(
-            "headless Chromium is needed (scripts/test.sh installs the Debian package `chromium`)"
-        );
-    };
     let url = format!("http://127.0.0.1:{}/", lantian.admin_port);
-    let profile = tempfile::tempdir().unwrap();
-    let base = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--window-size=1280,900",
-    ];
-    let dom = Command::new(chromium)
-        .args(base)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = chromium_dom(&url);
     assert!(dom.contains("id=\"stations\""), "{dom}");
     for s in stations {
         assert!(dom.contains(&format!("data-site=\"{s}\"")), "{s}");
     }
-    let artefacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts");
-    std::fs::create_dir_all(&artefacts).unwrap();
-    let shot = artefacts.join("status-page.png");
-    let _ = std::fs::remove_file(&shot);
-    let out = Command::new(chromium)
-        .args(base)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
-    let png = std::fs::read(&shot).unwrap_or_else(|e| {
-        panic!(
-            "no screenshot ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let png = chromium_screenshot(&url, "status-page.png");
     // Width and height from the IHDR chunk.
     let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
     assert_eq!((w, h), (1280, 900));
-    eprintln!(
-        "status page screenshot: {} ({} bytes)",
-        shot.display(),
-        png.len()
-    );
 }
 
 /// Reads notify datagrams until `want` arrives or the timeout passes.

@@ -1,0 +1,207 @@
+//! A small MQTT 3.1.1 broker for `lantian demo`, so the demo needs no
+//! services: loopback only, in memory, QoS 0 and 1, no retained messages,
+//! no persistent sessions (every CONNACK says session_present = false, so
+//! clients subscribe again). Packets are encoded and decoded by rumqttc's
+//! own codec. A subscriber that falls behind holds up its publishers
+//! (bounded queues), so nothing is dropped in the demo.
+//!
+//! Not for production: use Mosquitto (deploy/mosquitto/).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::{Error as CodecError, QoS, matches};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+const MAX_PACKET: usize = 1 << 20;
+const QUEUE: usize = 4096;
+
+struct Sub {
+    client: u64,
+    filter: String,
+    qos: QoS,
+    tx: mpsc::Sender<Packet>,
+    pkid: Arc<AtomicU16>,
+}
+
+#[derive(Default)]
+struct Shared {
+    subs: Mutex<Vec<Sub>>,
+    next_client: AtomicU64,
+    /// Messages routed (for the demo's summary).
+    pub routed: AtomicU64,
+}
+
+pub struct Broker {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Binds `addr` (port 0: any free port) and serves until `stop`.
+    pub async fn start(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<Broker> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let sock = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((sock, _)) => sock,
+                        Err(_) => continue,
+                    },
+                    _ = stop.cancelled() => return,
+                };
+                let _ = sock.set_nodelay(true);
+                let (s, stop) = (s.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let id = s.next_client.fetch_add(1, Relaxed);
+                    if let Err(e) = client(sock, id, &s, stop).await {
+                        debug!(client = id, error = %e, "demo broker: client ended");
+                    }
+                    s.subs.lock().expect("subs").retain(|x| x.client != id);
+                });
+            }
+        });
+        Ok(Broker { addr, shared })
+    }
+
+    /// Messages routed to subscribers so far.
+    pub fn routed(&self) -> u64 {
+        self.shared.routed.load(Relaxed)
+    }
+}
+
+async fn client(
+    sock: TcpStream,
+    id: u64,
+    shared: &Shared,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let (mut rd, mut wr) = sock.into_split();
+    let (tx, mut rx) = mpsc::channel::<Packet>(QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        while let Some(p) = rx.recv().await {
+            buf.clear();
+            if p.write(&mut buf, MAX_PACKET).is_err() || wr.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    let pkid = Arc::new(AtomicU16::new(0));
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let result = loop {
+        let packet = match Packet::read(&mut buf, MAX_PACKET) {
+            Ok(p) => p,
+            Err(CodecError::InsufficientBytes(_)) => {
+                let n = tokio::select! {
+                    r = rd.read_buf(&mut buf) => r.map_err(|e| e.to_string())?,
+                    _ = stop.cancelled() => break Ok(()),
+                };
+                if n == 0 {
+                    break Ok(());
+                }
+                continue;
+            }
+            Err(e) => break Err(format!("bad packet: {e:?}")),
+        };
+        let send = |p: Packet| {
+            let tx = tx.clone();
+            async move { tx.send(p).await.map_err(|_| "client gone".to_owned()) }
+        };
+        match packet {
+            Packet::Connect(_) => {
+                send(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::Success,
+                    false,
+                )))
+                .await?
+            }
+            Packet::Subscribe(s) => {
+                let mut codes = Vec::new();
+                {
+                    let mut subs = shared.subs.lock().expect("subs");
+                    for f in &s.filters {
+                        let qos = if f.qos == QoS::AtMostOnce {
+                            QoS::AtMostOnce
+                        } else {
+                            QoS::AtLeastOnce
+                        };
+                        subs.retain(|x| !(x.client == id && x.filter == f.path));
+                        subs.push(Sub {
+                            client: id,
+                            filter: f.path.clone(),
+                            qos,
+                            tx: tx.clone(),
+                            pkid: pkid.clone(),
+                        });
+                        codes.push(SubscribeReasonCode::Success(qos));
+                    }
+                }
+                send(Packet::SubAck(SubAck::new(s.pkid, codes))).await?
+            }
+            Packet::Publish(p) => {
+                if p.qos == QoS::ExactlyOnce {
+                    break Err("QoS 2 is not supported by the demo broker".into());
+                }
+                let targets: Vec<(mpsc::Sender<Packet>, QoS, Arc<AtomicU16>)> = shared
+                    .subs
+                    .lock()
+                    .expect("subs")
+                    .iter()
+                    .filter(|x| matches(&p.topic, &x.filter))
+                    .map(|x| {
+                        let qos = if x.qos == QoS::AtMostOnce || p.qos == QoS::AtMostOnce {
+                            QoS::AtMostOnce
+                        } else {
+                            QoS::AtLeastOnce
+                        };
+                        (x.tx.clone(), qos, x.pkid.clone())
+                    })
+                    .collect();
+                for (to, qos, ids) in targets {
+                    let mut out = p.clone();
+                    out.qos = qos;
+                    out.dup = false;
+                    out.retain = false;
+                    out.pkid = if qos == QoS::AtMostOnce {
+                        0
+                    } else {
+                        // 1..=65535, wrapping (0 is not a packet id).
+                        let n = ids.fetch_add(1, Relaxed).wrapping_add(1);
+                        if n == 0 {
+                            ids.fetch_add(1, Relaxed).wrapping_add(1)
+                        } else {
+                            n
+                        }
+                    };
+                    // A closed subscriber is simply skipped.
+                    let _ = to.send(Packet::Publish(out)).await;
+                    shared.routed.fetch_add(1, Relaxed);
+                }
+                if p.qos == QoS::AtLeastOnce {
+                    send(Packet::PubAck(PubAck::new(p.pkid))).await?
+                }
+            }
+            Packet::PingReq => send(Packet::PingResp).await?,
+            Packet::Disconnect => break Ok(()),
+            // Acks from subscribers: nothing is kept to retransmit.
+            Packet::PubAck(_) | Packet::Unsubscribe(_) => {}
+            other => debug!(?other, "demo broker: ignored"),
+        }
+    };
+    drop(tx);
+    writer.abort();
+    result
+}

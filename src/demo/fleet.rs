@@ -1,0 +1,254 @@
+//! A simulated Beijing fleet: the 12 national air-quality stations,
+//! construction-site dust monitors, VOC and catering sources, and sewage
+//! plants, with daily cycles, a winter pollution episode and sensor noise.
+//! Readings are a pure function of (sensor, minute), so a run can be
+//! repeated exactly.
+
+use std::f64::consts::PI;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Ambient station; the factor scales its pollution (south is worse).
+    Air(f64),
+    Dust,
+    Voc(&'static str),
+    /// Sewage plant; the fraction of inflow it treats.
+    Sewage(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Sensor {
+    pub district: &'static str,
+    pub site: &'static str,
+    kind: Kind,
+    /// Stable per-sensor seed for noise.
+    seed: u64,
+}
+
+/// The 12 national stations (site names as the MEE publishes them) and
+/// their districts.
+pub const STATIONS: [(&str, &str, f64); 12] = [
+    ("dongsi", "dongcheng", 1.05),
+    ("tiantan", "dongcheng", 1.08),
+    ("guanyuan", "xicheng", 1.02),
+    ("wanshouxigong", "xicheng", 1.15),
+    ("aotizhongxin", "chaoyang", 0.98),
+    ("nongzhanguan", "chaoyang", 1.03),
+    ("wanliu", "haidian", 0.92),
+    ("beibuxinqu", "haidian", 0.85),
+    ("zhiwuyuan", "haidian", 0.80),
+    ("fengtaihuayuan", "fengtai", 1.18),
+    ("yungang", "fengtai", 1.12),
+    ("gucheng", "shijingshan", 1.00),
+];
+
+impl Sensor {
+    pub fn topic(&self) -> String {
+        match self.kind {
+            Kind::Air(_) => format!("env/{}/{}/air/aq1", self.district, self.site),
+            Kind::Dust => format!("env/{}/{}/dust/pm1", self.district, self.site),
+            Kind::Voc(industry) => {
+                format!("env/{}/{}/voc/{industry}/v1", self.district, self.site)
+            }
+            Kind::Sewage(_) => format!("env/{}/{}/sewage/flow1", self.district, self.site),
+        }
+    }
+}
+
+pub struct Fleet {
+    pub sensors: Vec<Sensor>,
+    /// Centre of the pollution episode (epoch ms).
+    pub episode_ms: i64,
+}
+
+fn hash(a: u64, b: i64) -> f64 {
+    // SplitMix64 of (seed, minute) → [0, 1).
+    let mut z = a ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let p = 10f64.powi(places);
+    (v * p).round() / p
+}
+
+impl Fleet {
+    /// The fleet, with its pollution episode peaking at `episode_ms`.
+    pub fn beijing(episode_ms: i64) -> Fleet {
+        let mut sensors = Vec::new();
+        for (site, district, f) in STATIONS {
+            sensors.push((district, site, Kind::Air(f)));
+        }
+        for (district, site) in [
+            ("chaoyang", "cbd-z15"),
+            ("daxing", "airport-east"),
+            ("tongzhou", "subcenter-3"),
+            ("haidian", "zgc-west"),
+            ("fengtai", "lize-7"),
+        ] {
+            sensors.push((district, site, Kind::Dust));
+        }
+        for (district, site, industry) in [
+            ("fangshan", "yanshan", "petrochemical"),
+            ("daxing", "yizhuang-print", "printing"),
+            ("chaoyang", "sihui-auto", "auto_repair"),
+            ("dongcheng", "guijie-12", "catering"),
+            ("haidian", "wudaokou-3", "catering"),
+        ] {
+            sensors.push((district, site, Kind::Voc(industry)));
+        }
+        for (district, site, treated) in [
+            ("chaoyang", "gaobeidian", 0.985),
+            ("haidian", "qinghe", 0.978),
+            ("chaoyang", "xiaohongmen", 0.972),
+            // Overloaded: part of its inflow bypasses treatment.
+            ("fengtai", "huaifang", 0.91),
+        ] {
+            sensors.push((district, site, Kind::Sewage(treated)));
+        }
+        Fleet {
+            sensors: sensors
+                .into_iter()
+                .enumerate()
+                .map(|(i, (district, site, kind))| Sensor {
+                    district,
+                    site,
+                    kind,
+                    seed: 0x5EED_0000 + i as u64,
+                })
+                .collect(),
+            episode_ms,
+        }
+    }
+
+    /// Episode strength at `t`: 1 outside, up to 3.8 at its peak (a
+    /// windless winter inversion, about 10 hours wide).
+    fn episode(&self, t: i64) -> f64 {
+        let x = (t - self.episode_ms) as f64 / (5.0 * HOUR as f64);
+        1.0 + 2.8 * (-x * x).exp()
+    }
+
+    /// The JSON payload of sensor `i` for the minute starting at `t`.
+    pub fn payload(&self, i: usize, t: i64) -> String {
+        let s = &self.sensors[i];
+        let t = t - t.rem_euclid(MIN);
+        let minute = t / MIN;
+        let noise = |k: u64, spread: f64| 1.0 + (hash(s.seed * 31 + k, minute) - 0.5) * spread;
+        // Local (Beijing, UTC+8) hour of day.
+        let h = ((t + 8 * HOUR).rem_euclid(24 * HOUR)) as f64 / HOUR as f64;
+        // Morning and evening traffic peaks; ozone in the afternoon.
+        let traffic = 0.8
+            + 0.35 * (-(h - 8.0) * (h - 8.0) / 4.0).exp()
+            + 0.45 * (-(h - 19.0) * (h - 19.0) / 6.0).exp();
+        let sun = (PI * (h - 6.0) / 14.0).sin().max(0.0);
+        let e = self.episode(t);
+        let body = match s.kind {
+            Kind::Air(f) => {
+                let pm25 = 45.0 * traffic * e * f * noise(1, 0.16);
+                let pm10 = pm25 * 1.45 * noise(2, 0.12) + 12.0;
+                let no2 = 32.0 * traffic * (0.6 + 0.4 * e) * f * noise(3, 0.2);
+                let so2 = 6.0 * (0.7 + 0.3 * e) * noise(4, 0.3);
+                let co = 0.55 * traffic * (0.5 + 0.5 * e) * noise(5, 0.15);
+                let o3 = (18.0 + 95.0 * sun / (0.6 + 0.4 * e)) * noise(6, 0.15);
+                format!(
+                    "{{\"ts\":{t},\"pm25\":{},\"pm10\":{},\"so2\":{},\"no2\":{},\"co\":{},\"o3\":{}}}",
+                    round(pm25, 1),
+                    round(pm10, 1),
+                    round(so2, 1),
+                    round(no2, 1),
+                    round(co, 2),
+                    round(o3, 1)
+                )
+            }
+            Kind::Dust => {
+                // Work hours raise the dust.
+                let work = if (7.0..19.0).contains(&h) { 1.6 } else { 0.7 };
+                let pm10 = 70.0 * work * (0.5 + 0.5 * e) * noise(1, 0.35);
+                format!("{{\"ts\":{t},\"pm10\":{}}}", round(pm10, 1))
+            }
+            Kind::Voc("catering") => {
+                let meal = 0.3
+                    + (-(h - 12.0) * (h - 12.0) / 1.5).exp()
+                    + 1.2 * (-(h - 18.5) * (h - 18.5) / 2.0).exp();
+                format!(
+                    "{{\"ts\":{t},\"oil_fume\":{},\"pm\":{},\"nmhc\":{}}}",
+                    round(0.6 * meal * noise(1, 0.3), 3),
+                    round(2.2 * meal * noise(2, 0.3), 2),
+                    round(4.0 * meal * noise(3, 0.3), 2)
+                )
+            }
+            Kind::Voc(_) => {
+                let shift = if (8.0..20.0).contains(&h) { 1.0 } else { 0.5 };
+                format!(
+                    "{{\"ts\":{t},\"tvoc\":{}}}",
+                    round(18.0 * shift * noise(1, 0.4), 2)
+                )
+            }
+            Kind::Sewage(treated) => {
+                // Inflow follows water use: low at night, peaks at 9 and 20.
+                let use_ = 0.75
+                    + 0.3 * (-(h - 9.0) * (h - 9.0) / 5.0).exp()
+                    + 0.25 * (-(h - 20.0) * (h - 20.0) / 6.0).exp();
+                let inflow = 42_000.0 * use_ * noise(1, 0.06);
+                let tr = inflow * treated;
+                format!(
+                    "{{\"ts\":{t},\"inflow_m3h\":{},\"treated_m3h\":{},\"bypass_m3h\":{},\"reclaimed_m3h\":{},\
+                     \"cod\":{},\"bod5\":{},\"ss\":{},\"tn\":{},\"nh3n\":{},\"tp\":{}}}",
+                    round(inflow, 0),
+                    round(tr, 0),
+                    round(inflow - tr, 0),
+                    round(tr * 0.32, 0),
+                    round(24.0 * noise(2, 0.2), 1),
+                    round(4.5 * noise(3, 0.2), 2),
+                    round(5.0 * noise(4, 0.25), 2),
+                    round(9.5 * noise(5, 0.15), 2),
+                    round(1.2 * noise(6, 0.4), 2),
+                    round(0.22 * noise(7, 0.25), 3)
+                )
+            }
+        };
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_has_the_twelve_stations_and_every_network() {
+        let f = Fleet::beijing(0);
+        let topics: Vec<String> = f.sensors.iter().map(|s| s.topic()).collect();
+        assert_eq!(topics.iter().filter(|t| t.contains("/air/")).count(), 12);
+        assert!(topics.contains(&"env/fengtai/fengtaihuayuan/air/aq1".to_owned()));
+        assert!(topics.iter().any(|t| t.contains("/dust/")));
+        assert!(topics.contains(&"env/dongcheng/guijie-12/voc/catering/v1".to_owned()));
+        assert!(topics.iter().any(|t| t.contains("/sewage/")));
+    }
+
+    #[test]
+    fn readings_are_repeatable_and_the_episode_raises_pm25() {
+        let peak = 1_767_600_000_000;
+        let f = Fleet::beijing(peak);
+        assert_eq!(f.payload(0, peak), f.payload(0, peak + 30_000));
+        let pm25 = |t: i64| -> f64 {
+            let v: serde_json::Value = serde_json::from_str(&f.payload(9, t)).unwrap();
+            v["pm25"].as_f64().unwrap()
+        };
+        // Averaged over an hour, the peak is nearly 4× a day earlier.
+        let mean = |t0: i64| (0..60).map(|m| pm25(t0 + m * MIN)).sum::<f64>() / 60.0;
+        let ratio = mean(peak) / mean(peak - 24 * HOUR);
+        assert!((3.0..4.6).contains(&ratio), "{ratio}");
+        assert!(
+            mean(peak) > 150.5,
+            "heavily polluted at the peak: {}",
+            mean(peak)
+        );
+    }
+}

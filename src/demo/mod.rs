@@ -1,0 +1,408 @@
+//! `lantian demo` and `lantian simulate`.
+//!
+//! The demo needs nothing installed: an embedded MQTT broker on loopback
+//! ([`broker`]), the simulated Beijing fleet ([`fleet`]) publishing its
+//! history and then a reading a minute, the full pipeline (spool, windows,
+//! AQI, alerts) and a local Parquet archive as the sink (plus InfluxDB with
+//! `--influx`). `simulate` runs the same fleet against a real broker.
+
+pub mod broker;
+pub mod fleet;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HumanDuration, ReceiverConfig, Settings};
+use fleet::Fleet;
+
+const MIN: i64 = 60_000;
+
+/// A QoS 1 publisher that counts the broker's acks.
+pub struct Publisher {
+    client: AsyncClient,
+    acked: Arc<AtomicU64>,
+    pub sent: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub async fn connect(host: &str, port: u16, id: &str) -> Publisher {
+        let mut opts = MqttOptions::new(id, host, port);
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_inflight(100)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = AsyncClient::new(opts, 1000);
+        let acked = Arc::new(AtomicU64::new(0));
+        let a = acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        a.fetch_add(1, Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "simulator: broker connection failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Publisher {
+            client,
+            acked,
+            sent: 0,
+            task,
+        }
+    }
+
+    pub async fn publish(&mut self, topic: String, payload: String) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .context("publish")?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Relaxed)
+    }
+
+    /// Waits (up to `timeout`) until the broker acknowledged everything.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let t = Instant::now();
+        while self.acked() < self.sent {
+            if t.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Publishes the fleet's minutes from `from` up to (not including) `to`,
+/// at most `rate` messages a second (0: as fast as the broker takes them).
+/// Returns how many were published; stops early on `stop`.
+pub async fn publish_span(
+    fleet: &Fleet,
+    p: &mut Publisher,
+    from: i64,
+    to: i64,
+    rate: u64,
+    stop: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut t = from - from.rem_euclid(MIN);
+    while t < to {
+        for (i, s) in fleet.sensors.iter().enumerate() {
+            if stop.is_cancelled() {
+                return Ok(n);
+            }
+            p.publish(s.topic(), fleet.payload(i, t)).await?;
+            n += 1;
+            if rate > 0 {
+                let due = Duration::from_secs_f64(n as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        t += MIN;
+    }
+    Ok(n)
+}
+
+/// Publishes every minute, on the minute, until `stop`.
+async fn publish_live(
+    fleet: &Fleet,
+    p: &mut Publisher,
+    every: Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        for (i, s) in fleet.sensors.iter().enumerate() {
+            p.publish(s.topic(), fleet.payload(i, now)).await?;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// `lantian simulate`.
+pub async fn simulate(
+    broker: &str,
+    rate: u64,
+    history: Duration,
+    live: bool,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let (host, port) = broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("--broker {broker:?}: expected HOST:PORT"))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let fleet = Fleet::beijing(now - 2 * 3_600_000);
+    let mut p = Publisher::connect(&host, port, "lantian-simulator").await;
+    let from = now - history.as_millis() as i64;
+    eprintln!(
+        "simulating {} sensors against {broker}: {} of history at {} msg/s{}",
+        fleet.sensors.len(),
+        humantime::format_duration(history),
+        if rate == 0 {
+            "max".into()
+        } else {
+            rate.to_string()
+        },
+        if live {
+            ", then a reading a minute (Ctrl-C stops)"
+        } else {
+            ""
+        }
+    );
+    let started = Instant::now();
+    let n = publish_span(&fleet, &mut p, from, now, rate, &stop).await?;
+    p.flush(Duration::from_secs(60)).await;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "history: {n} messages in {secs:.1} s ({:.0} msg/s), {} acknowledged by the broker",
+        n as f64 / secs.max(1e-9),
+        p.acked()
+    );
+    if live && !stop.is_cancelled() {
+        publish_live(&fleet, &mut p, Duration::from_secs(60), &stop).await?;
+        p.flush(Duration::from_secs(10)).await;
+    }
+    Ok(())
+}
+
+/// Options of `lantian demo`.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Spool, alert state and the archive live here.
+    pub state_dir: PathBuf,
+    pub admin: SocketAddr,
+    /// The embedded broker's address (port 0: any free port).
+    pub broker: SocketAddr,
+    /// Also write to this InfluxDB 1.x (database `influx_db`).
+    pub influx: Option<String>,
+    pub influx_db: String,
+    /// Send alerts to this webhook too (lantian JSON).
+    pub webhook: Option<String>,
+    pub history: Duration,
+    /// Live readings every...
+    pub every: Duration,
+}
+
+/// The settings the demo runs the pipeline with.
+pub fn settings(o: &DemoOptions, broker: SocketAddr) -> Settings {
+    let mut s = Settings::default();
+    s.mqtt.host = broker.ip().to_string();
+    s.mqtt.port = broker.port();
+    s.mqtt.client_id = "lantian-demo".into();
+    s.spool.dir = o.state_dir.join("spool");
+    s.alerts.dir = o.state_dir.join("alerts");
+    s.archive.enabled = true;
+    s.archive.dir = o.state_dir.join("archive");
+    s.influxdb.enabled = o.influx.is_some();
+    if let Some(url) = &o.influx {
+        s.influxdb.url = url.clone();
+        s.influxdb.database = o.influx_db.clone();
+    }
+    s.admin.listen = o.admin;
+    s.alerts.external_url = format!("http://{}/", o.admin);
+    s.pipeline.stats_interval = HumanDuration::from_secs(0);
+    // Bigger batches: fewer, larger Parquet files.
+    s.influxdb.batch_linger = HumanDuration::from_millis(500);
+    s.log.level = "warn,lantian::alert::stage=info".into();
+    if let Some(url) = &o.webhook {
+        s.alerts.receivers.push(ReceiverConfig {
+            name: "demo".into(),
+            url: url.clone(),
+            format: Default::default(),
+            secret: None,
+            secret_file: None,
+            timeout: HumanDuration::from_secs(10),
+            min_severity: crate::evaluate::targets::Severity::Info,
+            rules: Vec::new(),
+            matchers: Default::default(),
+            retry_initial: HumanDuration::from_secs(1),
+            retry_max: HumanDuration::from_secs(30),
+        });
+    }
+    s
+}
+
+async fn status(admin: SocketAddr) -> Option<serde_json::Value> {
+    let r = reqwest::Client::new()
+        .get(format!("http://{admin}/api/status"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+fn summary(v: &serde_json::Value) -> String {
+    let stations = v["stations"].as_array().map_or(0, |a| a.len());
+    let alerts: Vec<String> = v["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    let where_ = x["labels"]["site"]
+                        .as_str()
+                        .or(x["labels"]["scope"].as_str())
+                        .unwrap_or("");
+                    format!("{} {where_}", x["rule"].as_str().unwrap_or(""))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let p = &v["pipeline"];
+    format!(
+        "readings stored {} · stations with an hourly AQI {stations}/12 · alerts firing {}{}",
+        p["points_written"],
+        alerts.len(),
+        if alerts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", alerts.join(", "))
+        }
+    )
+}
+
+/// `lantian demo`: runs until `stop`.
+pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&o.state_dir)
+        .with_context(|| format!("--state-dir {}", o.state_dir.display()))?;
+    let broker_stop = CancellationToken::new();
+    let broker = broker::Broker::start(o.broker, broker_stop.clone())
+        .await
+        .with_context(|| format!("embedded broker on {}", o.broker))?;
+    let settings = settings(&o, broker.addr);
+    let problems = settings.validate();
+    anyhow::ensure!(problems.is_empty(), "demo settings: {problems:?}");
+    crate::telemetry::init(settings.log.format, &settings.log.level);
+    let archive = settings.archive.dir.clone();
+    let pipeline_stop = CancellationToken::new();
+    let app = tokio::spawn(crate::app::run(settings, pipeline_stop.clone()));
+
+    let now = chrono::Utc::now().timestamp_millis();
+    // The episode peaked two hours ago: the southern stations are still
+    // heavily polluted, and the alerts fire.
+    let fleet = Fleet::beijing(now - 2 * 3_600_000);
+    println!(
+        "lantian demo — embedded broker, simulated Beijing fleet, full pipeline\n\
+         \n  status page   http://{admin}/\
+         \n  metrics       http://{admin}/metrics   (health: /healthz /readyz; JSON: /api/status)\
+         \n  archive       {}   (Parquet: <measurement>/date=YYYY-MM-DD/*.parquet;\
+         \n                e.g. python3 -c 'import polars as pl; print(pl.read_parquet(\"{}/aqi/**/*.parquet\"))')\
+         \n  broker        {}   (MQTT 3.1.1; publish to env/<district>/<site>/<kind>/<sensor>)\
+         \n  influxdb      {}\
+         \n\nPublishing {} of history for {} sensors ({} stations, dust, VOC, sewage), then readings every {}. Ctrl-C stops.",
+        archive.display(),
+        archive.display(),
+        broker.addr,
+        o.influx
+            .as_deref()
+            .unwrap_or("off (--influx URL to write there too)"),
+        humantime::format_duration(o.history),
+        fleet.sensors.len(),
+        fleet::STATIONS.len(),
+        humantime::format_duration(o.every),
+        admin = o.admin,
+    );
+    // The broker keeps nothing for absent subscribers: publish only once
+    // lantian is subscribed (and its sink writable).
+    let t = Instant::now();
+    loop {
+        let ready = reqwest::Client::new()
+            .get(format!("http://{}/readyz", o.admin))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        if app.is_finished() {
+            anyhow::bail!("the pipeline stopped before it was ready (see the log above)");
+        }
+        if stop.is_cancelled() || t.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("the pipeline did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut p = Publisher::connect(
+        &broker.addr.ip().to_string(),
+        broker.addr.port(),
+        "lantian-demo-fleet",
+    )
+    .await;
+    let started = Instant::now();
+    let sim_stop = stop.clone();
+    let n = publish_span(
+        &fleet,
+        &mut p,
+        now - o.history.as_millis() as i64,
+        now,
+        0,
+        &sim_stop,
+    )
+    .await?;
+    p.flush(Duration::from_secs(120)).await;
+    println!(
+        "history published: {n} readings in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let live = async {
+        let mut report = tokio::time::interval(Duration::from_secs(15));
+        let mut last = String::new();
+        let sim = publish_live(&fleet, &mut p, o.every, &sim_stop);
+        tokio::pin!(sim);
+        loop {
+            tokio::select! {
+                r = &mut sim => return r,
+                _ = report.tick() => {
+                    if let Some(v) = status(o.admin).await {
+                        let line = summary(&v);
+                        if line != last {
+                            println!("{line}");
+                            last = line;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let res = live.await;
+    let final_status = status(o.admin).await;
+    pipeline_stop.cancel();
+    let _ = app.await;
+    broker_stop.cancel();
+    println!(
+        "\nstopped. {}\nThe archive stays in {} (readings, windows, AQI, alerts).",
+        final_status.as_ref().map(summary).unwrap_or_default(),
+        archive.display()
+    );
+    res
+}

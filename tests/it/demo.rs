@@ -1,0 +1,143 @@
+//! `lantian demo` as a new user runs it: nothing installed but the binary.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["demo", "--history", "3h", "--every", "5s", "--admin"])
+        .arg(format!("127.0.0.1:{admin}"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let output = || std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+    let status = loop {
+        let got = http()
+            .get(format!("http://127.0.0.1:{admin}/api/status"))
+            .send()
+            .await;
+        if let Ok(r) = got {
+            let v: Value = r.json().await.unwrap();
+            let with_aqi = v["stations"]
+                .as_array()
+                .map_or(0, |s| s.iter().filter(|x| x["aqi"].is_u64()).count());
+            if with_aqi == 12 {
+                break v;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not all 12 stations within a minute:\n{}",
+            output()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let took = started.elapsed();
+    eprintln!(
+        "all 12 stations with an AQI {:.1} s after start",
+        took.as_secs_f64()
+    );
+    let sites: Vec<&str> = status["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["site"].as_str().unwrap())
+        .collect();
+    for s in [
+        "dongsi",
+        "tiantan",
+        "guanyuan",
+        "wanshouxigong",
+        "aotizhongxin",
+        "nongzhanguan",
+        "wanliu",
+        "beibuxinqu",
+        "zhiwuyuan",
+        "fengtaihuayuan",
+        "yungang",
+        "gucheng",
+    ] {
+        assert!(sites.contains(&s), "{s} missing: {sites:?}");
+    }
+    // The episode: heavy pollution fires alerts, shown on the page.
+    let t = Instant::now();
+    let firing = loop {
+        let v: Value = http()
+            .get(format!("http://127.0.0.1:{admin}/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = v["alerts"].as_array().map_or(0, |a| a.len());
+        if n > 0 || t.elapsed() > Duration::from_secs(20) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(firing > 0, "{}", output());
+    let url = format!("http://127.0.0.1:{admin}/");
+    let dom = chromium_dom(&url);
+    assert_eq!(dom.matches("data-site=").count(), 12, "{dom}");
+    chromium_screenshot(&url, "demo-status-page.png");
+
+    // The archive holds the readings, openable with polars.
+    let archive = dir.path().join("state/archive");
+    let air = lantian::sink::archive::read_measurement(&archive, "air")
+        .unwrap()
+        .expect("air readings in the archive");
+    assert!(air.height() >= 12 * 180, "{} rows", air.height());
+    for c in ["time", "site", "district", "pm25", "o3"] {
+        assert!(air.column(c).is_ok(), "column {c}");
+    }
+    let aqi = lantian::sink::archive::read_measurement(&archive, "aqi")
+        .unwrap()
+        .expect("AQI in the archive");
+    assert!(aqi.height() >= 12);
+
+    // Ctrl-C stops it cleanly.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no exit after SIGINT:\n{}",
+            output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = output();
+    assert!(code.success(), "{out}");
+    for want in [
+        "status page   http://127.0.0.1:",
+        "archive",
+        "stopped.",
+        "alerts firing",
+    ] {
+        assert!(out.contains(want), "{want:?} not printed:\n{out}");
+    }
+}
