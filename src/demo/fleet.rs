@@ -148,7 +148,7 @@ impl Fleet {
             + 0.45 * (-(h - 19.0) * (h - 19.0) / 6.0).exp();
         let sun = (PI * (h - 6.0) / 14.0).sin().max(0.0);
         let e = self.episode(t);
-        let body = match s.kind {
+        match s.kind {
             Kind::Air(f) => {
                 let pm25 = 45.0 * traffic * e * f * noise(1, 0.16);
                 let pm10 = pm25 * 1.45 * noise(2, 0.12) + 12.0;
@@ -212,8 +212,7 @@ impl Fleet {
                     round(0.22 * noise(7, 0.25), 3)
                 )
             }
-        };
-        body
+        }
     }
 }
 
