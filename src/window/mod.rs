@@ -440,7 +440,7 @@ impl Engine {
         let Some(wm) = self.watermark(now_ms) else {
             return Ok(stats);
         };
-        let mut closed = self.state.advance(wm);
+        let mut closed = self.state.close(wm);
         closed.sort_by_key(|c| (c.level, c.series, c.start_ms, c.field));
         stats.windows = self.encode_windows(&closed, lines);
         let mut obs = self.observations.take();
@@ -455,6 +455,8 @@ impl Engine {
             stats.aqi_points = air::encode(self, *standard, &work, lines, obs.as_mut());
         }
         self.observations = obs;
+        // Only now: the AQI above read hours and days that closed.
+        self.state.prune();
         Ok(stats)
     }
 

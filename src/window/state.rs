@@ -238,6 +238,16 @@ impl State {
     /// that closed and every correction, then drops what is past the
     /// horizon.
     pub fn advance(&mut self, wm: i64) -> Vec<Closed> {
+        let out = self.close(wm);
+        self.prune();
+        out
+    }
+
+    /// [`State::advance`] without the pruning: what closed can still be
+    /// read (the AQI of a day that closed far behind a watermark that
+    /// jumped ahead in one flush, as in a backfill); call
+    /// [`State::prune`] after.
+    pub fn close(&mut self, wm: i64) -> Vec<Closed> {
         let prev = self.watermark;
         let wm = wm.max(prev);
         self.watermark = wm;
@@ -314,11 +324,11 @@ impl State {
                 correction: true,
             });
         }
-        self.prune();
         out
     }
 
-    fn prune(&mut self) {
+    /// Drops what is past the correction horizon.
+    pub fn prune(&mut self) {
         let spec = &self.spec;
         let x = self.watermark - spec.horizon_ms;
         let hour_level = spec.hour_level();

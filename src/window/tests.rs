@@ -119,6 +119,27 @@ fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
 }
 
 #[test]
+fn a_backfill_whose_watermark_jumps_days_ahead_still_gives_the_daily_aqi() {
+    // Two days of readings in one flush: the watermark ends a day past
+    // the first day's end, far beyond the correction horizon. The first
+    // day's windows must be read for its AQI before they are dropped.
+    let mut e = engine();
+    let points: Vec<Point> = (0..2 * 24 * 60)
+        .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 80.0), ("o3", 120.0)]))
+        .collect();
+    e.add(&points, DAY0);
+    let mut lines = Lines::default();
+    e.flush(DAY0, &mut lines).unwrap();
+    let t = text(&lines);
+    let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
+    assert_eq!(daily.len(), 1, "{daily:?}");
+    assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
+    assert_eq!(t.lines().filter(|l| l.contains("period=hour")).count(), 2 * 24 - 1);
+    // And then it is dropped (memory stays bounded).
+    assert!(e.state().windows_held() < 2 * 24 * 60);
+}
+
+#[test]
 fn a_late_reading_rewrites_the_windows_and_the_aqi() {
     let mut e = engine();
     let points: Vec<Point> = (0..120)

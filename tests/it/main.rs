@@ -7,6 +7,7 @@ mod aqi_cli;
 mod aqi_ref;
 mod cli;
 mod demo;
+mod deploy;
 mod durability;
 mod harness;
 mod ingest;
