@@ -134,7 +134,10 @@ fn a_backfill_whose_watermark_jumps_days_ahead_still_gives_the_daily_aqi() {
     let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
     assert_eq!(daily.len(), 1, "{daily:?}");
     assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
-    assert_eq!(t.lines().filter(|l| l.contains("period=hour")).count(), 2 * 24 - 1);
+    assert_eq!(
+        t.lines().filter(|l| l.contains("period=hour")).count(),
+        2 * 24 - 1
+    );
     // And then it is dropped (memory stays bounded).
     assert!(e.state().windows_held() < 2 * 24 * 60);
 }

@@ -54,7 +54,15 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
     lantian.wait_subscribed().await;
     let sim = Command::new(env!("CARGO_BIN_EXE_lantian"))
-        .args(["simulate", "--rate", "0", "--history", "48h", "--no-live", "--broker"])
+        .args([
+            "simulate",
+            "--rate",
+            "0",
+            "--history",
+            "48h",
+            "--no-live",
+            "--broker",
+        ])
         .arg(format!("127.0.0.1:{}", broker.port))
         .output()
         .unwrap();
@@ -72,7 +80,11 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     assert!(n / 26 >= 48 * 60);
     let want = 12 * n / 26;
     let got = influx
-        .wait_count("SELECT count(pm25) FROM air", want, Duration::from_secs(180))
+        .wait_count(
+            "SELECT count(pm25) FROM air",
+            want,
+            Duration::from_secs(180),
+        )
         .await;
     assert_eq!(got, want, "{}", lantian.logs());
     influx
@@ -83,9 +95,10 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
         )
         .await;
 
-    let dash: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo("deploy/grafana/lantian-dashboard.json")).unwrap())
-            .unwrap();
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("deploy/grafana/lantian-dashboard.json")).unwrap(),
+    )
+    .unwrap();
     let mut queries: Vec<(String, String)> = dash["panels"]
         .as_array()
         .unwrap()
@@ -122,7 +135,10 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
 
     // The continuous queries' bodies, run once by hand over the data.
     let iql = std::fs::read_to_string(repo("deploy/influxdb/setup.iql")).unwrap();
-    for cq in iql.lines().filter(|l| l.starts_with("CREATE CONTINUOUS QUERY")) {
+    for cq in iql
+        .lines()
+        .filter(|l| l.starts_with("CREATE CONTINUOUS QUERY"))
+    {
         let body = cq.split(" BEGIN ").nth(1).unwrap().trim_end_matches(" END");
         let body = body.replace(" GROUP BY", " AND time > now() - 7d GROUP BY");
         influx.query_post(&body).await;
