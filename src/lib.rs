@@ -30,6 +30,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod pipeline;
 pub mod reading;
+pub mod report;
 pub mod sink;
 pub mod source;
 pub mod spool;

@@ -83,6 +83,40 @@ enum Command {
         #[arg(long)]
         no_live: bool,
     },
+    /// A compliance report for a date range, from the Parquet archive or
+    /// InfluxDB: daily AQI per station, exceedance and heavy-pollution
+    /// days, sewage treatment rate per plant and city-wide, reclaimed-water
+    /// pace, construction dust per district; with PNG charts.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["archive", "influx"])))]
+    Report {
+        /// First local date (YYYY-MM-DD), included.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last local date, included.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// md: one report.md with the charts; csv: one file per table.
+        #[arg(long, value_enum, default_value = "md")]
+        format: lantian::report::Format,
+        /// Read the Parquet archive in DIR (e.g. lantian-demo/archive).
+        #[arg(long, value_name = "DIR")]
+        archive: Option<PathBuf>,
+        /// Read InfluxDB 1.x at URL.
+        #[arg(long, value_name = "URL")]
+        influx: Option<String>,
+        /// InfluxDB database (with --influx).
+        #[arg(long, default_value = "env")]
+        database: String,
+        /// Where the report and charts go.
+        #[arg(long, default_value = "lantian-report", value_name = "DIR")]
+        out: PathBuf,
+        /// Time zone of the dates.
+        #[arg(long, default_value = "Asia/Shanghai")]
+        timezone: String,
+        /// Count construction-dust hours above this PM10 (µg/m³).
+        #[arg(long, value_name = "UG_M3")]
+        dust_limit: Option<f64>,
+    },
     /// Check a configuration: print every problem with its key path and
     /// exit 2, or print a one-line summary and exit 0.
     CheckConfig {
@@ -236,6 +270,46 @@ fn main() -> ExitCode {
                 lantian::demo::simulate(&broker, rate, history, !no_live, stop).await
             })
         }
+        Command::Report {
+            from,
+            to,
+            format,
+            archive,
+            influx,
+            database,
+            out,
+            timezone,
+            dust_limit,
+        } => {
+            let tz: chrono_tz::Tz = match timezone.parse() {
+                Ok(t) => t,
+                Err(_) => {
+                    eprintln!("lantian report: --timezone {timezone:?} is not an IANA zone");
+                    return ExitCode::from(2);
+                }
+            };
+            let source = match (archive, influx) {
+                (Some(dir), _) => lantian::report::Source::Archive(dir),
+                (None, Some(url)) => lantian::report::Source::Influx { url, database },
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let opts = lantian::report::Options {
+                source,
+                from,
+                to,
+                format,
+                out,
+                tz,
+                dust_limit,
+            };
+            async_main(|_stop| async move {
+                let files = lantian::report::run(&opts).await?;
+                for f in files {
+                    println!("{}", f.display());
+                }
+                Ok(())
+            })
+        }
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(s) => {
                 println!("configuration OK: {}", s.summary());
@@ -307,6 +381,7 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    lantian::app::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

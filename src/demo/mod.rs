@@ -292,6 +292,7 @@ fn summary(v: &serde_json::Value) -> String {
 
 /// `lantian demo`: runs until `stop`.
 pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
+    crate::app::install_crypto_provider();
     std::fs::create_dir_all(&o.state_dir)
         .with_context(|| format!("--state-dir {}", o.state_dir.display()))?;
     let broker_stop = CancellationToken::new();

@@ -286,7 +286,7 @@ pub fn read_measurement(dir: &Path, measurement: &str) -> PolarsResult<Option<Da
 
 /// Stacks frames whose columns differ: the union of columns, nulls where a
 /// frame lacks one.
-fn diagonal(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+pub fn diagonal(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
     let mut names: Vec<(PlSmallStr, DataType)> = Vec::new();
     for f in &frames {
         for c in f.columns() {

@@ -13,4 +13,5 @@ mod harness;
 mod ingest;
 mod ops;
 mod outage;
+mod report;
 mod windows;

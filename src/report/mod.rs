@@ -1,0 +1,776 @@
+//! `lantian report`: a compliance report for a date range, computed with
+//! polars from the Parquet archive or from InfluxDB:
+//!
+//! - the daily AQI per station (a date × station table, and a chart);
+//! - exceedance and heavy-pollution days per station (daily AQI > 100,
+//!   > 200, > 300) and GB 3095 PM2.5 24 h exceedances (2012: 75 µg/m³;
+//!   2026 transition: 60 µg/m³), valid days only;
+//! - the sewage treatment rate per plant and city-wide (target 95 %), with
+//!   a chart;
+//! - reclaimed water: volume in the range, and the annual volume at that
+//!   pace against 1.2 billion m³;
+//! - construction dust per district.
+//!
+//! Markdown (one `report.md` with the charts beside it) or CSV (one file
+//! per table). Dates are local (Asia/Shanghai by default), both ends
+//! included.
+
+pub mod chart;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::TimeZone;
+use polars::prelude::*;
+
+const DAY_MS: i64 = 86_400_000;
+/// Report §5: 1.2 billion m³ of recycled water a year.
+const RECLAIMED_TARGET_M3: f64 = 1.2e9;
+/// Report §5: sewage treatment rate 95 %.
+const TREATMENT_TARGET: f64 = 95.0;
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    Archive(PathBuf),
+    Influx { url: String, database: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Md,
+    Csv,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub source: Source,
+    /// First and last local date, included.
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    pub format: Format,
+    pub out: PathBuf,
+    pub tz: chrono_tz::Tz,
+    /// Count construction-dust hours above this (µg/m³).
+    pub dust_limit: Option<f64>,
+}
+
+fn midnight(tz: chrono_tz::Tz, d: chrono::NaiveDate) -> i64 {
+    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+        .earliest()
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+fn progress(msg: String) {
+    eprintln!("report: {msg}");
+}
+
+/// Loads a measurement over [from, to) with `time` as epoch ms (Int64).
+async fn load(src: &Source, m: &str, from: i64, to: i64) -> anyhow::Result<Option<DataFrame>> {
+    let started = Instant::now();
+    let df = match src {
+        Source::Archive(dir) => {
+            let dir = dir.clone();
+            let name = m.to_owned();
+            let df = tokio::task::spawn_blocking(move || {
+                crate::sink::archive::read_measurement(&dir, &name)
+            })
+            .await??;
+            match df {
+                None => None,
+                Some(df) => Some(
+                    df.lazy()
+                        .with_column(col("time").cast(DataType::Int64))
+                        .filter(col("time").gt_eq(lit(from)).and(col("time").lt(lit(to))))
+                        .collect()?,
+                ),
+            }
+        }
+        Source::Influx { url, database } => {
+            let days = ((to - from) / DAY_MS).max(1);
+            let mut frames = Vec::new();
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()?;
+            let mut t = from;
+            let mut k = 0;
+            while t < to {
+                let end = (t + DAY_MS).min(to);
+                let q = format!("SELECT * FROM \"{m}\" WHERE time >= {t}ms AND time < {end}ms");
+                let mut u = reqwest::Url::parse(&format!("{}/query", url.trim_end_matches('/')))
+                    .with_context(|| format!("--influx {url:?}"))?;
+                u.query_pairs_mut()
+                    .append_pair("db", database)
+                    .append_pair("epoch", "ms")
+                    .append_pair("q", &q);
+                let v: serde_json::Value = serde_json::from_slice(
+                    &client
+                        .get(u)
+                        .send()
+                        .await
+                        .with_context(|| format!("InfluxDB {url}"))?
+                        .bytes()
+                        .await?,
+                )?;
+                if let Some(e) = v["results"][0]["error"].as_str() {
+                    anyhow::bail!("InfluxDB: {q}: {e}");
+                }
+                for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+                    frames.push(json_frame(s)?);
+                }
+                k += 1;
+                if days > 3 {
+                    progress(format!("{m}: {k}/{days} days from InfluxDB"));
+                }
+                t = end;
+            }
+            if frames.is_empty() {
+                None
+            } else {
+                Some(crate::sink::archive::diagonal(frames)?)
+            }
+        }
+    };
+    progress(format!(
+        "{m}: {} rows ({:.1} s)",
+        df.as_ref().map_or(0, |d| d.height()),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(df)
+}
+
+/// One InfluxQL result series as a frame (numbers → f64, text → string,
+/// booleans → bool; `time` → i64 ms).
+fn json_frame(s: &serde_json::Value) -> anyhow::Result<DataFrame> {
+    let names: Vec<&str> = s["columns"]
+        .as_array()
+        .context("columns")?
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let rows = s["values"].as_array().context("values")?;
+    let mut cols = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cells: Vec<&serde_json::Value> = rows.iter().map(|r| &r[i]).collect();
+        let first = cells.iter().find(|c| !c.is_null());
+        let col = if *name == "time" {
+            Column::new(
+                "time".into(),
+                cells.iter().map(|c| c.as_i64()).collect::<Vec<_>>(),
+            )
+        } else {
+            match first {
+                Some(v) if v.is_number() => Column::new(
+                    (*name).into(),
+                    cells.iter().map(|c| c.as_f64()).collect::<Vec<_>>(),
+                ),
+                Some(v) if v.is_boolean() => Column::new(
+                    (*name).into(),
+                    cells.iter().map(|c| c.as_bool()).collect::<Vec<_>>(),
+                ),
+                _ => Column::new(
+                    (*name).into(),
+                    cells
+                        .iter()
+                        .map(|c| c.as_str().map(str::to_owned))
+                        .collect::<Vec<_>>(),
+                ),
+            }
+        };
+        cols.push(col);
+    }
+    Ok(DataFrame::new(rows.len(), cols)?)
+}
+
+fn has(df: &DataFrame, c: &str) -> bool {
+    df.column(c).is_ok()
+}
+
+fn f64s(df: &DataFrame, c: &str) -> Vec<Option<f64>> {
+    df.column(c)
+        .and_then(|c| c.cast(&DataType::Float64))
+        .map(|c| {
+            c.f64()
+                .map(|a| (0..a.len()).map(|i| a.get(i)).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|_| vec![None; df.height()])
+}
+
+fn strs(df: &DataFrame, c: &str) -> Vec<Option<String>> {
+    df.column(c)
+        .and_then(|c| c.cast(&DataType::String))
+        .map(|c| {
+            c.str()
+                .map(|a| (0..a.len()).map(|i| a.get(i).map(str::to_owned)).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|_| vec![None; df.height()])
+}
+
+fn i64s(df: &DataFrame, c: &str) -> Vec<Option<i64>> {
+    df.column(c)
+        .and_then(|c| c.cast(&DataType::Int64))
+        .map(|c| {
+            c.i64()
+                .map(|a| (0..a.len()).map(|i| a.get(i)).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|_| vec![None; df.height()])
+}
+
+/// Everything the report shows, computed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub dates: Vec<String>,
+    /// site → district.
+    pub stations: BTreeMap<String, String>,
+    /// (date, site) → (daily AQI, category, primary).
+    pub daily_aqi: BTreeMap<(String, String), (i64, String, String)>,
+    /// site → [days with AQI, > 100, > 200, > 300, max AQI].
+    pub exceed: BTreeMap<String, [i64; 5]>,
+    /// site → (valid PM2.5 days, > 75, > 60).
+    pub pm25: BTreeMap<String, (i64, i64, i64)>,
+    /// plant → (inflow m³, treated m³, reclaimed m³, days).
+    pub plants: BTreeMap<String, (f64, f64, f64, i64)>,
+    /// district → (sites, mean PM10, highest hourly PM10, hours above limit).
+    pub dust: BTreeMap<String, (usize, f64, f64, Option<i64>)>,
+    pub days: i64,
+}
+
+impl Report {
+    pub fn city(&self) -> (f64, f64, f64) {
+        self.plants
+            .values()
+            .fold((0.0, 0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1, a.2 + p.2))
+    }
+}
+
+/// Loads and computes the report (polars over the loaded frames).
+pub async fn compute(o: &Options) -> anyhow::Result<Report> {
+    anyhow::ensure!(o.from <= o.to, "--from {} is after --to {}", o.from, o.to);
+    let from = midnight(o.tz, o.from);
+    let to = midnight(o.tz, o.to + chrono::Days::new(1));
+    let mut r = Report {
+        days: ((to - from) as f64 / DAY_MS as f64).round() as i64,
+        ..Report::default()
+    };
+    let date = |ms: i64| {
+        o.tz.timestamp_millis_opt(ms)
+            .single()
+            .map(|t| t.date_naive().to_string())
+            .unwrap_or_default()
+    };
+    let mut d = o.from;
+    while d <= o.to {
+        r.dates.push(d.to_string());
+        d = d + chrono::Days::new(1);
+    }
+
+    // Daily AQI per station.
+    if let Some(aqi) = load(&o.source, "aqi", from, to).await? {
+        if has(&aqi, "period") && has(&aqi, "aqi") {
+            let day = aqi
+                .lazy()
+                .filter(col("period").eq(lit("day")).and(col("aqi").is_not_null()))
+                .with_column(col("aqi").cast(DataType::Int64))
+                .sort(["time"], Default::default())
+                .collect()?;
+            let (t, site, dist, v) = (
+                i64s(&day, "time"),
+                strs(&day, "site"),
+                strs(&day, "district"),
+                i64s(&day, "aqi"),
+            );
+            let (cat, prim) = (strs(&day, "category"), strs(&day, "primary"));
+            for i in 0..day.height() {
+                let (Some(t), Some(s), Some(v)) = (t[i], site[i].clone(), v[i]) else {
+                    continue;
+                };
+                r.stations
+                    .insert(s.clone(), dist[i].clone().unwrap_or_default());
+                r.daily_aqi.insert(
+                    (date(t), s),
+                    (
+                        v,
+                        cat[i].clone().unwrap_or_default(),
+                        prim[i].clone().unwrap_or_default(),
+                    ),
+                );
+            }
+            let by_site = day
+                .lazy()
+                .group_by([col("site")])
+                .agg([
+                    col("aqi").count().cast(DataType::Int64).alias("days"),
+                    col("aqi")
+                        .gt(lit(100))
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("over100"),
+                    col("aqi")
+                        .gt(lit(200))
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("over200"),
+                    col("aqi")
+                        .gt(lit(300))
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("over300"),
+                    col("aqi").max().cast(DataType::Int64).alias("max"),
+                ])
+                .collect()?;
+            let site = strs(&by_site, "site");
+            let cols: Vec<Vec<Option<i64>>> = ["days", "over100", "over200", "over300", "max"]
+                .iter()
+                .map(|c| i64s(&by_site, c))
+                .collect();
+            for i in 0..by_site.height() {
+                if let Some(s) = site[i].clone() {
+                    r.exceed
+                        .insert(s, std::array::from_fn(|k| cols[k][i].unwrap_or(0)));
+                }
+            }
+        }
+    }
+
+    // GB 3095 PM2.5 24 h exceedances (valid days).
+    if let Some(air) = load(&o.source, "air_1d", from, to).await? {
+        if has(&air, "pm25_mean") && has(&air, "scope") {
+            let valid = if has(&air, "pm25_valid") {
+                col("pm25_valid").eq(lit(true))
+            } else {
+                lit(true)
+            };
+            let g = air
+                .lazy()
+                .filter(
+                    col("scope")
+                        .eq(lit("site"))
+                        .and(valid)
+                        .and(col("pm25_mean").is_not_null()),
+                )
+                .group_by([col("site")])
+                .agg([
+                    col("pm25_mean").count().cast(DataType::Int64).alias("days"),
+                    col("pm25_mean")
+                        .gt(lit(75.0))
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("o75"),
+                    col("pm25_mean")
+                        .gt(lit(60.0))
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("o60"),
+                ])
+                .collect()?;
+            let (s, n, a, b) = (
+                strs(&g, "site"),
+                i64s(&g, "days"),
+                i64s(&g, "o75"),
+                i64s(&g, "o60"),
+            );
+            for i in 0..g.height() {
+                if let Some(site) = s[i].clone() {
+                    r.pm25.insert(
+                        site,
+                        (n[i].unwrap_or(0), a[i].unwrap_or(0), b[i].unwrap_or(0)),
+                    );
+                }
+            }
+        }
+    }
+
+    // Sewage: daily means (m³/h) × 24 h = m³.
+    if let Some(sw) = load(&o.source, "sewage_1d", from, to).await? {
+        if has(&sw, "inflow_m3h_mean") && has(&sw, "treated_m3h_mean") && has(&sw, "scope") {
+            let reclaimed = if has(&sw, "reclaimed_m3h_mean") {
+                col("reclaimed_m3h_mean")
+            } else {
+                lit(0.0)
+            };
+            let g = sw
+                .lazy()
+                .filter(
+                    col("scope")
+                        .eq(lit("site"))
+                        .and(col("inflow_m3h_mean").is_not_null())
+                        .and(col("treated_m3h_mean").is_not_null()),
+                )
+                .group_by([col("site")])
+                .agg([
+                    (col("inflow_m3h_mean") * lit(24.0)).sum().alias("inflow"),
+                    (col("treated_m3h_mean") * lit(24.0)).sum().alias("treated"),
+                    (reclaimed.fill_null(lit(0.0)) * lit(24.0))
+                        .sum()
+                        .alias("reclaimed"),
+                    col("inflow_m3h_mean")
+                        .count()
+                        .cast(DataType::Int64)
+                        .alias("days"),
+                ])
+                .collect()?;
+            let (s, i_, t, rc, n) = (
+                strs(&g, "site"),
+                f64s(&g, "inflow"),
+                f64s(&g, "treated"),
+                f64s(&g, "reclaimed"),
+                i64s(&g, "days"),
+            );
+            for k in 0..g.height() {
+                if let Some(site) = s[k].clone() {
+                    r.plants.insert(
+                        site,
+                        (
+                            i_[k].unwrap_or(0.0),
+                            t[k].unwrap_or(0.0),
+                            rc[k].unwrap_or(0.0),
+                            n[k].unwrap_or(0),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Construction dust per district (hourly site means).
+    if let Some(dust) = load(&o.source, "dust_1h", from, to).await? {
+        if has(&dust, "pm10_mean") && has(&dust, "scope") {
+            let limit = o.dust_limit.unwrap_or(f64::INFINITY);
+            let max_col = if has(&dust, "pm10_max") {
+                col("pm10_max")
+            } else {
+                col("pm10_mean")
+            };
+            let per_site = dust
+                .lazy()
+                .filter(
+                    col("scope")
+                        .eq(lit("site"))
+                        .and(col("pm10_mean").is_not_null()),
+                )
+                .group_by([col("district"), col("site")])
+                .agg([
+                    col("pm10_mean").mean().alias("mean"),
+                    max_col.max().alias("max"),
+                    col("pm10_mean")
+                        .gt(lit(limit))
+                        .cast(DataType::Int64)
+                        .sum()
+                        .alias("over"),
+                ])
+                .collect()?;
+            let g = per_site
+                .lazy()
+                .group_by([col("district")])
+                .agg([
+                    col("site").count().cast(DataType::Int64).alias("sites"),
+                    col("mean").mean().alias("mean"),
+                    col("max").max().alias("max"),
+                    col("over").sum().alias("over"),
+                ])
+                .collect()?;
+            let (d, n, m, x, ov) = (
+                strs(&g, "district"),
+                i64s(&g, "sites"),
+                f64s(&g, "mean"),
+                f64s(&g, "max"),
+                i64s(&g, "over"),
+            );
+            for k in 0..g.height() {
+                if let Some(district) = d[k].clone() {
+                    r.dust.insert(
+                        district,
+                        (
+                            n[k].unwrap_or(0) as usize,
+                            m[k].unwrap_or(0.0),
+                            x[k].unwrap_or(0.0),
+                            o.dust_limit.map(|_| ov[k].unwrap_or(0)),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn pct(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b * 100.0)
+}
+
+fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if !r.daily_aqi.is_empty() {
+        let series = r
+            .stations
+            .keys()
+            .map(|s| {
+                (
+                    s.clone(),
+                    r.dates
+                        .iter()
+                        .map(|d| r.daily_aqi.get(&(d.clone(), s.clone())).map(|v| v.0 as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        let c = chart::LineChart {
+            title: "Daily AQI per station",
+            x_labels: r.dates.iter().map(|d| d[5..].to_owned()).collect(),
+            series,
+            bands: vec![
+                (0.0, 50.0, [220, 247, 220]),
+                (50.0, 100.0, [252, 252, 215]),
+                (100.0, 150.0, [255, 236, 215]),
+                (150.0, 200.0, [255, 215, 215]),
+                (200.0, 300.0, [240, 215, 228]),
+                (300.0, 500.0, [232, 210, 215]),
+            ],
+            y_max: None,
+        };
+        let p = out.join("daily-aqi.png");
+        std::fs::write(&p, c.render().png())?;
+        files.push(p);
+    }
+    if !r.plants.is_empty() {
+        let mut bars: Vec<(String, f64)> = r
+            .plants
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), pct(v.1, v.0)?)))
+            .collect();
+        let (i, t, _) = r.city();
+        if let Some(c) = pct(t, i) {
+            bars.push(("CITY".into(), c));
+        }
+        let c = chart::BarChart {
+            title: "Sewage treatment rate (%)",
+            bars,
+            target: Some((TREATMENT_TARGET, "TARGET 95")),
+            y_max: 100.0,
+        };
+        let p = out.join("treatment-rate.png");
+        std::fs::write(&p, c.render().png())?;
+        files.push(p);
+    }
+    Ok(files)
+}
+
+/// Writes the report; returns the files written.
+pub async fn run(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
+    crate::app::install_crypto_provider();
+    let r = compute(o).await?;
+    std::fs::create_dir_all(&o.out).with_context(|| format!("--out {}", o.out.display()))?;
+    let mut files = charts(&r, &o.out)?;
+    match o.format {
+        Format::Md => {
+            let p = o.out.join("report.md");
+            std::fs::write(&p, markdown(o, &r, &files))?;
+            files.insert(0, p);
+        }
+        Format::Csv => files.extend(csv(o, &r)?),
+    }
+    Ok(files)
+}
+
+fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
+    let mut s = String::new();
+    let chart = |name: &str| {
+        charts
+            .iter()
+            .find(|p| p.file_name().is_some_and(|f| f == name))
+            .map(|_| format!("\n![{name}]({name})\n"))
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        s,
+        "# Beijing environmental compliance report, {} to {}\n\n\
+         Generated by lantian {} from {}. Dates are local ({}), both ends included: {} days.\n\
+         Targets: the 2020 government work report §5 and the standards in STANDARDS.md.\n",
+        o.from,
+        o.to,
+        env!("CARGO_PKG_VERSION"),
+        match &o.source {
+            Source::Archive(d) => format!("the Parquet archive {}", d.display()),
+            Source::Influx { url, database } => format!("InfluxDB {url}, database {database}"),
+        },
+        o.tz.name(),
+        r.days
+    );
+    let _ = writeln!(s, "## Daily AQI per station (HJ 633)\n");
+    if r.daily_aqi.is_empty() {
+        let _ = writeln!(
+            s,
+            "No daily AQI in this range (a day needs 20 valid hours).\n"
+        );
+    } else {
+        let _ = write!(s, "| date |");
+        for st in r.stations.keys() {
+            let _ = write!(s, " {st} |");
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in r.stations.keys() {
+            let _ = write!(s, "---:|");
+        }
+        s.push('\n');
+        for d in &r.dates {
+            let _ = write!(s, "| {d} |");
+            for st in r.stations.keys() {
+                match r.daily_aqi.get(&(d.clone(), st.clone())) {
+                    Some((v, _, _)) if *v > 200 => {
+                        let _ = write!(s, " **{v}** |");
+                    }
+                    Some((v, _, _)) => {
+                        let _ = write!(s, " {v} |");
+                    }
+                    None => s.push_str(" – |"),
+                }
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "\nBold: heavily polluted or worse (> 200). –: no valid day."
+        );
+        s.push_str(&chart("daily-aqi.png"));
+    }
+    let _ = writeln!(
+        s,
+        "\n## Exceedance and heavy-pollution days per station\n\n\
+         | station | district | days | AQI > 100 | heavy (> 200) | severe (> 300) | highest | PM2.5 > 75 (GB 3095-2012) | PM2.5 > 60 (GB 3095-2026) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (st, dist) in &r.stations {
+        let e = r.exceed.get(st).copied().unwrap_or_default();
+        let p = r.pm25.get(st).copied().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {st} | {dist} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
+            e[0], e[1], e[2], e[3], e[4], p.1, p.0, p.2, p.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Sewage treatment rate (target {TREATMENT_TARGET} %)\n\n\
+         | plant | days | inflow m³ | treated m³ | rate % | meets 95 % |\n|---|---:|---:|---:|---:|---|"
+    );
+    for (p, (i, t, _, n)) in &r.plants {
+        let rate = pct(*t, *i);
+        let _ = writeln!(
+            s,
+            "| {p} | {n} | {i:.0} | {t:.0} | {} | {} |",
+            rate.map_or("–".into(), |x| format!("{x:.2}")),
+            match rate {
+                Some(x) if x >= TREATMENT_TARGET => "yes",
+                Some(_) => "**no**",
+                None => "–",
+            }
+        );
+    }
+    let (ci, ct, cr) = r.city();
+    let city_rate = pct(ct, ci);
+    let _ = writeln!(
+        s,
+        "| **city** | | {ci:.0} | {ct:.0} | {} | {} |",
+        city_rate.map_or("–".into(), |x| format!("{x:.2}")),
+        match city_rate {
+            Some(x) if x >= TREATMENT_TARGET => "yes",
+            Some(_) => "**no**",
+            None => "–",
+        }
+    );
+    s.push_str(&chart("treatment-rate.png"));
+    let pace_target = RECLAIMED_TARGET_M3 * r.days as f64 / 365.0;
+    let _ = writeln!(
+        s,
+        "\n## Reclaimed water (target 1.2 billion m³ a year)\n\n\
+         | reclaimed in range m³ | pace target for {} days m³ | share of pace | annual volume at this pace m³ |\n|---:|---:|---:|---:|\n\
+         | {cr:.0} | {pace_target:.0} | {} | {:.0} |",
+        r.days,
+        pct(cr, pace_target).map_or("–".into(), |x| format!("{x:.1} %")),
+        cr * 365.0 / r.days.max(1) as f64
+    );
+    let _ = writeln!(
+        s,
+        "\n## Construction dust per district (PM10, µg/m³)\n\n\
+         | district | sites | mean of hourly means | highest hourly | hours above {} |\n|---|---:|---:|---:|---:|",
+        o.dust_limit
+            .map_or("the limit (--dust-limit)".into(), |l| format!("{l}"))
+    );
+    for (d, (n, mean, max, over)) in &r.dust {
+        let _ = writeln!(
+            s,
+            "| {d} | {n} | {mean:.1} | {max:.1} | {} |",
+            over.map_or("–".into(), |x| x.to_string())
+        );
+    }
+    s
+}
+
+fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut write = |name: &str, body: String| -> anyhow::Result<()> {
+        let p = o.out.join(name);
+        std::fs::write(&p, body)?;
+        files.push(p);
+        Ok(())
+    };
+    let mut a = String::from("date,site,district,aqi,category,primary\n");
+    for ((d, st), (v, c, p)) in &r.daily_aqi {
+        let dist = r.stations.get(st).map_or("", |x| x.as_str());
+        let _ = writeln!(a, "{d},{st},{dist},{v},{c},\"{p}\"");
+    }
+    write("daily_aqi.csv", a)?;
+    let mut e = String::from(
+        "site,district,days,aqi_over_100,aqi_over_200,aqi_over_300,aqi_max,pm25_valid_days,pm25_over_75,pm25_over_60\n",
+    );
+    for (st, dist) in &r.stations {
+        let x = r.exceed.get(st).copied().unwrap_or_default();
+        let p = r.pm25.get(st).copied().unwrap_or_default();
+        let _ = writeln!(
+            e,
+            "{st},{dist},{},{},{},{},{},{},{},{}",
+            x[0], x[1], x[2], x[3], x[4], p.0, p.1, p.2
+        );
+    }
+    write("stations.csv", e)?;
+    let mut w = String::from("plant,days,inflow_m3,treated_m3,reclaimed_m3,treatment_rate_pct\n");
+    for (p, (i, t, rc, n)) in &r.plants {
+        let _ = writeln!(
+            w,
+            "{p},{n},{i:.0},{t:.0},{rc:.0},{}",
+            pct(*t, *i).map_or(String::new(), |x| format!("{x:.3}"))
+        );
+    }
+    let (ci, ct, cr) = r.city();
+    let _ = writeln!(
+        w,
+        "city,,{ci:.0},{ct:.0},{cr:.0},{}",
+        pct(ct, ci).map_or(String::new(), |x| format!("{x:.3}"))
+    );
+    write("sewage.csv", w)?;
+    let mut d = String::from("district,sites,pm10_mean,pm10_max_hourly,hours_over_limit\n");
+    for (k, (n, mean, max, over)) in &r.dust {
+        let _ = writeln!(
+            d,
+            "{k},{n},{mean:.2},{max:.2},{}",
+            over.map_or(String::new(), |x| x.to_string())
+        );
+    }
+    write("dust.csv", d)?;
+    let pace = RECLAIMED_TARGET_M3 * r.days as f64 / 365.0;
+    write(
+        "reclaimed.csv",
+        format!(
+            "days,reclaimed_m3,pace_target_m3,share_of_pace_pct,annual_at_pace_m3\n{},{cr:.0},{pace:.0},{},{:.0}\n",
+            r.days,
+            pct(cr, pace).map_or(String::new(), |x| format!("{x:.2}")),
+            cr * 365.0 / r.days.max(1) as f64
+        ),
+    )?;
+    Ok(files)
+}
