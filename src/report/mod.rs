@@ -2,8 +2,8 @@
 //! polars from the Parquet archive or from InfluxDB:
 //!
 //! - the daily AQI per station (a date × station table, and a chart);
-//! - exceedance and heavy-pollution days per station (daily AQI > 100,
-//!   > 200, > 300) and GB 3095 PM2.5 24 h exceedances (2012: 75 µg/m³;
+//! - exceedance and heavy-pollution days per station (daily AQI above
+//!   100, 200 and 300) and GB 3095 PM2.5 24 h exceedances (2012: 75 µg/m³;
 //!   2026 transition: 60 µg/m³), valid days only;
 //! - the sewage treatment rate per plant and city-wide (target 95 %), with
 //!   a chart;
