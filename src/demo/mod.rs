@@ -166,7 +166,7 @@ pub async fn simulate(
     eprintln!(
         "simulating {} sensors against {broker}: {} of history at {} msg/s{}",
         fleet.sensors.len(),
-        humantime::format_duration(history),
+        hours(history),
         if rate == 0 {
             "max".into()
         } else {
@@ -192,6 +192,16 @@ pub async fn simulate(
         p.flush(Duration::from_secs(10)).await;
     }
     Ok(())
+}
+
+/// "48 h", "3 h", "90 min".
+fn hours(d: Duration) -> String {
+    let m = d.as_secs() / 60;
+    if m % 60 == 0 {
+        format!("{} h", m / 60)
+    } else {
+        format!("{m} min")
+    }
 }
 
 /// Options of `lantian demo`.
@@ -326,7 +336,7 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
         o.influx
             .as_deref()
             .unwrap_or("off (--influx URL to write there too)"),
-        humantime::format_duration(o.history),
+        hours(o.history),
         fleet.sensors.len(),
         fleet::STATIONS.len(),
         humantime::format_duration(o.every),
