@@ -4,6 +4,10 @@
 //!   sensors (6 pollutants each, a reading every second: 60,000 readings):
 //!   buffer, reduce with polars, merge, close windows, AQI, encode lines.
 //! - `aqi_evaluate`: one HJ 633-2026 evaluation of 7 concentrations.
+//! - `alert_points`: the alert engine's per-reading work (deadman and
+//!   flatline bookkeeping) on the same 60,000 readings, shipped rules.
+//! - `alert_observe`: one hour's observations of 500 sites (hourly means
+//!   of 6 pollutants and the hourly AQI) judged by the shipped rules.
 //! - Before criterion runs, a memory sweep feeds 1,000 sensors a reading a
 //!   minute for 48 simulated hours and prints windows held and RSS by hour
 //!   (`cargo bench --bench windows`; 3 hours under `cargo test --benches`).
@@ -138,11 +142,82 @@ fn aqi(c: &mut Criterion) {
     g.finish();
 }
 
+fn alerts(c: &mut Criterion) {
+    use lantian::alert::engine::Rule;
+    use lantian::alert::{Engine as Alerts, Observation};
+    let rules = || {
+        Rule::from_targets(
+            &lantian::evaluate::targets::shipped(),
+            std::time::Duration::from_secs(4 * 3600),
+        )
+    };
+    let cal = lantian::window::calendar::Calendar {
+        tz: chrono_tz::Asia::Shanghai,
+    };
+    let mut batch = points(DAY0, 10, 1);
+    let mut g = c.benchmark_group("alert");
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    let mut e = Alerts::new(rules(), cal);
+    g.bench_function("points_60k_readings", |b| {
+        b.iter(|| {
+            // Each round 10 s later, so every reading is new (an integer
+            // add per reading, against the work measured).
+            for p in batch.iter_mut() {
+                p.time_ms += 10_000;
+            }
+            e.points(black_box(&batch));
+        })
+    });
+    let obs: Vec<Observation> = (0..500)
+        .flat_map(|s| {
+            let labels = vec![
+                ("district".to_owned(), format!("d{}", s % 16)),
+                ("site".to_owned(), format!("site-{s:03}")),
+            ];
+            FIELDS
+                .iter()
+                .map(|f| format!("{f}.hour"))
+                .chain(["aqi.hour".to_owned()])
+                .map(move |metric| Observation {
+                    kind: "air".into(),
+                    labels: labels.clone(),
+                    metric,
+                    start_ms: DAY0,
+                    end_ms: DAY0 + 3_600_000,
+                    value: 150.0 + (s % 120) as f64,
+                    valid: true,
+                    details: Default::default(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    g.throughput(Throughput::Elements(obs.len() as u64));
+    let mut hour = 0i64;
+    let mut e = Alerts::new(rules(), cal);
+    g.bench_function("observe_500_sites_hour", |b| {
+        b.iter(|| {
+            hour += 1;
+            let shifted: Vec<Observation> = obs
+                .iter()
+                .map(|o| Observation {
+                    start_ms: o.start_ms + hour * 3_600_000,
+                    end_ms: o.end_ms + hour * 3_600_000,
+                    ..o.clone()
+                })
+                .collect();
+            e.observe(black_box(&shifted));
+            e.take_notices().len()
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     memory_sweep(if full { 48 } else { 3 });
     let mut c = Criterion::default().configure_from_args();
     window_flush(&mut c);
     aqi(&mut c);
+    alerts(&mut c);
     c.final_summary();
 }
