@@ -347,35 +347,19 @@ fn main() -> ExitCode {
                     "no --config given: using built-in defaults and LANTIAN__* variables"
                 );
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("lantian: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(wait_for_signal(shutdown.clone()));
+            async_main(|shutdown| async move {
                 let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
                 tokio::spawn(reload_on_sighup(config.clone(), reload_tx));
-                match lantian::app::run_with_reload(settings, shutdown, Some(reload_rx)).await {
-                    Ok(_) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
+                lantian::app::run_with_reload(settings, shutdown, Some(reload_rx))
+                    .await
+                    .map(|_| ())
             })
         }
     }
 }
 
 /// Runs `f` on a multi-threaded runtime with SIGINT/SIGTERM cancelling
-/// its token; exit 0 on Ok.
+/// its token (a second signal exits at once); exit 0 on Ok.
 fn async_main<F, Fut>(f: F) -> ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
@@ -398,7 +382,12 @@ where
         match f(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("lantian: {e:#}");
+                // Through the log when there is one (JSON logs stay JSON).
+                if tracing::dispatcher::has_been_set() {
+                    tracing::error!("{e:#}");
+                } else {
+                    eprintln!("lantian: {e:#}");
+                }
                 ExitCode::FAILURE
             }
         }

@@ -53,29 +53,7 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     // Two days of the simulated fleet through the real pipeline.
     let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
     lantian.wait_subscribed().await;
-    let sim = Command::new(env!("CARGO_BIN_EXE_lantian"))
-        .args([
-            "simulate",
-            "--rate",
-            "0",
-            "--history",
-            "48h",
-            "--no-live",
-            "--broker",
-        ])
-        .arg(format!("127.0.0.1:{}", broker.port))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&sim.stderr);
-    assert!(sim.status.success(), "{said}");
-    eprintln!("{said}");
-    // "history: N messages ...": N / 26 sensors minutes, 12 of them air.
-    let n: i64 = said
-        .split("history: ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("{said}"));
+    let n = simulate(broker.port, "48h");
     assert_eq!(n % 26, 0);
     assert!(n / 26 >= 48 * 60);
     let want = 12 * n / 26;

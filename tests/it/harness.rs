@@ -837,3 +837,31 @@ pub fn chromium_screenshot(url: &str, name: &str) -> Vec<u8> {
     eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
     png
 }
+
+/// Runs `lantian simulate --rate 0 --history HISTORY --no-live` against the
+/// broker on `port`; returns how many messages it published (it says so).
+#[allow(dead_code)]
+pub fn simulate(port: u16, history: &str) -> i64 {
+    let sim = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args([
+            "simulate",
+            "--rate",
+            "0",
+            "--history",
+            history,
+            "--no-live",
+            "--broker",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&sim.stderr).into_owned();
+    assert!(sim.status.success(), "{said}");
+    eprintln!("{said}");
+    // "history: N messages in ..."
+    said.split("history: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"))
+}

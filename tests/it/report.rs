@@ -51,27 +51,7 @@ async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influx
     );
     let lantian = Lantian::start(&config);
     lantian.wait_subscribed().await;
-    let sim = Command::new(env!("CARGO_BIN_EXE_lantian"))
-        .args([
-            "simulate",
-            "--rate",
-            "0",
-            "--history",
-            "167h",
-            "--no-live",
-            "--broker",
-        ])
-        .arg(format!("127.0.0.1:{}", broker.port))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&sim.stderr).into_owned();
-    assert!(sim.status.success(), "{said}");
-    let n: i64 = said
-        .split("history: ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|x| x.parse().ok())
-        .unwrap();
+    let n = simulate(broker.port, "167h");
     let got = influx
         .wait_count(
             "SELECT count(pm25) FROM air",
