@@ -31,7 +31,7 @@ fn ink(color: &str) -> &'static str {
             .and_then(|h| u8::from_str_radix(h, 16).ok())
             .unwrap_or(0) as f64
     };
-    if 0.299 * v(0) + 0.587 * v(2) + 0.114 * v(4) > 150.0 {
+    if 0.299 * v(0) + 0.587 * v(2) + 0.114 * v(4) > 128.0 {
         "#000"
     } else {
         "#fff"
@@ -112,7 +112,8 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
             "<table id=\"alerts\"><tr><th>Severity</th><th>Alert</th><th>Where</th>\
              <th>Value</th><th>Since</th><th>Basis</th></tr>",
         );
-        for a in &alerts {
+        const SHOWN: usize = 200;
+        for a in alerts.iter().take(SHOWN) {
             let wh: Vec<String> = ["district", "site", "sensor", "scope", "field"]
                 .iter()
                 .filter_map(|k| a.labels.get(*k).map(|v| format!("{k}={v}")))
@@ -133,6 +134,13 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
             );
         }
         o.push_str("</table>");
+        if alerts.len() > SHOWN {
+            let _ = write!(
+                o,
+                "<p class=\"muted\">…and {} more (all in <a href=\"/api/status\">/api/status</a>).</p>",
+                alerts.len() - SHOWN
+            );
+        }
     }
 
     let c = |x: &std::sync::atomic::AtomicU64| x.load(Relaxed);
@@ -178,4 +186,52 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
         board.local(board.started_ms())
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Observation;
+    use crate::evaluate::aqi::Standard;
+
+    #[test]
+    fn the_page_escapes_what_sensors_name_and_colours_by_category() {
+        let b = Board::new(Standard::Hj633_2026, chrono_tz::Asia::Shanghai);
+        let obs = |site: &str, aqi: f64, hour: i64| Observation {
+            kind: "air".into(),
+            labels: vec![
+                ("district".into(), "dongcheng".into()),
+                ("site".into(), site.into()),
+            ],
+            metric: "aqi.hour".into(),
+            start_ms: hour,
+            end_ms: hour + 3_600_000,
+            value: aqi,
+            valid: true,
+            details: Default::default(),
+        };
+        b.observe(&[
+            obs("<script>x</script>", 35.0, 0),
+            obs("dongsi", 260.0, 3_600_000),
+        ]);
+        // An older hour does not replace a newer one.
+        b.observe(&[obs("dongsi", 20.0, 0)]);
+        let m = Metrics::default();
+        let html = render(&b, &m, &["mqtt: not connected"]);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(
+            html.contains("background:#99004C;color:#fff\">260<"),
+            "{html}"
+        );
+        assert!(
+            html.contains("background:#00E400;color:#000\">35<"),
+            "{html}"
+        );
+        assert!(html.contains("not ready: mqtt: not connected"));
+        assert!(html.contains("None firing."));
+        let j = b.to_json(&m, &[]);
+        assert_eq!(j["stations"].as_array().unwrap().len(), 2);
+        assert_eq!(j["ready"], true);
+    }
 }
