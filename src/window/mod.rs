@@ -15,9 +15,11 @@
 //! align to the Unix epoch (so hours are local hours in Beijing), days to
 //! local midnight.
 //!
-//! Window state is held in memory: after a restart, windows that were open
-//! start again from the readings that arrive next (flagged incomplete by
-//! their counts). Rebuilding them from the durable spool is issue 4's work.
+//! Window state is held in memory and saved as a checksummed snapshot
+//! (`Engine::snapshot`, every `snapshot_interval` and at shutdown); after
+//! a restart the snapshot is restored and the spool replays what came
+//! after it, so windows open at a crash are complete. The AQI of a window
+//! is computed before anything past the correction horizon is pruned.
 
 pub mod air;
 pub mod calendar;
