@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 /// LANTIAN__INFLUXDB__TOKEN=... Without a file, built-in defaults apply:
 /// broker 127.0.0.1:1883, topics env/#, InfluxDB 1.x at
 /// http://127.0.0.1:8086, database "env".
+///
+/// New here? `lantian demo` runs the whole pipeline on this machine with
+/// nothing installed, and prints where to look.
 #[derive(Parser)]
 #[command(version, about, long_about, propagate_version = true)]
 struct Cli {
