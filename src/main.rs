@@ -42,33 +42,7 @@ enum Command {
     /// construction dust, VOC and catering sources, sewage plants) with a
     /// pollution episode, the full pipeline, and a local Parquet archive.
     /// Prints where to look (status page, archive); Ctrl-C stops.
-    Demo {
-        /// Spool, alert state and the Parquet archive go here.
-        #[arg(long, default_value = "lantian-demo", value_name = "DIR")]
-        state_dir: PathBuf,
-        /// Status page and metrics address.
-        #[arg(long, default_value = "127.0.0.1:9184", value_name = "ADDR")]
-        admin: std::net::SocketAddr,
-        /// Embedded broker address (port 0: any free port).
-        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
-        broker: std::net::SocketAddr,
-        /// Also write to this InfluxDB 1.x, e.g. http://127.0.0.1:8086.
-        #[arg(long, value_name = "URL")]
-        influx: Option<String>,
-        /// InfluxDB database (with --influx).
-        #[arg(long, default_value = "env")]
-        influx_db: String,
-        /// Also send alerts to this webhook (lantian JSON).
-        #[arg(long, value_name = "URL")]
-        webhook: Option<String>,
-        /// History published at start (48h gives a complete day: daily
-        /// AQI, treatment rates, the alert level).
-        #[arg(long, default_value = "48h", value_parser = humantime::parse_duration)]
-        history: std::time::Duration,
-        /// Interval of live readings after the history.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        every: std::time::Duration,
-    },
+    Demo(lantian::demo::DemoOptions),
     /// Run the simulated fleet against a real broker (development, load):
     /// HISTORY of minute readings at RATE messages a second, then a reading
     /// a minute until Ctrl-C (unless --no-live).
@@ -240,26 +214,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo {
-            state_dir,
-            admin,
-            broker,
-            influx,
-            influx_db,
-            webhook,
-            history,
-            every,
-        } => {
-            let opts = lantian::demo::DemoOptions {
-                state_dir,
-                admin,
-                broker,
-                influx,
-                influx_db,
-                webhook,
-                history,
-                every,
-            };
+        Command::Demo(opts) => {
             async_main(|stop| async move { lantian::demo::demo(opts, stop).await })
         }
         Command::Simulate {

@@ -204,21 +204,33 @@ fn hours(d: Duration) -> String {
     }
 }
 
-/// Options of `lantian demo`.
-#[derive(Clone, Debug)]
+/// Options of `lantian demo` (its command-line arguments).
+#[derive(Clone, Debug, clap::Args)]
 pub struct DemoOptions {
-    /// Spool, alert state and the archive live here.
+    /// Spool, alert state and the Parquet archive go here.
+    #[arg(long, default_value = "lantian-demo", value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// Status page and metrics address.
+    #[arg(long, default_value = "127.0.0.1:9184", value_name = "ADDR")]
     pub admin: SocketAddr,
-    /// The embedded broker's address (port 0: any free port).
+    /// Embedded broker address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub broker: SocketAddr,
-    /// Also write to this InfluxDB 1.x (database `influx_db`).
+    /// Also write to this InfluxDB 1.x, e.g. http://127.0.0.1:8086.
+    #[arg(long, value_name = "URL")]
     pub influx: Option<String>,
+    /// InfluxDB database (with --influx).
+    #[arg(long, default_value = "env")]
     pub influx_db: String,
-    /// Send alerts to this webhook too (lantian JSON).
+    /// Also send alerts to this webhook (lantian JSON).
+    #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
+    /// History published at start (48h gives a complete day: daily AQI,
+    /// treatment rates, the alert level).
+    #[arg(long, default_value = "48h", value_parser = humantime::parse_duration)]
     pub history: Duration,
-    /// Live readings every...
+    /// Interval of live readings after the history.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub every: Duration,
 }
 
