@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MQTT_PORT=${MQTT_PORT:-18830}
+ADMIN_PORT=${ADMIN_PORT:-19184}
 INFLUX_PORT=${INFLUX_PORT:-18086}
 RPC_PORT=$((INFLUX_PORT + 2))
 
@@ -60,7 +61,8 @@ curl -sf -XPOST "http://127.0.0.1:$INFLUX_PORT/query" --data-urlencode "q=CREATE
 
 cargo build --release --locked
 LANTIAN__MQTT__PORT=$MQTT_PORT LANTIAN__INFLUXDB__URL="http://127.0.0.1:$INFLUX_PORT" \
-  LANTIAN__SPOOL__DIR="$work/spool" \
+  LANTIAN__SPOOL__DIR="$work/spool" LANTIAN__ALERTS__DIR="$work/alerts" \
+  LANTIAN__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
   target/release/lantian run --config config/lantian.toml & pids+=($!)
 sleep 1
 
@@ -95,7 +97,7 @@ echo; echo "== aqi (hourly, HJ 633-2026):"
 q "SELECT site, aqi, category, primary, iaqi_pm25_24h, iaqi_pm10_24h, iaqi_o3_1h, invalid FROM aqi"
 echo; echo "Try: target/release/lantian aqi pm25_24h=80 o3_8h=120"
 echo
-echo "lantian is running (MQTT 127.0.0.1:$MQTT_PORT, InfluxDB http://127.0.0.1:$INFLUX_PORT, db env)."
+echo "lantian is running (MQTT 127.0.0.1:$MQTT_PORT, InfluxDB http://127.0.0.1:$INFLUX_PORT, db env; status page http://127.0.0.1:$ADMIN_PORT/)."
 echo "Publish more with: mosquitto_pub -p $MQTT_PORT -q 1 -t env/dongcheng/dongsi/air/aq-0012 -m '{\"pm25\":40}'"
 echo "Ctrl-C stops everything."
 wait "${pids[-1]}"
