@@ -74,14 +74,21 @@ pub struct Derived {
 
 /// A series key: kind and labels, joined.
 pub fn key(kind: &str, labels: &[(String, String)]) -> String {
-    let mut k = kind.to_owned();
-    for (a, b) in labels {
-        k.push('\x1f');
-        k.push_str(a);
-        k.push('=');
-        k.push_str(b);
-    }
+    let mut k = String::new();
+    key_into(&mut k, kind, labels);
     k
+}
+
+/// [`key`] into a reused buffer (the per-point path allocates nothing).
+pub fn key_into(buf: &mut String, kind: &str, labels: &[(String, String)]) {
+    buf.clear();
+    buf.push_str(kind);
+    for (a, b) in labels {
+        buf.push('\x1f');
+        buf.push_str(a);
+        buf.push('=');
+        buf.push_str(b);
+    }
 }
 
 /// The observed alert level (0 none, 1 blue, 2 yellow, 3 orange, 4 red)

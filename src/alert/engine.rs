@@ -270,14 +270,7 @@ impl Engine {
             return;
         }
         for p in points {
-            self.key_buf.clear();
-            self.key_buf.push_str(&p.kind);
-            for (k, v) in &p.tags {
-                self.key_buf.push('\x1f');
-                self.key_buf.push_str(k);
-                self.key_buf.push('=');
-                self.key_buf.push_str(v);
-            }
+            super::derive::key_into(&mut self.key_buf, &p.kind, &p.tags);
             let sensor = match self.state.sensors.get_mut(self.key_buf.as_str()) {
                 Some(s) => s,
                 None => self

@@ -674,3 +674,40 @@ fn the_alertmanager_body_has_the_v4_shape() {
         Some("§5")
     );
 }
+
+#[test]
+fn receivers_route_by_rule_severity_and_labels() {
+    use super::outbox::Receiver;
+    let mut e = engine();
+    let mut n = Vec::new();
+    for (h, aqi) in [(10, 230.0), (11, 245.0)] {
+        n.extend(hour_aqi(&mut e, "dongsi", h, aqi));
+    }
+    let a = &n[0].alert; // warning, air.aqi.hour.heavy, district dongcheng
+    let r = |rules: &[&str], sev, m: &[(&str, &str)]| Receiver {
+        name: "r".into(),
+        url: "http://x/".parse().unwrap(),
+        format: Default::default(),
+        key: None,
+        timeout: std::time::Duration::from_secs(1),
+        min_severity: sev,
+        rules: rules.iter().map(|s| s.to_string()).collect(),
+        matchers: m
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        retry_initial: std::time::Duration::from_secs(1),
+        retry_max: std::time::Duration::from_secs(1),
+    };
+    use crate::evaluate::targets::Severity::*;
+    assert!(r(&[], Info, &[]).routes(a));
+    assert!(r(&["air.*"], Warning, &[("district", "dongcheng")]).routes(a));
+    assert!(r(&["air.aqi.hour.heavy"], Info, &[]).routes(a));
+    assert!(!r(&["water.*"], Info, &[]).routes(a));
+    assert!(
+        !r(&["air.aqi.hour"], Info, &[]).routes(a),
+        "ids match whole"
+    );
+    assert!(!r(&[], Critical, &[]).routes(a));
+    assert!(!r(&[], Info, &[("district", "chaoyang")]).routes(a));
+}

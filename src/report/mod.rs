@@ -75,7 +75,7 @@ async fn load(src: &Source, m: &str, from: i64, to: i64) -> anyhow::Result<Optio
             let dir = dir.clone();
             let name = m.to_owned();
             let df = tokio::task::spawn_blocking(move || {
-                crate::sink::archive::read_measurement(&dir, &name)
+                crate::sink::archive::read_measurement_between(&dir, &name, from, to)
             })
             .await??;
             match df {

@@ -258,12 +258,32 @@ impl Archive {
 /// Reads every Parquet file of a measurement (all dates) into one frame
 /// (columns missing in some files are null there).
 pub fn read_measurement(dir: &Path, measurement: &str) -> PolarsResult<Option<DataFrame>> {
+    read_measurement_between(dir, measurement, i64::MIN, i64::MAX)
+}
+
+/// [`read_measurement`], reading only the date partitions that can hold
+/// times in [from_ms, to_ms) (rows are not filtered here).
+pub fn read_measurement_between(
+    dir: &Path,
+    measurement: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> PolarsResult<Option<DataFrame>> {
+    let date = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("date=%Y-%m-%d").to_string())
+    };
+    let (first, last) = (date(from_ms), date(to_ms.saturating_sub(1)));
     let root = dir.join(safe(measurement));
     let Ok(days) = std::fs::read_dir(&root) else {
         return Ok(None);
     };
     let mut files: Vec<PathBuf> = Vec::new();
     for d in days.flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        // `date=YYYY-MM-DD` sorts as text in date order.
+        if first.as_ref().is_some_and(|f| name < *f) || last.as_ref().is_some_and(|l| name > *l) {
+            continue;
+        }
         if let Ok(fs) = std::fs::read_dir(d.path()) {
             files.extend(
                 fs.flatten()
@@ -389,6 +409,17 @@ mod tests {
         let air = read_measurement(dir.path(), "air").unwrap().unwrap();
         assert_eq!(air.height(), 3);
         assert_eq!(air.column("no2").unwrap().f64().unwrap().get(2), Some(20.0));
+        // Only the partitions of the range are read.
+        let day = 86_400_000;
+        assert!(
+            read_measurement_between(dir.path(), "air", t0 + day, t0 + 2 * day)
+                .unwrap()
+                .is_none()
+        );
+        let same_day = read_measurement_between(dir.path(), "air", t0 - 3_600_000, t0 + 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(same_day.height(), 3);
         let aqi = read_measurement(dir.path(), "aqi").unwrap().unwrap();
         assert_eq!(
             aqi.column("category").unwrap().str().unwrap().get(0),

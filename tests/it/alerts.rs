@@ -523,3 +523,60 @@ async fn a_plant_treating_90_percent_for_a_day_fires_the_treatment_and_reclaimed
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_refused_five_times_goes_to_dead_and_does_not_block_the_next() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let hook = Receiver::start().await;
+    hook.status.store(400, std::sync::atomic::Ordering::Relaxed);
+    let receivers = format!(
+        "[[alerts.receivers]]\nname = \"strict\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n\
+         retry_initial = \"100ms\"\nretry_max = \"200ms\"\n",
+        hook.url()
+    );
+    let lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut p = Publisher::connect(broker.port, "dead-publisher").await;
+    lantian.wait_subscribed().await;
+    publish_pm25_hours(
+        &mut p,
+        two_days_ago_beijing(),
+        &["dongsi"],
+        &[vec![60.0, 180.0, 190.0, 60.0]],
+        0,
+    )
+    .await;
+    // The firing notice is refused (400) five times, then set aside.
+    let dead = lantian.dir.path().join("alerts/outbox/strict/dead");
+    let t = Instant::now();
+    let dead_files = || std::fs::read_dir(&dead).map_or(0, |d| d.count());
+    while dead_files() < 1 && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead_files(), 1, "{}", lantian.logs());
+    hook.status.store(200, std::sync::atomic::Ordering::Relaxed);
+    // The resolve behind it is delivered once the receiver accepts.
+    let t = Instant::now();
+    while !hook.requests().iter().any(|r| r.status == 200) && t.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = hook.requests();
+    let firing: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.json()["event"] == "firing")
+        .collect();
+    assert_eq!(firing.len(), 5, "refused five times, then no more");
+    assert!(firing.iter().all(|r| r.status == 400));
+    let accepted: Vec<Value> = got
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(accepted[0]["event"], "resolved");
+    assert!(lantian.logs().contains("refused this notice 5 times"));
+    let (_, metrics) = lantian.admin("/metrics").await;
+    assert!(metrics.contains("lantian_alerts_dead_total 1"), "{metrics}");
+    assert!(metrics.contains("lantian_alerts_sent_total 1"), "{metrics}");
+}

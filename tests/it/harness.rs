@@ -596,6 +596,8 @@ pub struct Received {
     /// Header names lowercased.
     pub headers: std::collections::BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// The status the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -605,11 +607,12 @@ impl Received {
 }
 
 /// A real HTTP/1.1 server on a loopback port that records every POST and
-/// answers 200; it can go down (stop listening: connections are refused)
-/// and come back on the same port.
+/// answers `status` (200 unless a test changes it); it can go down (stop
+/// listening: connections are refused) and come back on the same port.
 pub struct Receiver {
     pub port: u16,
     pub got: Arc<std::sync::Mutex<Vec<Received>>>,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -619,6 +622,7 @@ impl Receiver {
         let mut me = Self {
             port: free_port(),
             got: Default::default(),
+            status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
             task: None,
         };
         me.up().await;
@@ -634,6 +638,7 @@ impl Receiver {
             .await
             .unwrap();
         let got = self.got.clone();
+        let status = self.status.clone();
         self.task = Some(tokio::spawn(async move {
             // Connections die with this task (a JoinSet aborts its tasks
             // when dropped): down means down, kept-alive ones included.
@@ -642,9 +647,9 @@ impl Receiver {
                 let Ok((sock, _)) = listener.accept().await else {
                     continue;
                 };
-                let got = got.clone();
+                let (got, status) = (got.clone(), status.clone());
                 conns.spawn(async move {
-                    let _ = serve(sock, got).await;
+                    let _ = serve(sock, got, status).await;
                 });
                 while conns.try_join_next().is_some() {}
             }
@@ -680,6 +685,7 @@ impl Drop for Receiver {
 async fn serve(
     mut sock: tokio::net::TcpStream,
     got: Arc<std::sync::Mutex<Vec<Received>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
@@ -713,8 +719,13 @@ async fn serve(
         }
         let body = buf[end + 4..end + 4 + len].to_vec();
         buf.drain(..end + 4 + len);
-        got.lock().unwrap().push(Received { headers, body });
-        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        let code = status.load(Ordering::Relaxed);
+        got.lock().unwrap().push(Received {
+            headers,
+            body,
+            status: code,
+        });
+        sock.write_all(format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n").as_bytes())
             .await?;
     }
 }
