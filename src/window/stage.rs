@@ -90,13 +90,20 @@ impl WindowStage {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // A receiver's outbox at its bound: wait (flushing, so the
-            // clock moves) without taking more points; the pipeline, the
-            // spool and at last the broker hold the rest.
-            while self.alerts.as_ref().is_some_and(|a| a.outbox.full()) {
-                warn!("alert outbox full; waiting for receivers before taking more readings");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                self.flush(false).await;
+            // A receiver's outbox at its bound: wait, neither taking points
+            // nor flushing (a flush could produce more notices); the
+            // pipeline, the spool and at last the broker hold the rest. The
+            // bound is exceeded by at most the notices of one flush.
+            let mut warned = false;
+            while self.alerts.as_ref().is_some_and(|a| a.outbox.full()) && !rx.is_closed() {
+                if !warned {
+                    warn!("alert outbox full; waiting for receivers before taking more readings");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if warned {
+                info!("alert outbox has room again; taking readings");
             }
             tokio::select! {
                 msg = rx.recv() => {

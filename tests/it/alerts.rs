@@ -580,3 +580,70 @@ async fn a_notice_refused_five_times_goes_to_dead_and_does_not_block_the_next() 
     assert!(metrics.contains("lantian_alerts_dead_total 1"), "{metrics}");
     assert!(metrics.contains("lantian_alerts_sent_total 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_holds_readings_back_instead_of_dropping_alerts() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let mut hook = Receiver::start().await;
+    hook.down();
+    let receivers = format!(
+        "[[alerts.receivers]]\nname = \"slow\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n\
+         retry_initial = \"100ms\"\nretry_max = \"500ms\"\n\
+         [windows]\nallowed_lateness = \"0s\"\n",
+        hook.url()
+    );
+    let config = config(broker.port, &influx, &receivers)
+        .replace("[alerts]\n", "[alerts]\nmax_queued = 2\n");
+    let lantian = Lantian::start(&config);
+    let mut p = Publisher::connect(broker.port, "full-publisher").await;
+    lantian.wait_subscribed().await;
+    let stations = ["s1", "s2", "s3"];
+    let start = two_days_ago_beijing();
+    let hours: Vec<Vec<f64>> = vec![vec![60.0, 180.0, 190.0, 60.0, 60.0]; 3];
+    // Hours 0–2: three firing notices in one flush (one over the bound).
+    let first: Vec<Vec<f64>> = hours.iter().map(|h| h[..3].to_vec()).collect();
+    publish_pm25_hours(&mut p, start, &stations, &first, 0).await;
+    let t = Instant::now();
+    while outbox_files(&lantian, "slow") < 3 && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outbox_files(&lantian, "slow"), 3, "{}", lantian.logs());
+    // The resolving hours arrive, but the stage takes no more readings
+    // while the outbox is full: no new notice, nothing dropped.
+    let before = influx.scalar("SELECT count(pm25) FROM air").await;
+    let more = publish_pm25_hours(&mut p, start, &stations, &hours, 3).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(outbox_files(&lantian, "slow"), 3);
+    assert!(lantian.logs().contains("alert outbox full"));
+    // The receiver returns: all six, in order, and every reading stored.
+    hook.up().await;
+    let got = hook.wait_for(6, Duration::from_secs(60)).await;
+    let ev: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let v = r.json();
+            (
+                v["alert"]["labels"]["site"].as_str().unwrap().to_owned(),
+                v["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let firing: Vec<&str> = ev[..3].iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(firing, ["firing"; 3], "{ev:?}");
+    let resolved: Vec<&str> = ev[3..].iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(resolved, ["resolved"; 3], "{ev:?}");
+    let ids: BTreeSet<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 6);
+    // (The first batch's push readings, at hour 3 + 3 min, are the same
+    // points as three readings of the second batch: InfluxDB keeps one.)
+    let want = before + more as i64 - stations.len() as i64;
+    let stored = influx
+        .wait_count("SELECT count(pm25) FROM air", want, Duration::from_secs(30))
+        .await;
+    assert_eq!(stored, want);
+    assert!(lantian.logs().contains("alert outbox has room again"));
+}
