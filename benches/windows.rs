@@ -151,7 +151,7 @@ fn alerts(c: &mut Criterion) {
             std::time::Duration::from_secs(4 * 3600),
         )
     };
-    let cal = lantian::window::calendar::Calendar {
+    let cal = lantian::calendar::Calendar {
         tz: chrono_tz::Asia::Shanghai,
     };
     let mut batch = points(DAY0, 10, 1);

@@ -1,31 +1,49 @@
 //! lantian (蓝天, "blue sky") ingests Beijing's environmental sensor networks
-//! from MQTT into InfluxDB without losing a reading.
+//! from MQTT into InfluxDB without losing a reading, aggregates them in
+//! event-time windows, computes the AQI and holds the city to its targets.
 //!
-//! The modules follow the data:
+//! A reading's path, and the module of each step:
 //!
 //! ```text
-//! source::mqtt  subscribe (persistent session), hand on, ack when stored
-//!    │  bounded channel (backpressure: when full, the broker holds the rest)
-//! pipeline      batch: decode → validate → encode; write; then ack
-//!    ├─ decode      topic templates → measurement + tags; JSON / SenML → readings
-//!    ├─ validate    quantity registry: canonical units, ranges, ppb → µg/m³
-//!    └─ sink::influx  line protocol (exact escaping) + HTTP writer (retry, split)
-//!    │  bounded channel: stored points, after their batch is acknowledged
-//! window        event-time windows (polars), watermark, corrections → `{kind}_{size}`
-//!    └─ window::air   hourly and daily AQI per site (evaluate::aqi) → `aqi`
+//! source::mqtt   subscribe (persistent session); ack only once stored
+//!    │ envelope::Message                     bounded channel (backpressure)
+//! spool          group commit to disk, fsync, then ack; replayed after a crash
+//!    │
+//! pipeline       batch: decode → validate → sinks; mark the spool delivered
+//!    ├─ decode       topic templates → measurement + tags; JSON / SenML → readings
+//!    ├─ validate     quantity registry: canonical units, ranges, ppb → µg/m³
+//!    └─ sink         influx (line protocol, HTTP writer), archive (Parquet)
+//!    │ stored points                         bounded channel
+//! window         event-time windows (polars), watermark, corrections → sink
+//!    └─ window::air  hourly and daily AQI per site (evaluate::aqi) → sink
+//!    │ observations                          bounded channel
+//! alert          targets as rules (evaluate::targets), instance state machine
+//!    ├─ outbox       one durable queue per webhook receiver → webhooks
+//!    └─ notices → sink; firing alerts → admin (status page)
 //! ```
 //!
-//! Supporting modules: `config` (typed settings, every problem reported at
-//! once), `reading` (points, rejects and quarantine reasons), `metrics`
-//! (counters that also log), `app` (wiring and ordered shutdown), `telemetry`
-//! (logging set-up).
+//! `app` is the composition root: it builds each stage from its config
+//! section, joins them, and shuts them down in order (`app::shutdown`).
+//! `admin` serves /healthz, /readyz, /metrics and the status page.
+//!
+//! Leaf modules, which import nothing else of the crate: `envelope` (the
+//! message and how it is acknowledged), `durable` (crash-safe file
+//! replacement), `units` (durations, byte sizes, secrets), `calendar`
+//! (local days), `backoff` (retry waits), `tls`, `reading` (points and
+//! quarantine reasons), `systemd`. Above them: `config` (typed settings,
+//! every problem reported at once), `evaluate` (pure AQI and target
+//! logic), `metrics`, `telemetry`. The other commands: `demo`, `report`.
 
 pub mod admin;
 pub mod alert;
 pub mod app;
+pub mod backoff;
+pub mod calendar;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod durable;
+pub mod envelope;
 pub mod evaluate;
 pub mod metrics;
 pub mod pipeline;
@@ -36,5 +54,7 @@ pub mod source;
 pub mod spool;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
+pub mod units;
 pub mod validate;
 pub mod window;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lantian::config::{self, LogFormat};
+use lantian::config::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 /// lantian (蓝天) — ingest environmental sensor networks from MQTT into
@@ -153,67 +153,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::Targets { all, config } => {
-            let settings = match config::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(problems) => {
-                    for p in &problems.0 {
-                        eprintln!("lantian targets: {p}");
-                    }
-                    return ExitCode::from(2);
-                }
-            };
-            match lantian::evaluate::targets::parse(lantian::evaluate::targets::SEED)
-                .map_err(|e| e.join("; "))
-                .and_then(|t| {
-                    lantian::evaluate::targets::merge(t, &settings.alerts.targets)
-                        .map_err(|e| format!("{e:?}"))
-                }) {
-                Ok(t) => {
-                    print!("{}", lantian::evaluate::targets::render(&t, all));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("lantian targets: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::Targets { all, config } => targets(all, config),
         Command::Aqi {
             standard,
             json_lines,
             values,
-        } => {
-            use lantian::evaluate::aqi::{Standard, cli};
-            let standard: Standard = match standard.parse() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("lantian aqi: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if json_lines {
-                let stdin = std::io::stdin().lock();
-                let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-                return match cli::json_lines(standard, stdin, stdout) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("lantian aqi: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-            match cli::from_args(standard, &values) {
-                Ok(v) => {
-                    println!("{v}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("lantian aqi: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        } => aqi(&standard, json_lines, &values),
         Command::Demo(opts) => {
             async_main(|stop| async move { lantian::demo::demo(opts, stop).await })
         }
@@ -238,82 +183,153 @@ fn main() -> ExitCode {
             out,
             timezone,
             dust_limit,
-        } => {
-            let tz: chrono_tz::Tz = match timezone.parse() {
-                Ok(t) => t,
-                Err(_) => {
-                    eprintln!("lantian report: --timezone {timezone:?} is not an IANA zone");
-                    return ExitCode::from(2);
-                }
-            };
-            let source = match (archive, influx) {
+        } => report(&timezone, |tz| lantian::report::Options {
+            source: match (archive, influx) {
                 (Some(dir), _) => lantian::report::Source::Archive(dir),
                 (None, Some(url)) => lantian::report::Source::Influx { url, database },
                 (None, None) => unreachable!("clap requires one"),
-            };
-            let opts = lantian::report::Options {
-                source,
-                from,
-                to,
-                format,
-                out,
-                tz,
-                dust_limit,
-            };
-            async_main(|_stop| async move {
-                let files = lantian::report::run(&opts).await?;
-                for f in files {
-                    println!("{}", f.display());
-                }
-                Ok(())
-            })
+            },
+            from,
+            to,
+            format,
+            out,
+            tz,
+            dust_limit,
+        }),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Run { config, log_format } => run(config, log_format),
+    }
+}
+
+/// `lantian targets`: the active targets with their sources.
+fn targets(all: bool, config: Option<PathBuf>) -> ExitCode {
+    let settings = match lantian::app::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("lantian targets: {p}");
+            }
+            return ExitCode::from(2);
         }
-        Command::CheckConfig { config } => match config::load(config.as_deref()) {
-            Ok(s) => {
-                println!("configuration OK: {}", s.summary());
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                eprintln!(
-                    "{} problem{} in the configuration:",
-                    problems.0.len(),
-                    if problems.0.len() == 1 { "" } else { "s" }
-                );
-                for p in &problems.0 {
-                    eprintln!("  {p}");
-                }
-                ExitCode::from(2)
-            }
-        },
-        Command::Run { config, log_format } => {
-            let settings = match config::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(problems) => {
-                    eprintln!("lantian: cannot start, the configuration has problems:");
-                    for p in &problems.0 {
-                        eprintln!("  {p}");
-                    }
-                    return ExitCode::from(2);
-                }
-            };
-            lantian::telemetry::init(
-                log_format.unwrap_or(settings.log.format),
-                &settings.log.level,
-            );
-            if config.is_none() {
-                tracing::info!(
-                    "no --config given: using built-in defaults and LANTIAN__* variables"
-                );
-            }
-            async_main(|shutdown| async move {
-                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-                tokio::spawn(reload_on_sighup(config.clone(), reload_tx));
-                lantian::app::run_with_reload(settings, shutdown, Some(reload_rx))
-                    .await
-                    .map(|_| ())
-            })
+    };
+    match lantian::evaluate::targets::parse(lantian::evaluate::targets::SEED)
+        .map_err(|e| e.join("; "))
+        .and_then(|t| {
+            lantian::evaluate::targets::merge(t, &settings.alerts.targets)
+                .map_err(|e| format!("{e:?}"))
+        }) {
+        Ok(t) => {
+            print!("{}", lantian::evaluate::targets::render(&t, all));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lantian targets: {e}");
+            ExitCode::from(2)
         }
     }
+}
+
+/// `lantian aqi`: the AQI of values given as arguments or JSON lines.
+fn aqi(standard: &str, json_lines: bool, values: &[String]) -> ExitCode {
+    use lantian::evaluate::aqi::{Standard, cli};
+    let standard: Standard = match standard.parse() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lantian aqi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json_lines {
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        return match cli::json_lines(standard, stdin, stdout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lantian aqi: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match cli::from_args(standard, values) {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lantian aqi: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `lantian report`: daily tables and charts from the archive or InfluxDB.
+fn report(
+    timezone: &str,
+    options: impl FnOnce(chrono_tz::Tz) -> lantian::report::Options,
+) -> ExitCode {
+    let opts = match timezone.parse() {
+        Ok(tz) => options(tz),
+        Err(_) => {
+            eprintln!("lantian report: --timezone {timezone:?} is not an IANA zone");
+            return ExitCode::from(2);
+        }
+    };
+    async_main(|_stop| async move {
+        let files = lantian::report::run(&opts).await?;
+        for f in files {
+            println!("{}", f.display());
+        }
+        Ok(())
+    })
+}
+
+/// `lantian check-config`: every problem, or a one-line summary.
+fn check_config(config: Option<PathBuf>) -> ExitCode {
+    match lantian::app::load(config.as_deref()) {
+        Ok(s) => {
+            println!("configuration OK: {}", s.summary());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!(
+                "{} problem{} in the configuration:",
+                problems.0.len(),
+                if problems.0.len() == 1 { "" } else { "s" }
+            );
+            for p in &problems.0 {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `lantian run`: the daemon.
+fn run(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let settings = match lantian::app::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(problems) => {
+            eprintln!("lantian: cannot start, the configuration has problems:");
+            for p in &problems.0 {
+                eprintln!("  {p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    lantian::telemetry::init(
+        log_format.unwrap_or(settings.log.format),
+        &settings.log.level,
+    );
+    if config.is_none() {
+        tracing::info!("no --config given: using built-in defaults and LANTIAN__* variables");
+    }
+    async_main(|shutdown| async move {
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload_on_sighup(config.clone(), reload_tx));
+        lantian::app::run_with_reload(settings, shutdown, Some(reload_rx))
+            .await
+            .map(|_| ())
+    })
 }
 
 /// Runs `f` on a multi-threaded runtime with SIGINT/SIGTERM cancelling
@@ -323,7 +339,7 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    lantian::app::install_crypto_provider();
+    lantian::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -366,7 +382,7 @@ async fn reload_on_sighup(
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading targets and receivers");
-        match config::load(path.as_deref()) {
+        match lantian::app::load(path.as_deref()) {
             Ok(s) => {
                 if tx.send(s).await.is_err() {
                     return;

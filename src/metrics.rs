@@ -10,78 +10,156 @@ const LOUD_QUARANTINE: u64 = 10;
 
 use crate::reading::Reason;
 
-/// Process-wide counters. Cheap to bump from any task.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// MQTT messages received (including redeliveries).
-    pub messages_in: AtomicU64,
-    /// Messages acknowledged to the broker after their readings were stored.
-    pub messages_acked: AtomicU64,
-    /// Points (lines) InfluxDB accepted, readings and quarantine alike.
-    pub lines_written: AtomicU64,
-    /// Reading points accepted (excluding quarantine records).
-    pub points_written: AtomicU64,
-    /// Quarantine records, by reason ([`Reason::index`]).
-    quarantined: [AtomicU64; Reason::ALL.len()],
-    /// HTTP write requests sent.
-    pub write_requests: AtomicU64,
-    /// Writes retried (network error, 429, 5xx, auth or not found).
-    pub write_retries: AtomicU64,
-    /// Batches split because InfluxDB rejected something in them.
-    pub batch_splits: AtomicU64,
+/// Declares the metrics once: each field's doc comment is its HELP text on
+/// `/metrics`, next to its exposed name and type, so the struct, the
+/// exposition and the docs cannot drift apart.
+macro_rules! metrics {
+    (
+        $(
+            $(#[doc = $doc:literal])+
+            $field:ident: $ty:ident => $kind:ident $name:literal,
+        )*
+        @private
+        $(
+            $(#[doc = $pdoc:literal])+
+            $pfield:ident: $pty:ty,
+        )*
+    ) => {
+        /// Process-wide counters and gauges. Cheap to bump from any task.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+            $( $(#[doc = $pdoc])+ $pfield: $pty, )*
+        }
+
+        /// Every plain metric: exposed name (without the `lantian_`
+        /// prefix), type, HELP text and how to read it.
+        pub const CATALOG: &[Entry] = &[
+            $(
+                Entry {
+                    name: $name,
+                    kind: Kind::$kind,
+                    help: concat!($($doc),+),
+                    read: |m| Value::value(&m.$field),
+                },
+            )*
+        ];
+    };
+}
+
+/// A Prometheus metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One entry of [`CATALOG`].
+pub struct Entry {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The field's doc comment, lines joined.
+    pub help: &'static str,
+    pub read: fn(&Metrics) -> u64,
+}
+
+/// An atomic read as a number.
+trait Value {
+    fn value(&self) -> u64;
+}
+
+impl Value for AtomicU64 {
+    fn value(&self) -> u64 {
+        self.load(Relaxed)
+    }
+}
+
+impl Value for AtomicBool {
+    fn value(&self) -> u64 {
+        u64::from(self.load(Relaxed))
+    }
+}
+
+metrics! {
+    /// MQTT messages received (redeliveries included).
+    messages_in: AtomicU64 => Counter "messages_received_total",
+    /// MQTT messages acknowledged to the broker once stored.
+    messages_acked: AtomicU64 => Counter "messages_acked_total",
+    /// Reading points InfluxDB accepted (quarantine records excluded).
+    points_written: AtomicU64 => Counter "readings_written_total",
+    /// Lines InfluxDB accepted (readings, windows, AQI, alerts, quarantine).
+    lines_written: AtomicU64 => Counter "lines_written_total",
+    /// HTTP write requests to InfluxDB.
+    write_requests: AtomicU64 => Counter "influx_write_requests_total",
+    /// InfluxDB writes retried (network error, 429, 5xx, auth or not found).
+    write_retries: AtomicU64 => Counter "influx_write_retries_total",
+    /// Batches split because InfluxDB rejected part of them.
+    batch_splits: AtomicU64 => Counter "influx_batch_splits_total",
     /// Quarantine records InfluxDB itself refused (logged at error level;
     /// the only thing lantian ever gives up on).
-    pub quarantine_refused: AtomicU64,
+    quarantine_refused: AtomicU64 => Counter "influx_quarantine_refused_total",
+    /// 1 when the last InfluxDB request was answered (not a failure to
+    /// retry): the sink is writable.
+    sink_ok: AtomicBool => Gauge "influx_writable",
+    /// 1 while connected to the broker.
+    mqtt_connected: AtomicBool => Gauge "mqtt_connected",
+    /// 1 while our subscriptions are in place (granted, or resumed with the
+    /// persistent session) on the current connection.
+    mqtt_subscribed: AtomicBool => Gauge "mqtt_subscribed",
     /// Broker connections established.
-    pub mqtt_connects: AtomicU64,
-    /// Whether the broker link is up.
-    pub mqtt_connected: AtomicBool,
-    /// Whether our subscriptions are in place (granted, or resumed with
-    /// the persistent session) on the current connection.
-    pub mqtt_subscribed: AtomicBool,
+    mqtt_connects: AtomicU64 => Counter "mqtt_connects_total",
+    /// Bytes in the spool on disk.
+    spool_bytes: AtomicU64 => Gauge "spool_bytes",
+    /// Messages written to the spool (and then acknowledged).
+    spool_records: AtomicU64 => Counter "spool_records_total",
+    /// 1 while intake is paused because the spool is full.
+    spool_full: AtomicBool => Gauge "spool_full",
+    /// Corrupt spool bytes skipped (and quarantined).
+    spool_corrupt_bytes: AtomicU64 => Counter "spool_corrupt_bytes_total",
     /// Readings reduced into windows.
-    pub window_readings: AtomicU64,
+    window_readings: AtomicU64 => Counter "window_readings_total",
     /// Window points written (first writes and corrections).
-    pub windows_written: AtomicU64,
-    /// Readings that arrived for a window already closed, within the
-    /// correction horizon (their windows were rewritten).
-    pub window_corrections: AtomicU64,
+    windows_written: AtomicU64 => Counter "windows_written_total",
+    /// Late readings that rewrote windows already closed (within the
+    /// correction horizon).
+    window_corrections: AtomicU64 => Counter "window_corrections_total",
     /// Readings older than the correction horizon: stored raw, not
     /// aggregated.
-    pub window_too_late: AtomicU64,
-    /// AQI points written (hourly and daily, including corrections).
-    pub aqi_points: AtomicU64,
-    /// Bytes in the spool (segments on disk).
-    pub spool_bytes: AtomicU64,
-    /// Messages written to the spool (and then acknowledged).
-    pub spool_records: AtomicU64,
-    /// Whether intake is paused because the spool is full.
-    pub spool_full: AtomicBool,
-    /// Corrupt spool bytes skipped (and quarantined).
-    pub spool_corrupt_bytes: AtomicU64,
-    /// Alert instances firing now, and pending (waiting out `for`).
-    pub alerts_firing: AtomicU64,
-    pub alerts_pending: AtomicU64,
-    /// Notices produced (firing, changed, reminder, resolved).
-    pub alert_notices: AtomicU64,
-    /// Webhook deliveries accepted by a receiver.
-    pub alerts_sent: AtomicU64,
+    window_too_late: AtomicU64 => Counter "window_too_late_total",
+    /// AQI points written (hourly and daily, corrections included).
+    aqi_points: AtomicU64 => Counter "aqi_points_total",
+    /// Alert instances firing.
+    alerts_firing: AtomicU64 => Gauge "alerts_firing",
+    /// Alert instances pending (waiting out `for`).
+    alerts_pending: AtomicU64 => Gauge "alerts_pending",
+    /// Alert notices produced (firing, changed, reminder, resolved).
+    alert_notices: AtomicU64 => Counter "alert_notices_total",
+    /// Webhook deliveries a receiver accepted.
+    alerts_sent: AtomicU64 => Counter "alerts_sent_total",
     /// Webhook attempts that failed (each is retried).
-    pub alerts_failed: AtomicU64,
-    /// Notices given up on (a receiver refused them with a 4xx five times);
-    /// kept in the receiver's `dead` directory.
-    pub alerts_dead: AtomicU64,
+    alerts_failed: AtomicU64 => Counter "alerts_failed_total",
+    /// Notices a receiver refused for good (a 4xx five times; kept in its
+    /// dead directory).
+    alerts_dead: AtomicU64 => Counter "alerts_dead_total",
     /// Notices waiting in the outbox, all receivers.
-    pub alerts_queued: AtomicU64,
+    alerts_queued: AtomicU64 => Gauge "alerts_queued",
+    @private
+    /// Quarantine records, by reason ([`Reason::index`]).
+    quarantined: [AtomicU64; Reason::ALL.len()],
     /// InfluxDB POSTs by duration, cumulative per `WRITE_BUCKETS` bound
-    /// (plus +Inf), and their total in microseconds.
+    /// (plus +Inf).
     write_buckets: [AtomicU64; WRITE_BUCKETS.len() + 1],
+    /// Their total duration in microseconds.
     write_micros: AtomicU64,
-    /// Whether the last InfluxDB POST got an answer other than "retry"
-    /// (the sink is writable).
-    pub sink_ok: AtomicBool,
-    /// Whether a write has been attempted yet.
-    pub sink_tried: AtomicBool,
 }
 
 /// Upper bounds (seconds) of the write-latency histogram.
@@ -102,7 +180,6 @@ impl Metrics {
         self.write_micros
             .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
         self.sink_ok.store(answered, Relaxed);
-        self.sink_tried.store(true, Relaxed);
     }
 
     /// Cumulative bucket counts (the last is +Inf) and the sum in seconds.

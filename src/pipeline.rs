@@ -9,19 +9,21 @@
 //! source stops reading the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::decode::Decoder;
+use crate::envelope::{Ack, AckToken, Message, Pos};
 use crate::metrics::Metrics;
 use crate::reading::Point;
 use crate::reading::{Decoded, Reason};
 use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
 use crate::sink::influx::{Lines, Writer};
-use crate::source::mqtt::{Ack, AckToken, Acker, Message};
+use crate::sink::{QUARANTINE_CLOCK, QuarantineClock};
+use crate::source::mqtt::Acker;
 use crate::spool;
 
 /// Batch limits.
@@ -30,26 +32,6 @@ pub struct BatchLimits {
     pub max_lines: usize,
     pub max_bytes: usize,
     pub linger: Duration,
-}
-
-/// Quarantine timestamps: wall-clock nanoseconds, strictly increasing, so
-/// two records never share a series and time (which would overwrite).
-#[derive(Debug, Default)]
-pub struct QuarantineClock(AtomicI64);
-
-/// The process's quarantine clock (every writer shares it).
-pub static QUARANTINE_CLOCK: QuarantineClock = QuarantineClock(AtomicI64::new(0));
-
-impl QuarantineClock {
-    pub fn next(&self) -> i64 {
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let prev = self.0.fetch_max(now, Relaxed);
-        if prev >= now {
-            self.0.fetch_add(1, Relaxed) + 1
-        } else {
-            now
-        }
-    }
 }
 
 pub struct Pipeline {
@@ -65,10 +47,10 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// The window stage, which gets every stored point after its batch is
     /// acknowledged. Sending waits while the stage is behind.
-    pub windows: Option<mpsc::Sender<(Vec<Point>, Option<spool::Pos>)>>,
+    pub windows: Option<mpsc::Sender<(Vec<Point>, Option<Pos>)>>,
     /// The restored window snapshot's position: replayed records up to it
     /// are in the windows already, and are not sent again.
-    pub windows_after: Option<spool::Pos>,
+    pub windows_after: Option<Pos>,
 }
 
 /// A batch being filled.
@@ -79,7 +61,7 @@ struct Batch {
     readings: usize,
     acks: Vec<AckToken>,
     /// Furthest spool position in the batch.
-    spooled: Option<spool::Pos>,
+    spooled: Option<Pos>,
     /// The points, for the window stage.
     points: Vec<Point>,
 }

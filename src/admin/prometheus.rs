@@ -1,24 +1,27 @@
 //! `/metrics` in the Prometheus text exposition format (0.0.4): every
-//! counter in [`Metrics`], with HELP and TYPE lines.
+//! metric of [`CATALOG`] with its HELP and TYPE lines, the quarantine
+//! counts by reason, the write-latency histogram and the standard
+//! `process_*` metrics.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
-use crate::metrics::{Metrics, WRITE_BUCKETS};
+use crate::metrics::{CATALOG, Metrics, WRITE_BUCKETS};
 use crate::reading::Reason;
 
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 fn one(out: &mut String, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP lantian_{name} {help}");
-    let _ = writeln!(out, "# TYPE lantian_{name} {kind}");
-    let _ = writeln!(out, "lantian_{name} {v}");
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {v}");
 }
 
 pub fn render(m: &Metrics, ready: bool) -> String {
     let mut o = String::with_capacity(8 << 10);
-    let c = |x: &std::sync::atomic::AtomicU64| x.load(Relaxed);
-    let b = |x: &std::sync::atomic::AtomicBool| u8::from(x.load(Relaxed));
-    let _ = writeln!(o, "# HELP lantian_build_info lantian version");
-    let _ = writeln!(o, "# TYPE lantian_build_info gauge");
+    header(&mut o, "lantian_build_info", "gauge", "lantian version");
     let _ = writeln!(
         o,
         "lantian_build_info{{version=\"{}\"}} 1",
@@ -26,44 +29,28 @@ pub fn render(m: &Metrics, ready: bool) -> String {
     );
     one(
         &mut o,
-        "ready",
+        "lantian_ready",
         "gauge",
         "1 when /readyz answers 200",
         u8::from(ready),
     );
-    one(
-        &mut o,
-        "messages_received_total",
-        "counter",
-        "MQTT messages received (redeliveries included)",
-        c(&m.messages_in),
-    );
-    one(
-        &mut o,
-        "messages_acked_total",
-        "counter",
-        "MQTT messages acknowledged to the broker once stored",
-        c(&m.messages_acked),
-    );
-    one(
-        &mut o,
-        "readings_written_total",
-        "counter",
-        "Reading points InfluxDB accepted",
-        c(&m.points_written),
-    );
-    one(
-        &mut o,
-        "lines_written_total",
-        "counter",
-        "Lines InfluxDB accepted (readings, windows, AQI, alerts, quarantine)",
-        c(&m.lines_written),
-    );
-    let _ = writeln!(
+    for e in CATALOG {
+        let name = format!("lantian_{}", e.name);
+        one(&mut o, &name, e.kind.as_str(), e.help, (e.read)(m));
+    }
+    quarantine(&mut o, m);
+    write_latency(&mut o, m);
+    process(&mut o);
+    o
+}
+
+fn quarantine(o: &mut String, m: &Metrics) {
+    header(
         o,
-        "# HELP lantian_quarantined_total Inputs quarantined, by reason"
+        "lantian_quarantined_total",
+        "counter",
+        "Inputs quarantined, by reason",
     );
-    let _ = writeln!(o, "# TYPE lantian_quarantined_total counter");
     for r in Reason::ALL {
         let _ = writeln!(
             o,
@@ -72,194 +59,155 @@ pub fn render(m: &Metrics, ready: bool) -> String {
             m.quarantined_count(r)
         );
     }
-    one(
-        &mut o,
-        "influx_write_requests_total",
-        "counter",
-        "HTTP write requests to InfluxDB",
-        c(&m.write_requests),
-    );
-    one(
-        &mut o,
-        "influx_write_retries_total",
-        "counter",
-        "InfluxDB writes retried (network, 429, 5xx, auth)",
-        c(&m.write_retries),
-    );
-    one(
-        &mut o,
-        "influx_batch_splits_total",
-        "counter",
-        "Batches split because InfluxDB rejected part of them",
-        c(&m.batch_splits),
-    );
-    one(
-        &mut o,
-        "influx_quarantine_refused_total",
-        "counter",
-        "Quarantine records InfluxDB refused",
-        c(&m.quarantine_refused),
-    );
+}
+
+fn write_latency(o: &mut String, m: &Metrics) {
+    let name = "lantian_influx_write_duration_seconds";
+    header(o, name, "histogram", "InfluxDB write request latency");
     let (buckets, sum) = m.write_histogram();
-    let _ = writeln!(
-        o,
-        "# HELP lantian_influx_write_duration_seconds InfluxDB write request latency"
-    );
-    let _ = writeln!(o, "# TYPE lantian_influx_write_duration_seconds histogram");
     for (i, n) in buckets.iter().enumerate() {
         let le = WRITE_BUCKETS
             .get(i)
             .map_or("+Inf".to_owned(), |b| b.to_string());
-        let _ = writeln!(
-            o,
-            "lantian_influx_write_duration_seconds_bucket{{le=\"{le}\"}} {n}"
+        let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(o, "{name}_sum {sum}");
+    let _ = writeln!(o, "{name}_count {}", buckets.last().copied().unwrap_or(0));
+}
+
+/// The standard process metrics (as the Prometheus client libraries
+/// export them), read from /proc.
+fn process(o: &mut String) {
+    let Some(p) = ProcessStats::read() else {
+        return;
+    };
+    one(
+        o,
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    );
+    one(
+        o,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        p.resident_bytes,
+    );
+    one(
+        o,
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        p.virtual_bytes,
+    );
+    one(
+        o,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    );
+    one(
+        o,
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        p.open_fds,
+    );
+    one(
+        o,
+        "process_threads",
+        "gauge",
+        "Number of OS threads in the process.",
+        p.threads,
+    );
+}
+
+/// What /proc says of this process.
+#[derive(Debug, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub start_time_seconds: f64,
+    pub open_fds: usize,
+    pub threads: u64,
+}
+
+/// Clock ticks per second and page size: the values of every Linux
+/// platform lantian targets (x86_64, aarch64).
+const TICKS: f64 = 100.0;
+const PAGE: u64 = 4096;
+
+impl ProcessStats {
+    pub fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime: f64 = boot
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+        Self::parse(&stat, btime, open_fds)
+    }
+
+    /// From the text of /proc/self/stat (see proc(5)).
+    pub fn parse(stat: &str, boot_time: f64, open_fds: usize) -> Option<ProcessStats> {
+        // The command name is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields from the third (state) on: utime is the 14th, so index 11.
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        Some(ProcessStats {
+            cpu_seconds: (num(11)? + num(12)?) as f64 / TICKS,
+            threads: num(17)?,
+            start_time_seconds: boot_time + num(19)? as f64 / TICKS,
+            virtual_bytes: num(20)?,
+            resident_bytes: num(21)? * PAGE,
+            open_fds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_is_read_past_a_command_name_with_spaces() {
+        let stat = "1234 (lantian (x) y) S 1 1234 1234 0 -1 4194560 500 0 0 0 \
+                    250 50 0 0 20 0 7 0 1000 123456789 2000 18446744073709551615";
+        let p = ProcessStats::parse(stat, 1_700_000_000.0, 9).unwrap();
+        assert_eq!(
+            p,
+            ProcessStats {
+                cpu_seconds: 3.0,
+                resident_bytes: 2000 * 4096,
+                virtual_bytes: 123_456_789,
+                start_time_seconds: 1_700_000_010.0,
+                open_fds: 9,
+                threads: 7,
+            }
         );
     }
-    let _ = writeln!(o, "lantian_influx_write_duration_seconds_sum {sum}");
-    let _ = writeln!(
-        o,
-        "lantian_influx_write_duration_seconds_count {}",
-        buckets.last().copied().unwrap_or(0)
-    );
-    one(
-        &mut o,
-        "influx_writable",
-        "gauge",
-        "1 when the last InfluxDB request was answered",
-        b(&m.sink_ok),
-    );
-    one(
-        &mut o,
-        "mqtt_connected",
-        "gauge",
-        "1 while connected to the broker",
-        b(&m.mqtt_connected),
-    );
-    one(
-        &mut o,
-        "mqtt_subscribed",
-        "gauge",
-        "1 while subscribed on the current connection",
-        b(&m.mqtt_subscribed),
-    );
-    one(
-        &mut o,
-        "mqtt_connects_total",
-        "counter",
-        "Broker connections established",
-        c(&m.mqtt_connects),
-    );
-    one(
-        &mut o,
-        "spool_bytes",
-        "gauge",
-        "Bytes in the spool on disk",
-        c(&m.spool_bytes),
-    );
-    one(
-        &mut o,
-        "spool_records_total",
-        "counter",
-        "Messages written to the spool",
-        c(&m.spool_records),
-    );
-    one(
-        &mut o,
-        "spool_full",
-        "gauge",
-        "1 while intake is paused because the spool is full",
-        b(&m.spool_full),
-    );
-    one(
-        &mut o,
-        "spool_corrupt_bytes_total",
-        "counter",
-        "Corrupt spool bytes skipped and quarantined",
-        c(&m.spool_corrupt_bytes),
-    );
-    one(
-        &mut o,
-        "window_readings_total",
-        "counter",
-        "Readings reduced into windows",
-        c(&m.window_readings),
-    );
-    one(
-        &mut o,
-        "windows_written_total",
-        "counter",
-        "Window points written",
-        c(&m.windows_written),
-    );
-    one(
-        &mut o,
-        "window_corrections_total",
-        "counter",
-        "Late readings that rewrote closed windows",
-        c(&m.window_corrections),
-    );
-    one(
-        &mut o,
-        "window_too_late_total",
-        "counter",
-        "Readings older than the correction horizon",
-        c(&m.window_too_late),
-    );
-    one(
-        &mut o,
-        "aqi_points_total",
-        "counter",
-        "AQI points written",
-        c(&m.aqi_points),
-    );
-    one(
-        &mut o,
-        "alerts_firing",
-        "gauge",
-        "Alert instances firing",
-        c(&m.alerts_firing),
-    );
-    one(
-        &mut o,
-        "alerts_pending",
-        "gauge",
-        "Alert instances pending (waiting out `for`)",
-        c(&m.alerts_pending),
-    );
-    one(
-        &mut o,
-        "alert_notices_total",
-        "counter",
-        "Alert notices produced",
-        c(&m.alert_notices),
-    );
-    one(
-        &mut o,
-        "alerts_sent_total",
-        "counter",
-        "Webhook deliveries accepted",
-        c(&m.alerts_sent),
-    );
-    one(
-        &mut o,
-        "alerts_failed_total",
-        "counter",
-        "Webhook attempts that failed (retried)",
-        c(&m.alerts_failed),
-    );
-    one(
-        &mut o,
-        "alerts_dead_total",
-        "counter",
-        "Notices a receiver refused for good",
-        c(&m.alerts_dead),
-    );
-    one(
-        &mut o,
-        "alerts_queued",
-        "gauge",
-        "Notices waiting in the outbox",
-        c(&m.alerts_queued),
-    );
-    o
+
+    #[test]
+    fn every_catalogued_metric_has_help_and_type() {
+        let text = render(&Metrics::default(), true);
+        for e in CATALOG {
+            let name = format!("lantian_{}", e.name);
+            assert!(text.contains(&format!("# TYPE {name} {}\n", e.kind.as_str())));
+            let help = text
+                .lines()
+                .find(|l| l.starts_with(&format!("# HELP {name} ")))
+                .unwrap();
+            assert!(help.len() > name.len() + 12, "{help}");
+            assert!(text.contains(&format!("\n{name} 0\n")), "{name}");
+        }
+        assert!(text.contains("process_resident_memory_bytes "));
+    }
 }

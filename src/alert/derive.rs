@@ -21,7 +21,7 @@ use chrono::{Datelike, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
 
 use super::Observation;
-use crate::window::calendar::Calendar;
+use crate::calendar::Calendar;
 
 const HOUR_MS: f64 = 3_600_000.0;
 /// Days of history kept: a year and a little (year to date).

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::derive::Derived;
 use super::{Alert, Event, Notice, Observation};
+use crate::calendar::Calendar;
 use crate::evaluate::targets::Target;
 use crate::reading::Point;
-use crate::window::calendar::Calendar;
 
 const MINUTE_MS: i64 = 60_000;
 const STATE_VERSION: u32 = 1;

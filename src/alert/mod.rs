@@ -37,50 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluate::targets::{Op, Severity};
 
+pub use crate::evaluate::observation::{DERIVED, Observation, metric_known};
 pub use engine::Engine;
-
-/// A value computed for one series over one window, for the rules.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    /// Sensor network (`air`, `dust`, `voc`, `sewage`), or `city` for
-    /// city-wide derived values.
-    pub kind: String,
-    /// The series' labels (topic tags: district, site, sensor...), sorted.
-    pub labels: Vec<(String, String)>,
-    /// E.g. `pm25.day`, `aqi.hour`, `treatment_rate.month_to_date`.
-    pub metric: String,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub value: f64,
-    /// Complete enough to judge (STANDARDS.md §3a); invalid values neither
-    /// fire nor clear an alert.
-    pub valid: bool,
-    /// Context carried into the alert (e.g. `year_to_date_m3`).
-    pub details: BTreeMap<String, String>,
-}
-
-/// Metrics computed by lantian itself (the rest are `{field}.hour` and
-/// `{field}.day` of any field).
-pub const DERIVED: &[&str] = &[
-    "aqi.hour",
-    "aqi.day",
-    "o3.day_max_8h",
-    "treatment_rate.day",
-    "treatment_rate.month_to_date",
-    "reclaimed.year_to_date_pace",
-    "capture_ratio.day",
-    "alert_level.observed",
-    "silence_minutes",
-    "flat_readings",
-];
-
-/// Whether a target's metric is one the engine produces.
-pub fn metric_known(m: &str) -> bool {
-    DERIVED.contains(&m)
-        || m.rsplit_once('.').is_some_and(|(field, period)| {
-            !field.is_empty() && (period == "hour" || period == "day")
-        })
-}
 
 /// What happened to an alert instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

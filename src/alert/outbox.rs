@@ -29,8 +29,10 @@ use tracing::{debug, error, info, warn};
 
 use super::webhook::{self, Format};
 use super::{Alert, Notice};
+use crate::config::AlertsConfig;
 use crate::evaluate::targets::Severity;
 use crate::metrics::Metrics;
+use crate::units::Secret;
 
 /// Event ids remembered per receiver (for deduplication).
 const RECENT: usize = 10_000;
@@ -55,6 +57,74 @@ pub struct Receiver {
     pub retry_max: Duration,
 }
 
+/// The receivers of `[[alerts.receivers]]`, validated (secrets read from
+/// their files); otherwise every problem with its key path.
+pub fn receivers(cfg: &AlertsConfig) -> Result<Vec<Receiver>, Vec<(String, String)>> {
+    let mut errs = Vec::new();
+    let mut out = Vec::new();
+    for (i, r) in cfg.receivers.iter().enumerate() {
+        let at = |k: &str| format!("alerts.receivers[{i}].{k}");
+        let name_ok = !r.name.is_empty()
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            errs.push((
+                at("name"),
+                format!("{:?} must be letters, digits, - or _", r.name),
+            ));
+        }
+        if cfg.receivers[..i].iter().any(|o| o.name == r.name) {
+            errs.push((at("name"), format!("{:?} is used twice", r.name)));
+        }
+        let url = match reqwest::Url::parse(&r.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                errs.push((at("url"), format!("{:?} is not an http(s) URL", r.url)));
+                None
+            }
+        };
+        let key = match Secret::resolve(r.secret.as_ref(), r.secret_file.as_deref()) {
+            Ok(None) => None,
+            Ok(Some(s)) => match webhook::key(s.expose()) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errs.push((at("secret"), e));
+                    None
+                }
+            },
+            Err(e) => {
+                errs.push((at("secret"), e));
+                None
+            }
+        };
+        if r.timeout.get().is_zero() {
+            errs.push((at("timeout"), "must be above 0".into()));
+        }
+        if r.retry_initial.get().is_zero() || r.retry_initial > r.retry_max {
+            errs.push((
+                at("retry_initial"),
+                "must be above 0 and at most retry_max".into(),
+            ));
+        }
+        if let Some(url) = url {
+            out.push(Receiver {
+                name: r.name.clone(),
+                url,
+                format: r.format,
+                key,
+                timeout: r.timeout.get(),
+                min_severity: r.min_severity,
+                rules: r.rules.clone(),
+                matchers: r.matchers.clone(),
+                retry_initial: r.retry_initial.get(),
+                retry_max: r.retry_max.get(),
+            });
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
 impl Receiver {
     /// Whether this receiver wants the alert.
     pub fn routes(&self, a: &Alert) -> bool {
@@ -77,6 +147,8 @@ struct Queue {
     dir: PathBuf,
     inner: Mutex<Inner>,
     notify: Notify,
+    /// The outbox's: woken when a notice leaves this queue.
+    room: Arc<Notify>,
     /// Stops this queue's worker (the receiver was removed on reload).
     stop: CancellationToken,
 }
@@ -114,9 +186,12 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
     /// Set by `spawn_delivery`: the base URL and the stop token.
     delivery: Mutex<Option<(String, CancellationToken)>>,
+    /// Woken whenever a notice leaves a queue (or a queue goes), for
+    /// [`Outbox::room`].
+    room: Arc<Notify>,
 }
 
-fn open_queue(dir: &Path, r: Receiver) -> std::io::Result<Queue> {
+fn open_queue(dir: &Path, r: Receiver, room: Arc<Notify>) -> std::io::Result<Queue> {
     let qdir = dir.join("outbox").join(&r.name);
     std::fs::create_dir_all(qdir.join("dead"))?;
     let mut seqs: Vec<u64> = std::fs::read_dir(&qdir)?
@@ -140,7 +215,7 @@ fn open_queue(dir: &Path, r: Receiver) -> std::io::Result<Queue> {
     }
     if lines.len() > 2 * RECENT {
         let keep = lines[lines.len() - RECENT..].join("\n") + "\n";
-        crate::spool::write_atomically(&qdir.join("delivered.log"), keep.as_bytes())?;
+        crate::durable::write_atomically(&qdir.join("delivered.log"), keep.as_bytes())?;
     }
     for seq in seqs {
         match std::fs::read(file(&qdir, seq))
@@ -165,6 +240,7 @@ fn open_queue(dir: &Path, r: Receiver) -> std::io::Result<Queue> {
         dir: qdir,
         inner: Mutex::new(inner),
         notify: Notify::new(),
+        room,
         stop: CancellationToken::new(),
     })
 }
@@ -186,9 +262,10 @@ impl Outbox {
         max_queued: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Outbox> {
+        let room = Arc::new(Notify::new());
         let mut queues = Vec::new();
         for r in receivers {
-            queues.push(Arc::new(open_queue(dir, r)?));
+            queues.push(Arc::new(open_queue(dir, r, room.clone())?));
         }
         let total: usize = queues
             .iter()
@@ -201,6 +278,7 @@ impl Outbox {
             max_queued,
             metrics,
             delivery: Mutex::new(None),
+            room,
         })
     }
 
@@ -220,13 +298,14 @@ impl Outbox {
             }
             keep
         });
+        self.room.notify_waiters();
         for r in receivers {
             if let Some(q) = queues.iter().find(|q| q.receiver().name == r.name) {
                 *q.receiver.lock().expect("receiver lock") = r;
                 q.notify.notify_one();
                 continue;
             }
-            match open_queue(&self.dir, r.clone()) {
+            match open_queue(&self.dir, r.clone(), self.room.clone()) {
                 Ok(q) => {
                     let q = Arc::new(q);
                     if let Some(h) = self.spawn_one(&q) {
@@ -241,6 +320,22 @@ impl Outbox {
             }
         }
         started
+    }
+
+    /// Returns once no receiver's queue is at its bound (at once if none
+    /// is): woken by deliveries, never polled.
+    pub async fn room(&self) {
+        loop {
+            let freed = self.room.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a delivery between the two
+            // still wakes us.
+            freed.as_mut().enable();
+            if !self.full() {
+                return;
+            }
+            freed.await;
+        }
     }
 
     /// Whether some receiver's queue is at its bound (the alert stage then
@@ -271,7 +366,7 @@ impl Outbox {
             }
             let b = bytes.get_or_insert_with(|| serde_json::to_vec(n).unwrap_or_default());
             let seq = inner.next_seq;
-            crate::spool::write_atomically(&file(&q.dir, seq), b)?;
+            crate::durable::write_atomically(&file(&q.dir, seq), b)?;
             inner.next_seq += 1;
             inner.pending.push_back((seq, n.event_id.clone()));
             inner.remember(n.event_id.clone());
@@ -411,12 +506,7 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
             }
         }
         failures += 1;
-        let base = r
-            .retry_initial
-            .saturating_mul(1 << failures.min(20).saturating_sub(1))
-            .min(r.retry_max);
-        // Full jitter on the upper half: between base/2 and base.
-        let wait = base / 2 + base.mul_f64(fastrand::f64() / 2.0);
+        let wait = crate::backoff::wait_after(r.retry_initial, r.retry_max, failures);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = q.notify.notified() => {} // reconfigured: try at once
@@ -428,6 +518,7 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
 
 fn pop(q: &Queue, m: &Metrics) {
     q.inner.lock().expect("outbox lock").pending.pop_front();
+    q.room.notify_waiters();
     let _ = m
         .alerts_queued
         .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));

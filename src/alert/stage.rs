@@ -1,19 +1,136 @@
-//! The alert engine's place in the window stage: after each window flush
-//! (on the same blocking thread) the observations are judged, the clock
-//! ticks, notices go to the outbox and to InfluxDB (`alerts`), and the
-//! state is saved.
+//! The alert stage: fed by the window stage through a bounded channel
+//! (raw points for deadman and flatline, then each flush's observations),
+//! it judges them, ticks the event-time clock, puts notices in the outbox
+//! and writes them to InfluxDB (`alerts`), and saves its state.
+//!
+//! A receiver's outbox at its bound stops this stage taking more (it waits
+//! for a delivery, woken by the outbox, never polling); the window stage's
+//! sends then wait, and the backpressure reaches the broker. The bound is
+//! exceeded by at most the notices of one flush.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::engine::Rule;
 use super::outbox::Outbox;
-use super::{Engine, Notice, Observation};
+use super::{Alert, Engine, Notice, Observation};
 use crate::metrics::Metrics;
-use crate::sink::influx::Lines;
+use crate::sink::QUARANTINE_CLOCK;
 use crate::sink::influx::line::{Value, encode_line};
+use crate::sink::influx::{Lines, Writer};
+use crate::window::stage::{Flushed, Output};
+
+/// Told what was observed and what is firing after each flush (the status
+/// page); `None` while alerts are off.
+pub type OnUpdate = Box<dyn Fn(&[Observation], Option<Vec<Alert>>) + Send + Sync>;
+
+pub struct AlertStage {
+    /// The engine with its outbox; `None` when alerts are off (the stage
+    /// then only tells `on_update`).
+    alerting: Option<Alerting>,
+    on_update: Option<OnUpdate>,
+    /// New rules on a reload (SIGHUP).
+    rules: Option<mpsc::Receiver<Vec<Rule>>>,
+    writer: Writer,
+}
+
+impl AlertStage {
+    pub fn new(alerting: Option<Alerting>, on_update: Option<OnUpdate>, writer: Writer) -> Self {
+        AlertStage {
+            alerting,
+            on_update,
+            rules: None,
+            writer,
+        }
+    }
+
+    /// Takes new alert rules from `rx` (a reload) between flushes.
+    pub fn reload_rules_from(mut self, rx: mpsc::Receiver<Vec<Rule>>) -> Self {
+        self.rules = Some(rx);
+        self
+    }
+
+    /// Runs until the window stage closes the channel.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Output>) -> Result<(), String> {
+        loop {
+            self.wait_for_room(&rx).await;
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Output::Points(points)) => {
+                        if let Some(a) = self.alerting.as_mut() {
+                            a.engine.points(&points);
+                        }
+                    }
+                    Some(Output::Flushed(f)) => self.flushed(f).await?,
+                    None => return Ok(()),
+                },
+                Some(rules) = async {
+                    match self.rules.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(a) = self.alerting.as_mut() {
+                        a.engine.set_rules(rules);
+                        info!(rules = a.engine.rules().len(), "alert rules reloaded");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A receiver's outbox at its bound: wait for a delivery before taking
+    /// more (a flush could add notices). Not while shutting down: queued
+    /// notices stay on disk for the next start.
+    async fn wait_for_room(&self, rx: &mpsc::Receiver<Output>) {
+        let Some(a) = &self.alerting else { return };
+        if !a.outbox.full() || rx.is_closed() {
+            return;
+        }
+        warn!("alert outbox full; waiting for receivers before taking more readings");
+        a.outbox.room().await;
+        info!("alert outbox has room again; taking readings");
+    }
+
+    async fn flushed(&mut self, f: Flushed) -> Result<(), String> {
+        let Flushed {
+            observations,
+            clock,
+            checkpoint,
+        } = f;
+        let mut lines = Lines::default();
+        if let Some(mut alerting) = self.alerting.take() {
+            let save = checkpoint.is_some();
+            let (a, l, obs) = tokio::task::spawn_blocking(move || {
+                let mut lines = Lines::default();
+                alerting.step(&observations, clock, &mut lines, save);
+                (alerting, lines, observations)
+            })
+            .await
+            .map_err(|e| format!("alert engine failed: {e}"))?;
+            if let Some(tell) = &self.on_update {
+                tell(&obs, Some(a.engine.firing()));
+            }
+            self.alerting = Some(a);
+            lines = l;
+        } else if let Some(tell) = &self.on_update {
+            tell(&observations, None);
+        }
+        if !lines.is_empty() {
+            self.writer
+                .write_all(&lines, || QUARANTINE_CLOCK.next())
+                .await;
+        }
+        if let Some(done) = checkpoint {
+            let _ = done.send(());
+        }
+        Ok(())
+    }
+}
 
 pub struct Alerting {
     pub engine: Engine,
@@ -106,7 +223,7 @@ impl Alerting {
         // with a new id) and with every window snapshot.
         if self.unsent.is_empty() && (save || produced) && self.engine.dirty() {
             let bytes = self.engine.save();
-            if let Err(e) = crate::spool::write_atomically(&self.state_path, &bytes) {
+            if let Err(e) = crate::durable::write_atomically(&self.state_path, &bytes) {
                 warn!(path = %self.state_path.display(), error = %e, "cannot save the alert state");
             }
         }

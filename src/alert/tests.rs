@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use super::engine::{Engine, Rule, fingerprint};
 use super::{Event, Notice, Observation, derive};
+use crate::calendar::Calendar;
 use crate::evaluate::targets::{Target, TargetPatch, merge, shipped};
 use crate::reading::Point;
-use crate::window::calendar::Calendar;
 
 const H: i64 = 3_600_000;
 const MIN: i64 = 60_000;

@@ -15,20 +15,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Notice, rfc3339};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// lantian's JSON.
-    #[default]
-    Lantian,
-    /// Alertmanager webhook v4.
-    Alertmanager,
-}
+pub use crate::config::WebhookFormat as Format;
 
 /// Alertmanager's "zero time" for the end of an alert still firing.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";

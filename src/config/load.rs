@@ -53,6 +53,13 @@ impl std::error::Error for Problems {}
 
 /// Load from `path` (or built-in defaults when `None`) plus the environment.
 pub fn load(path: Option<&Path>) -> Result<Settings, Problems> {
+    load_checked(path, |_| Vec::new())
+}
+
+/// [`load`], adding the problems `check` finds in settings that deserialize
+/// (the application's checks between components), so that every problem
+/// is reported at once.
+pub fn load_checked(path: Option<&Path>, check: Check) -> Result<Settings, Problems> {
     let mut builder = Config::builder();
     if let Some(path) = path {
         if !path.is_file() {
@@ -66,17 +73,26 @@ pub fn load(path: Option<&Path>) -> Result<Settings, Problems> {
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
     }
-    build(builder.add_source(env_source()))
+    build(builder.add_source(env_source()), check)
 }
 
 /// Load from TOML text plus the environment (for tests and `--config -`).
 pub fn load_from_str(toml: &str) -> Result<Settings, Problems> {
+    load_from_str_checked(toml, |_| Vec::new())
+}
+
+/// [`load_from_str`] with the application's checks (see [`load_checked`]).
+pub fn load_from_str_checked(toml: &str, check: Check) -> Result<Settings, Problems> {
     build(
         Config::builder()
             .add_source(File::from_str(toml, FileFormat::Toml))
             .add_source(env_source()),
+        check,
     )
 }
+
+/// Checks beyond one section's own, supplied by the application.
+pub type Check = fn(&Settings) -> Vec<Problem>;
 
 fn env_source() -> Environment {
     // No try_parsing: it turns a token like "0123" into the number 123.
@@ -86,6 +102,7 @@ fn env_source() -> Environment {
 
 fn build(
     builder: config::ConfigBuilder<config::builder::DefaultState>,
+    check: Check,
 ) -> Result<Settings, Problems> {
     let raw: Value = builder
         .build()
@@ -101,6 +118,7 @@ fn build(
     problems.sort_by(|a, b| a.key.cmp(&b.key));
     if let Some(settings) = &settings {
         problems.extend(settings.validate());
+        problems.extend(check(settings));
     }
     match settings {
         Some(s) if problems.is_empty() => Ok(s),

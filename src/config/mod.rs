@@ -6,8 +6,6 @@
 //! unit test checks that it parses and equals these defaults where it says so.
 
 mod load;
-mod secret;
-mod units;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -16,9 +14,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use load::{Problem, Problems, load, load_from_str};
-pub use secret::Secret;
-pub use units::{ByteSize, HumanDuration};
+pub use crate::units::{ByteSize, HumanDuration, Secret};
+pub use load::{
+    Check, Problem, Problems, load, load_checked, load_from_str, load_from_str_checked,
+};
 
 /// The whole configuration. Unknown keys anywhere are errors.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -538,7 +537,7 @@ pub struct ReceiverConfig {
     pub url: String,
     /// "lantian" (native JSON) or "alertmanager" (Alertmanager webhook v4).
     #[serde(default)]
-    pub format: crate::alert::webhook::Format,
+    pub format: WebhookFormat,
     /// HMAC-SHA256 signing secret (Standard Webhooks); `whsec_<base64>` or
     /// any string. Prefer `secret_file` (e.g. a systemd credential).
     #[serde(default)]
@@ -624,4 +623,15 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+/// The body a webhook receiver gets.
+pub enum WebhookFormat {
+    /// lantian's JSON.
+    #[default]
+    Lantian,
+    /// Alertmanager webhook v4.
+    Alertmanager,
 }

@@ -5,8 +5,6 @@ use std::path::Path;
 
 use super::load::Problem;
 use super::{InfluxApi, Secret, Settings};
-use crate::decode::Template;
-use crate::validate::Registry;
 
 impl Settings {
     /// Every semantic problem, each with its key path.
@@ -19,6 +17,18 @@ impl Settings {
             })
         };
 
+        self.check_mqtt(&mut err);
+        self.check_influxdb(&mut err);
+        self.check_topics(&mut err);
+        self.check_validation(&mut err);
+        self.check_spool(&mut err);
+        self.check_sinks(&mut err);
+        self.check_alerts(&mut err);
+        self.check_pipeline_and_log(&mut err);
+        p
+    }
+
+    fn check_mqtt(&self, err: &mut impl FnMut(&str, String)) {
         let m = &self.mqtt;
         if m.host.trim().is_empty() {
             err("mqtt.host", "must not be empty".into());
@@ -74,11 +84,11 @@ impl Settings {
             err("mqtt.password_file", e);
         }
         if let Some(tls) = &m.tls {
-            readable(&mut err, "mqtt.tls.ca_file", &tls.ca_file);
+            readable(err, "mqtt.tls.ca_file", &tls.ca_file);
             match (&tls.client_cert_file, &tls.client_key_file) {
                 (Some(c), Some(k)) => {
-                    readable(&mut err, "mqtt.tls.client_cert_file", c);
-                    readable(&mut err, "mqtt.tls.client_key_file", k);
+                    readable(err, "mqtt.tls.client_cert_file", c);
+                    readable(err, "mqtt.tls.client_key_file", k);
                 }
                 (None, None) => {}
                 _ => err(
@@ -87,7 +97,9 @@ impl Settings {
                 ),
             }
         }
+    }
 
+    fn check_influxdb(&self, err: &mut impl FnMut(&str, String)) {
         let i = &self.influxdb;
         match reqwest::Url::parse(&i.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -140,15 +152,12 @@ impl Settings {
                 "must be above 0 and at most influxdb.retry_max".into(),
             );
         }
+    }
 
+    fn check_topics(&self, err: &mut impl FnMut(&str, String)) {
         let t = &self.topics;
         if t.templates.is_empty() {
             err("topics.templates", "at least one template is needed".into());
-        }
-        for (n, tpl) in t.templates.iter().enumerate() {
-            if let Err(e) = Template::parse(tpl) {
-                err(&format!("topics.templates[{n}]"), format!("{tpl:?}: {e}"));
-            }
         }
         if t.kinds.is_empty() {
             err("topics.kinds", "at least one kind is needed".into());
@@ -166,7 +175,9 @@ impl Settings {
                 );
             }
         }
+    }
 
+    fn check_validation(&self, err: &mut impl FnMut(&str, String)) {
         let v = &self.validation;
         if v.max_payload_bytes.get() == 0 {
             err("validation.max_payload_bytes", "must be above 0".into());
@@ -174,12 +185,9 @@ impl Settings {
         if v.max_age.get().is_zero() {
             err("validation.max_age", "must be above 0".into());
         }
-        if let Err(errors) = Registry::new(&self.quantities, v.unknown_fields) {
-            for (key, message) in errors {
-                err(&format!("quantities.{key}"), message);
-            }
-        }
+    }
 
+    fn check_spool(&self, err: &mut impl FnMut(&str, String)) {
         let sp = &self.spool;
         if sp.max_bytes.get() < 1 << 20 {
             err("spool.max_bytes", "must be at least 1MiB".into());
@@ -190,13 +198,9 @@ impl Settings {
         if sp.dir.as_os_str().is_empty() {
             err("spool.dir", "must be set".into());
         }
+    }
 
-        if let Err(errors) = crate::window::Plan::new(&self.windows, &self.aqi) {
-            for (key, message) in errors {
-                err(&key, message);
-            }
-        }
-
+    fn check_sinks(&self, err: &mut impl FnMut(&str, String)) {
         if !self.influxdb.enabled && !self.archive.enabled {
             err(
                 "influxdb.enabled",
@@ -206,7 +210,9 @@ impl Settings {
         if self.archive.enabled && self.archive.dir.as_os_str().is_empty() {
             err("archive.dir", "must be set".into());
         }
+    }
 
+    fn check_alerts(&self, err: &mut impl FnMut(&str, String)) {
         let a = &self.alerts;
         if a.enabled {
             if !self.windows.enabled {
@@ -222,20 +228,10 @@ impl Settings {
             if a.max_queued == 0 {
                 err("alerts.max_queued", "must be at least 1".into());
             }
-            if let Err(errors) =
-                crate::evaluate::targets::merge(crate::evaluate::targets::shipped(), &a.targets)
-            {
-                for (i, message) in errors {
-                    err(&format!("alerts.targets[{i}]"), message);
-                }
-            }
-            if let Err(errors) = self.receivers() {
-                for (key, message) in errors {
-                    err(&key, message);
-                }
-            }
         }
+    }
 
+    fn check_pipeline_and_log(&self, err: &mut impl FnMut(&str, String)) {
         if self.pipeline.channel_capacity == 0 {
             err("pipeline.channel_capacity", "must be at least 1".into());
         }
@@ -245,74 +241,6 @@ impl Settings {
                 format!("{:?} is not a valid filter: {e}", self.log.level),
             );
         }
-        p
-    }
-
-    /// The webhook receivers, validated (secrets read from their files).
-    pub fn receivers(&self) -> Result<Vec<crate::alert::outbox::Receiver>, Vec<(String, String)>> {
-        let mut errs = Vec::new();
-        let mut out = Vec::new();
-        for (i, r) in self.alerts.receivers.iter().enumerate() {
-            let at = |k: &str| format!("alerts.receivers[{i}].{k}");
-            let name_ok = !r.name.is_empty()
-                && r.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !name_ok {
-                errs.push((
-                    at("name"),
-                    format!("{:?} must be letters, digits, - or _", r.name),
-                ));
-            }
-            if self.alerts.receivers[..i].iter().any(|o| o.name == r.name) {
-                errs.push((at("name"), format!("{:?} is used twice", r.name)));
-            }
-            let url = match reqwest::Url::parse(&r.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-                _ => {
-                    errs.push((at("url"), format!("{:?} is not an http(s) URL", r.url)));
-                    None
-                }
-            };
-            let key = match Secret::resolve(r.secret.as_ref(), r.secret_file.as_deref()) {
-                Ok(None) => None,
-                Ok(Some(s)) => match crate::alert::webhook::key(s.expose()) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        errs.push((at("secret"), e));
-                        None
-                    }
-                },
-                Err(e) => {
-                    errs.push((at("secret"), e));
-                    None
-                }
-            };
-            if r.timeout.get().is_zero() {
-                errs.push((at("timeout"), "must be above 0".into()));
-            }
-            if r.retry_initial.get().is_zero() || r.retry_initial > r.retry_max {
-                errs.push((
-                    at("retry_initial"),
-                    "must be above 0 and at most retry_max".into(),
-                ));
-            }
-            if let Some(url) = url {
-                out.push(crate::alert::outbox::Receiver {
-                    name: r.name.clone(),
-                    url,
-                    format: r.format,
-                    key,
-                    timeout: r.timeout.get(),
-                    min_severity: r.min_severity,
-                    rules: r.rules.clone(),
-                    matchers: r.matchers.clone(),
-                    retry_initial: r.retry_initial.get(),
-                    retry_max: r.retry_max.get(),
-                });
-            }
-        }
-        if errs.is_empty() { Ok(out) } else { Err(errs) }
     }
 
     /// The active targets: shipped, with `[[alerts.targets]]` applied.

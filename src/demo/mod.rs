@@ -314,7 +314,7 @@ fn summary(v: &serde_json::Value) -> String {
 
 /// `lantian demo`: runs until `stop`.
 pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
-    crate::app::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     std::fs::create_dir_all(&o.state_dir)
         .with_context(|| format!("--state-dir {}", o.state_dir.display()))?;
     let broker_stop = CancellationToken::new();
@@ -322,7 +322,8 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
         .await
         .with_context(|| format!("embedded broker on {}", o.broker))?;
     let settings = settings(&o, broker.addr);
-    let problems = settings.validate();
+    let mut problems = settings.validate();
+    problems.extend(crate::app::check(&settings));
     anyhow::ensure!(problems.is_empty(), "demo settings: {problems:?}");
     crate::telemetry::init(settings.log.format, &settings.log.level);
     let archive = settings.archive.dir.clone();

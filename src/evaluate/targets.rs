@@ -1,13 +1,14 @@
 //! The targets lantian checks, as data: `seeds/targets.toml`, built into
 //! the binary, each with its rule, value, unit, citations and status.
 //! `lantian targets` lists them; operators override or add targets with
-//! `[[alerts.targets]]` tables ([`merge`]); `crate::alert` evaluates them.
+//! `[[alerts.targets]]` tables ([`merge`]); the alert engine evaluates them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::HumanDuration;
+use super::observation::metric_known;
+use crate::units::HumanDuration;
 
 /// The shipped targets.
 pub const SEED: &str = include_str!("../../seeds/targets.toml");
@@ -251,7 +252,7 @@ pub fn merge(
                 ));
             }
         }
-        if !crate::alert::metric_known(&t.metric) {
+        if !metric_known(&t.metric) {
             errs.push((
                 i,
                 format!(
@@ -300,7 +301,7 @@ pub fn parse(toml: &str) -> Result<Vec<Target>, Vec<String>> {
         if t.value.is_some_and(|v| !v.is_finite()) {
             errs.push(format!("{at}: value must be a finite number"));
         }
-        if !crate::alert::metric_known(&t.metric) {
+        if !metric_known(&t.metric) {
             errs.push(format!("{at}: unknown metric {:?}", t.metric));
         }
         if let (Some(v), Some(c)) = (t.value, t.clear) {

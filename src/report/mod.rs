@@ -562,7 +562,7 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Writes the report; returns the files written.
 pub async fn run(o: &Options) -> anyhow::Result<Vec<PathBuf>> {
-    crate::app::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let r = compute(o).await?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("--out {}", o.out.display()))?;
     let mut files = charts(&r, &o.out)?;

@@ -243,7 +243,7 @@ impl Archive {
                 .with_compression(ParquetCompression::Snappy)
                 .finish(&mut df)
                 .map_err(|e| e.to_string())?;
-            crate::spool::write_atomically(&dir.join(name), &buf)
+            crate::durable::write_atomically(&dir.join(name), &buf)
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         if bad > 0 {

@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
     SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
@@ -29,8 +28,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{MqttConfig, Secret};
+use crate::backoff::Backoff;
+use crate::config::MqttConfig;
+pub use crate::envelope::{Ack, AckToken, Message};
 use crate::metrics::Metrics;
+use crate::units::Secret;
 
 /// Capacity of rumqttc's request channel, which carries our acks. Larger
 /// than the number of QoS 1/2 messages a broker can have unacknowledged
@@ -41,53 +43,6 @@ const REQUEST_CHANNEL: usize = 1 << 17;
 pub enum Error {
     #[error("mqtt.{0}: {1}")]
     Config(&'static str, String),
-}
-
-/// What a message needs to be acknowledged later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AckToken {
-    qos: QoS,
-    pkid: u16,
-    /// Connection generation the message arrived on.
-    generation: u64,
-}
-
-impl AckToken {
-    /// A token for tests and benchmarks (acknowledges nothing real).
-    #[doc(hidden)]
-    pub fn detached(pkid: u16) -> Self {
-        AckToken {
-            qos: QoS::AtLeastOnce,
-            pkid,
-            generation: u64::MAX,
-        }
-    }
-}
-
-/// How a message is acknowledged once handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ack {
-    /// To the broker (no spool, or the spool writer's input).
-    Mqtt(AckToken),
-    /// To the spool: delivered up to here (the pipeline's input with a
-    /// spool).
-    Spool(crate::spool::Pos),
-}
-
-/// One message from the broker (or replayed from the spool).
-#[derive(Debug)]
-pub struct Message {
-    pub topic: String,
-    pub payload: Bytes,
-    pub ack: Ack,
-    /// Wall-clock arrival time, ms since the epoch.
-    pub received_ms: i64,
-    /// Length of the payload as published (the spool keeps only the start
-    /// of an oversized one). 0: `payload.len()`.
-    pub payload_len: usize,
-    /// Set for spool bytes that failed their checksum: the detail for the
-    /// quarantine record (`payload` holds the bad bytes).
-    pub corrupt: Option<String>,
 }
 
 /// Acknowledges messages to the broker (cheap to clone).
@@ -144,7 +99,7 @@ pub struct MqttSource {
 
 impl MqttSource {
     pub fn new(cfg: &MqttConfig, metrics: Arc<Metrics>) -> Result<(Self, Acker), Error> {
-        crate::app::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
         opts.set_keep_alive(cfg.keep_alive.get())
             .set_clean_session(cfg.clean_session)
@@ -237,9 +192,11 @@ impl MqttSource {
     ) {
         let mut tx = Some(tx);
         let mut disconnecting = false;
-        let mut backoff = self.reconnect_min;
-        let mut down_since: Option<Instant> = Some(Instant::now());
-        let mut failures: u32 = 0;
+        let mut link = Link {
+            backoff: Backoff::new(self.reconnect_min, self.reconnect_max),
+            down_since: Some(Instant::now()),
+            failures: 0,
+        };
         loop {
             let event = tokio::select! {
                 biased;
@@ -250,7 +207,7 @@ impl MqttSource {
                 }
                 _ = pipeline_done.cancelled(), if tx.is_none() && !disconnecting => {
                     disconnecting = true;
-                    if down_since.is_some() || self.client.try_disconnect().is_err() {
+                    if link.down_since.is_some() || self.client.try_disconnect().is_err() {
                         return;
                     }
                     continue;
@@ -258,66 +215,15 @@ impl MqttSource {
                 ev = self.eventloop.poll() => ev,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    self.metrics.mqtt_connects.fetch_add(1, Relaxed);
-                    self.metrics.mqtt_connected.store(true, Relaxed);
-                    backoff = self.reconnect_min;
-                    match down_since.take() {
-                        Some(t) if self.metrics.mqtt_connects.load(Relaxed) > 1 => info!(
-                            broker = %self.broker,
-                            session_present = ack.session_present,
-                            down_for = ?t.elapsed(),
-                            attempts = failures + 1,
-                            "reconnected to MQTT broker"
-                        ),
-                        _ => {
-                            info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker")
-                        }
-                    }
-                    failures = 0;
-                    self.metrics
-                        .mqtt_subscribed
-                        .store(ack.session_present && !self.clean_session, Relaxed);
-                    // A resumed session keeps its subscriptions; subscribing
-                    // again would make the broker resend retained messages.
-                    if (!ack.session_present || self.clean_session)
-                        && let Err(e) = self.client.try_subscribe_many(self.subscriptions.clone())
-                    {
-                        error!(error = %e, "could not queue MQTT subscribe");
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    for (i, code) in ack.return_codes.iter().enumerate() {
-                        match (code, self.subscriptions.get(i)) {
-                            (SubscribeReasonCode::Failure, Some(s)) => {
-                                error!(filter = %s.path, "broker refused the subscription")
-                            }
-                            (SubscribeReasonCode::Success(q), Some(s)) => {
-                                self.metrics.mqtt_subscribed.store(true, Relaxed);
-                                info!(filter = %s.path, qos = ?q, "subscribed")
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(&ack, &mut link),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => self.subscribed(&ack),
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     self.metrics.messages_in.fetch_add(1, Relaxed);
                     let Some(sender) = &tx else {
                         // Shutting down: not acked, so the broker redelivers.
                         continue;
                     };
-                    let msg = Message {
-                        ack: Ack::Mqtt(AckToken {
-                            qos: p.qos,
-                            pkid: p.pkid,
-                            generation: self.generation(),
-                        }),
-                        topic: p.topic,
-                        payload: p.payload,
-                        received_ms: chrono::Utc::now().timestamp_millis(),
-                        payload_len: 0,
-                        corrupt: None,
-                    };
+                    let msg = self.message(p);
                     tokio::select! {
                         r = sender.send(msg) => if r.is_err() { tx = None },
                         _ = shutdown.cancelled() => {}
@@ -329,32 +235,12 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    // Queued acks belong to the old connection: purge them
-                    // and bump the generation, atomically w.r.t. Acker::ack.
-                    {
-                        let mut g = match self.generation.lock() {
-                            Ok(g) => g,
-                            Err(p) => p.into_inner(),
-                        };
-                        *g += 1;
-                        self.eventloop.clean();
-                    }
-                    self.metrics.mqtt_connected.store(false, Relaxed);
-                    self.metrics.mqtt_subscribed.store(false, Relaxed);
+                    self.lost();
                     if disconnecting {
                         return;
                     }
-                    if down_since.is_none() {
-                        down_since = Some(Instant::now());
-                        warn!(broker = %self.broker, reason = %describe(&e), "lost connection to MQTT broker; reconnecting");
-                    } else if failures == 0 {
-                        warn!(broker = %self.broker, reason = %describe(&e), "cannot connect to MQTT broker; retrying with backoff");
-                    } else {
-                        debug!(reason = %describe(&e), attempt = failures + 1, "MQTT connect failed");
-                    }
-                    failures += 1;
-                    let wait = backoff.mul_f64(1.0 - fastrand::f64() * 0.25);
-                    backoff = (backoff * 2).min(self.reconnect_max);
+                    link.failed(&e, &self.broker);
+                    let wait = link.backoff.next_wait();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = pipeline_done.cancelled(), if tx.is_none() => return,
@@ -362,6 +248,105 @@ impl MqttSource {
                 }
             }
         }
+    }
+
+    /// A CONNACK: log it, and subscribe unless the session was resumed.
+    fn connected(&self, ack: &rumqttc::ConnAck, link: &mut Link) {
+        self.metrics.mqtt_connects.fetch_add(1, Relaxed);
+        self.metrics.mqtt_connected.store(true, Relaxed);
+        link.backoff.reset();
+        match link.down_since.take() {
+            Some(t) if self.metrics.mqtt_connects.load(Relaxed) > 1 => info!(
+                broker = %self.broker,
+                session_present = ack.session_present,
+                down_for = ?t.elapsed(),
+                attempts = link.failures + 1,
+                "reconnected to MQTT broker"
+            ),
+            _ => {
+                info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker")
+            }
+        }
+        link.failures = 0;
+        self.metrics
+            .mqtt_subscribed
+            .store(ack.session_present && !self.clean_session, Relaxed);
+        // A resumed session keeps its subscriptions; subscribing again
+        // would make the broker resend retained messages.
+        if (!ack.session_present || self.clean_session)
+            && let Err(e) = self.client.try_subscribe_many(self.subscriptions.clone())
+        {
+            error!(error = %e, "could not queue MQTT subscribe");
+        }
+    }
+
+    fn subscribed(&self, ack: &rumqttc::SubAck) {
+        for (i, code) in ack.return_codes.iter().enumerate() {
+            match (code, self.subscriptions.get(i)) {
+                (SubscribeReasonCode::Failure, Some(s)) => {
+                    error!(filter = %s.path, "broker refused the subscription")
+                }
+                (SubscribeReasonCode::Success(q), Some(s)) => {
+                    self.metrics.mqtt_subscribed.store(true, Relaxed);
+                    info!(filter = %s.path, qos = ?q, "subscribed")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn message(&self, p: Publish) -> Message {
+        Message {
+            ack: Ack::Mqtt(AckToken {
+                qos: p.qos,
+                pkid: p.pkid,
+                generation: self.generation(),
+            }),
+            topic: p.topic,
+            payload: p.payload,
+            received_ms: chrono::Utc::now().timestamp_millis(),
+            payload_len: 0,
+            corrupt: None,
+        }
+    }
+
+    /// A connection error: acks queued for the old connection are purged
+    /// and the generation bumped, atomically w.r.t. [`Acker::ack`].
+    fn lost(&mut self) {
+        {
+            let mut g = match self.generation.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            *g += 1;
+            self.eventloop.clean();
+        }
+        self.metrics.mqtt_connected.store(false, Relaxed);
+        self.metrics.mqtt_subscribed.store(false, Relaxed);
+    }
+}
+
+/// The connection's ups and downs, for backoff and for the log.
+struct Link {
+    backoff: Backoff,
+    /// Since when the broker has been unreachable (`None` while connected).
+    down_since: Option<Instant>,
+    /// Connection attempts failed in a row.
+    failures: u32,
+}
+
+impl Link {
+    /// Logs a failure: the first of an outage at warn, the rest at debug.
+    fn failed(&mut self, e: &rumqttc::ConnectionError, broker: &str) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            warn!(broker = %broker, reason = %describe(e), "lost connection to MQTT broker; reconnecting");
+        } else if self.failures == 0 {
+            warn!(broker = %broker, reason = %describe(e), "cannot connect to MQTT broker; retrying with backoff");
+        } else {
+            debug!(reason = %describe(e), attempt = self.failures + 1, "MQTT connect failed");
+        }
+        self.failures += 1;
     }
 }
 

@@ -49,15 +49,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::durable::{sync_dir, write_atomically};
+pub use crate::envelope::Pos;
+use crate::envelope::{Ack, AckToken, Message};
 use crate::metrics::Metrics;
-use crate::source::mqtt::{Ack, AckToken, Message};
-
-/// A position in the spool: segment and byte offset (the end of a record).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Pos {
-    pub seq: u64,
-    pub offset: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -118,12 +113,6 @@ fn seg_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016x}.seg"))
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 fn read_cursor(dir: &Path) -> Option<Pos> {
     let b = fs::read(dir.join("cursor")).ok()?;
     if b.len() != 20 {
@@ -137,21 +126,6 @@ fn read_cursor(dir: &Path) -> Option<Pos> {
         seq: u64::from_le_bytes(b[..8].try_into().ok()?),
         offset: u64::from_le_bytes(b[8..16].try_into().ok()?),
     })
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves the old or the new
-/// content, never a mix: write `<path>.tmp`, sync, rename, sync the
-/// directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    Ok(())
 }
 
 fn write_cursor(dir: &Path, p: Pos) -> std::io::Result<()> {
@@ -178,25 +152,7 @@ pub fn open(
     metrics: Arc<Metrics>,
     keep_from: Option<Pos>,
 ) -> Result<(Writer, Reader, Cursor), Error> {
-    fs::create_dir_all(dir).map_err(|e| Error::Dir(dir.into(), e))?;
-    let probe = dir.join(".probe");
-    fs::write(&probe, b"").map_err(|e| Error::Dir(dir.into(), e))?;
-    let _ = fs::remove_file(probe);
-
-    let mut segments = BTreeMap::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::Dir(dir.into(), e))? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let Some(seq) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".seg"))
-            .and_then(|n| u64::from_str_radix(n, 16).ok())
-        else {
-            continue;
-        };
-        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        segments.insert(seq, size);
-    }
+    let mut segments = list_segments(dir)?;
     let header = format::HEADER.len() as u64;
     let cursor = read_cursor(dir);
     let first = segments.keys().next().copied().unwrap_or(0);
@@ -219,42 +175,13 @@ pub fn open(
         let _ = fs::remove_file(seg_path(dir, seq));
         segments.remove(&seq);
     }
-    // A torn tail of the last segment: cut it off.
-    if let Some((&last, size)) = segments.iter_mut().next_back() {
-        let path = seg_path(dir, last);
-        let bytes = fs::read(&path).map_err(|e| Error::Io(path.clone(), e))?;
-        let valid = if bytes.len() >= format::HEADER.len() && bytes.starts_with(format::HEADER) {
-            header as usize + format::valid_prefix(&bytes[header as usize..])
-        } else {
-            0
-        };
-        if valid < bytes.len() {
-            warn!(
-                segment = %path.display(),
-                cut_bytes = bytes.len() - valid,
-                "spool: cut a torn tail (a write interrupted by a crash; those messages were never acknowledged and the broker redelivers them)"
-            );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::Io(path.clone(), e))?;
-            f.set_len(valid as u64)
-                .map_err(|e| Error::Io(path.clone(), e))?;
-            f.sync_all().map_err(|e| Error::Io(path.clone(), e))?;
-            *size = valid as u64;
-        }
-    }
+    cut_torn_tail(dir, &mut segments)?;
     let pending: u64 = segments.values().sum();
     let next_seq = segments
         .keys()
         .next_back()
         .map_or(delivered.seq.max(first), |s| s + 1);
-    let path = seg_path(dir, next_seq);
-    let mut file = File::create(&path).map_err(|e| Error::Io(path.clone(), e))?;
-    file.write_all(format::HEADER)
-        .map_err(|e| Error::Io(path.clone(), e))?;
-    file.sync_all().map_err(|e| Error::Io(path.clone(), e))?;
-    sync_dir(dir);
+    let file = new_segment(dir, next_seq)?;
     segments.insert(next_seq, header);
     let total: u64 = segments.values().sum();
     if pending > 0 {
@@ -310,6 +237,70 @@ pub fn open(
     ))
 }
 
+/// The segments in `dir` (seq → size), once `dir` is known to be writable.
+fn list_segments(dir: &Path) -> Result<BTreeMap<u64, u64>, Error> {
+    fs::create_dir_all(dir).map_err(|e| Error::Dir(dir.into(), e))?;
+    let probe = dir.join(".probe");
+    fs::write(&probe, b"").map_err(|e| Error::Dir(dir.into(), e))?;
+    let _ = fs::remove_file(probe);
+    let mut segments = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::Dir(dir.into(), e))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| u64::from_str_radix(n, 16).ok())
+        else {
+            continue;
+        };
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        segments.insert(seq, size);
+    }
+    Ok(segments)
+}
+
+/// A torn tail of the last segment (a write cut by a crash): cut it off.
+fn cut_torn_tail(dir: &Path, segments: &mut BTreeMap<u64, u64>) -> Result<(), Error> {
+    let header = format::HEADER.len() as u64;
+    if let Some((&last, size)) = segments.iter_mut().next_back() {
+        let path = seg_path(dir, last);
+        let bytes = fs::read(&path).map_err(|e| Error::Io(path.clone(), e))?;
+        let valid = if bytes.len() >= format::HEADER.len() && bytes.starts_with(format::HEADER) {
+            header as usize + format::valid_prefix(&bytes[header as usize..])
+        } else {
+            0
+        };
+        if valid < bytes.len() {
+            warn!(
+                segment = %path.display(),
+                cut_bytes = bytes.len() - valid,
+                "spool: cut a torn tail (a write interrupted by a crash; those messages were never acknowledged and the broker redelivers them)"
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::Io(path.clone(), e))?;
+            f.set_len(valid as u64)
+                .map_err(|e| Error::Io(path.clone(), e))?;
+            f.sync_all().map_err(|e| Error::Io(path.clone(), e))?;
+            *size = valid as u64;
+        }
+    }
+    Ok(())
+}
+
+/// A new, empty segment (its header synced, and its directory entry).
+fn new_segment(dir: &Path, seq: u64) -> Result<File, Error> {
+    let path = seg_path(dir, seq);
+    let mut file = File::create(&path).map_err(|e| Error::Io(path.clone(), e))?;
+    file.write_all(format::HEADER)
+        .map_err(|e| Error::Io(path.clone(), e))?;
+    file.sync_all().map_err(|e| Error::Io(path.clone(), e))?;
+    sync_dir(dir);
+    Ok(file)
+}
+
 /// Appends messages with group commit, then acknowledges them.
 pub struct Writer {
     shared: Arc<Shared>,
@@ -322,8 +313,14 @@ pub struct Writer {
 
 impl Writer {
     /// Runs on its own thread until the source closes `rx`; `ack` gets
-    /// each batch's MQTT ack tokens once the batch is synced.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Message>, mut ack: impl FnMut(&[AckToken])) {
+    /// each batch's MQTT ack tokens once the batch is synced. A write that
+    /// fails stops intake: the error is returned (nothing of the batch was
+    /// acknowledged; the broker redelivers it).
+    pub fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Message>,
+        mut ack: impl FnMut(&[AckToken]),
+    ) -> Result<(), String> {
         let mut buf = Vec::with_capacity(self.limits.batch_bytes + 4096);
         let mut acks = Vec::new();
         while let Some(first) = rx.blocking_recv() {
@@ -349,8 +346,10 @@ impl Writer {
             self.wait_for_space(buf.len() as u64);
             if let Err(e) = self.append(&buf) {
                 // Unacknowledged: the broker redelivers after we exit.
-                error!(error = %e, "spool write failed; stopping intake (nothing was acknowledged)");
-                return;
+                return Err(format!(
+                    "spool write in {} failed: {e}; stopping intake (nothing unsynced was acknowledged)",
+                    self.shared.dir.display()
+                ));
             }
             ack(&acks);
             self.shared
@@ -360,6 +359,7 @@ impl Writer {
             buf.clear();
             acks.clear();
         }
+        Ok(())
     }
 
     fn wait_for_space(&self, need: u64) {

@@ -37,7 +37,7 @@ fn write_all(w: Writer, msgs: Vec<Message>) -> usize {
         tx.blocking_send(m).unwrap();
     }
     drop(tx);
-    t.join().unwrap();
+    t.join().unwrap().unwrap();
     acked.load(Relaxed)
 }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 
 use super::state::{Closed, HOUR_MS, State};
 use super::{Engine, Scope};
-use crate::alert::Observation;
+use crate::evaluate::Observation;
 use crate::evaluate::aqi::{Standard, evaluate};
 use crate::sink::influx::Lines;
 use crate::sink::influx::line::{Value, encode_line};

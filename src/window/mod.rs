@@ -22,7 +22,6 @@
 //! is computed before anything past the correction horizon is pruned.
 
 pub mod air;
-pub mod calendar;
 pub mod codec;
 pub mod partial;
 pub mod reduce;
@@ -32,13 +31,13 @@ pub mod windows;
 
 use std::collections::HashMap;
 
-use crate::alert::Observation;
+use crate::calendar::Calendar;
 use crate::config::{AqiConfig, WindowsConfig};
+use crate::evaluate::Observation;
 use crate::evaluate::aqi::Standard;
 use crate::reading::Point;
 use crate::sink::influx::Lines;
 use crate::sink::influx::line::{Value, encode_line};
-use calendar::Calendar;
 use reduce::Rows;
 use state::{Closed, HOUR_MS, Spec, State};
 
@@ -86,99 +85,21 @@ impl Plan {
     /// Checks the configuration; every problem as (key, message).
     pub fn new(w: &WindowsConfig, a: &AqiConfig) -> Result<Plan, Vec<(String, String)>> {
         let mut errs = Vec::new();
-        let mut sizes = Vec::new();
-        for (i, s) in w.sizes.iter().enumerate() {
-            match humantime::parse_duration(s.trim()) {
-                Ok(d) if !d.is_zero() && d.as_millis() % 1000 == 0 => sizes.push(ms(d)),
-                _ => errs.push((
-                    format!("windows.sizes[{i}]"),
-                    format!("{s:?} is not a whole number of seconds above 0, e.g. \"1m\""),
-                )),
-            }
-        }
-        let tz: Option<chrono_tz::Tz> = w.timezone.parse().ok();
-        if tz.is_none() {
-            errs.push((
-                "windows.timezone".into(),
-                format!(
-                    "{:?} is not an IANA time zone, e.g. \"Asia/Shanghai\"",
-                    w.timezone
-                ),
-            ));
-        }
-        if w.enabled && sizes.is_empty() && errs.is_empty() {
-            errs.push(("windows.sizes".into(), "at least one size is needed".into()));
-        }
-        let base = sizes.first().copied().unwrap_or(60_000);
-        let mut mids: Vec<i64> = Vec::new();
-        let mut days = false;
-        for (i, &s) in sizes.iter().enumerate().skip(1) {
-            if s == DAY_MS {
-                days = true;
-            } else if s <= base || s % base != 0 || DAY_MS % s != 0 {
-                errs.push((
-                    format!("windows.sizes[{i}]"),
-                    format!(
-                        "{} must be a multiple of the first size ({}) that divides a day",
-                        label(s),
-                        label(base)
-                    ),
-                ));
-            } else {
-                mids.push(s);
-            }
-        }
-        if base > HOUR_MS || HOUR_MS % base != 0 {
-            errs.push((
-                "windows.sizes[0]".into(),
-                format!("the base size {} must divide an hour", label(base)),
-            ));
-        }
-        mids.sort_unstable();
-        mids.dedup();
-        let write_hour = mids.contains(&HOUR_MS) || base == HOUR_MS;
-        let base_is_hour = base == HOUR_MS;
-        if !base_is_hour && !mids.contains(&HOUR_MS) {
-            mids.push(HOUR_MS);
-            mids.sort_unstable();
-        }
+        let (sizes, tz) = parse_sizes(w, &mut errs);
+        let Levels {
+            base,
+            mids,
+            days,
+            write_hour,
+        } = levels(&sizes, &mut errs);
         let aqi_on = w.enabled && a.enabled;
-        if aqi_on && w.site_tags.is_empty() {
-            errs.push((
-                "windows.site_tags".into(),
-                "the AQI is per site: set site tags, or aqi.enabled = false".into(),
-            ));
-        }
-        for (key, d) in [
-            ("windows.flush_interval", w.flush_interval.get()),
-            ("windows.idle_timeout", w.idle_timeout.get()),
-            ("windows.default_interval", w.default_interval.get()),
-            ("windows.snapshot_interval", w.snapshot_interval.get()),
-        ] {
-            if d.is_zero() {
-                errs.push((key.into(), "must be above 0".into()));
-            }
-        }
-        if w.max_pending_readings == 0 {
-            errs.push((
-                "windows.max_pending_readings".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        let c = &w.completeness;
-        if c.hour_min_minutes > 60 || c.day_min_hours > 24 || c.eight_hour_min_hours > 8 {
-            errs.push((
-                "windows.completeness".into(),
-                "hour_min_minutes ≤ 60, day_min_hours ≤ 24, eight_hour_min_hours ≤ 8".into(),
-            ));
-        }
+        check_rest(w, aqi_on, &mut errs);
         if !errs.is_empty() {
             return Err(errs);
         }
         // Levels: base, mids (hour included), day.
         let mut labels = vec![Some(label(base))];
-        let spec_mids: Vec<i64> = if base_is_hour { Vec::new() } else { mids };
-        for &m in &spec_mids {
+        for &m in &mids {
             labels.push((m != HOUR_MS || write_hour).then(|| label(m)));
         }
         let days = days || aqi_on;
@@ -190,9 +111,10 @@ impl Plan {
                     .then(|| "1d".into()),
             );
         }
+        let c = &w.completeness;
         let spec = Spec {
             base_ms: base,
-            mids: spec_mids,
+            mids,
             days,
             calendar: Calendar {
                 tz: tz.unwrap_or(chrono_tz::Asia::Shanghai),
@@ -218,6 +140,125 @@ impl Plan {
                 .collect(),
             aqi: aqi_on.then(|| (a.standard, a.kinds.clone())),
         })
+    }
+}
+
+type Problems = Vec<(String, String)>;
+
+/// The sizes in ms (in the order given) and the time zone.
+fn parse_sizes(w: &WindowsConfig, errs: &mut Problems) -> (Vec<i64>, Option<chrono_tz::Tz>) {
+    let mut sizes = Vec::new();
+    for (i, s) in w.sizes.iter().enumerate() {
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) if !d.is_zero() && d.as_millis() % 1000 == 0 => sizes.push(ms(d)),
+            _ => errs.push((
+                format!("windows.sizes[{i}]"),
+                format!("{s:?} is not a whole number of seconds above 0, e.g. \"1m\""),
+            )),
+        }
+    }
+    let tz: Option<chrono_tz::Tz> = w.timezone.parse().ok();
+    if tz.is_none() {
+        errs.push((
+            "windows.timezone".into(),
+            format!(
+                "{:?} is not an IANA time zone, e.g. \"Asia/Shanghai\"",
+                w.timezone
+            ),
+        ));
+    }
+    if w.enabled && sizes.is_empty() && errs.is_empty() {
+        errs.push(("windows.sizes".into(), "at least one size is needed".into()));
+    }
+    (sizes, tz)
+}
+
+/// The levels the sizes make.
+struct Levels {
+    /// The first size: readings are reduced into it.
+    base: i64,
+    /// Sizes between the base and a day, the hour always among them
+    /// (unless it is the base), ascending.
+    mids: Vec<i64>,
+    /// Whether a day level was asked for.
+    days: bool,
+    /// Whether hour windows are written (asked for), not only kept.
+    write_hour: bool,
+}
+
+fn levels(sizes: &[i64], errs: &mut Problems) -> Levels {
+    let base = sizes.first().copied().unwrap_or(60_000);
+    let mut mids: Vec<i64> = Vec::new();
+    let mut days = false;
+    for (i, &s) in sizes.iter().enumerate().skip(1) {
+        if s == DAY_MS {
+            days = true;
+        } else if s <= base || s % base != 0 || DAY_MS % s != 0 {
+            errs.push((
+                format!("windows.sizes[{i}]"),
+                format!(
+                    "{} must be a multiple of the first size ({}) that divides a day",
+                    label(s),
+                    label(base)
+                ),
+            ));
+        } else {
+            mids.push(s);
+        }
+    }
+    if base > HOUR_MS || HOUR_MS % base != 0 {
+        errs.push((
+            "windows.sizes[0]".into(),
+            format!("the base size {} must divide an hour", label(base)),
+        ));
+    }
+    mids.sort_unstable();
+    mids.dedup();
+    let write_hour = mids.contains(&HOUR_MS) || base == HOUR_MS;
+    if base == HOUR_MS {
+        mids.clear();
+    } else if !mids.contains(&HOUR_MS) {
+        mids.push(HOUR_MS);
+        mids.sort_unstable();
+    }
+    Levels {
+        base,
+        mids,
+        days,
+        write_hour,
+    }
+}
+
+/// Everything but the sizes.
+fn check_rest(w: &WindowsConfig, aqi_on: bool, errs: &mut Problems) {
+    if aqi_on && w.site_tags.is_empty() {
+        errs.push((
+            "windows.site_tags".into(),
+            "the AQI is per site: set site tags, or aqi.enabled = false".into(),
+        ));
+    }
+    for (key, d) in [
+        ("windows.flush_interval", w.flush_interval.get()),
+        ("windows.idle_timeout", w.idle_timeout.get()),
+        ("windows.default_interval", w.default_interval.get()),
+        ("windows.snapshot_interval", w.snapshot_interval.get()),
+    ] {
+        if d.is_zero() {
+            errs.push((key.into(), "must be above 0".into()));
+        }
+    }
+    if w.max_pending_readings == 0 {
+        errs.push((
+            "windows.max_pending_readings".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    let c = &w.completeness;
+    if c.hour_min_minutes > 60 || c.day_min_hours > 24 || c.eight_hour_min_hours > 8 {
+        errs.push((
+            "windows.completeness".into(),
+            "hour_min_minutes ≤ 60, day_min_hours ≤ 24, eight_hour_min_hours ≤ 8".into(),
+        ));
     }
 }
 
@@ -569,7 +610,7 @@ impl Engine {
     /// The whole window state, with the spool position it includes
     /// everything up to (format: `SNAPSHOT_MAGIC`, then fields in order,
     /// then a CRC-32 of all before it).
-    pub fn snapshot(&self, pos: crate::spool::Pos) -> Vec<u8> {
+    pub fn snapshot(&self, pos: crate::envelope::Pos) -> Vec<u8> {
         let mut e = codec::Enc::default();
         e.0.extend_from_slice(SNAPSHOT_MAGIC);
         e.str(&self.fingerprint());
@@ -601,7 +642,7 @@ impl Engine {
 
     /// An engine restored from `snapshot` bytes, and the spool position it
     /// covers. Err says why the snapshot cannot be used.
-    pub fn restore(plan: Plan, bytes: &[u8]) -> Result<(Engine, crate::spool::Pos), String> {
+    pub fn restore(plan: Plan, bytes: &[u8]) -> Result<(Engine, crate::envelope::Pos), String> {
         let (body, crc) = bytes.split_last_chunk::<4>().ok_or("snapshot too short")?;
         if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
             return Err("snapshot checksum mismatch".into());
@@ -615,7 +656,7 @@ impl Engine {
         if d.str().ok_or_else(bad)? != e.fingerprint() {
             return Err("window sizes, time zone or site tags changed since the snapshot".into());
         }
-        let pos = crate::spool::Pos {
+        let pos = crate::envelope::Pos {
             seq: d.u64().ok_or_else(bad)?,
             offset: d.u64().ok_or_else(bad)?,
         };

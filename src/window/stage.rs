@@ -1,35 +1,66 @@
 //! The window stage: takes stored points from the pipeline, flushes the
 //! engine on a timer (or when `max_pending_readings` is reached) on a
-//! blocking thread, and writes the window and AQI points.
-
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-
-use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
-use tracing::{debug, error, info, warn};
+//! blocking thread, writes the window and AQI points, and hands what it
+//! computed downstream ([`Output`]: the alert stage and the status page).
+//!
+//! Downstream is a bounded channel: when the alert stage is behind (a
+//! receiver's outbox at its bound), sending waits, this stage stops taking
+//! points, and the pipeline, the spool and at last the broker hold the
+//! rest.
+//!
+//! A snapshot is a checkpoint of everything downstream too: before it is
+//! saved, the alert stage is asked to save its state and answers when it
+//! has, so the alert state is never older than the window snapshot (what
+//! the spool replays after a restart starts at the snapshot).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, error, warn};
+
 use super::Engine;
-use crate::admin::Board;
-use crate::alert::engine::Rule;
-use crate::alert::stage::Alerting;
+use crate::envelope::Pos;
+use crate::evaluate::Observation;
 use crate::metrics::Metrics;
-use crate::pipeline::QUARANTINE_CLOCK;
 use crate::reading::Point;
+use crate::sink::QUARANTINE_CLOCK;
 use crate::sink::influx::{Lines, Writer};
-use crate::spool::{self, Pos};
+use crate::spool;
+
+/// What the window stage hands downstream, in the order it happened.
+#[derive(Debug)]
+pub enum Output {
+    /// Stored points, as they arrived (deadman and flatline work on raw
+    /// readings).
+    Points(Vec<Point>),
+    /// A flush: the values of the windows that closed.
+    Flushed(Flushed),
+}
+
+#[derive(Debug)]
+pub struct Flushed {
+    pub observations: Vec<Observation>,
+    /// The stream clock (event time) after the flush.
+    pub clock: Option<i64>,
+    /// Set when a window snapshot follows: save your state, then answer.
+    pub checkpoint: Option<oneshot::Sender<()>>,
+}
+
+/// Where the window stage's output goes.
+pub struct Downstream {
+    pub tx: mpsc::Sender<Output>,
+    /// Whether raw points are wanted too (the alert engine), or only the
+    /// flushes (the status page).
+    pub points: bool,
+}
 
 pub struct WindowStage {
     engine: Option<Engine>,
-    /// The alert engine, run after each flush on the same thread.
-    alerts: Option<Alerting>,
-    /// The status page's data.
-    board: Option<Arc<Board>>,
-    /// New rules on a reload (SIGHUP).
-    rules: Option<mpsc::Receiver<Vec<Rule>>>,
+    downstream: Option<Downstream>,
     writer: Writer,
     metrics: Arc<Metrics>,
     persist: Option<Persist>,
@@ -54,20 +85,17 @@ fn now_ms() -> i64 {
 impl WindowStage {
     pub fn new(
         mut engine: Engine,
-        alerts: Option<Alerting>,
-        board: Option<Arc<Board>>,
+        downstream: Option<Downstream>,
         writer: Writer,
         metrics: Arc<Metrics>,
         persist: Option<Persist>,
     ) -> Self {
-        if alerts.is_some() || board.is_some() {
+        if downstream.is_some() {
             engine.collect_observations();
         }
         WindowStage {
             engine: Some(engine),
-            alerts,
-            board,
-            rules: None,
+            downstream,
             writer,
             metrics,
             persist,
@@ -76,143 +104,110 @@ impl WindowStage {
         }
     }
 
-    /// Takes new alert rules from `rx` (a reload) between flushes.
-    pub fn reload_rules_from(mut self, rx: mpsc::Receiver<Vec<Rule>>) -> Self {
-        self.rules = Some(rx);
-        self
-    }
-
     /// Runs until the pipeline closes the channel; then flushes what was
-    /// received (windows still open stay unwritten).
-    pub async fn run(mut self, mut rx: mpsc::Receiver<(Vec<Point>, Option<Pos>)>) {
-        let Some(engine) = &self.engine else { return };
+    /// received (windows still open stay unwritten) and saves the
+    /// snapshot. Returns an error only when the engine cannot go on.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(Vec<Point>, Option<Pos>)>,
+    ) -> Result<(), String> {
+        let Some(engine) = &self.engine else {
+            return Ok(());
+        };
         let (every, max_pending) = (engine.plan().flush_interval, engine.plan().max_pending);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // A receiver's outbox at its bound: wait, neither taking points
-            // nor flushing (a flush could produce more notices); the
-            // pipeline, the spool and at last the broker hold the rest. The
-            // bound is exceeded by at most the notices of one flush.
-            let mut warned = false;
-            while self.alerts.as_ref().is_some_and(|a| a.outbox.full()) && !rx.is_closed() {
-                if !warned {
-                    warn!("alert outbox full; waiting for receivers before taking more readings");
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            if warned {
-                info!("alert outbox has room again; taking readings");
-            }
             tokio::select! {
                 msg = rx.recv() => {
                     let Some((points, pos)) = msg else { break };
                     let Some(engine) = self.engine.as_mut() else { break };
                     engine.add(&points, now_ms());
-                    if let Some(a) = self.alerts.as_mut() {
-                        a.engine.points(&points);
-                    }
                     self.last_pos = self.last_pos.max(pos);
-                    if engine.pending() >= max_pending {
-                        self.flush(false).await;
+                    let pending = engine.pending();
+                    if let Some(d) = self.downstream.as_ref().filter(|d| d.points) {
+                        // Waits while the alert stage is behind.
+                        let _ = d.tx.send(Output::Points(points)).await;
+                    }
+                    if pending >= max_pending {
+                        self.flush(false).await?;
                     }
                 }
-                _ = tick.tick() => self.flush(false).await,
-                Some(rules) = async {
-                    match self.rules.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Some(a) = self.alerts.as_mut() {
-                        a.engine.set_rules(rules);
-                        info!(rules = a.engine.rules().len(), "alert rules reloaded");
-                    }
-                }
+                _ = tick.tick() => self.flush(false).await?,
             }
         }
-        self.flush(true).await;
+        self.flush(true).await
     }
 
-    /// Flushes; saves the snapshot when due (or `last`) — after the flush,
-    /// so it holds no buffered readings.
-    async fn flush(&mut self, last: bool) {
+    /// Flushes; writes what closed; hands the observations downstream;
+    /// saves the snapshot when due (or `last`) — after all that, so it
+    /// holds no buffered readings and nothing that is not yet written.
+    async fn flush(&mut self, last: bool) -> Result<(), String> {
         let Some(mut engine) = self.engine.take() else {
-            return;
+            return Ok(());
         };
-        let mut alerts = self.alerts.take();
         let snapshot = match (&self.persist, self.last_pos) {
-            (Some(p), Some(pos)) if last || self.saved.elapsed() >= p.every => {
-                Some((p.path.clone(), pos))
-            }
+            (Some(p), Some(pos)) if last || self.saved.elapsed() >= p.every => Some(pos),
             _ => None,
         };
         let joined = tokio::task::spawn_blocking(move || {
             let mut lines = Lines::default();
             let now = now_ms();
             let result = engine.flush(now, &mut lines);
-            let obs = engine.take_observations();
-            let mut firing = None;
-            if let Some(a) = alerts.as_mut() {
-                a.step(
-                    &obs,
-                    engine.stream_clock(now),
-                    &mut lines,
-                    last || snapshot.is_some(),
-                );
-                firing = Some(a.engine.firing());
-            }
-            let saved = snapshot.map(|(path, pos)| {
-                let bytes = engine.snapshot(pos);
-                (pos, bytes.len(), spool::write_atomically(&path, &bytes))
-            });
-            (engine, alerts, lines, (obs, firing), (result, saved))
+            let observations = engine.take_observations();
+            let clock = engine.stream_clock(now);
+            let bytes = snapshot.map(|pos| (pos, engine.snapshot(pos)));
+            (engine, lines, result, observations, clock, bytes)
         })
         .await;
-        let (engine, alerts, lines, (obs, firing), (result, saved)) = match joined {
+        let (engine, lines, result, observations, clock, bytes) = match joined {
             Ok(x) => x,
-            Err(e) => {
-                // A panic in the window code: the stage stops, ingestion
-                // goes on (the raw points are stored already).
-                error!(error = %e, "window computation failed; windows stop until restart");
-                return;
-            }
+            // A panic in the window code: the stage fails, and with it the
+            // process (systemd restarts it; the spool replays).
+            Err(e) => return Err(format!("window computation failed: {e}")),
         };
         self.engine = Some(engine);
-        self.alerts = alerts;
-        if let Some(b) = &self.board {
-            b.observe(&obs);
-            if let Some(f) = firing {
-                b.set_alerts(f);
-            }
-        }
-        match (saved, &self.persist) {
-            (Some((pos, bytes, Ok(()))), Some(p)) => {
-                self.saved = Instant::now();
-                p.cursor.hold(pos);
-                debug!(bytes, ?pos, "window snapshot saved");
-            }
-            (Some((_, _, Err(e))), Some(p)) => {
-                self.saved = Instant::now();
-                warn!(path = %p.path.display(), error = %e, "cannot save the window snapshot; windows open at a crash would restart empty");
-            }
-            _ => {}
-        }
-        let stats = match result {
-            Ok(s) => s,
+        match result {
+            Ok(stats) => self.write(&lines, stats).await,
             Err(e) => {
-                error!(error = %e, "window reduction failed; this batch of readings is not aggregated");
-                return;
+                error!(error = %e, "window reduction failed; this batch of readings is not aggregated")
             }
+        }
+        let checkpoint = match &self.downstream {
+            Some(d) => {
+                let (ack, done) = oneshot::channel();
+                let checkpoint = bytes.is_some().then_some(ack);
+                let flushed = Flushed {
+                    observations,
+                    clock,
+                    checkpoint,
+                };
+                // Waits while the alert stage is behind; fails only once
+                // it has stopped.
+                let _ = d.tx.send(Output::Flushed(flushed)).await;
+                bytes.is_some().then_some(done)
+            }
+            None => None,
         };
+        if let Some((pos, bytes)) = bytes {
+            if let Some(done) = checkpoint {
+                // The alert state is saved first (an error there is the
+                // alert stage's to report).
+                let _ = done.await;
+            }
+            self.save_snapshot(pos, bytes).await;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, lines: &Lines, stats: super::FlushStats) {
         let m = &self.metrics;
         m.window_readings.fetch_add(stats.readings, Relaxed);
         m.window_corrections.fetch_add(stats.corrections, Relaxed);
         m.window_too_late.fetch_add(stats.too_late, Relaxed);
         if !lines.is_empty() {
             self.writer
-                .write_all(&lines, || QUARANTINE_CLOCK.next())
+                .write_all(lines, || QUARANTINE_CLOCK.next())
                 .await;
             m.windows_written.fetch_add(stats.windows, Relaxed);
             m.aqi_points.fetch_add(stats.aqi_points, Relaxed);
@@ -226,6 +221,25 @@ impl WindowStage {
                 aqi = stats.aqi_points,
                 "windows flushed"
             );
+        }
+    }
+
+    async fn save_snapshot(&mut self, pos: Pos, bytes: Vec<u8>) {
+        let Some(p) = &self.persist else { return };
+        let (path, len) = (p.path.clone(), bytes.len());
+        let saved =
+            tokio::task::spawn_blocking(move || crate::durable::write_atomically(&path, &bytes))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        self.saved = Instant::now();
+        match saved {
+            Ok(()) => {
+                p.cursor.hold(pos);
+                debug!(bytes = len, ?pos, "window snapshot saved");
+            }
+            Err(e) => {
+                warn!(path = %p.path.display(), error = %e, "cannot save the window snapshot; windows open at a crash would restart empty");
+            }
         }
     }
 }

@@ -14,11 +14,11 @@
 
 use std::collections::HashMap;
 
-use super::calendar::Calendar;
 use super::codec::{Dec, Enc};
 use super::partial::Partial;
 use super::reduce::BasePartial;
 use super::windows::Sorted;
+use crate::calendar::Calendar;
 
 pub const HOUR_MS: i64 = 3_600_000;
 

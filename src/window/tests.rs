@@ -224,7 +224,7 @@ fn a_restored_snapshot_carries_on_exactly_like_the_original() {
     a.add(&pts(0, 70), DAY0);
     let mut first = Lines::default();
     a.flush(DAY0, &mut first).unwrap();
-    let pos = crate::spool::Pos {
+    let pos = crate::envelope::Pos {
         seq: 3,
         offset: 4096,
     };

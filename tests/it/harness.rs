@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 /// An HTTP client for the tests (rustls needs its provider first).
 pub fn http() -> reqwest::Client {
-    lantian::app::install_crypto_provider();
+    lantian::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -16,9 +16,11 @@ use reqwest::{Method, Request, StatusCode, Url};
 use tracing::{debug, error, info, warn};
 
 use super::line::{QuarantineRecord, encode_quarantine};
-use crate::config::{InfluxApi, InfluxConfig, Secret};
+use crate::backoff::Backoff;
+use crate::config::{InfluxApi, InfluxConfig};
 use crate::metrics::Metrics;
 use crate::reading::Reason;
+use crate::units::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -103,7 +105,7 @@ impl Writer {
     /// Writes the archive until it succeeds (a full disk pushes back).
     async fn archive_all(&self, lines: &Lines) {
         let Some(a) = &self.archive else { return };
-        let mut delay = self.retry_initial;
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         loop {
             let (a2, bytes) = (a.clone(), lines.buf.clone());
             match tokio::task::spawn_blocking(move || a2.write(&bytes)).await {
@@ -117,13 +119,12 @@ impl Writer {
                 }
                 Err(e) => error!(error = %e, "archive writer panicked; retrying"),
             }
-            tokio::time::sleep(jitter(delay)).await;
-            delay = (delay * 2).min(self.retry_max);
+            tokio::time::sleep(backoff.next_wait()).await;
         }
     }
 
     pub fn new(cfg: &InfluxConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        crate::app::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let (url, auth) = endpoint(cfg)?;
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout.get())
@@ -238,7 +239,7 @@ impl Writer {
     /// first failure of an outage is a warning; later ones are debug lines,
     /// and the recovery is logged with the outage's length.
     async fn post_until_answered(&self, body: &[u8]) -> Result<(), String> {
-        let mut delay = self.retry_initial;
+        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         let mut failures = 0u32;
         let started = std::time::Instant::now();
         loop {
@@ -251,7 +252,8 @@ impl Writer {
                 Outcome::Rejected(msg) => return Err(msg),
                 Outcome::Retry(after, msg) => {
                     self.metrics.write_retries.fetch_add(1, Relaxed);
-                    let wait = after.unwrap_or_else(|| jitter(delay));
+                    let step = backoff.next_wait();
+                    let wait = after.unwrap_or(step);
                     if failures == 0 {
                         warn!(error = %msg, url = %self.url, "InfluxDB write failed; retrying until it succeeds");
                     } else {
@@ -259,7 +261,6 @@ impl Writer {
                     }
                     failures += 1;
                     tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(self.retry_max);
                 }
             }
         }
@@ -336,11 +337,6 @@ impl Writer {
     }
 }
 
-/// Up to 25 % random reduction, so many instances do not retry in step.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(1.0 - fastrand::f64() * 0.25)
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -372,7 +368,8 @@ pub fn endpoint(cfg: &InfluxConfig) -> Result<(Url, Option<HeaderValue>), Error>
                 .map_err(|e| Error::Secret("password", e))?;
             match &cfg.username {
                 Some(user) => {
-                    use base64_lite::encode;
+                    use base64::Engine as _;
+                    let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
                     let pw = password.as_ref().map(Secret::expose).unwrap_or_default();
                     let mut v =
                         HeaderValue::try_from(format!("Basic {}", encode(&format!("{user}:{pw}"))))
@@ -405,47 +402,6 @@ pub fn endpoint(cfg: &InfluxConfig) -> Result<(Url, Option<HeaderValue>), Error>
     q.push(("precision", "ns".into()));
     url.query_pairs_mut().clear().extend_pairs(q);
     Ok((url, auth))
-}
-
-/// Base64 for the basic-auth header (not worth a dependency).
-mod base64_lite {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(encode(i), o);
-        }
-    }
 }
 
 #[cfg(test)]

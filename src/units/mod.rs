@@ -1,5 +1,10 @@
 //! Small value types that config files spell as strings: durations
-//! ("250ms", "30s", "7d") and byte sizes ("64KiB", "2GiB").
+//! ("250ms", "30s", "7d"), byte sizes ("64KiB", "2GiB") and secrets.
+//! A leaf: imports nothing else of the crate.
+
+mod secret;
+
+pub use secret::Secret;
 
 use std::fmt;
 use std::time::Duration;

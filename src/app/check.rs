@@ -1,0 +1,75 @@
+//! Checks that span components: each section of the settings is checked on
+//! its own when it is loaded (`config`); what needs another component's
+//! knowledge — topic templates, the quantity registry, the window plan,
+//! the targets and the webhook receivers — is checked here, so that
+//! `config` depends on none of them.
+
+use std::path::Path;
+
+use crate::config::{self, Problem, Problems, Settings};
+use crate::decode::Template;
+use crate::validate::Registry;
+
+/// Loads the settings from `path` (or the defaults) and the environment,
+/// and checks them whole: every problem, each with its key path.
+pub fn load(path: Option<&Path>) -> Result<Settings, Problems> {
+    config::load_checked(path, check)
+}
+
+/// [`load`] from TOML text (tests, `--config -`).
+pub fn load_from_str(toml: &str) -> Result<Settings, Problems> {
+    config::load_from_str_checked(toml, check)
+}
+
+/// Every problem between the components, each with its key path.
+pub fn check(s: &Settings) -> Vec<Problem> {
+    let mut p = Vec::new();
+    check_topics(s, &mut p);
+    check_quantities(s, &mut p);
+    check_windows(s, &mut p);
+    if s.alerts.enabled {
+        check_alerts(s, &mut p);
+    }
+    p
+}
+
+fn problem(p: &mut Vec<Problem>, key: String, message: String) {
+    p.push(Problem { key, message });
+}
+
+fn check_topics(s: &Settings, p: &mut Vec<Problem>) {
+    for (n, tpl) in s.topics.templates.iter().enumerate() {
+        if let Err(e) = Template::parse(tpl) {
+            problem(p, format!("topics.templates[{n}]"), format!("{tpl:?}: {e}"));
+        }
+    }
+}
+
+fn check_quantities(s: &Settings, p: &mut Vec<Problem>) {
+    if let Err(errors) = Registry::new(&s.quantities, s.validation.unknown_fields) {
+        for (key, message) in errors {
+            problem(p, format!("quantities.{key}"), message);
+        }
+    }
+}
+
+fn check_windows(s: &Settings, p: &mut Vec<Problem>) {
+    if let Err(errors) = crate::window::Plan::new(&s.windows, &s.aqi) {
+        for (key, message) in errors {
+            problem(p, key, message);
+        }
+    }
+}
+
+fn check_alerts(s: &Settings, p: &mut Vec<Problem>) {
+    if let Err(errors) = s.targets() {
+        for (i, message) in errors {
+            problem(p, format!("alerts.targets[{i}]"), message);
+        }
+    }
+    if let Err(errors) = crate::alert::outbox::receivers(&s.alerts) {
+        for (key, message) in errors {
+            problem(p, key, message);
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The composition root: one `build_*` function per stage, each task
+//! registered with the shutdown manager ([`shutdown`]), the stages joined by
+//! bounded channels.
+//!
+//! ```text
+//! source ─► spool writer ─► spool ─► spool reader ─► pipeline ─► sinks
+//!                                                      │ stored points
+//!                                                      ▼
+//!                                  window stage ─► sinks (windows, AQI)
+//!                                                      │ observations
+//!                                                      ▼
+//!                                  alert stage ─► outbox ─► webhooks
+//!                                              └► sinks (alerts), status page
+//! ```
+//!
+//! Shutdown: the source stops taking messages; each stage ends when its
+//! input closes, after writing and acknowledging what it holds; then
+//! webhook delivery stops; the admin endpoint goes last.
+
+mod check;
+pub mod shutdown;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use check::{check, load, load_from_str};
+pub use shutdown::{Phase, Shutdown};
+
+use crate::admin::Board;
+use crate::alert::engine::Rule;
+use crate::alert::outbox::Outbox;
+use crate::alert::stage::{AlertStage, Alerting};
+use crate::config::Settings;
+use crate::decode::{Decoder, Template, TopicMap};
+use crate::envelope::{Message, Pos};
+use crate::metrics::Metrics;
+use crate::pipeline::{BatchLimits, Pipeline};
+use crate::reading::Point;
+use crate::sink::archive::Archive;
+use crate::sink::influx::Writer;
+use crate::source::mqtt::{Acker, MqttSource};
+use crate::validate::Registry;
+use crate::window::stage::{Downstream, Persist, WindowStage};
+
+pub use crate::tls::install_crypto_provider;
+
+/// Build the decoder from validated settings.
+pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
+    let templates = s
+        .topics
+        .templates
+        .iter()
+        .map(|t| Template::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let registry = Registry::new(&s.quantities, s.validation.unknown_fields)
+        .map_err(|e| anyhow::anyhow!("quantities: {e:?}"))?;
+    Ok(Decoder {
+        topics: TopicMap::new(templates, s.topics.kinds.clone()),
+        registry,
+        max_payload_bytes: usize::try_from(s.validation.max_payload_bytes.get())
+            .unwrap_or(usize::MAX),
+        max_future_ms: millis(s.validation.max_future.get()),
+        max_age_ms: millis(s.validation.max_age.get()),
+    })
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Run the daemon until `shutdown` is cancelled (the binary cancels it on
+/// SIGTERM/SIGINT). Returns after a clean stop or when the shutdown
+/// deadline passes; an error when a stage failed.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Arc<Metrics>> {
+    run_with_reload(settings, shutdown, None).await
+}
+
+/// [`run`], taking reloaded settings (SIGHUP) from `reload`: targets and
+/// webhook receivers change in place; buffered data is untouched.
+pub async fn run_with_reload(
+    settings: Settings,
+    stop: CancellationToken,
+    reload: Option<mpsc::Receiver<Settings>>,
+) -> anyhow::Result<Arc<Metrics>> {
+    install_crypto_provider();
+    let s = &settings;
+    let metrics = Arc::new(Metrics::default());
+    let tasks = Shutdown::new(stop);
+    let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
+    build_admin(s, &metrics, &board, &tasks).await?;
+    let sinks = Sinks::open(s, &metrics)?;
+    let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
+    info!(config = %s.summary(), "lantian starting");
+
+    let (engine, keep_from) = restore_windows(s)?;
+    let (tx, source_rx) = mpsc::channel(s.pipeline.channel_capacity);
+    let (spool_rx, spool) = build_spool(s, &metrics, keep_from, source_rx, &acker, &tasks)?;
+    let alerts = build_alerts(s, &metrics, &tasks)?;
+    let outbox = alerts.as_ref().map(|a| a.outbox.clone());
+    let (rules_tx, rules_rx) = mpsc::channel(1);
+    let window_tx = engine.map(|engine| {
+        let downstream = build_alert_stage(s, alerts, &board, &sinks, rules_rx, &tasks);
+        build_window_stage(
+            s,
+            engine,
+            downstream,
+            spool.cursor.clone(),
+            &sinks,
+            &metrics,
+            &tasks,
+        )
+    });
+    let pipeline_done = build_pipeline(
+        s,
+        &sinks,
+        acker,
+        (spool_rx, &spool),
+        window_tx,
+        keep_from,
+        &metrics,
+        &tasks,
+    )?;
+    let acks_done = spool.acks_done.unwrap_or(pipeline_done);
+    let intake = tasks.token(Phase::Data);
+    tasks.spawn(Phase::Data, "source", async move {
+        source.run(tx, intake, acks_done).await;
+        Ok(())
+    });
+    build_readiness(&sinks, &metrics, &tasks);
+    build_housekeeping(s, &metrics, reload, rules_tx, outbox, &tasks);
+
+    let deadline = s.pipeline.shutdown_timeout.get();
+    let m = metrics.clone();
+    let finished = tasks
+        .finish(deadline, || {
+            warn!(
+                deadline = ?deadline,
+                unacknowledged = m.messages_in.load(Relaxed).saturating_sub(m.messages_acked.load(Relaxed)),
+                "shutdown deadline passed; exiting with messages unacknowledged (the broker will redeliver them)"
+            );
+        })
+        .await;
+    if let Some(c) = &spool.cursor {
+        c.save();
+    }
+    metrics.log_summary("lantian stopped");
+    match finished {
+        Ok(()) => Ok(metrics),
+        Err(why) => Err(anyhow::anyhow!("a stage failed: {why}")),
+    }
+}
+
+fn timezone(s: &Settings) -> chrono_tz::Tz {
+    s.windows
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::Asia::Shanghai)
+}
+
+/// The sinks every stage writes to: InfluxDB (unless off) and the Parquet
+/// archive (when on). Each stage gets a writer of its own.
+struct Sinks {
+    settings: crate::config::InfluxConfig,
+    archive: Option<Arc<Archive>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sinks {
+    fn open(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
+        let archive = if s.archive.enabled {
+            let dir = &s.archive.dir;
+            let a = Archive::open(dir).with_context(|| format!("archive.dir {}", dir.display()))?;
+            info!(dir = %dir.display(), "Parquet archive on");
+            Some(Arc::new(a))
+        } else {
+            None
+        };
+        let sinks = Sinks {
+            settings: s.influxdb.clone(),
+            archive,
+            metrics: metrics.clone(),
+        };
+        sinks.writer()?;
+        Ok(sinks)
+    }
+
+    fn writer(&self) -> anyhow::Result<Writer> {
+        Ok(Writer::new(&self.settings, self.metrics.clone())
+            .context("InfluxDB sink")?
+            .with_archive(self.archive.clone()))
+    }
+}
+
+async fn build_admin(
+    s: &Settings,
+    metrics: &Arc<Metrics>,
+    board: &Arc<Board>,
+    tasks: &Shutdown,
+) -> anyhow::Result<()> {
+    if !s.admin.enabled {
+        return Ok(());
+    }
+    let state = crate::admin::State {
+        metrics: metrics.clone(),
+        board: board.clone(),
+    };
+    let task = crate::admin::serve(s.admin.listen, state, tasks.token(Phase::Service))
+        .await
+        .with_context(|| format!("admin.listen {}", s.admin.listen))?;
+    tasks.track(Phase::Service, task);
+    Ok(())
+}
+
+/// The window engine, restored from its snapshot in the spool directory if
+/// there is one (the spool then replays from the snapshot's position).
+fn restore_windows(s: &Settings) -> anyhow::Result<(Option<crate::window::Engine>, Option<Pos>)> {
+    use crate::window::{Engine, Plan};
+    if !s.windows.enabled {
+        return Ok((None, None));
+    }
+    let plan = Plan::new(&s.windows, &s.aqi).map_err(|e| anyhow::anyhow!("windows: {e:?}"))?;
+    let saved = s
+        .spool
+        .enabled
+        .then(|| std::fs::read(snapshot_path(s)).ok())
+        .flatten();
+    Ok(match saved.map(|b| Engine::restore(plan.clone(), &b)) {
+        Some(Ok((engine, pos))) => {
+            info!(
+                ?pos,
+                "windows restored from their snapshot; replaying the spool from there"
+            );
+            (Some(engine), Some(pos))
+        }
+        Some(Err(why)) => {
+            warn!(%why, "window snapshot not used; windows start empty");
+            (Some(Engine::new(plan)), None)
+        }
+        None => (Some(Engine::new(plan)), None),
+    })
+}
+
+fn snapshot_path(s: &Settings) -> std::path::PathBuf {
+    s.spool.dir.join("windows.snapshot")
+}
+
+/// What the spool hands the pipeline.
+struct Spooled {
+    /// Marks records delivered (with the spool).
+    cursor: Option<crate::spool::Cursor>,
+    /// Cancelled when the spool writer, which acks to the broker, is done.
+    acks_done: Option<CancellationToken>,
+}
+
+/// Source → spool writer → spool → spool reader → pipeline. With the spool,
+/// MQTT acks come from the spool writer once synced, and the pipeline marks
+/// spool records delivered; without, the pipeline acks. Returns the
+/// pipeline's input: from the spool reader, or straight from the source.
+fn build_spool(
+    s: &Settings,
+    metrics: &Arc<Metrics>,
+    keep_from: Option<Pos>,
+    source_rx: mpsc::Receiver<Message>,
+    acker: &Acker,
+    tasks: &Shutdown,
+) -> anyhow::Result<(mpsc::Receiver<Message>, Spooled)> {
+    if !s.spool.enabled {
+        let none = Spooled {
+            cursor: None,
+            acks_done: None,
+        };
+        return Ok((source_rx, none));
+    }
+    let sp = &s.spool;
+    let limits = crate::spool::Limits {
+        max_bytes: sp.max_bytes.get(),
+        segment_bytes: sp
+            .segment_bytes
+            .get()
+            .min(sp.max_bytes.get() / 4)
+            .max(64 << 10),
+        batch_bytes: (4 << 20).min(usize::try_from(sp.max_bytes.get() / 8).unwrap_or(4 << 20)),
+        max_payload: usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX),
+    };
+    let (writer, reader, cursor) =
+        crate::spool::open(&sp.dir, limits, metrics.clone(), keep_from).context("spool")?;
+    let (ptx, prx) = mpsc::channel(s.pipeline.channel_capacity);
+    let acks_done = CancellationToken::new();
+    let (done, ack) = (acks_done.clone(), acker.clone());
+    tasks
+        .spawn_thread(Phase::Data, "spool-writer", move || {
+            let result = writer.run(source_rx, |t| ack.ack(t));
+            done.cancel();
+            result
+        })
+        .context("spool writer thread")?;
+    let rt = tokio::runtime::Handle::current();
+    tasks
+        .spawn_thread(Phase::Data, "spool-reader", move || {
+            reader.run(ptx, rt);
+            Ok(())
+        })
+        .context("spool reader thread")?;
+    let spooled = Spooled {
+        cursor: Some(cursor),
+        acks_done: Some(acks_done),
+    };
+    Ok((prx, spooled))
+}
+
+/// The alert engine (state restored), its outbox and the outbox's delivery.
+fn build_alerts(
+    s: &Settings,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> anyhow::Result<Option<Alerting>> {
+    if !(s.alerts.enabled && s.windows.enabled) {
+        return Ok(None);
+    }
+    let a = &s.alerts;
+    let targets = s
+        .targets()
+        .map_err(|e| anyhow::anyhow!("alerts.targets: {e:?}"))?;
+    let receivers = crate::alert::outbox::receivers(a)
+        .map_err(|e| anyhow::anyhow!("alerts.receivers: {e:?}"))?;
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("alerts.dir {}", a.dir.display()))?;
+    let rules = Rule::from_targets(&targets, a.repeat_interval.get());
+    let calendar = crate::calendar::Calendar { tz: timezone(s) };
+    let outbox = Arc::new(
+        Outbox::open(&a.dir, receivers, a.max_queued, metrics.clone())
+            .with_context(|| format!("alert outbox in {}", a.dir.display()))?,
+    );
+    for h in outbox.spawn_delivery(a.external_url.clone(), tasks.token(Phase::Delivery)) {
+        tasks.track(Phase::Delivery, h);
+    }
+    info!(
+        rules = rules.len(),
+        receivers = a.receivers.len(),
+        "alerts on"
+    );
+    Ok(Some(Alerting::new(
+        crate::alert::Engine::new(rules, calendar),
+        outbox,
+        a.dir.join("state.json"),
+        metrics.clone(),
+    )))
+}
+
+/// The alert stage, when alerts are on or the status page needs the
+/// observations; returns its input.
+fn build_alert_stage(
+    s: &Settings,
+    alerts: Option<Alerting>,
+    board: &Arc<Board>,
+    sinks: &Sinks,
+    rules: mpsc::Receiver<Vec<Rule>>,
+    tasks: &Shutdown,
+) -> Option<Downstream> {
+    if alerts.is_none() && !s.admin.enabled {
+        return None;
+    }
+    let writer = sinks.writer().ok()?;
+    let points = alerts.is_some();
+    let board = board.clone();
+    let on_update: crate::alert::stage::OnUpdate = Box::new(move |obs, firing| {
+        board.observe(obs);
+        if let Some(f) = firing {
+            board.set_alerts(f);
+        }
+    });
+    let stage = AlertStage::new(alerts, Some(on_update), writer).reload_rules_from(rules);
+    let (tx, rx) = mpsc::channel(2);
+    tasks.spawn(Phase::Data, "alerts", stage.run(rx));
+    Some(Downstream { tx, points })
+}
+
+/// The window stage; returns its input (stored points after each delivered
+/// batch, with their spool position).
+fn build_window_stage(
+    s: &Settings,
+    engine: crate::window::Engine,
+    downstream: Option<Downstream>,
+    cursor: Option<crate::spool::Cursor>,
+    sinks: &Sinks,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> mpsc::Sender<(Vec<Point>, Option<Pos>)> {
+    let persist = cursor.map(|cursor| Persist {
+        path: snapshot_path(s),
+        cursor,
+        every: s.windows.snapshot_interval.get(),
+    });
+    let (tx, rx) = mpsc::channel(2);
+    match sinks.writer() {
+        Ok(writer) => {
+            let stage = WindowStage::new(engine, downstream, writer, metrics.clone(), persist);
+            tasks.spawn(Phase::Data, "windows", stage.run(rx));
+        }
+        // Cannot happen: the same settings built a writer in Sinks::open.
+        Err(e) => tasks.spawn(Phase::Data, "windows", async move { Err(format!("{e:#}")) }),
+    }
+    tx
+}
+
+/// The pipeline: decode, validate, write, acknowledge. Returns a token
+/// cancelled when it is done (it acks without a spool).
+#[allow(clippy::too_many_arguments)]
+fn build_pipeline(
+    s: &Settings,
+    sinks: &Sinks,
+    acker: Acker,
+    (rx, spool): (mpsc::Receiver<Message>, &Spooled),
+    windows: Option<mpsc::Sender<(Vec<Point>, Option<Pos>)>>,
+    windows_after: Option<Pos>,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> anyhow::Result<CancellationToken> {
+    let pipeline = Pipeline {
+        decoder: decoder(s)?,
+        writer: sinks.writer()?,
+        acker,
+        limits: BatchLimits {
+            max_lines: s.influxdb.batch_max_lines,
+            max_bytes: usize::try_from(s.influxdb.batch_max_bytes.get()).unwrap_or(usize::MAX),
+            linger: s.influxdb.batch_linger.get(),
+        },
+        sample_bytes: s.validation.quarantine_sample_bytes,
+        metrics: metrics.clone(),
+        windows,
+        windows_after,
+        cursor: spool.cursor.clone(),
+    };
+    let done = CancellationToken::new();
+    let finished = done.clone();
+    tasks.spawn(Phase::Data, "pipeline", async move {
+        pipeline.run(rx).await;
+        finished.cancel();
+        Ok(())
+    });
+    Ok(done)
+}
+
+/// READY=1 to systemd once InfluxDB answers and the MQTT subscriptions are
+/// in place.
+fn build_readiness(sinks: &Sinks, metrics: &Arc<Metrics>, tasks: &Shutdown) {
+    let Ok(probe) = sinks.writer() else { return };
+    let (m, stop) = (metrics.clone(), tasks.token(Phase::Data));
+    tasks.spawn(Phase::Service, "readiness", async move {
+        let mut waited = 0u32;
+        loop {
+            let sink = m.sink_ok.load(Relaxed) || probe.probe().await;
+            let mqtt = m.mqtt_subscribed.load(Relaxed);
+            if sink && mqtt {
+                info!("ready: subscribed to MQTT, InfluxDB answers");
+                crate::systemd::notify("READY=1\nSTATUS=subscribed, writing");
+                return Ok(());
+            }
+            waited += 1;
+            if waited % 30 == 0 {
+                warn!(mqtt_subscribed = mqtt, influxdb = sink, "not ready yet");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    });
+}
+
+/// The systemd watchdog, the periodic throughput line and reloads.
+fn build_housekeeping(
+    s: &Settings,
+    metrics: &Arc<Metrics>,
+    reload: Option<mpsc::Receiver<Settings>>,
+    rules: mpsc::Sender<Vec<Rule>>,
+    outbox: Option<Arc<Outbox>>,
+    tasks: &Shutdown,
+) {
+    let stop = tasks.token(Phase::Service);
+    if let Some(every) = crate::systemd::watchdog_interval() {
+        info!(every = ?every, "systemd watchdog on");
+        let stop = stop.clone();
+        tasks.spawn(Phase::Service, "watchdog", async move {
+            tokio::select! {
+                _ = crate::systemd::watchdog(every) => {}
+                _ = stop.cancelled() => {}
+            }
+            Ok(())
+        });
+    }
+    let every = s.pipeline.stats_interval.get();
+    if !every.is_zero() {
+        let (m, stop) = (metrics.clone(), stop.clone());
+        tasks.spawn(Phase::Service, "stats", async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => m.log_summary("throughput"),
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        });
+    }
+    if let Some(rx) = reload {
+        let t = tasks.clone();
+        tasks.spawn(
+            Phase::Service,
+            "reload",
+            reload_loop(rx, rules, outbox, stop, t),
+        );
+    }
+}
+
+/// SIGHUP: new targets go to the alert stage, new receivers to the outbox
+/// (new queues get delivery workers); a refused file keeps the running set.
+async fn reload_loop(
+    mut rx: mpsc::Receiver<Settings>,
+    rules: mpsc::Sender<Vec<Rule>>,
+    outbox: Option<Arc<Outbox>>,
+    stop: CancellationToken,
+    tasks: Shutdown,
+) -> Result<(), String> {
+    loop {
+        let new = tokio::select! {
+            new = rx.recv() => match new {
+                Some(new) => new,
+                None => return Ok(()),
+            },
+            _ = stop.cancelled() => return Ok(()),
+        };
+        crate::systemd::notify("RELOADING=1");
+        match (new.targets(), crate::alert::outbox::receivers(&new.alerts)) {
+            (Ok(targets), Ok(receivers)) => {
+                let new_rules = Rule::from_targets(&targets, new.alerts.repeat_interval.get());
+                let n = new_rules.len();
+                let _ = rules.send(new_rules).await;
+                if let Some(o) = &outbox {
+                    for h in o.reconfigure(receivers) {
+                        tasks.track(Phase::Delivery, h);
+                    }
+                }
+                info!(
+                    rules = n,
+                    receivers = new.alerts.receivers.len(),
+                    "configuration reloaded (targets and receivers)"
+                );
+            }
+            (t, r) => warn!(
+                targets = ?t.err(),
+                receivers = ?r.err(),
+                "reload refused: the configuration has problems; keeping the running one"
+            ),
+        }
+        crate::systemd::notify("READY=1");
+    }
+}

@@ -1,0 +1,64 @@
+//! The message envelope every stage passes along: a message as it came
+//! from the broker (or back from the spool), and how it is acknowledged
+//! once handled. A leaf: imports nothing else of the crate, so the source,
+//! the spool and the pipeline can all speak it without knowing each other.
+
+use bytes::Bytes;
+use rumqttc::QoS;
+
+/// A position in the spool: segment and byte offset (the end of a record).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+/// What a message needs to be acknowledged to the broker later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckToken {
+    /// The QoS it was delivered with (QoS 0 needs no acknowledgement).
+    pub qos: QoS,
+    /// The broker's packet id.
+    pub pkid: u16,
+    /// Connection generation the message arrived on: an ack from an
+    /// earlier connection must not reach the current one (ids are reused).
+    pub generation: u64,
+}
+
+impl AckToken {
+    /// A token for tests and benchmarks (acknowledges nothing real).
+    #[doc(hidden)]
+    pub fn detached(pkid: u16) -> Self {
+        AckToken {
+            qos: QoS::AtLeastOnce,
+            pkid,
+            generation: u64::MAX,
+        }
+    }
+}
+
+/// How a message is acknowledged once handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// To the broker (no spool, or the spool writer's input).
+    Mqtt(AckToken),
+    /// To the spool: delivered up to here (the pipeline's input with a
+    /// spool).
+    Spool(Pos),
+}
+
+/// One message from the broker (or replayed from the spool).
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub ack: Ack,
+    /// Wall-clock arrival time, ms since the epoch.
+    pub received_ms: i64,
+    /// Length of the payload as published (the spool keeps only the start
+    /// of an oversized one). 0: `payload.len()`.
+    pub payload_len: usize,
+    /// Set for spool bytes that failed their checksum: the detail for the
+    /// quarantine record (`payload` holds the bad bytes).
+    pub corrupt: Option<String>,
+}
