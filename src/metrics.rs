@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Quarantine records per reason logged at warn level.
 const LOUD_QUARANTINE: u64 = 10;
@@ -239,4 +239,211 @@ impl Metrics {
             "{what}"
         );
     }
+}
+
+/// The notable events. Each method counts (and logs where an operator
+/// should hear of it), so `/metrics` and the journal never disagree, and no
+/// stage touches a counter directly.
+impl Metrics {
+    /// A message arrived from the broker.
+    pub fn received(&self) {
+        self.messages_in.fetch_add(1, Relaxed);
+    }
+
+    /// `n` messages were acknowledged to the broker.
+    pub fn acked(&self, n: u64) {
+        self.messages_acked.fetch_add(n, Relaxed);
+    }
+
+    /// A CONNACK. `down_for`: how long the broker was unreachable, when
+    /// this is a reconnection; `attempts`: how many tries it took.
+    pub fn broker_connected(
+        &self,
+        broker: &str,
+        session_present: bool,
+        resumed_subscriptions: bool,
+        down_for: Option<std::time::Duration>,
+        attempts: u32,
+    ) {
+        let n = self.mqtt_connects.fetch_add(1, Relaxed) + 1;
+        self.mqtt_connected.store(true, Relaxed);
+        self.mqtt_subscribed.store(resumed_subscriptions, Relaxed);
+        match down_for {
+            Some(t) if n > 1 => info!(
+                broker,
+                session_present,
+                down_for = ?t,
+                attempts,
+                "reconnected to MQTT broker"
+            ),
+            _ => info!(broker, session_present, "connected to MQTT broker"),
+        }
+    }
+
+    /// The broker granted a subscription.
+    pub fn subscribed(&self, filter: &str, qos: impl std::fmt::Debug) {
+        self.mqtt_subscribed.store(true, Relaxed);
+        info!(filter, qos = ?qos, "subscribed");
+    }
+
+    /// The connection to the broker is gone (the source logs the outage).
+    pub fn broker_lost(&self) {
+        self.mqtt_connected.store(false, Relaxed);
+        self.mqtt_subscribed.store(false, Relaxed);
+    }
+
+    /// A window flush wrote its windows and AQI points.
+    pub fn windows_flushed(&self, f: &WindowFlush) {
+        self.window_readings.fetch_add(f.readings, Relaxed);
+        self.window_corrections.fetch_add(f.corrections, Relaxed);
+        self.window_too_late.fetch_add(f.too_late, Relaxed);
+        self.windows_written.fetch_add(f.windows, Relaxed);
+        self.aqi_points.fetch_add(f.aqi_points, Relaxed);
+        if f.windows + f.aqi_points > 0 || f.too_late > 0 {
+            debug!(
+                readings = f.readings,
+                windows = f.windows,
+                corrections = f.corrections,
+                too_late = f.too_late,
+                aqi = f.aqi_points,
+                "windows flushed"
+            );
+        }
+    }
+
+    /// The alert engine's instance counts after a step.
+    pub fn alert_instances(&self, firing: usize, pending: usize, notices: usize) {
+        self.alerts_firing.store(firing as u64, Relaxed);
+        self.alerts_pending.store(pending as u64, Relaxed);
+        self.alert_notices.fetch_add(notices as u64, Relaxed);
+    }
+
+    /// Notices waiting in the outbox: `n` were added (or, at start, found).
+    pub fn notices_queued(&self, n: u64) {
+        self.alerts_queued.fetch_add(n, Relaxed);
+    }
+
+    /// A notice left a queue (delivered, or moved to dead/).
+    pub fn notice_dequeued(&self) {
+        let _ = self
+            .alerts_queued
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+    }
+
+    /// A receiver accepted a notice. `after`: failed attempts before it.
+    pub fn notice_delivered(&self, receiver: &str, id: &str, after: u32) {
+        self.alerts_sent.fetch_add(1, Relaxed);
+        if after > 0 {
+            info!(receiver, after, "webhook receiver accepts again");
+        }
+        debug!(receiver, id, "webhook delivered");
+    }
+
+    /// A delivery attempt failed and will be retried; logged on the first
+    /// failure and then at powers of two.
+    pub fn notice_failed(&self, receiver: &str, id: &str, failures: u32, why: &str) {
+        self.alerts_failed.fetch_add(1, Relaxed);
+        if failures == 0 || failures.is_power_of_two() {
+            warn!(
+                receiver,
+                id,
+                failures = failures + 1,
+                why,
+                "webhook delivery failed; retrying with backoff (the notice stays queued on disk)"
+            );
+        }
+    }
+
+    /// A receiver refused a notice (4xx); it is retried.
+    pub fn notice_refused(&self, receiver: &str, id: &str, why: &str) {
+        self.alerts_failed.fetch_add(1, Relaxed);
+        warn!(receiver, id, why, "webhook refused; retrying");
+    }
+
+    /// A notice refused `times` times was moved to the receiver's dead/.
+    pub fn notice_dead(&self, receiver: &str, id: &str, times: u32, why: &str) {
+        self.alerts_failed.fetch_add(1, Relaxed);
+        self.alerts_dead.fetch_add(1, Relaxed);
+        error!(
+            receiver,
+            id, why, "webhook receiver refused this notice {times} times; moved to dead/"
+        );
+    }
+
+    /// One InfluxDB POST is about to go out.
+    pub fn write_sent(&self) {
+        self.write_requests.fetch_add(1, Relaxed);
+    }
+
+    /// A write failed in a way that is retried.
+    pub fn write_retried(&self) {
+        self.write_retries.fetch_add(1, Relaxed);
+    }
+
+    /// `n` lines are stored (by InfluxDB, or by the archive alone).
+    pub fn lines_stored(&self, n: u64) {
+        self.lines_written.fetch_add(n, Relaxed);
+    }
+
+    /// `n` readings of a batch are stored.
+    pub fn readings_stored(&self, n: u64) {
+        self.points_written.fetch_add(n, Relaxed);
+    }
+
+    /// InfluxDB rejected something in a batch: it is split in two.
+    pub fn batch_split(&self) {
+        self.batch_splits.fetch_add(1, Relaxed);
+    }
+
+    /// InfluxDB refused even the quarantine record for a line.
+    pub fn quarantine_refused(&self, error: &str, line: &str) {
+        self.quarantine_refused.fetch_add(1, Relaxed);
+        error!(
+            error,
+            line, "InfluxDB refused even the quarantine record; the point is dropped"
+        );
+    }
+
+    /// Whether the sink takes writes (an answer other than "retry").
+    pub fn sink_state(&self, ok: bool) {
+        self.sink_ok.store(ok, Relaxed);
+    }
+
+    /// Bytes in the spool now.
+    pub fn spool_size(&self, bytes: u64) {
+        self.spool_bytes.store(bytes, Relaxed);
+    }
+
+    /// `n` messages were written to the spool (and are then acknowledged).
+    pub fn spooled(&self, n: u64) {
+        self.spool_records.fetch_add(n, Relaxed);
+    }
+
+    /// `bytes` corrupt bytes at `seq`/`offset` were skipped (and go to
+    /// quarantine).
+    pub fn spool_corrupt(&self, seq: u64, offset: u64, bytes: usize) {
+        self.spool_corrupt_bytes.fetch_add(bytes as u64, Relaxed);
+        error!(
+            seq,
+            offset,
+            bytes,
+            "spool: corrupt bytes (bad checksum or length) skipped to the next good record; quarantined"
+        );
+    }
+
+    /// Intake paused (the spool is at its bound) or resumed.
+    pub fn spool_full(&self, full: bool) {
+        self.spool_full.store(full, Relaxed);
+    }
+}
+
+/// What one window flush did, for [`Metrics::windows_flushed`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowFlush {
+    pub readings: u64,
+    /// Window points written (first writes and corrections).
+    pub windows: u64,
+    pub corrections: u64,
+    pub too_late: u64,
+    pub aqi_points: u64,
 }

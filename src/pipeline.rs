@@ -9,7 +9,6 @@
 //! source stops reading the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -148,9 +147,7 @@ impl Pipeline {
             // A rejected line is counted under quarantine reason "rejected";
             // assume readings first (quarantine records are rarely refused).
             let stored = batch.readings.saturating_sub(rejected);
-            self.metrics
-                .points_written
-                .fetch_add(stored as u64, Relaxed);
+            self.metrics.readings_stored(stored as u64);
         }
         self.acker.ack(&batch.acks);
         let spooled = batch.spooled.take();

@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -271,7 +270,7 @@ impl Outbox {
             .iter()
             .map(|q| q.inner.lock().expect("outbox lock").pending.len())
             .sum();
-        metrics.alerts_queued.store(total as u64, Relaxed);
+        metrics.notices_queued(total as u64);
         Ok(Outbox {
             dir: dir.to_owned(),
             queues: Mutex::new(queues),
@@ -372,7 +371,7 @@ impl Outbox {
             inner.remember(n.event_id.clone());
             drop(inner);
             q.notify.notify_one();
-            self.metrics.alerts_queued.fetch_add(1, Relaxed);
+            self.metrics.notices_queued(1);
             taken += 1;
         }
         Ok(taken)
@@ -471,39 +470,28 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
                 append_delivered(&q.dir, &id);
                 let _ = tokio::fs::remove_file(&path).await;
                 pop(&q, &m);
-                m.alerts_sent.fetch_add(1, Relaxed);
-                if failures > 0 {
-                    info!(receiver = %r.name, after = failures, "webhook receiver accepts again");
-                }
-                debug!(receiver = %r.name, id = %id, "webhook delivered");
+                m.notice_delivered(&r.name, &id, failures);
                 failures = 0;
                 refusals = 0;
                 continue;
             }
             Attempt::Refused(why) => {
-                m.alerts_failed.fetch_add(1, Relaxed);
                 refusals += 1;
                 if refusals >= MAX_REFUSALS {
-                    error!(receiver = %r.name, id = %id, why, "webhook receiver refused this notice {MAX_REFUSALS} times; moved to dead/");
+                    m.notice_dead(&r.name, &id, MAX_REFUSALS, &why);
                     let _ = tokio::fs::rename(
                         &path,
                         q.dir.join("dead").join(format!("{seq:020}.json")),
                     )
                     .await;
                     pop(&q, &m);
-                    m.alerts_dead.fetch_add(1, Relaxed);
                     refusals = 0;
                     failures = 0;
                     continue;
                 }
-                warn!(receiver = %r.name, id = %id, why, "webhook refused; retrying");
+                m.notice_refused(&r.name, &id, &why);
             }
-            Attempt::Retry(why) => {
-                m.alerts_failed.fetch_add(1, Relaxed);
-                if failures == 0 || failures.is_power_of_two() {
-                    warn!(receiver = %r.name, id = %id, failures = failures + 1, why, "webhook delivery failed; retrying with backoff (the notice stays queued on disk)");
-                }
-            }
+            Attempt::Retry(why) => m.notice_failed(&r.name, &id, failures, &why),
         }
         failures += 1;
         let wait = crate::backoff::wait_after(r.retry_initial, r.retry_max, failures);
@@ -519,9 +507,7 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
 fn pop(q: &Queue, m: &Metrics) {
     q.inner.lock().expect("outbox lock").pending.pop_front();
     q.room.notify_waiters();
-    let _ = m
-        .alerts_queued
-        .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+    m.notice_dequeued();
 }
 
 fn append_delivered(dir: &Path, id: &str) {

@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -190,9 +189,6 @@ impl Alerting {
         for n in &fresh {
             encode_notice(n, lines);
         }
-        self.metrics
-            .alert_notices
-            .fetch_add(fresh.len() as u64, Relaxed);
         for n in &fresh {
             let a = &n.alert;
             info!(
@@ -206,7 +202,7 @@ impl Alerting {
                 "alert"
             );
         }
-        let produced = !fresh.is_empty();
+        let (produced, fresh_count) = (!fresh.is_empty(), fresh.len());
         self.unsent.extend(fresh);
         let mut kept = Vec::new();
         for n in std::mem::take(&mut self.unsent) {
@@ -217,8 +213,8 @@ impl Alerting {
         }
         self.unsent = kept;
         let c = self.engine.counts();
-        self.metrics.alerts_firing.store(c.firing as u64, Relaxed);
-        self.metrics.alerts_pending.store(c.pending as u64, Relaxed);
+        self.metrics
+            .alert_instances(c.firing, c.pending, fresh_count);
         // Saved with every notice (so a restart does not produce it again
         // with a new id) and with every window snapshot.
         if self.unsent.is_empty() && (save || produced) && self.engine.dirty() {

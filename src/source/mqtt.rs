@@ -16,7 +16,6 @@
 //! points carry the same series and timestamp, so InfluxDB overwrites
 //! rather than duplicates.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,7 @@ impl Acker {
                 error!(pkid = t.pkid, error = %e, "could not queue MQTT ack");
             }
         }
-        self.metrics.messages_acked.fetch_add(acked, Relaxed);
+        self.metrics.acked(acked);
     }
 }
 
@@ -218,7 +217,7 @@ impl MqttSource {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => self.connected(&ack, &mut link),
                 Ok(Event::Incoming(Packet::SubAck(ack))) => self.subscribed(&ack),
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    self.metrics.messages_in.fetch_add(1, Relaxed);
+                    self.metrics.received();
                     let Some(sender) = &tx else {
                         // Shutting down: not acked, so the broker redelivers.
                         continue;
@@ -252,25 +251,15 @@ impl MqttSource {
 
     /// A CONNACK: log it, and subscribe unless the session was resumed.
     fn connected(&self, ack: &rumqttc::ConnAck, link: &mut Link) {
-        self.metrics.mqtt_connects.fetch_add(1, Relaxed);
-        self.metrics.mqtt_connected.store(true, Relaxed);
         link.backoff.reset();
-        match link.down_since.take() {
-            Some(t) if self.metrics.mqtt_connects.load(Relaxed) > 1 => info!(
-                broker = %self.broker,
-                session_present = ack.session_present,
-                down_for = ?t.elapsed(),
-                attempts = link.failures + 1,
-                "reconnected to MQTT broker"
-            ),
-            _ => {
-                info!(broker = %self.broker, session_present = ack.session_present, "connected to MQTT broker")
-            }
-        }
+        self.metrics.broker_connected(
+            &self.broker,
+            ack.session_present,
+            ack.session_present && !self.clean_session,
+            link.down_since.take().map(|t| t.elapsed()),
+            link.failures + 1,
+        );
         link.failures = 0;
-        self.metrics
-            .mqtt_subscribed
-            .store(ack.session_present && !self.clean_session, Relaxed);
         // A resumed session keeps its subscriptions; subscribing again
         // would make the broker resend retained messages.
         if (!ack.session_present || self.clean_session)
@@ -286,10 +275,7 @@ impl MqttSource {
                 (SubscribeReasonCode::Failure, Some(s)) => {
                     error!(filter = %s.path, "broker refused the subscription")
                 }
-                (SubscribeReasonCode::Success(q), Some(s)) => {
-                    self.metrics.mqtt_subscribed.store(true, Relaxed);
-                    info!(filter = %s.path, qos = ?q, "subscribed")
-                }
+                (SubscribeReasonCode::Success(q), Some(s)) => self.metrics.subscribed(&s.path, q),
                 _ => {}
             }
         }
@@ -321,8 +307,7 @@ impl MqttSource {
             *g += 1;
             self.eventloop.clean();
         }
-        self.metrics.mqtt_connected.store(false, Relaxed);
-        self.metrics.mqtt_subscribed.store(false, Relaxed);
+        self.metrics.broker_lost();
     }
 }
 

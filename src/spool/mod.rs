@@ -41,7 +41,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -192,7 +191,7 @@ pub fn open(
             "spool: replaying what was not yet delivered"
         );
     }
-    metrics.spool_bytes.store(total, Relaxed);
+    metrics.spool_size(total);
     let start = if segments.contains_key(&delivered.seq) {
         delivered
     } else {
@@ -352,10 +351,7 @@ impl Writer {
                 ));
             }
             ack(&acks);
-            self.shared
-                .metrics
-                .spool_records
-                .fetch_add(acks.len() as u64, Relaxed);
+            self.shared.metrics.spooled(acks.len() as u64);
             buf.clear();
             acks.clear();
         }
@@ -373,7 +369,7 @@ impl Writer {
                     max_bytes = self.limits.max_bytes,
                     "spool full: pausing MQTT intake until InfluxDB catches up (the broker holds new messages)"
                 );
-                self.shared.metrics.spool_full.store(true, Relaxed);
+                self.shared.metrics.spool_full(true);
                 warned = true;
             }
             st = self
@@ -388,7 +384,7 @@ impl Writer {
                 bytes = st.total,
                 "spool has room again: MQTT intake resumed"
             );
-            self.shared.metrics.spool_full.store(false, Relaxed);
+            self.shared.metrics.spool_full(false);
         }
     }
 
@@ -403,7 +399,7 @@ impl Writer {
             let mut st = self.shared.lock();
             st.segments.insert(self.seq, self.size);
             st.total += bytes.len() as u64;
-            self.shared.metrics.spool_bytes.store(st.total, Relaxed);
+            self.shared.metrics.spool_size(st.total);
         }
         self.committed.send_replace(Pos {
             seq: self.seq,
@@ -545,16 +541,8 @@ impl Reader {
                 format::Next::Corrupt(n) => {
                     let bad = &chunk[at..at + n];
                     at += n;
-                    self.shared
-                        .metrics
-                        .spool_corrupt_bytes
-                        .fetch_add(n as u64, Relaxed);
-                    error!(
-                        seq = self.pos.seq,
-                        offset = self.pos.offset + (at - n) as u64,
-                        bytes = n,
-                        "spool: corrupt bytes (bad checksum or length) skipped to the next good record; quarantined"
-                    );
+                    let offset = self.pos.offset + (at - n) as u64;
+                    self.shared.metrics.spool_corrupt(self.pos.seq, offset, n);
                     Message {
                         topic: String::new(),
                         payload: Bytes::copy_from_slice(&bad[..bad.len().min(4096)]),
@@ -603,7 +591,7 @@ fn reclaim(shared: &Shared, st: &mut State) -> bool {
         st.total -= size;
     }
     if !done.is_empty() {
-        shared.metrics.spool_bytes.store(st.total, Relaxed);
+        shared.metrics.spool_size(st.total);
         shared.space.notify_all();
     }
     !done.is_empty()

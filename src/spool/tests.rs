@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::Ordering::Relaxed;
 
 fn limits(max_bytes: u64, segment_bytes: u64) -> Limits {
     Limits {

@@ -15,7 +15,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +24,7 @@ use tracing::{debug, error, warn};
 use super::Engine;
 use crate::envelope::Pos;
 use crate::evaluate::Observation;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WindowFlush};
 use crate::reading::Point;
 use crate::sink::QUARANTINE_CLOCK;
 use crate::sink::influx::{Lines, Writer};
@@ -201,27 +200,19 @@ impl WindowStage {
     }
 
     async fn write(&self, lines: &Lines, stats: super::FlushStats) {
-        let m = &self.metrics;
-        m.window_readings.fetch_add(stats.readings, Relaxed);
-        m.window_corrections.fetch_add(stats.corrections, Relaxed);
-        m.window_too_late.fetch_add(stats.too_late, Relaxed);
         if !lines.is_empty() {
             self.writer
                 .write_all(lines, || QUARANTINE_CLOCK.next())
                 .await;
-            m.windows_written.fetch_add(stats.windows, Relaxed);
-            m.aqi_points.fetch_add(stats.aqi_points, Relaxed);
         }
-        if stats.windows + stats.aqi_points > 0 || stats.too_late > 0 {
-            debug!(
-                readings = stats.readings,
-                windows = stats.windows,
-                corrections = stats.corrections,
-                too_late = stats.too_late,
-                aqi = stats.aqi_points,
-                "windows flushed"
-            );
-        }
+        let written = !lines.is_empty();
+        self.metrics.windows_flushed(&WindowFlush {
+            readings: stats.readings,
+            windows: if written { stats.windows } else { 0 },
+            corrections: stats.corrections,
+            too_late: stats.too_late,
+            aqi_points: if written { stats.aqi_points } else { 0 },
+        });
     }
 
     async fn save_snapshot(&mut self, pos: Pos, bytes: Vec<u8>) {

@@ -356,3 +356,50 @@ async fn a_corrupt_spool_record_is_quarantined_and_the_rest_delivered() {
     assert!(lantian.logs().contains("spool: corrupt bytes"));
     drop(broker);
 }
+
+/// A stage that fails ends the process with a non-zero status and a clear
+/// error line, so systemd's `Restart=on-failure` restarts it (a clean exit
+/// 0 would leave the daemon down). Here the spool directory is swapped for
+/// a plain file under the running writer: its next segment cannot be
+/// created. Nothing unsynced was acknowledged, so the broker keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_cannot_be_written_ends_the_process_with_an_error() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let config = Lantian::v1(broker.port, &influx)
+        + &format!(
+            "[spool]\ndir = \"{}\"\nsegment_bytes = \"64KiB\"\n",
+            spool.display()
+        );
+    let mut lantian = Lantian::start(&config);
+    let mut p = Publisher::connect(broker.port, "spool-fail-publisher").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - 3_600_000;
+    for i in 0..10 {
+        p.publish(&topic(i), payload(i, 0, base)).await;
+    }
+    influx
+        .wait_count("SELECT count(pm25) FROM air", 10, Duration::from_secs(60))
+        .await;
+    std::fs::rename(&spool, dir.path().join("spool.gone")).unwrap();
+    std::fs::write(&spool, b"not a directory").unwrap();
+    // More than a segment's worth: the writer must start a new segment.
+    for j in 1..3 {
+        for i in 0..SENSORS {
+            p.publish(&topic(i), payload(i, j, base)).await;
+        }
+    }
+    let status = lantian
+        .proc
+        .wait_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("lantian did not exit\n{}", lantian.logs()));
+    let logs = lantian.logs();
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        logs.contains("stage failed") && logs.contains("spool-writer"),
+        "{logs}"
+    );
+    assert!(logs.contains("spool write in"), "{logs}");
+}

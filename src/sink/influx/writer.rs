@@ -6,7 +6,6 @@
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use flate2::Compression;
@@ -152,7 +151,7 @@ impl Writer {
                 .archive
                 .as_ref()
                 .is_some_and(|a| std::fs::metadata(a.dir()).is_ok());
-            self.metrics.sink_ok.store(ok, Relaxed);
+            self.metrics.sink_state(ok);
             return ok;
         }
         let mut url = self.url.clone();
@@ -169,7 +168,7 @@ impl Writer {
         }
         let ok = req.send().await.is_ok_and(|r| r.status().is_success());
         if ok {
-            self.metrics.sink_ok.store(true, Relaxed);
+            self.metrics.sink_state(true);
         }
         ok
     }
@@ -200,7 +199,7 @@ impl Writer {
 
     /// One POST, classified.
     pub async fn post(&self, body: &[u8]) -> Outcome {
-        self.metrics.write_requests.fetch_add(1, Relaxed);
+        self.metrics.write_sent();
         let started = std::time::Instant::now();
         let outcome = self.post_once(body).await;
         self.metrics
@@ -251,7 +250,7 @@ impl Writer {
                 Outcome::Written => return Ok(()),
                 Outcome::Rejected(msg) => return Err(msg),
                 Outcome::Retry(after, msg) => {
-                    self.metrics.write_retries.fetch_add(1, Relaxed);
+                    self.metrics.write_retried();
                     let step = backoff.next_wait();
                     let wait = after.unwrap_or(step);
                     if failures == 0 {
@@ -276,10 +275,8 @@ impl Writer {
         }
         self.archive_all(lines).await;
         if !self.influx {
-            self.metrics
-                .lines_written
-                .fetch_add(lines.len() as u64, Relaxed);
-            self.metrics.sink_ok.store(true, Relaxed);
+            self.metrics.lines_stored(lines.len() as u64);
+            self.metrics.sink_state(true);
             return 0;
         }
         let mut rejected = 0;
@@ -291,9 +288,7 @@ impl Writer {
             }
             match self.post_until_answered(lines.bytes(range.clone())).await {
                 Ok(()) => {
-                    self.metrics
-                        .lines_written
-                        .fetch_add(range.len() as u64, Relaxed);
+                    self.metrics.lines_stored(range.len() as u64);
                 }
                 Err(msg) if range.len() == 1 => {
                     rejected += 1;
@@ -301,7 +296,7 @@ impl Writer {
                         .await;
                 }
                 Err(_) => {
-                    self.metrics.batch_splits.fetch_add(1, Relaxed);
+                    self.metrics.batch_split();
                     let mid = range.start + range.len() / 2;
                     // Pushed right first so the left half (older data) goes first.
                     pending.push(mid..range.end);
@@ -329,10 +324,9 @@ impl Writer {
             },
         );
         if let Err(e) = self.post_until_answered(&buf).await {
-            self.metrics.quarantine_refused.fetch_add(1, Relaxed);
-            error!(error = %e, line = %text.trim_end(), "InfluxDB refused even the quarantine record; the point is dropped");
+            self.metrics.quarantine_refused(&e, text.trim_end());
         } else {
-            self.metrics.lines_written.fetch_add(1, Relaxed);
+            self.metrics.lines_stored(1);
         }
     }
 }
