@@ -68,7 +68,14 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
         esc(board.tz_name()),
         board.local(now)
     );
+    stations(&mut o, board);
+    alerts(&mut o, board);
+    pipeline(&mut o, board, m);
+    o
+}
 
+/// The latest hourly AQI per station.
+fn stations(o: &mut String, board: &Board) {
     let stations = board.stations();
     let _ = write!(
         o,
@@ -102,7 +109,10 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
         }
         o.push_str("</table>");
     }
+}
 
+/// Alerts firing now (the first 200).
+fn alerts(o: &mut String, board: &Board) {
     let alerts = board.alerts();
     let _ = write!(o, "<h2>Active alerts ({})</h2>", alerts.len());
     if alerts.is_empty() {
@@ -142,7 +152,10 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
             );
         }
     }
+}
 
+/// Pipeline health, and the links to the machine-readable endpoints.
+fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
     let c = |x: &std::sync::atomic::AtomicU64| x.load(Relaxed);
     let flag = |b: bool, yes: &str, no: &str| {
         if b {
@@ -185,7 +198,6 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
         c(&m.alerts_failed),
         board.local(board.started_ms())
     );
-    o
 }
 
 #[cfg(test)]

@@ -299,60 +299,65 @@ impl Derived {
             }
         }
         // City-wide, for each day touched.
-        let city = vec![("scope".to_owned(), "city".to_owned())];
         for day in days {
-            let end = cal.day_end(day);
-            let ms = month_start(cal, day);
-            let sum = |range: std::ops::RangeInclusive<i64>, a: usize, b: usize| {
-                let mut plants = 0;
-                let (mut x, mut y) = (0.0, 0.0);
-                for p in self.plants.values() {
-                    let mut seen = false;
-                    for v in p.days.range(range.clone()).map(|(_, v)| v) {
-                        if let (Some(va), Some(vb)) = (v.m3[a], v.m3[b]) {
-                            x += va;
-                            y += vb;
-                            seen = true;
-                        }
+            self.city_day(cal, day, out);
+        }
+    }
+
+    /// City-wide treatment rates and reclaimed-water pace of one day.
+    fn city_day(&self, cal: &Calendar, day: i64, out: &mut Vec<Observation>) {
+        let city = vec![("scope".to_owned(), "city".to_owned())];
+        let end = cal.day_end(day);
+        let ms = month_start(cal, day);
+        let sum = |range: std::ops::RangeInclusive<i64>, a: usize, b: usize| {
+            let mut plants = 0;
+            let (mut x, mut y) = (0.0, 0.0);
+            for p in self.plants.values() {
+                let mut seen = false;
+                for v in p.days.range(range.clone()).map(|(_, v)| v) {
+                    if let (Some(va), Some(vb)) = (v.m3[a], v.m3[b]) {
+                        x += va;
+                        y += vb;
+                        seen = true;
                     }
-                    plants += usize::from(seen);
                 }
-                (x, y, plants)
-            };
-            let obs = |metric: &str, start: i64, value: f64, details| Observation {
-                kind: "sewage".into(),
-                labels: city.clone(),
-                metric: metric.into(),
-                start_ms: start,
-                end_ms: end,
-                value,
-                valid: true,
-                details,
-            };
-            let (t, i, n) = sum(day..=day, 1, 0);
-            if n > 0 {
-                if let Some(r) = rate(t, i) {
-                    let mut d = volumes(t, i);
-                    d.insert("plants".into(), n.to_string());
-                    out.push(obs("treatment_rate.day", day, r, d));
-                }
-                let (t, i, n) = sum(ms..=day, 1, 0);
-                if let Some(r) = rate(t, i) {
-                    let mut d = volumes(t, i);
-                    d.insert("plants".into(), n.to_string());
-                    out.push(obs("treatment_rate.month_to_date", ms, r, d));
-                }
+                plants += usize::from(seen);
             }
-            let (ys, ye) = year_bounds(cal, day);
-            let (ytd, _, n) = sum(ys..=day, 2, 2);
-            if n > 0 && ye > ys {
-                let fraction = (end - ys) as f64 / (ye - ys) as f64;
-                let mut d = BTreeMap::new();
-                d.insert("year_to_date_m3".into(), format!("{ytd:.0}"));
-                d.insert("elapsed_fraction".into(), format!("{fraction:.4}"));
+            (x, y, plants)
+        };
+        let obs = |metric: &str, start: i64, value: f64, details| Observation {
+            kind: "sewage".into(),
+            labels: city.clone(),
+            metric: metric.into(),
+            start_ms: start,
+            end_ms: end,
+            value,
+            valid: true,
+            details,
+        };
+        let (t, i, n) = sum(day..=day, 1, 0);
+        if n > 0 {
+            if let Some(r) = rate(t, i) {
+                let mut d = volumes(t, i);
                 d.insert("plants".into(), n.to_string());
-                out.push(obs("reclaimed.year_to_date_pace", ys, ytd / fraction, d));
+                out.push(obs("treatment_rate.day", day, r, d));
             }
+            let (t, i, n) = sum(ms..=day, 1, 0);
+            if let Some(r) = rate(t, i) {
+                let mut d = volumes(t, i);
+                d.insert("plants".into(), n.to_string());
+                out.push(obs("treatment_rate.month_to_date", ms, r, d));
+            }
+        }
+        let (ys, ye) = year_bounds(cal, day);
+        let (ytd, _, n) = sum(ys..=day, 2, 2);
+        if n > 0 && ye > ys {
+            let fraction = (end - ys) as f64 / (ye - ys) as f64;
+            let mut d = BTreeMap::new();
+            d.insert("year_to_date_m3".into(), format!("{ytd:.0}"));
+            d.insert("elapsed_fraction".into(), format!("{fraction:.4}"));
+            d.insert("plants".into(), n.to_string());
+            out.push(obs("reclaimed.year_to_date_pace", ys, ytd / fraction, d));
         }
     }
 }

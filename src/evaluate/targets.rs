@@ -161,111 +161,122 @@ pub fn merge(
         let existing = targets.iter().position(|t| t.id == p.id);
         let t = match existing {
             Some(n) => &mut targets[n],
-            None => {
-                let need = [
-                    ("name", p.name.is_none()),
-                    ("kind", p.kind.is_none()),
-                    ("metric", p.metric.is_none()),
-                    ("op", p.op.is_none()),
-                    ("value", p.value.is_none()),
-                    ("unit", p.unit.is_none()),
-                    ("severity", p.severity.is_none()),
-                ];
-                let missing: Vec<&str> = need.iter().filter(|x| x.1).map(|x| x.0).collect();
-                if !missing.is_empty() {
-                    errs.push((
-                        i,
-                        format!(
-                            "{:?} is not a shipped target (see `lantian targets --all`); a new one needs {}",
-                            p.id,
-                            missing.join(", ")
-                        ),
-                    ));
+            None => match new_target(p) {
+                Ok(t) => {
+                    targets.push(t);
+                    targets.last_mut().expect("just pushed")
+                }
+                Err(why) => {
+                    errs.push((i, why));
                     continue;
                 }
-                targets.push(Target {
-                    id: p.id.clone(),
-                    name: String::new(),
-                    kind: String::new(),
-                    metric: String::new(),
-                    op: Op::Above,
-                    value: None,
-                    unit: String::new(),
-                    severity: Severity::Warning,
-                    status: Status::Operational,
-                    enabled: true,
-                    report: "operator".into(),
-                    standard: "operator".into(),
-                    set: None,
-                    for_: None,
-                    clear: None,
-                    repeat: None,
-                    matchers: BTreeMap::new(),
-                    exclude_fields: Vec::new(),
-                });
-                targets.last_mut().expect("just pushed")
-            }
+            },
         };
-        macro_rules! take {
-            ($($f:ident),*) => { $( if let Some(v) = &p.$f { t.$f = v.clone(); } )* };
-        }
-        take!(
-            name,
-            kind,
-            metric,
-            op,
-            unit,
-            severity,
-            status,
-            enabled,
-            report,
-            standard,
-            matchers,
-            exclude_fields
-        );
-        if p.value.is_some() {
-            t.value = p.value;
-        }
-        if p.set.is_some() {
-            t.set = p.set.clone();
-        }
-        if p.for_.is_some() {
-            t.for_ = p.for_;
-        }
-        if p.clear.is_some() {
-            t.clear = p.clear;
-        }
-        if p.repeat.is_some() {
-            t.repeat = p.repeat;
-        }
-        if t.enabled && t.value.is_none() {
-            errs.push((
-                i,
-                format!("{}: enabled but has no value (set `value`)", t.id),
-            ));
-        }
-        if let (Some(v), Some(c)) = (t.value, t.clear) {
-            if t.op.breaks(c, v) {
-                errs.push((
-                    i,
-                    format!("{}: clear = {c} is beyond the threshold {v} (hysteresis must sit on the good side)", t.id),
-                ));
-            }
-        }
-        if !metric_known(&t.metric) {
-            errs.push((
-                i,
-                format!(
-                    "{}: unknown metric {:?} (see README, Alerts)",
-                    t.id, t.metric
-                ),
-            ));
-        }
+        apply(t, p);
+        check(t, &mut |why| errs.push((i, why)));
     }
     if errs.is_empty() {
         Ok(targets)
     } else {
         Err(errs)
+    }
+}
+
+/// A target the operator adds: every field a shipped one has must be given.
+fn new_target(p: &TargetPatch) -> Result<Target, String> {
+    let need = [
+        ("name", p.name.is_none()),
+        ("kind", p.kind.is_none()),
+        ("metric", p.metric.is_none()),
+        ("op", p.op.is_none()),
+        ("value", p.value.is_none()),
+        ("unit", p.unit.is_none()),
+        ("severity", p.severity.is_none()),
+    ];
+    let missing: Vec<&str> = need.iter().filter(|x| x.1).map(|x| x.0).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{:?} is not a shipped target (see `lantian targets --all`); a new one needs {}",
+            p.id,
+            missing.join(", ")
+        ));
+    }
+    Ok(Target {
+        id: p.id.clone(),
+        name: String::new(),
+        kind: String::new(),
+        metric: String::new(),
+        op: Op::Above,
+        value: None,
+        unit: String::new(),
+        severity: Severity::Warning,
+        status: Status::Operational,
+        enabled: true,
+        report: "operator".into(),
+        standard: "operator".into(),
+        set: None,
+        for_: None,
+        clear: None,
+        repeat: None,
+        matchers: BTreeMap::new(),
+        exclude_fields: Vec::new(),
+    })
+}
+
+/// The patch's fields over the target's.
+fn apply(t: &mut Target, p: &TargetPatch) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if let Some(v) = &p.$f { t.$f = v.clone(); } )* };
+    }
+    take!(
+        name,
+        kind,
+        metric,
+        op,
+        unit,
+        severity,
+        status,
+        enabled,
+        report,
+        standard,
+        matchers,
+        exclude_fields
+    );
+    if p.value.is_some() {
+        t.value = p.value;
+    }
+    if p.set.is_some() {
+        t.set = p.set.clone();
+    }
+    if p.for_.is_some() {
+        t.for_ = p.for_;
+    }
+    if p.clear.is_some() {
+        t.clear = p.clear;
+    }
+    if p.repeat.is_some() {
+        t.repeat = p.repeat;
+    }
+}
+
+/// A target as patched must still make sense.
+fn check(t: &Target, problem: &mut impl FnMut(String)) {
+    if t.enabled && t.value.is_none() {
+        problem(format!("{}: enabled but has no value (set `value`)", t.id));
+    }
+    if let (Some(v), Some(c)) = (t.value, t.clear) {
+        if t.op.breaks(c, v) {
+            problem(format!(
+                "{}: clear = {c} is beyond the threshold {v} (hysteresis must sit on the good side)",
+                t.id
+            ));
+        }
+    }
+    if !metric_known(&t.metric) {
+        problem(format!(
+            "{}: unknown metric {:?} (see README, Alerts)",
+            t.id, t.metric
+        ));
     }
 }
 

@@ -269,234 +269,258 @@ pub async fn compute(o: &Options) -> anyhow::Result<Report> {
         d = d + chrono::Days::new(1);
     }
 
-    // Daily AQI per station.
     if let Some(aqi) = load(&o.source, "aqi", from, to).await? {
-        if has(&aqi, "period") && has(&aqi, "aqi") {
-            let day = aqi
-                .lazy()
-                .filter(col("period").eq(lit("day")).and(col("aqi").is_not_null()))
-                .with_column(col("aqi").cast(DataType::Int64))
-                .sort(["time"], Default::default())
-                .collect()?;
-            let (t, site, dist, v) = (
-                i64s(&day, "time"),
-                strs(&day, "site"),
-                strs(&day, "district"),
-                i64s(&day, "aqi"),
+        daily_aqi(&mut r, aqi, &date)?;
+    }
+
+    if let Some(air) = load(&o.source, "air_1d", from, to).await? {
+        pm25_days(&mut r, air)?;
+    }
+
+    if let Some(sw) = load(&o.source, "sewage_1d", from, to).await? {
+        sewage(&mut r, sw)?;
+    }
+
+    if let Some(dust) = load(&o.source, "dust_1h", from, to).await? {
+        dust_by_district(&mut r, dust, o.dust_limit)?;
+    }
+    Ok(r)
+}
+
+/// Daily AQI per station.
+fn daily_aqi(r: &mut Report, aqi: DataFrame, date: &dyn Fn(i64) -> String) -> anyhow::Result<()> {
+    if has(&aqi, "period") && has(&aqi, "aqi") {
+        let day = aqi
+            .lazy()
+            .filter(col("period").eq(lit("day")).and(col("aqi").is_not_null()))
+            .with_column(col("aqi").cast(DataType::Int64))
+            .sort(["time"], Default::default())
+            .collect()?;
+        let (t, site, dist, v) = (
+            i64s(&day, "time"),
+            strs(&day, "site"),
+            strs(&day, "district"),
+            i64s(&day, "aqi"),
+        );
+        let (cat, prim) = (strs(&day, "category"), strs(&day, "primary"));
+        for i in 0..day.height() {
+            let (Some(t), Some(s), Some(v)) = (t[i], site[i].clone(), v[i]) else {
+                continue;
+            };
+            r.stations
+                .insert(s.clone(), dist[i].clone().unwrap_or_default());
+            r.daily_aqi.insert(
+                (date(t), s),
+                (
+                    v,
+                    cat[i].clone().unwrap_or_default(),
+                    prim[i].clone().unwrap_or_default(),
+                ),
             );
-            let (cat, prim) = (strs(&day, "category"), strs(&day, "primary"));
-            for i in 0..day.height() {
-                let (Some(t), Some(s), Some(v)) = (t[i], site[i].clone(), v[i]) else {
-                    continue;
-                };
-                r.stations
-                    .insert(s.clone(), dist[i].clone().unwrap_or_default());
-                r.daily_aqi.insert(
-                    (date(t), s),
+        }
+        let by_site = day
+            .lazy()
+            .group_by([col("site")])
+            .agg([
+                col("aqi").count().cast(DataType::Int64).alias("days"),
+                col("aqi")
+                    .gt(lit(100))
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("over100"),
+                col("aqi")
+                    .gt(lit(200))
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("over200"),
+                col("aqi")
+                    .gt(lit(300))
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("over300"),
+                col("aqi").max().cast(DataType::Int64).alias("max"),
+            ])
+            .collect()?;
+        let site = strs(&by_site, "site");
+        let cols: Vec<Vec<Option<i64>>> = ["days", "over100", "over200", "over300", "max"]
+            .iter()
+            .map(|c| i64s(&by_site, c))
+            .collect();
+        for i in 0..by_site.height() {
+            if let Some(s) = site[i].clone() {
+                r.exceed
+                    .insert(s, std::array::from_fn(|k| cols[k][i].unwrap_or(0)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GB 3095 PM2.5 24 h exceedances (valid days).
+fn pm25_days(r: &mut Report, air: DataFrame) -> anyhow::Result<()> {
+    if has(&air, "pm25_mean") && has(&air, "scope") {
+        let valid = if has(&air, "pm25_valid") {
+            col("pm25_valid").eq(lit(true))
+        } else {
+            lit(true)
+        };
+        let g = air
+            .lazy()
+            .filter(
+                col("scope")
+                    .eq(lit("site"))
+                    .and(valid)
+                    .and(col("pm25_mean").is_not_null()),
+            )
+            .group_by([col("site")])
+            .agg([
+                col("pm25_mean").count().cast(DataType::Int64).alias("days"),
+                col("pm25_mean")
+                    .gt(lit(75.0))
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("o75"),
+                col("pm25_mean")
+                    .gt(lit(60.0))
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("o60"),
+            ])
+            .collect()?;
+        let (s, n, a, b) = (
+            strs(&g, "site"),
+            i64s(&g, "days"),
+            i64s(&g, "o75"),
+            i64s(&g, "o60"),
+        );
+        for i in 0..g.height() {
+            if let Some(site) = s[i].clone() {
+                r.pm25.insert(
+                    site,
+                    (n[i].unwrap_or(0), a[i].unwrap_or(0), b[i].unwrap_or(0)),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sewage: daily means (m³/h) × 24 h = m³.
+fn sewage(r: &mut Report, sw: DataFrame) -> anyhow::Result<()> {
+    if has(&sw, "inflow_m3h_mean") && has(&sw, "treated_m3h_mean") && has(&sw, "scope") {
+        let reclaimed = if has(&sw, "reclaimed_m3h_mean") {
+            col("reclaimed_m3h_mean")
+        } else {
+            lit(0.0)
+        };
+        let g = sw
+            .lazy()
+            .filter(
+                col("scope")
+                    .eq(lit("site"))
+                    .and(col("inflow_m3h_mean").is_not_null())
+                    .and(col("treated_m3h_mean").is_not_null()),
+            )
+            .group_by([col("site")])
+            .agg([
+                (col("inflow_m3h_mean") * lit(24.0)).sum().alias("inflow"),
+                (col("treated_m3h_mean") * lit(24.0)).sum().alias("treated"),
+                (reclaimed.fill_null(lit(0.0)) * lit(24.0))
+                    .sum()
+                    .alias("reclaimed"),
+                col("inflow_m3h_mean")
+                    .count()
+                    .cast(DataType::Int64)
+                    .alias("days"),
+            ])
+            .collect()?;
+        let (s, i_, t, rc, n) = (
+            strs(&g, "site"),
+            f64s(&g, "inflow"),
+            f64s(&g, "treated"),
+            f64s(&g, "reclaimed"),
+            i64s(&g, "days"),
+        );
+        for k in 0..g.height() {
+            if let Some(site) = s[k].clone() {
+                r.plants.insert(
+                    site,
                     (
-                        v,
-                        cat[i].clone().unwrap_or_default(),
-                        prim[i].clone().unwrap_or_default(),
+                        i_[k].unwrap_or(0.0),
+                        t[k].unwrap_or(0.0),
+                        rc[k].unwrap_or(0.0),
+                        n[k].unwrap_or(0),
                     ),
                 );
             }
-            let by_site = day
-                .lazy()
-                .group_by([col("site")])
-                .agg([
-                    col("aqi").count().cast(DataType::Int64).alias("days"),
-                    col("aqi")
-                        .gt(lit(100))
-                        .cast(DataType::Int64)
-                        .sum()
-                        .alias("over100"),
-                    col("aqi")
-                        .gt(lit(200))
-                        .cast(DataType::Int64)
-                        .sum()
-                        .alias("over200"),
-                    col("aqi")
-                        .gt(lit(300))
-                        .cast(DataType::Int64)
-                        .sum()
-                        .alias("over300"),
-                    col("aqi").max().cast(DataType::Int64).alias("max"),
-                ])
-                .collect()?;
-            let site = strs(&by_site, "site");
-            let cols: Vec<Vec<Option<i64>>> = ["days", "over100", "over200", "over300", "max"]
-                .iter()
-                .map(|c| i64s(&by_site, c))
-                .collect();
-            for i in 0..by_site.height() {
-                if let Some(s) = site[i].clone() {
-                    r.exceed
-                        .insert(s, std::array::from_fn(|k| cols[k][i].unwrap_or(0)));
-                }
-            }
         }
     }
+    Ok(())
+}
 
-    // GB 3095 PM2.5 24 h exceedances (valid days).
-    if let Some(air) = load(&o.source, "air_1d", from, to).await? {
-        if has(&air, "pm25_mean") && has(&air, "scope") {
-            let valid = if has(&air, "pm25_valid") {
-                col("pm25_valid").eq(lit(true))
-            } else {
-                lit(true)
-            };
-            let g = air
-                .lazy()
-                .filter(
-                    col("scope")
-                        .eq(lit("site"))
-                        .and(valid)
-                        .and(col("pm25_mean").is_not_null()),
-                )
-                .group_by([col("site")])
-                .agg([
-                    col("pm25_mean").count().cast(DataType::Int64).alias("days"),
-                    col("pm25_mean")
-                        .gt(lit(75.0))
-                        .cast(DataType::Int64)
-                        .sum()
-                        .alias("o75"),
-                    col("pm25_mean")
-                        .gt(lit(60.0))
-                        .cast(DataType::Int64)
-                        .sum()
-                        .alias("o60"),
-                ])
-                .collect()?;
-            let (s, n, a, b) = (
-                strs(&g, "site"),
-                i64s(&g, "days"),
-                i64s(&g, "o75"),
-                i64s(&g, "o60"),
-            );
-            for i in 0..g.height() {
-                if let Some(site) = s[i].clone() {
-                    r.pm25.insert(
-                        site,
-                        (n[i].unwrap_or(0), a[i].unwrap_or(0), b[i].unwrap_or(0)),
-                    );
-                }
-            }
-        }
-    }
-
-    // Sewage: daily means (m³/h) × 24 h = m³.
-    if let Some(sw) = load(&o.source, "sewage_1d", from, to).await? {
-        if has(&sw, "inflow_m3h_mean") && has(&sw, "treated_m3h_mean") && has(&sw, "scope") {
-            let reclaimed = if has(&sw, "reclaimed_m3h_mean") {
-                col("reclaimed_m3h_mean")
-            } else {
-                lit(0.0)
-            };
-            let g = sw
-                .lazy()
-                .filter(
-                    col("scope")
-                        .eq(lit("site"))
-                        .and(col("inflow_m3h_mean").is_not_null())
-                        .and(col("treated_m3h_mean").is_not_null()),
-                )
-                .group_by([col("site")])
-                .agg([
-                    (col("inflow_m3h_mean") * lit(24.0)).sum().alias("inflow"),
-                    (col("treated_m3h_mean") * lit(24.0)).sum().alias("treated"),
-                    (reclaimed.fill_null(lit(0.0)) * lit(24.0))
-                        .sum()
-                        .alias("reclaimed"),
-                    col("inflow_m3h_mean")
-                        .count()
-                        .cast(DataType::Int64)
-                        .alias("days"),
-                ])
-                .collect()?;
-            let (s, i_, t, rc, n) = (
-                strs(&g, "site"),
-                f64s(&g, "inflow"),
-                f64s(&g, "treated"),
-                f64s(&g, "reclaimed"),
-                i64s(&g, "days"),
-            );
-            for k in 0..g.height() {
-                if let Some(site) = s[k].clone() {
-                    r.plants.insert(
-                        site,
-                        (
-                            i_[k].unwrap_or(0.0),
-                            t[k].unwrap_or(0.0),
-                            rc[k].unwrap_or(0.0),
-                            n[k].unwrap_or(0),
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
-    // Construction dust per district (hourly site means).
-    if let Some(dust) = load(&o.source, "dust_1h", from, to).await? {
-        if has(&dust, "pm10_mean") && has(&dust, "scope") {
-            let limit = o.dust_limit.unwrap_or(f64::INFINITY);
-            let max_col = if has(&dust, "pm10_max") {
-                col("pm10_max")
-            } else {
+/// Construction dust per district (hourly site means).
+fn dust_by_district(
+    r: &mut Report,
+    dust: DataFrame,
+    dust_limit: Option<f64>,
+) -> anyhow::Result<()> {
+    if has(&dust, "pm10_mean") && has(&dust, "scope") {
+        let limit = dust_limit.unwrap_or(f64::INFINITY);
+        let max_col = if has(&dust, "pm10_max") {
+            col("pm10_max")
+        } else {
+            col("pm10_mean")
+        };
+        let per_site = dust
+            .lazy()
+            .filter(
+                col("scope")
+                    .eq(lit("site"))
+                    .and(col("pm10_mean").is_not_null()),
+            )
+            .group_by([col("district"), col("site")])
+            .agg([
+                col("pm10_mean").mean().alias("mean"),
+                max_col.max().alias("max"),
                 col("pm10_mean")
-            };
-            let per_site = dust
-                .lazy()
-                .filter(
-                    col("scope")
-                        .eq(lit("site"))
-                        .and(col("pm10_mean").is_not_null()),
-                )
-                .group_by([col("district"), col("site")])
-                .agg([
-                    col("pm10_mean").mean().alias("mean"),
-                    max_col.max().alias("max"),
-                    col("pm10_mean")
-                        .gt(lit(limit))
-                        .cast(DataType::Int64)
-                        .sum()
-                        .alias("over"),
-                ])
-                .collect()?;
-            let g = per_site
-                .lazy()
-                .group_by([col("district")])
-                .agg([
-                    col("site").count().cast(DataType::Int64).alias("sites"),
-                    col("mean").mean().alias("mean"),
-                    col("max").max().alias("max"),
-                    col("over").sum().alias("over"),
-                ])
-                .collect()?;
-            let (d, n, m, x, ov) = (
-                strs(&g, "district"),
-                i64s(&g, "sites"),
-                f64s(&g, "mean"),
-                f64s(&g, "max"),
-                i64s(&g, "over"),
-            );
-            for k in 0..g.height() {
-                if let Some(district) = d[k].clone() {
-                    r.dust.insert(
-                        district,
-                        (
-                            n[k].unwrap_or(0) as usize,
-                            m[k].unwrap_or(0.0),
-                            x[k].unwrap_or(0.0),
-                            o.dust_limit.map(|_| ov[k].unwrap_or(0)),
-                        ),
-                    );
-                }
+                    .gt(lit(limit))
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("over"),
+            ])
+            .collect()?;
+        let g = per_site
+            .lazy()
+            .group_by([col("district")])
+            .agg([
+                col("site").count().cast(DataType::Int64).alias("sites"),
+                col("mean").mean().alias("mean"),
+                col("max").max().alias("max"),
+                col("over").sum().alias("over"),
+            ])
+            .collect()?;
+        let (d, n, m, x, ov) = (
+            strs(&g, "district"),
+            i64s(&g, "sites"),
+            f64s(&g, "mean"),
+            f64s(&g, "max"),
+            i64s(&g, "over"),
+        );
+        for k in 0..g.height() {
+            if let Some(district) = d[k].clone() {
+                r.dust.insert(
+                    district,
+                    (
+                        n[k].unwrap_or(0) as usize,
+                        m[k].unwrap_or(0.0),
+                        x[k].unwrap_or(0.0),
+                        dust_limit.map(|_| ov[k].unwrap_or(0)),
+                    ),
+                );
             }
         }
     }
-    Ok(r)
+    Ok(())
 }
 
 fn pct(a: f64, b: f64) -> Option<f64> {
@@ -601,6 +625,15 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
         o.tz.name(),
         r.days
     );
+    md_daily_aqi(&mut s, r, &chart);
+    md_exceedance(&mut s, r);
+    md_sewage(&mut s, r, &chart);
+    md_reclaimed(&mut s, r);
+    md_dust(&mut s, o, r);
+    s
+}
+
+fn md_daily_aqi(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
     let _ = writeln!(s, "## Daily AQI per station (HJ 633)\n");
     if r.daily_aqi.is_empty() {
         let _ = writeln!(
@@ -638,6 +671,9 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
         );
         s.push_str(&chart("daily-aqi.png"));
     }
+}
+
+fn md_exceedance(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "\n## Exceedance and heavy-pollution days per station\n\n\
@@ -653,6 +689,9 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
             e[0], e[1], e[2], e[3], e[4], p.1, p.0, p.2, p.0
         );
     }
+}
+
+fn md_sewage(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
     let _ = writeln!(
         s,
         "\n## Sewage treatment rate (target {TREATMENT_TARGET} %)\n\n\
@@ -671,7 +710,7 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
             }
         );
     }
-    let (ci, ct, cr) = r.city();
+    let (ci, ct, _) = r.city();
     let city_rate = pct(ct, ci);
     let _ = writeln!(
         s,
@@ -684,6 +723,10 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
         }
     );
     s.push_str(&chart("treatment-rate.png"));
+}
+
+fn md_reclaimed(s: &mut String, r: &Report) {
+    let (_, _, cr) = r.city();
     let pace_target = RECLAIMED_TARGET_M3 * r.days as f64 / 365.0;
     let _ = writeln!(
         s,
@@ -694,6 +737,9 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
         pct(cr, pace_target).map_or("–".into(), |x| format!("{x:.1} %")),
         cr * 365.0 / r.days.max(1) as f64
     );
+}
+
+fn md_dust(s: &mut String, o: &Options, r: &Report) {
     let _ = writeln!(
         s,
         "\n## Construction dust per district (PM10, µg/m³)\n\n\
@@ -708,7 +754,6 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
             over.map_or("–".into(), |x| x.to_string())
         );
     }
-    s
 }
 
 fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use super::state::{Closed, HOUR_MS, State};
 use super::{Engine, Scope};
 use crate::evaluate::Observation;
-use crate::evaluate::aqi::{Standard, evaluate};
+use crate::evaluate::aqi::{Evaluation, Standard, evaluate};
 use crate::sink::influx::Lines;
 use crate::sink::influx::line::{Value, encode_line};
 use crate::validate::MOLAR_VOLUME_298K;
@@ -236,60 +236,11 @@ pub fn encode(
             .map(|i| i.0)
             .filter(|k| !invalid.contains(k) && !given.iter().any(|g| g.0 == *k))
             .collect();
-        let mut fields: Vec<(String, Value)> = Vec::new();
-        if let (Some(aqi), Some(cat)) = (eval.aqi, eval.category) {
-            fields.push(("aqi".into(), Value::I(i64::from(aqi))));
-            fields.push(("level".into(), Value::I(i64::from(cat.level))));
-            fields.push(("category".into(), Value::S(cat.name.into())));
-            fields.push(("color".into(), Value::S(cat.color.into())));
-        }
-        fields.push(("primary".into(), Value::S(eval.primary.join(","))));
-        for (key, i) in &eval.iaqi {
-            fields.push((format!("iaqi_{key}"), Value::I(i64::from(*i))));
-        }
-        for (key, v) in &given {
-            fields.push(((*key).into(), Value::F(*v)));
-        }
-        fields.push(("beyond_index".into(), Value::S(eval.beyond_index.join(","))));
-        fields.push(("missing".into(), Value::S(missing.join(","))));
-        fields.push(("invalid".into(), Value::S(invalid.join(","))));
-        fields.push(("notes".into(), Value::S(eval.notes.join("; "))));
+        let fields = aqi_fields(&eval, &given, &invalid, &missing);
         let key = engine.series_key(series);
         debug_assert_eq!(key.scope, Scope::Site);
         if let Some(obs) = obs.as_deref_mut() {
-            let end_ms = if daily {
-                state.spec().calendar.day_end(at)
-            } else {
-                at + HOUR_MS
-            };
-            let mut push = |metric: &str, value: f64, details| {
-                obs.push(Observation {
-                    kind: key.kind.clone(),
-                    labels: key.tags.clone(),
-                    metric: metric.into(),
-                    start_ms: at,
-                    end_ms,
-                    value,
-                    valid: true,
-                    details,
-                })
-            };
-            if let Some(aqi) = eval.aqi {
-                let details = [("primary".to_owned(), eval.primary.join(","))].into();
-                push(
-                    if daily { "aqi.day" } else { "aqi.hour" },
-                    f64::from(aqi),
-                    details,
-                );
-            }
-            let o3 = engine.field_id("o3");
-            if let Some((v, true)) = o3.and_then(|f| {
-                daily
-                    .then(|| stat(state, series, f, Stat::DayMaxEight, at))
-                    .flatten()
-            }) {
-                push("o3.day_max_8h", v, Default::default());
-            }
+            observe(engine, series, at, daily, &eval, obs);
         }
         let mut tags: Vec<(&str, &str)> = key
             .tags
@@ -310,4 +261,79 @@ pub fn encode(
         }
     }
     n
+}
+
+/// The fields of one `aqi` point.
+fn aqi_fields(
+    eval: &Evaluation,
+    given: &[(&str, f64)],
+    invalid: &[&str],
+    missing: &[&str],
+) -> Vec<(String, Value)> {
+    let mut fields: Vec<(String, Value)> = Vec::new();
+    if let (Some(aqi), Some(cat)) = (eval.aqi, eval.category) {
+        fields.push(("aqi".into(), Value::I(i64::from(aqi))));
+        fields.push(("level".into(), Value::I(i64::from(cat.level))));
+        fields.push(("category".into(), Value::S(cat.name.into())));
+        fields.push(("color".into(), Value::S(cat.color.into())));
+    }
+    fields.push(("primary".into(), Value::S(eval.primary.join(","))));
+    for (key, i) in &eval.iaqi {
+        fields.push((format!("iaqi_{key}"), Value::I(i64::from(*i))));
+    }
+    for (key, v) in given {
+        fields.push(((*key).into(), Value::F(*v)));
+    }
+    fields.push(("beyond_index".into(), Value::S(eval.beyond_index.join(","))));
+    fields.push(("missing".into(), Value::S(missing.join(","))));
+    fields.push(("invalid".into(), Value::S(invalid.join(","))));
+    fields.push(("notes".into(), Value::S(eval.notes.join("; "))));
+    fields
+}
+
+/// The AQI (`aqi.hour`, `aqi.day`) and the day's highest 8 h O3 mean
+/// (`o3.day_max_8h`, µg/m³) of one site and period, for the rules.
+fn observe(
+    engine: &Engine,
+    series: u32,
+    at: i64,
+    daily: bool,
+    eval: &Evaluation,
+    obs: &mut Vec<Observation>,
+) {
+    let state = engine.state();
+    let key = engine.series_key(series);
+    let end_ms = if daily {
+        state.spec().calendar.day_end(at)
+    } else {
+        at + HOUR_MS
+    };
+    let mut push = |metric: &str, value: f64, details| {
+        obs.push(Observation {
+            kind: key.kind.clone(),
+            labels: key.tags.clone(),
+            metric: metric.into(),
+            start_ms: at,
+            end_ms,
+            value,
+            valid: true,
+            details,
+        })
+    };
+    if let Some(aqi) = eval.aqi {
+        let details = [("primary".to_owned(), eval.primary.join(","))].into();
+        push(
+            if daily { "aqi.day" } else { "aqi.hour" },
+            f64::from(aqi),
+            details,
+        );
+    }
+    let o3 = engine.field_id("o3");
+    if let Some((v, true)) = o3.and_then(|f| {
+        daily
+            .then(|| stat(state, series, f, Stat::DayMaxEight, at))
+            .flatten()
+    }) {
+        push("o3.day_max_8h", v, Default::default());
+    }
 }
