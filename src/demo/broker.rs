@@ -129,67 +129,14 @@ async fn client(
                 .await?
             }
             Packet::Subscribe(s) => {
-                let mut codes = Vec::new();
-                {
-                    let mut subs = shared.subs.lock().expect("subs");
-                    for f in &s.filters {
-                        let qos = if f.qos == QoS::AtMostOnce {
-                            QoS::AtMostOnce
-                        } else {
-                            QoS::AtLeastOnce
-                        };
-                        subs.retain(|x| !(x.client == id && x.filter == f.path));
-                        subs.push(Sub {
-                            client: id,
-                            filter: f.path.clone(),
-                            qos,
-                            tx: tx.clone(),
-                            pkid: pkid.clone(),
-                        });
-                        codes.push(SubscribeReasonCode::Success(qos));
-                    }
-                }
+                let codes = subscribe(shared, id, &s, &tx, &pkid);
                 send(Packet::SubAck(SubAck::new(s.pkid, codes))).await?
             }
             Packet::Publish(p) => {
                 if p.qos == QoS::ExactlyOnce {
                     break Err("QoS 2 is not supported by the demo broker".into());
                 }
-                let targets: Vec<(mpsc::Sender<Packet>, QoS, Arc<AtomicU16>)> = shared
-                    .subs
-                    .lock()
-                    .expect("subs")
-                    .iter()
-                    .filter(|x| matches(&p.topic, &x.filter))
-                    .map(|x| {
-                        let qos = if x.qos == QoS::AtMostOnce || p.qos == QoS::AtMostOnce {
-                            QoS::AtMostOnce
-                        } else {
-                            QoS::AtLeastOnce
-                        };
-                        (x.tx.clone(), qos, x.pkid.clone())
-                    })
-                    .collect();
-                for (to, qos, ids) in targets {
-                    let mut out = p.clone();
-                    out.qos = qos;
-                    out.dup = false;
-                    out.retain = false;
-                    out.pkid = if qos == QoS::AtMostOnce {
-                        0
-                    } else {
-                        // 1..=65535, wrapping (0 is not a packet id).
-                        let n = ids.fetch_add(1, Relaxed).wrapping_add(1);
-                        if n == 0 {
-                            ids.fetch_add(1, Relaxed).wrapping_add(1)
-                        } else {
-                            n
-                        }
-                    };
-                    // A closed subscriber is simply skipped.
-                    let _ = to.send(Packet::Publish(out)).await;
-                    shared.routed.fetch_add(1, Relaxed);
-                }
+                route(shared, &p).await;
                 if p.qos == QoS::AtLeastOnce {
                     send(Packet::PubAck(PubAck::new(p.pkid))).await?
                 }
@@ -204,4 +151,74 @@ async fn client(
     drop(tx);
     writer.abort();
     result
+}
+
+/// Registers the client's filters; the granted QoS of each.
+fn subscribe(
+    shared: &Shared,
+    id: u64,
+    s: &rumqttc::Subscribe,
+    tx: &mpsc::Sender<Packet>,
+    pkid: &Arc<AtomicU16>,
+) -> Vec<SubscribeReasonCode> {
+    let mut codes = Vec::new();
+    {
+        let mut subs = shared.subs.lock().expect("subs");
+        for f in &s.filters {
+            let qos = if f.qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            subs.retain(|x| !(x.client == id && x.filter == f.path));
+            subs.push(Sub {
+                client: id,
+                filter: f.path.clone(),
+                qos,
+                tx: tx.clone(),
+                pkid: pkid.clone(),
+            });
+            codes.push(SubscribeReasonCode::Success(qos));
+        }
+    }
+    codes
+}
+
+/// Sends a publish on to every matching subscription.
+async fn route(shared: &Shared, p: &rumqttc::Publish) {
+    let targets: Vec<(mpsc::Sender<Packet>, QoS, Arc<AtomicU16>)> = shared
+        .subs
+        .lock()
+        .expect("subs")
+        .iter()
+        .filter(|x| matches(&p.topic, &x.filter))
+        .map(|x| {
+            let qos = if x.qos == QoS::AtMostOnce || p.qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            (x.tx.clone(), qos, x.pkid.clone())
+        })
+        .collect();
+    for (to, qos, ids) in targets {
+        let mut out = p.clone();
+        out.qos = qos;
+        out.dup = false;
+        out.retain = false;
+        out.pkid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            // 1..=65535, wrapping (0 is not a packet id).
+            let n = ids.fetch_add(1, Relaxed).wrapping_add(1);
+            if n == 0 {
+                ids.fetch_add(1, Relaxed).wrapping_add(1)
+            } else {
+                n
+            }
+        };
+        // A closed subscriber is simply skipped.
+        let _ = to.send(Packet::Publish(out)).await;
+        shared.routed.fetch_add(1, Relaxed);
+    }
 }

@@ -156,72 +156,112 @@ impl Fleet {
             + 0.45 * (-(h - 19.0) * (h - 19.0) / 6.0).exp();
         let sun = (PI * (h - 6.0) / 14.0).sin().max(0.0);
         let e = self.episode(t);
+        let m = Minute {
+            t,
+            h,
+            traffic,
+            sun,
+            e,
+            noise: &noise,
+        };
         match s.kind {
-            Kind::Air(f) => {
-                let pm25 = 45.0 * traffic * e * f * noise(1, 0.16);
-                let pm10 = pm25 * 1.45 * noise(2, 0.12) + 12.0;
-                let no2 = 32.0 * traffic * (0.6 + 0.4 * e) * f * noise(3, 0.2);
-                let so2 = 6.0 * (0.7 + 0.3 * e) * noise(4, 0.3);
-                let co = 0.55 * traffic * (0.5 + 0.5 * e) * noise(5, 0.15);
-                let o3 = (18.0 + 95.0 * sun / (0.6 + 0.4 * e)) * noise(6, 0.15);
-                format!(
-                    "{{\"ts\":{t},\"pm25\":{},\"pm10\":{},\"so2\":{},\"no2\":{},\"co\":{},\"o3\":{}}}",
-                    round(pm25, 1),
-                    round(pm10, 1),
-                    round(so2, 1),
-                    round(no2, 1),
-                    round(co, 2),
-                    round(o3, 1)
-                )
-            }
-            Kind::Dust => {
-                // Work hours raise the dust.
-                let work = if (7.0..19.0).contains(&h) { 1.6 } else { 0.7 };
-                let pm10 = 70.0 * work * (0.5 + 0.5 * e) * noise(1, 0.35);
-                format!("{{\"ts\":{t},\"pm10\":{}}}", round(pm10, 1))
-            }
-            Kind::Voc("catering") => {
-                let meal = 0.3
-                    + (-(h - 12.0) * (h - 12.0) / 1.5).exp()
-                    + 1.2 * (-(h - 18.5) * (h - 18.5) / 2.0).exp();
-                format!(
-                    "{{\"ts\":{t},\"oil_fume\":{},\"pm\":{},\"nmhc\":{}}}",
-                    round(0.6 * meal * noise(1, 0.3), 3),
-                    round(2.2 * meal * noise(2, 0.3), 2),
-                    round(4.0 * meal * noise(3, 0.3), 2)
-                )
-            }
-            Kind::Voc(_) => {
-                let shift = if (8.0..20.0).contains(&h) { 1.0 } else { 0.5 };
-                format!(
-                    "{{\"ts\":{t},\"tvoc\":{}}}",
-                    round(18.0 * shift * noise(1, 0.4), 2)
-                )
-            }
-            Kind::Sewage(treated) => {
-                // Inflow follows water use: low at night, peaks at 9 and 20.
-                let use_ = 0.75
-                    + 0.3 * (-(h - 9.0) * (h - 9.0) / 5.0).exp()
-                    + 0.25 * (-(h - 20.0) * (h - 20.0) / 6.0).exp();
-                let inflow = 42_000.0 * use_ * noise(1, 0.06);
-                let tr = inflow * treated;
-                format!(
-                    "{{\"ts\":{t},\"inflow_m3h\":{},\"treated_m3h\":{},\"bypass_m3h\":{},\"reclaimed_m3h\":{},\
-                     \"cod\":{},\"bod5\":{},\"ss\":{},\"tn\":{},\"nh3n\":{},\"tp\":{}}}",
-                    round(inflow, 0),
-                    round(tr, 0),
-                    round(inflow - tr, 0),
-                    round(tr * 0.32, 0),
-                    round(24.0 * noise(2, 0.2), 1),
-                    round(4.5 * noise(3, 0.2), 2),
-                    round(5.0 * noise(4, 0.25), 2),
-                    round(9.5 * noise(5, 0.15), 2),
-                    round(1.2 * noise(6, 0.4), 2),
-                    round(0.22 * noise(7, 0.25), 3)
-                )
-            }
+            Kind::Air(f) => air(&m, f),
+            Kind::Dust => dust(&m),
+            Kind::Voc("catering") => catering(&m),
+            Kind::Voc(_) => voc(&m),
+            Kind::Sewage(treated) => sewage(&m, treated),
         }
     }
+}
+
+/// One minute of the simulated city, for the payloads.
+struct Minute<'a> {
+    t: i64,
+    /// Local hour of day (fractional).
+    h: f64,
+    /// Traffic factor (morning and evening peaks).
+    traffic: f64,
+    /// Sunshine, for ozone.
+    sun: f64,
+    /// The episode's factor.
+    e: f64,
+    /// Repeatable noise: (stream, spread) → factor around 1.
+    noise: &'a dyn Fn(u64, f64) -> f64,
+}
+
+fn air(m: &Minute, f: f64) -> String {
+    let t = m.t;
+    let pm25 = 45.0 * m.traffic * m.e * f * (m.noise)(1, 0.16);
+    let pm10 = pm25 * 1.45 * (m.noise)(2, 0.12) + 12.0;
+    let no2 = 32.0 * m.traffic * (0.6 + 0.4 * m.e) * f * (m.noise)(3, 0.2);
+    let so2 = 6.0 * (0.7 + 0.3 * m.e) * (m.noise)(4, 0.3);
+    let co = 0.55 * m.traffic * (0.5 + 0.5 * m.e) * (m.noise)(5, 0.15);
+    let o3 = (18.0 + 95.0 * m.sun / (0.6 + 0.4 * m.e)) * (m.noise)(6, 0.15);
+    format!(
+        "{{\"ts\":{t},\"pm25\":{},\"pm10\":{},\"so2\":{},\"no2\":{},\"co\":{},\"o3\":{}}}",
+        round(pm25, 1),
+        round(pm10, 1),
+        round(so2, 1),
+        round(no2, 1),
+        round(co, 2),
+        round(o3, 1)
+    )
+}
+
+/// Work hours raise the dust.
+fn dust(m: &Minute) -> String {
+    let t = m.t;
+    // Work hours raise the dust.
+    let work = if (7.0..19.0).contains(&m.h) { 1.6 } else { 0.7 };
+    let pm10 = 70.0 * work * (0.5 + 0.5 * m.e) * (m.noise)(1, 0.35);
+    format!("{{\"ts\":{t},\"pm10\":{}}}", round(pm10, 1))
+}
+
+fn catering(m: &Minute) -> String {
+    let t = m.t;
+    let meal = 0.3
+        + (-(m.h - 12.0) * (m.h - 12.0) / 1.5).exp()
+        + 1.2 * (-(m.h - 18.5) * (m.h - 18.5) / 2.0).exp();
+    format!(
+        "{{\"ts\":{t},\"oil_fume\":{},\"pm\":{},\"nmhc\":{}}}",
+        round(0.6 * meal * (m.noise)(1, 0.3), 3),
+        round(2.2 * meal * (m.noise)(2, 0.3), 2),
+        round(4.0 * meal * (m.noise)(3, 0.3), 2)
+    )
+}
+
+fn voc(m: &Minute) -> String {
+    let t = m.t;
+    let shift = if (8.0..20.0).contains(&m.h) { 1.0 } else { 0.5 };
+    format!(
+        "{{\"ts\":{t},\"tvoc\":{}}}",
+        round(18.0 * shift * (m.noise)(1, 0.4), 2)
+    )
+}
+
+/// Inflow follows water use: low at night, peaks at 9 and 20.
+fn sewage(m: &Minute, treated: f64) -> String {
+    let t = m.t;
+    // Inflow follows water use: low at night, peaks at 9 and 20.
+    let use_ = 0.75
+        + 0.3 * (-(m.h - 9.0) * (m.h - 9.0) / 5.0).exp()
+        + 0.25 * (-(m.h - 20.0) * (m.h - 20.0) / 6.0).exp();
+    let inflow = 42_000.0 * use_ * (m.noise)(1, 0.06);
+    let tr = inflow * treated;
+    format!(
+        "{{\"ts\":{t},\"inflow_m3h\":{},\"treated_m3h\":{},\"bypass_m3h\":{},\"reclaimed_m3h\":{},\
+         \"cod\":{},\"bod5\":{},\"ss\":{},\"tn\":{},\"nh3n\":{},\"tp\":{}}}",
+        round(inflow, 0),
+        round(tr, 0),
+        round(inflow - tr, 0),
+        round(tr * 0.32, 0),
+        round(24.0 * (m.noise)(2, 0.2), 1),
+        round(4.5 * (m.noise)(3, 0.2), 2),
+        round(5.0 * (m.noise)(4, 0.25), 2),
+        round(9.5 * (m.noise)(5, 0.15), 2),
+        round(1.2 * (m.noise)(6, 0.4), 2),
+        round(0.22 * (m.noise)(7, 0.25), 3)
+    )
 }
 
 #[cfg(test)]

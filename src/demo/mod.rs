@@ -312,6 +312,88 @@ fn summary(v: &serde_json::Value) -> String {
     )
 }
 
+/// Where everything is, printed at start.
+fn banner(o: &DemoOptions, addr: std::net::SocketAddr, fleet: &Fleet, archive: &std::path::Path) {
+    println!(
+        "lantian demo — embedded broker, simulated Beijing fleet, full pipeline\n\
+         \n  status page   http://{admin}/\
+         \n  metrics       http://{admin}/metrics   (health: /healthz /readyz; JSON: /api/status)\
+         \n  archive       {}   (Parquet: <measurement>/date=YYYY-MM-DD/*.parquet;\
+         \n                e.g. python3 -c 'import polars as pl; print(pl.read_parquet(\"{}/aqi/**/*.parquet\"))')\
+         \n  broker        {}   (MQTT 3.1.1; publish to env/<district>/<site>/<kind>/<sensor>)\
+         \n  influxdb      {}\
+         \n\nPublishing {} of history for {} sensors ({} stations, dust, VOC, sewage), then readings every {}. Ctrl-C stops.",
+        archive.display(),
+        archive.display(),
+        addr,
+        o.influx
+            .as_deref()
+            .unwrap_or("off (--influx URL to write there too)"),
+        hours(o.history),
+        fleet.sensors.len(),
+        fleet::STATIONS.len(),
+        humantime::format_duration(o.every),
+        admin = o.admin,
+    );
+}
+
+/// Waits until lantian answers /readyz (the broker keeps nothing for
+/// absent subscribers: publish only once it is subscribed).
+async fn wait_ready(
+    admin: std::net::SocketAddr,
+    app: &tokio::task::JoinHandle<anyhow::Result<std::sync::Arc<crate::metrics::Metrics>>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        let ready = reqwest::Client::new()
+            .get(format!("http://{}/readyz", admin))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        if app.is_finished() {
+            anyhow::bail!("the pipeline stopped before it was ready (see the log above)");
+        }
+        if stop.is_cancelled() || t.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("the pipeline did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Publishes live readings until `stop`, printing a status line when it
+/// changes.
+async fn live(
+    fleet: &Fleet,
+    p: &mut Publisher,
+    o: &DemoOptions,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut report = tokio::time::interval(Duration::from_secs(15));
+    let mut last = String::new();
+    let sim = publish_live(fleet, p, o.every, stop);
+    tokio::pin!(sim);
+    loop {
+        tokio::select! {
+            r = &mut sim => return r,
+            _ = report.tick() => {
+                if let Some(v) = status(o.admin).await {
+                    let line = summary(&v);
+                    if line != last {
+                        println!("{line}");
+                        last = line;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `lantian demo`: runs until `stop`.
 pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
     crate::tls::install_crypto_provider();
@@ -334,48 +416,10 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
     // The episode peaked two hours ago: the southern stations are still
     // heavily polluted, and the alerts fire.
     let fleet = Fleet::beijing(now - 2 * 3_600_000);
-    println!(
-        "lantian demo — embedded broker, simulated Beijing fleet, full pipeline\n\
-         \n  status page   http://{admin}/\
-         \n  metrics       http://{admin}/metrics   (health: /healthz /readyz; JSON: /api/status)\
-         \n  archive       {}   (Parquet: <measurement>/date=YYYY-MM-DD/*.parquet;\
-         \n                e.g. python3 -c 'import polars as pl; print(pl.read_parquet(\"{}/aqi/**/*.parquet\"))')\
-         \n  broker        {}   (MQTT 3.1.1; publish to env/<district>/<site>/<kind>/<sensor>)\
-         \n  influxdb      {}\
-         \n\nPublishing {} of history for {} sensors ({} stations, dust, VOC, sewage), then readings every {}. Ctrl-C stops.",
-        archive.display(),
-        archive.display(),
-        broker.addr,
-        o.influx
-            .as_deref()
-            .unwrap_or("off (--influx URL to write there too)"),
-        hours(o.history),
-        fleet.sensors.len(),
-        fleet::STATIONS.len(),
-        humantime::format_duration(o.every),
-        admin = o.admin,
-    );
+    banner(&o, broker.addr, &fleet, &archive);
     // The broker keeps nothing for absent subscribers: publish only once
     // lantian is subscribed (and its sink writable).
-    let t = Instant::now();
-    loop {
-        let ready = reqwest::Client::new()
-            .get(format!("http://{}/readyz", o.admin))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        if app.is_finished() {
-            anyhow::bail!("the pipeline stopped before it was ready (see the log above)");
-        }
-        if stop.is_cancelled() || t.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("the pipeline did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(o.admin, &app, &stop).await?;
     let mut p = Publisher::connect(
         &broker.addr.ip().to_string(),
         broker.addr.port(),
@@ -398,27 +442,8 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
         "history published: {n} readings in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let live = async {
-        let mut report = tokio::time::interval(Duration::from_secs(15));
-        let mut last = String::new();
-        let sim = publish_live(&fleet, &mut p, o.every, &sim_stop);
-        tokio::pin!(sim);
-        loop {
-            tokio::select! {
-                r = &mut sim => return r,
-                _ = report.tick() => {
-                    if let Some(v) = status(o.admin).await {
-                        let line = summary(&v);
-                        if line != last {
-                            println!("{line}");
-                            last = line;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    let res = live.await;
+    let res = live(&fleet, &mut p, &o, &sim_stop).await;
+
     let final_status = status(o.admin).await;
     pipeline_stop.cancel();
     let _ = app.await;
