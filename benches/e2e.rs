@@ -12,8 +12,7 @@
 //!
 //! Under `cargo test` it runs once with N = 2,000 as a smoke test.
 
-#[path = "../tests/it/harness.rs"]
-#[allow(dead_code)]
+#[path = "../tests/it/harness/mod.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -270,20 +270,20 @@ impl Metrics {
         self.mqtt_subscribed.store(resumed_subscriptions, Relaxed);
         match down_for {
             Some(t) if n > 1 => info!(
-                broker,
+                broker = %broker,
                 session_present,
                 down_for = ?t,
                 attempts,
                 "reconnected to MQTT broker"
             ),
-            _ => info!(broker, session_present, "connected to MQTT broker"),
+            _ => info!(broker = %broker, session_present, "connected to MQTT broker"),
         }
     }
 
     /// The broker granted a subscription.
     pub fn subscribed(&self, filter: &str, qos: impl std::fmt::Debug) {
         self.mqtt_subscribed.store(true, Relaxed);
-        info!(filter, qos = ?qos, "subscribed");
+        info!(filter = %filter, qos = ?qos, "subscribed");
     }
 
     /// The connection to the broker is gone (the source logs the outage).

@@ -194,7 +194,7 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
 
     // Rendered by a real browser: the DOM it built, and a screenshot kept
     // as a test artefact.
-    let url = format!("http://127.0.0.1:{}/", lantian.admin_port);
+    let url = format!("http://127.0.0.1:{}/", lantian.admin_port().await);
     let dom = chromium_dom(&url);
     assert!(dom.contains("id=\"stations\""), "{dom}");
     for s in stations {

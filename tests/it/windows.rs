@@ -333,6 +333,19 @@ async fn a_day_of_stations_gives_windows_and_aqi_equal_to_an_independent_computa
         }
     }
     publisher.flush().await;
+    // Every AQI point (hourly for each site hour with data, 4 daily) is
+    // acknowledged by InfluxDB, and with it every window before it: the
+    // windows are written no later than the AQI of their hours. (Waiting
+    // for the daily points in InfluxDB is not enough: on a busy machine
+    // the whole day is one flush, one write, and InfluxDB shows part of a
+    // write before all of it.)
+    lantian
+        .wait_metric(
+            "lantian_aqi_points_total",
+            (4 * 24 - 6 + 4) as f64,
+            Duration::from_secs(300),
+        )
+        .await;
     // 4 stations' daily AQI points (wanliu's without an AQI: invalid day).
     let daily = influx
         .wait_count(
@@ -362,7 +375,13 @@ async fn a_day_of_stations_gives_windows_and_aqi_equal_to_an_independent_computa
                 .count() as i64
         })
         .sum::<i64>();
-    assert_eq!(minutes, want_minutes);
+    assert_eq!(
+        minutes,
+        want_minutes,
+        "minute windows\n{}\n{}",
+        lantian.admin("/metrics").await.1,
+        lantian.logs()
+    );
 
     let (hours_checked, aqi_checked) = verify(&influx, day).await;
     // 4 sites × 24 hours × 6 pollutants, less wanliu's 6 silent hours.
