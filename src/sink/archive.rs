@@ -190,7 +190,7 @@ impl Archive {
     /// Writes line protocol (ns timestamps) as Parquet files, synced.
     /// Returns the rows written. Lines that do not parse are skipped (they
     /// cannot come from lantian's encoder) and counted in the error.
-    pub fn write(&self, lines: &[u8]) -> Result<usize, String> {
+    pub fn write(&self, lines: &[u8]) -> Result<usize, WriteError> {
         let text = String::from_utf8_lossy(lines);
         let mut tables: BTreeMap<(String, String), Table> = BTreeMap::new();
         let mut bad = 0;
@@ -230,29 +230,40 @@ impl Archive {
                 .dir
                 .join(safe(&measurement))
                 .join(format!("date={date}"));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| WriteError::Io(format!("{}: {e}", dir.display())))?;
             let name = format!(
                 "{}-{}-{}.parquet",
                 chrono::Utc::now().timestamp_millis(),
                 std::process::id(),
                 self.seq.fetch_add(1, Relaxed)
             );
-            let mut df = table.frame().map_err(|e| e.to_string())?;
+            let mut df = table.frame().map_err(|e| WriteError::Io(e.to_string()))?;
             let mut buf = Vec::new();
             ParquetWriter::new(&mut buf)
                 .with_compression(ParquetCompression::Snappy)
                 .finish(&mut df)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| WriteError::Io(e.to_string()))?;
             crate::durable::write_atomically(&dir.join(name), &buf)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                .map_err(|e| WriteError::Io(format!("{}: {e}", dir.display())))?;
         }
         if bad > 0 {
-            return Err(format!(
-                "{bad} lines did not parse (skipped); {rows} rows archived"
-            ));
+            return Err(WriteError::Unparsable { bad, rows });
         }
         Ok(rows)
     }
+}
+
+/// Why an archive write did not take every line.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Lines that are not line protocol were skipped; the rest is written.
+    /// Retrying would not help.
+    #[error("{bad} lines did not parse (skipped); {rows} rows archived")]
+    Unparsable { bad: usize, rows: usize },
+    /// The files could not be written (a full disk, say): worth a retry.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// Reads every Parquet file of a measurement (all dates) into one frame
@@ -408,6 +419,20 @@ mod tests {
         a.write(&more).unwrap();
         let air = read_measurement(dir.path(), "air").unwrap().unwrap();
         assert_eq!(air.height(), 3);
+        // A line that is not line protocol is skipped, the rest kept, and
+        // the error says which kind it is (the writer does not retry it).
+        let mut mixed = b"not line protocol\n".to_vec();
+        encode_line(
+            &mut mixed,
+            "dust",
+            &[("site", "s1")],
+            &[("pm10", V::F(80.0))],
+            t0,
+        );
+        assert_eq!(
+            a.write(&mixed),
+            Err(WriteError::Unparsable { bad: 1, rows: 1 })
+        );
         assert_eq!(air.column("no2").unwrap().f64().unwrap().get(2), Some(20.0));
         // Only the partitions of the range are read.
         let day = 86_400_000;

@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::config::{InfluxApi, InfluxConfig};
 use crate::metrics::Metrics;
 use crate::reading::Reason;
+use crate::sink::archive::WriteError;
 use crate::units::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,7 @@ impl Writer {
             let (a2, bytes) = (a.clone(), lines.buf.clone());
             match tokio::task::spawn_blocking(move || a2.write(&bytes)).await {
                 Ok(Ok(_)) => return,
-                Ok(Err(e)) if e.contains("did not parse") => {
+                Ok(Err(e @ WriteError::Unparsable { .. })) => {
                     error!(error = %e, "archive: skipped lines that do not parse");
                     return;
                 }
