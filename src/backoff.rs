@@ -50,7 +50,7 @@ pub fn wait_after(initial: Duration, max: Duration, failures: u32) -> Duration {
 }
 
 /// `d` less up to a quarter, at random.
-pub fn jitter(d: Duration) -> Duration {
+fn jitter(d: Duration) -> Duration {
     d.mul_f64(1.0 - fastrand::f64() * 0.25)
 }
 

@@ -101,24 +101,28 @@ impl AlertStage {
             clock,
             checkpoint,
         } = f;
-        let mut lines = Lines::default();
-        if let Some(mut alerting) = self.alerting.take() {
-            let save = checkpoint.is_some();
-            let (a, l, obs) = tokio::task::spawn_blocking(move || {
-                let mut lines = Lines::default();
-                alerting.step(&observations, clock, &mut lines, save);
-                (alerting, lines, observations)
-            })
-            .await
-            .map_err(|e| format!("alert engine failed: {e}"))?;
+        let Some(mut alerting) = self.alerting.take() else {
             if let Some(tell) = &self.on_update {
-                tell(&obs, Some(a.engine.firing()));
+                tell(&observations, None);
             }
-            self.alerting = Some(a);
-            lines = l;
-        } else if let Some(tell) = &self.on_update {
-            tell(&observations, None);
+            if let Some(done) = checkpoint {
+                let _ = done.send(());
+            }
+            return Ok(());
+        };
+        // Judging and the outbox's fsyncs block: off the runtime threads.
+        let save = checkpoint.is_some();
+        let (alerting, lines, observations) = tokio::task::spawn_blocking(move || {
+            let mut lines = Lines::default();
+            alerting.step(&observations, clock, &mut lines, save);
+            (alerting, lines, observations)
+        })
+        .await
+        .map_err(|e| format!("alert engine failed: {e}"))?;
+        if let Some(tell) = &self.on_update {
+            tell(&observations, Some(alerting.engine.firing()));
         }
+        self.alerting = Some(alerting);
         if !lines.is_empty() {
             self.writer
                 .write_all(&lines, || QUARANTINE_CLOCK.next())

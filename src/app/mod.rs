@@ -48,8 +48,6 @@ use crate::source::mqtt::{Acker, MqttSource};
 use crate::validate::Registry;
 use crate::window::stage::{Downstream, Persist, WindowStage};
 
-pub use crate::tls::install_crypto_provider;
-
 /// Build the decoder from validated settings.
 pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
     let templates = s
@@ -88,7 +86,7 @@ pub async fn run_with_reload(
     stop: CancellationToken,
     reload: Option<mpsc::Receiver<Settings>>,
 ) -> anyhow::Result<Arc<Metrics>> {
-    install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let s = &settings;
     let metrics = Arc::new(Metrics::default());
     let tasks = Shutdown::new(stop);
@@ -164,11 +162,9 @@ fn timezone(s: &Settings) -> chrono_tz::Tz {
 }
 
 /// The sinks every stage writes to: InfluxDB (unless off) and the Parquet
-/// archive (when on). Each stage gets a writer of its own.
+/// archive (when on). Each stage gets a clone of the one writer.
 struct Sinks {
-    settings: crate::config::InfluxConfig,
-    archive: Option<Arc<Archive>>,
-    metrics: Arc<Metrics>,
+    writer: Writer,
 }
 
 impl Sinks {
@@ -181,19 +177,14 @@ impl Sinks {
         } else {
             None
         };
-        let sinks = Sinks {
-            settings: s.influxdb.clone(),
-            archive,
-            metrics: metrics.clone(),
-        };
-        sinks.writer()?;
-        Ok(sinks)
+        let writer = Writer::new(&s.influxdb, metrics.clone())
+            .context("InfluxDB sink")?
+            .with_archive(archive);
+        Ok(Sinks { writer })
     }
 
-    fn writer(&self) -> anyhow::Result<Writer> {
-        Ok(Writer::new(&self.settings, self.metrics.clone())
-            .context("InfluxDB sink")?
-            .with_archive(self.archive.clone()))
+    fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 }
 
@@ -365,7 +356,7 @@ fn build_alert_stage(
     if alerts.is_none() && !s.admin.enabled {
         return None;
     }
-    let writer = sinks.writer().ok()?;
+    let writer = sinks.writer();
     let points = alerts.is_some();
     let board = board.clone();
     let on_update: crate::alert::stage::OnUpdate = Box::new(move |obs, firing| {
@@ -397,14 +388,8 @@ fn build_window_stage(
         every: s.windows.snapshot_interval.get(),
     });
     let (tx, rx) = mpsc::channel(2);
-    match sinks.writer() {
-        Ok(writer) => {
-            let stage = WindowStage::new(engine, downstream, writer, metrics.clone(), persist);
-            tasks.spawn(Phase::Data, "windows", stage.run(rx));
-        }
-        // Cannot happen: the same settings built a writer in Sinks::open.
-        Err(e) => tasks.spawn(Phase::Data, "windows", async move { Err(format!("{e:#}")) }),
-    }
+    let stage = WindowStage::new(engine, downstream, sinks.writer(), metrics.clone(), persist);
+    tasks.spawn(Phase::Data, "windows", stage.run(rx));
     tx
 }
 
@@ -423,7 +408,7 @@ fn build_pipeline(
 ) -> anyhow::Result<CancellationToken> {
     let pipeline = Pipeline {
         decoder: decoder(s)?,
-        writer: sinks.writer()?,
+        writer: sinks.writer(),
         acker,
         limits: BatchLimits {
             max_lines: s.influxdb.batch_max_lines,
@@ -449,7 +434,7 @@ fn build_pipeline(
 /// READY=1 to systemd once InfluxDB answers and the MQTT subscriptions are
 /// in place.
 fn build_readiness(sinks: &Sinks, metrics: &Arc<Metrics>, tasks: &Shutdown) {
-    let Ok(probe) = sinks.writer() else { return };
+    let probe = sinks.writer();
     let (m, stop) = (metrics.clone(), tasks.token(Phase::Data));
     tasks.spawn(Phase::Service, "readiness", async move {
         let mut waited = 0u32;

@@ -287,3 +287,74 @@ fn when_every_sensor_goes_quiet_the_watermark_follows_the_wall_clock() {
     assert_eq!(e.watermark(arrival + 36 * MIN), Some(DAY0 + HOUR_MS));
     assert_eq!(hour_lines(&mut e, arrival + 36 * MIN), 2, "sensor and site");
 }
+
+/// A snapshot is a checkpoint of the stage and of everything downstream:
+/// the windows it covers are written first, then the alert stage is asked
+/// to save its state, and only once it answers is the snapshot saved (a
+/// crash in between must not leave alert state older than the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state() {
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let archive = crate::sink::archive::Archive::open(&dir.path().join("archive")).unwrap();
+    let cfg = crate::config::InfluxConfig {
+        enabled: false,
+        ..Default::default()
+    };
+    let writer = crate::sink::influx::Writer::new(&cfg, metrics.clone())
+        .unwrap()
+        .with_archive(Some(Arc::new(archive)));
+    let limits = crate::spool::Limits {
+        max_bytes: 1 << 20,
+        segment_bytes: 64 << 10,
+        batch_bytes: 64 << 10,
+        max_payload: 65536,
+    };
+    let (_w, _r, cursor) =
+        crate::spool::open(&dir.path().join("spool"), limits, metrics.clone(), None).unwrap();
+    let path = dir.path().join("windows.snapshot");
+    let persist = stage::Persist {
+        path: path.clone(),
+        cursor,
+        every: std::time::Duration::from_secs(3600),
+    };
+    let (down_tx, mut down_rx) = mpsc::channel(2);
+    let downstream = stage::Downstream {
+        tx: down_tx,
+        points: false,
+    };
+    let stage = stage::WindowStage::new(engine(), Some(downstream), writer, metrics, Some(persist));
+    let (tx, rx) = mpsc::channel(2);
+    let task = tokio::spawn(stage.run(rx));
+    // An hour of minute readings and one past it: the hour closes.
+    let points: Vec<Point> = (0..=61)
+        .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 30.0)]))
+        .collect();
+    let pos = crate::envelope::Pos {
+        seq: 1,
+        offset: 100,
+    };
+    tx.send((points, Some(pos))).await.unwrap();
+    drop(tx); // the last flush saves the snapshot
+    let checkpoint = loop {
+        if let stage::Output::Flushed(f) = down_rx.recv().await.unwrap()
+            && let Some(c) = f.checkpoint
+        {
+            break c;
+        }
+    };
+    assert!(
+        dir.path().join("archive").join("air_1m").exists(),
+        "the windows are written before the checkpoint"
+    );
+    assert!(
+        !path.exists(),
+        "no snapshot before the alert state is saved"
+    );
+    checkpoint.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(path.exists());
+}

@@ -78,7 +78,9 @@ impl Lines {
     }
 }
 
-/// The InfluxDB writer.
+/// The InfluxDB writer. Clones share the HTTP client (its connection
+/// pool) and the archive.
+#[derive(Clone)]
 pub struct Writer {
     client: reqwest::Client,
     /// The complete write URL with query parameters.

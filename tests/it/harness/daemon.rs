@@ -108,10 +108,7 @@ impl Lantian {
         wait_for(
             "lantian subscription",
             Duration::from_secs(60),
-            async || {
-                let (_, metrics) = self.admin("/metrics").await;
-                metrics.lines().any(|l| l == "lantian_mqtt_subscribed 1")
-            },
+            async || self.metric("lantian_mqtt_subscribed").await == Some(1.0),
         )
         .await;
     }
