@@ -9,7 +9,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lantian::config::UnknownFields;
 use lantian::decode::{Decoder, Template, TopicMap};
-use lantian::sink::influx::line::encode_point;
+use lantian::row::Row;
+use lantian::sink::influx::Lines;
 use lantian::validate::Registry;
 
 const NOW: i64 = 1_764_144_000_000;
@@ -44,15 +45,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_validate_encode");
     g.throughput(Throughput::Elements(1));
     for (name, payload) in cases {
-        let mut buf = Vec::with_capacity(4096);
+        let mut lines = Lines::default();
         g.bench_function(name, |b| {
             b.iter(|| {
-                buf.clear();
+                lines.clear();
                 let decoded = d.decode(black_box(topic), black_box(payload), NOW);
-                for p in &decoded.points {
-                    encode_point(&mut buf, p);
+                let rejects = decoded.rejects.len();
+                for p in decoded.points {
+                    let t = p.time_ms * 1_000_000;
+                    lines.push(&Row::Reading(p), t);
                 }
-                black_box((&buf, decoded.rejects.len()));
+                black_box((&lines, rejects));
             })
         });
     }

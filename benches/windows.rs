@@ -18,7 +18,7 @@ use criterion::{Criterion, Throughput};
 use lantian::config::{AqiConfig, HumanDuration, WindowsConfig};
 use lantian::evaluate::aqi::{Standard, evaluate};
 use lantian::reading::Point;
-use lantian::sink::influx::Lines;
+use lantian::row::Rows;
 use lantian::window::{Engine, Plan};
 
 /// 2026-11-26 00:00 Beijing.
@@ -80,7 +80,7 @@ fn memory_sweep(hours: i64) {
         for m in (0..60).step_by(10) {
             let t0 = DAY0 + h * 3_600_000 + m * 60_000;
             e.add(&points(t0, 600, 60), t0);
-            let mut lines = Lines::default();
+            let mut lines = Rows::default();
             e.flush(t0 + 600_000, &mut lines).unwrap();
         }
         let h = h + 1;
@@ -114,7 +114,7 @@ fn window_flush(c: &mut Criterion) {
             |p| {
                 let t = clock.get();
                 e.add(&p, t);
-                let mut lines = Lines::default();
+                let mut lines = Rows::default();
                 e.flush(t + 10_000, &mut lines).unwrap();
                 black_box(lines.len())
             },

@@ -9,17 +9,21 @@
 //!    │ envelope::Message                     bounded channel (backpressure)
 //! spool          group commit to disk, fsync, then ack; replayed after a crash
 //!    │
-//! pipeline       batch: decode → validate → sinks; mark the spool delivered
+//! pipeline       batch: decode → validate → rows → sinks; mark the spool delivered
 //!    ├─ decode       topic templates → measurement + tags; JSON / SenML → readings
-//!    ├─ validate     quantity registry: canonical units, ranges, ppb → µg/m³
-//!    └─ sink         influx (line protocol, HTTP writer), archive (Parquet)
+//!    └─ validate     quantity registry: canonical units, ranges, ppb → µg/m³
 //!    │ stored points                         bounded channel
-//! window         event-time windows (polars), watermark, corrections → sink
-//!    └─ window::air  hourly and daily AQI per site (evaluate::aqi) → sink
+//! window         event-time windows (polars), watermark, corrections → rows
+//!    └─ window::air  hourly and daily AQI per site (evaluate::aqi) → rows
 //!    │ observations                          bounded channel
 //! alert          targets as rules (evaluate::targets), instance state machine
 //!    ├─ outbox       one durable queue per webhook receiver → webhooks
-//!    └─ notices → sink; firing alerts → admin (status page)
+//!    └─ notices → rows; firing alerts → admin (status page)
+//!
+//! row            what every stage hands on: readings, derived rows, quarantine
+//! sink           Sinks: stamps the rows' times (its own quarantine clock),
+//!    ├─ archive      builds Parquet columns from the rows, synced first
+//!    └─ influx       encodes line protocol once, HTTP writer (retry, split)
 //! ```
 //!
 //! `app` is the composition root: it builds each stage from its config
@@ -30,9 +34,9 @@
 //! message and how it is acknowledged), `durable` (crash-safe file
 //! replacement), `units` (durations, byte sizes, secrets), `calendar`
 //! (local days), `backoff` (retry waits), `tls`, `reading` (points and
-//! quarantine reasons), `systemd`. Above them: `config` (typed settings,
-//! every problem reported at once), `evaluate` (pure AQI and target
-//! logic), `metrics`, `telemetry`. The other commands: `demo`, `report`.
+//! quarantine reasons), `systemd`; `row` imports only `reading`. Above
+//! them: `config` (typed settings, every problem reported at once),
+//! `evaluate` (pure AQI and target logic), `metrics`, `telemetry`. The other commands: `demo`, `report`.
 
 pub mod admin;
 pub mod alert;
@@ -49,6 +53,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reading;
 pub mod report;
+pub mod row;
 pub mod sink;
 pub mod source;
 pub mod spool;

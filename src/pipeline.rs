@@ -1,6 +1,6 @@
-//! The pipeline stage between source and sink: decode and validate each
-//! message, encode points and quarantine records into a batch, write the
-//! batch, then acknowledge its messages.
+//! The pipeline stage between source and sinks: decode and validate each
+//! message into rows (readings and quarantine records), write the batch,
+//! then acknowledge its messages.
 //!
 //! Batching is group commit: the first message opens a batch, everything
 //! already waiting joins it (up to the size limits, or until
@@ -17,11 +17,9 @@ use tokio::time::Instant;
 use crate::decode::Decoder;
 use crate::envelope::{Ack, AckToken, Message, Pos};
 use crate::metrics::Metrics;
-use crate::reading::Point;
-use crate::reading::{Decoded, Reason};
-use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
-use crate::sink::influx::{Lines, Writer};
-use crate::sink::{QUARANTINE_CLOCK, QuarantineClock};
+use crate::reading::{Decoded, Point, Reason};
+use crate::row::{Quarantined, Row, Rows};
+use crate::sink::Sinks;
 use crate::source::mqtt::Acker;
 use crate::spool;
 
@@ -35,7 +33,7 @@ pub struct BatchLimits {
 
 pub struct Pipeline {
     pub decoder: Decoder,
-    pub writer: Writer,
+    pub sinks: Sinks,
     /// Acknowledges to the broker (messages straight from MQTT).
     pub acker: Acker,
     /// Marks spool records delivered (messages read from the spool).
@@ -55,27 +53,26 @@ pub struct Pipeline {
 /// A batch being filled.
 #[derive(Default)]
 struct Batch {
-    lines: Lines,
-    /// Lines that are readings (the rest are quarantine records).
+    rows: Rows,
+    /// Rows that are readings (the rest are quarantine records).
     readings: usize,
+    /// Per row: whether it goes on to the window stage.
+    to_windows: Vec<bool>,
     acks: Vec<AckToken>,
     /// Furthest spool position in the batch.
     spooled: Option<Pos>,
-    /// The points, for the window stage.
-    points: Vec<Point>,
 }
 
 impl Pipeline {
     /// Run until the source closes the channel; every message received is
     /// written and acknowledged before this returns.
     pub async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let clock = &QUARANTINE_CLOCK;
         let mut batch = Batch::default();
         while let Some(first) = rx.recv().await {
-            self.add(&mut batch, first, clock);
+            self.add(&mut batch, first);
             let deadline = Instant::now() + self.limits.linger;
-            while batch.lines.len() < self.limits.max_lines
-                && batch.lines.buf.len() < self.limits.max_bytes
+            while batch.rows.len() < self.limits.max_lines
+                && batch.rows.size() < self.limits.max_bytes
             {
                 let next = match rx.try_recv() {
                     Ok(m) => Some(m),
@@ -89,15 +86,15 @@ impl Pipeline {
                     }
                 };
                 match next {
-                    Some(m) => self.add(&mut batch, m, clock),
+                    Some(m) => self.add(&mut batch, m),
                     None => break,
                 }
             }
-            self.flush(&mut batch, clock).await;
+            self.flush(&mut batch).await;
         }
     }
 
-    fn add(&self, batch: &mut Batch, msg: Message, clock: &QuarantineClock) {
+    fn add(&self, batch: &mut Batch, msg: Message) {
         let payload_len = msg.payload_len.max(msg.payload.len());
         let decoded = match &msg.corrupt {
             Some(detail) => Decoded::rejected(Reason::SpoolCorrupt, detail.clone()),
@@ -107,33 +104,24 @@ impl Pipeline {
                 .decoder
                 .decode(&msg.topic, &msg.payload, msg.received_ms),
         };
-        for p in &decoded.points {
-            let start = batch.lines.buf.len();
-            if encode_point(&mut batch.lines.buf, p) {
-                batch.lines.mark(start);
-                batch.readings += 1;
-            }
-        }
         let in_windows =
             matches!((msg.ack, self.windows_after), (Ack::Spool(p), Some(after)) if p <= after);
-        if self.windows.is_some() && !in_windows {
-            batch.points.extend(decoded.points);
+        let to_windows = self.windows.is_some() && !in_windows;
+        batch.readings += decoded.points.len();
+        for p in decoded.points {
+            batch.rows.push(Row::Reading(p));
+            batch.to_windows.push(to_windows);
         }
-        for r in &decoded.rejects {
+        for r in decoded.rejects {
             self.metrics.quarantined(r.reason, &msg.topic, &r.detail);
-            let start = batch.lines.buf.len();
-            encode_quarantine(
-                &mut batch.lines.buf,
-                &QuarantineRecord {
-                    reason: r.reason,
-                    detail: &r.detail,
-                    topic: &msg.topic,
-                    sample: &msg.payload[..msg.payload.len().min(self.sample_bytes)],
-                    payload_bytes: payload_len,
-                    time_ns: clock.next(),
-                },
-            );
-            batch.lines.mark(start);
+            batch.rows.push(Row::Quarantined(Quarantined {
+                reason: r.reason,
+                detail: r.detail,
+                topic: msg.topic.clone(),
+                sample: msg.payload[..msg.payload.len().min(self.sample_bytes)].to_vec(),
+                payload_bytes: payload_len,
+            }));
+            batch.to_windows.push(false);
         }
         match msg.ack {
             Ack::Mqtt(t) => batch.acks.push(t),
@@ -141,9 +129,9 @@ impl Pipeline {
         }
     }
 
-    async fn flush(&self, batch: &mut Batch, clock: &QuarantineClock) {
-        if !batch.lines.is_empty() {
-            let rejected = self.writer.write_all(&batch.lines, || clock.next()).await;
+    async fn flush(&self, batch: &mut Batch) {
+        if !batch.rows.is_empty() {
+            let rejected = self.sinks.write(&batch.rows).await;
             // A rejected line is counted under quarantine reason "rejected";
             // assume readings first (quarantine records are rarely refused).
             let stored = batch.readings.saturating_sub(rejected);
@@ -154,14 +142,22 @@ impl Pipeline {
         if let (Some(cursor), Some(pos)) = (&self.cursor, spooled) {
             cursor.delivered(pos);
         }
-        batch.lines.clear();
         batch.acks.clear();
         batch.readings = 0;
+        let points: Vec<Point> = batch
+            .rows
+            .drain()
+            .zip(batch.to_windows.drain(..))
+            .filter_map(|(row, to_windows)| match row {
+                Row::Reading(p) if to_windows => Some(p),
+                _ => None,
+            })
+            .collect();
         if let Some(tx) = &self.windows
-            && !batch.points.is_empty()
+            && !points.is_empty()
         {
             // Only fails when the stage has stopped (shutdown).
-            let _ = tx.send((std::mem::take(&mut batch.points), spooled)).await;
+            let _ = tx.send((points, spooled)).await;
         }
     }
 }

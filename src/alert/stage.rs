@@ -18,9 +18,8 @@ use super::engine::Rule;
 use super::outbox::Outbox;
 use super::{Alert, Engine, Notice, Observation};
 use crate::metrics::Metrics;
-use crate::sink::QUARANTINE_CLOCK;
-use crate::sink::influx::line::{Value, encode_line};
-use crate::sink::influx::{Lines, Writer};
+use crate::row::{Derived, Row, Rows, Value};
+use crate::sink::Sinks;
 use crate::window::stage::{Flushed, Output};
 
 /// Told what was observed and what is firing after each flush (the status
@@ -34,16 +33,16 @@ pub struct AlertStage {
     on_update: Option<OnUpdate>,
     /// New rules on a reload (SIGHUP).
     rules: Option<mpsc::Receiver<Vec<Rule>>>,
-    writer: Writer,
+    sinks: Sinks,
 }
 
 impl AlertStage {
-    pub fn new(alerting: Option<Alerting>, on_update: Option<OnUpdate>, writer: Writer) -> Self {
+    pub fn new(alerting: Option<Alerting>, on_update: Option<OnUpdate>, sinks: Sinks) -> Self {
         AlertStage {
             alerting,
             on_update,
             rules: None,
-            writer,
+            sinks,
         }
     }
 
@@ -112,10 +111,10 @@ impl AlertStage {
         };
         // Judging and the outbox's fsyncs block: off the runtime threads.
         let save = checkpoint.is_some();
-        let (alerting, lines, observations) = tokio::task::spawn_blocking(move || {
-            let mut lines = Lines::default();
-            alerting.step(&observations, clock, &mut lines, save);
-            (alerting, lines, observations)
+        let (alerting, rows, observations) = tokio::task::spawn_blocking(move || {
+            let mut rows = Rows::default();
+            alerting.step(&observations, clock, &mut rows, save);
+            (alerting, rows, observations)
         })
         .await
         .map_err(|e| format!("alert engine failed: {e}"))?;
@@ -123,11 +122,7 @@ impl AlertStage {
             tell(&observations, Some(alerting.engine.firing()));
         }
         self.alerting = Some(alerting);
-        if !lines.is_empty() {
-            self.writer
-                .write_all(&lines, || QUARANTINE_CLOCK.next())
-                .await;
-        }
+        self.sinks.write(&rows).await;
         if let Some(done) = checkpoint {
             let _ = done.send(());
         }
@@ -184,15 +179,13 @@ impl Alerting {
 
     /// One step after a window flush. `save`: the window snapshot is being
     /// saved (the alert state must never be older than it).
-    pub fn step(&mut self, obs: &[Observation], clock: Option<i64>, lines: &mut Lines, save: bool) {
+    pub fn step(&mut self, obs: &[Observation], clock: Option<i64>, rows: &mut Rows, save: bool) {
         self.engine.observe(obs);
         if let Some(c) = clock {
             self.engine.tick(c);
         }
         let fresh = self.engine.take_notices();
-        for n in &fresh {
-            encode_notice(n, lines);
-        }
+        rows.extend(fresh.iter().map(notice_row));
         for n in &fresh {
             let a = &n.alert;
             info!(
@@ -232,7 +225,7 @@ impl Alerting {
 
 /// One `alerts` point (for dashboard annotations): tags rule, severity,
 /// event, status, kind, and district/site when the series has them.
-fn encode_notice(n: &Notice, lines: &mut Lines) {
+fn notice_row(n: &Notice) -> Row {
     let a = &n.alert;
     let status = if n.event == super::Event::Resolved {
         "resolved"
@@ -240,7 +233,7 @@ fn encode_notice(n: &Notice, lines: &mut Lines) {
         "firing"
     };
     let mut tags: Vec<(&str, &str)> = vec![
-        ("rule", &a.rule),
+        ("rule", a.rule.as_str()),
         ("severity", a.severity.as_str()),
         ("event", n.event.as_str()),
         ("status", status),
@@ -250,7 +243,6 @@ fn encode_notice(n: &Notice, lines: &mut Lines) {
             tags.push((k, v));
         }
     }
-    tags.sort_unstable();
     let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let text = format!(
         "{}: {} = {} {} (threshold {} {})",
@@ -272,8 +264,6 @@ fn encode_notice(n: &Notice, lines: &mut Lines) {
         ("starts_at_ms", Value::I(a.starts_at_ms)),
         ("window_start_ms", Value::I(a.window_start_ms)),
     ];
-    let start = lines.buf.len();
-    if encode_line(&mut lines.buf, "alerts", &tags, &fields, n.at_ms) {
-        lines.mark(start);
-    }
+    let fields = fields.map(|(k, v)| (k.to_owned(), v)).to_vec();
+    Row::Derived(Derived::new("alerts", tags, fields, n.at_ms))
 }

@@ -42,6 +42,7 @@ use crate::envelope::{Message, Pos};
 use crate::metrics::Metrics;
 use crate::pipeline::{BatchLimits, Pipeline};
 use crate::reading::Point;
+use crate::sink::Sinks;
 use crate::sink::archive::Archive;
 use crate::sink::influx::Writer;
 use crate::source::mqtt::{Acker, MqttSource};
@@ -92,7 +93,7 @@ pub async fn run_with_reload(
     let tasks = Shutdown::new(stop);
     let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
     build_admin(s, &metrics, &board, &tasks).await?;
-    let sinks = Sinks::open(s, &metrics)?;
+    let sinks = open_sinks(s, &metrics)?;
     let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
     info!(config = %s.summary(), "lantian starting");
 
@@ -162,30 +163,23 @@ fn timezone(s: &Settings) -> chrono_tz::Tz {
 }
 
 /// The sinks every stage writes to: InfluxDB (unless off) and the Parquet
-/// archive (when on). Each stage gets a clone of the one writer.
-struct Sinks {
-    writer: Writer,
-}
-
-impl Sinks {
-    fn open(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
-        let archive = if s.archive.enabled {
-            let dir = &s.archive.dir;
-            let a = Archive::open(dir).with_context(|| format!("archive.dir {}", dir.display()))?;
-            info!(dir = %dir.display(), "Parquet archive on");
-            Some(Arc::new(a))
-        } else {
-            None
-        };
-        let writer = Writer::new(&s.influxdb, metrics.clone())
-            .context("InfluxDB sink")?
-            .with_archive(archive);
-        Ok(Sinks { writer })
-    }
-
-    fn writer(&self) -> Writer {
-        self.writer.clone()
-    }
+/// archive (when on). Each stage gets a clone.
+fn open_sinks(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
+    let archive = if s.archive.enabled {
+        let dir = &s.archive.dir;
+        let a = Archive::open(dir).with_context(|| format!("archive.dir {}", dir.display()))?;
+        info!(dir = %dir.display(), "Parquet archive on");
+        Some(a)
+    } else {
+        None
+    };
+    let influx = if s.influxdb.enabled {
+        Some(Writer::new(&s.influxdb, metrics.clone()).context("InfluxDB sink")?)
+    } else {
+        None
+    };
+    let retry = (s.influxdb.retry_initial.get(), s.influxdb.retry_max.get());
+    Ok(Sinks::new(influx, archive, metrics.clone()).archive_retry(retry.0, retry.1))
 }
 
 async fn build_admin(
@@ -356,7 +350,6 @@ fn build_alert_stage(
     if alerts.is_none() && !s.admin.enabled {
         return None;
     }
-    let writer = sinks.writer();
     let points = alerts.is_some();
     let board = board.clone();
     let on_update: crate::alert::stage::OnUpdate = Box::new(move |obs, firing| {
@@ -365,7 +358,7 @@ fn build_alert_stage(
             board.set_alerts(f);
         }
     });
-    let stage = AlertStage::new(alerts, Some(on_update), writer).reload_rules_from(rules);
+    let stage = AlertStage::new(alerts, Some(on_update), sinks.clone()).reload_rules_from(rules);
     let (tx, rx) = mpsc::channel(2);
     tasks.spawn(Phase::Data, "alerts", stage.run(rx));
     Some(Downstream { tx, points })
@@ -388,7 +381,7 @@ fn build_window_stage(
         every: s.windows.snapshot_interval.get(),
     });
     let (tx, rx) = mpsc::channel(2);
-    let stage = WindowStage::new(engine, downstream, sinks.writer(), metrics.clone(), persist);
+    let stage = WindowStage::new(engine, downstream, sinks.clone(), metrics.clone(), persist);
     tasks.spawn(Phase::Data, "windows", stage.run(rx));
     tx
 }
@@ -408,7 +401,7 @@ fn build_pipeline(
 ) -> anyhow::Result<CancellationToken> {
     let pipeline = Pipeline {
         decoder: decoder(s)?,
-        writer: sinks.writer(),
+        sinks: sinks.clone(),
         acker,
         limits: BatchLimits {
             max_lines: s.influxdb.batch_max_lines,
@@ -434,7 +427,7 @@ fn build_pipeline(
 /// READY=1 to systemd once InfluxDB answers and the MQTT subscriptions are
 /// in place.
 fn build_readiness(sinks: &Sinks, metrics: &Arc<Metrics>, tasks: &Shutdown) {
-    let probe = sinks.writer();
+    let probe = sinks.clone();
     let (m, stop) = (metrics.clone(), tasks.token(Phase::Data));
     tasks.spawn(Phase::Service, "readiness", async move {
         let mut waited = 0u32;

@@ -9,7 +9,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::sink::influx::line::{QuarantineRecord, encode_point, encode_quarantine};
+use crate::row::{Quarantined, Row};
+use crate::sink::influx::line::encode_row;
 
 const NOW: i64 = 1_764_144_000_000;
 
@@ -32,22 +33,23 @@ fn check(d: &Decoder, topic: &str, payload: &[u8]) -> Result<(), TestCaseError> 
             }
         }
         let mut buf = Vec::new();
-        prop_assert!(encode_point(&mut buf, p));
+        prop_assert!(encode_row(
+            &mut buf,
+            &Row::Reading(p.clone()),
+            p.time_ms.saturating_mul(1_000_000)
+        ));
         one_line(&buf)?;
     }
     for r in &out.rejects {
+        let record = Row::Quarantined(Quarantined {
+            reason: r.reason,
+            detail: r.detail.clone(),
+            topic: topic.to_owned(),
+            sample: payload[..payload.len().min(256)].to_vec(),
+            payload_bytes: payload.len(),
+        });
         let mut buf = Vec::new();
-        encode_quarantine(
-            &mut buf,
-            &QuarantineRecord {
-                reason: r.reason,
-                detail: &r.detail,
-                topic,
-                sample: &payload[..payload.len().min(256)],
-                payload_bytes: payload.len(),
-                time_ns: NOW * 1_000_000,
-            },
-        );
+        prop_assert!(encode_row(&mut buf, &record, NOW * 1_000_000));
         one_line(&buf)?;
     }
     prop_assert!(

@@ -11,17 +11,18 @@
 //! Hive-partitioned by UTC date, e.g. in Python
 //! `pl.scan_parquet("archive/air/**/*.parquet")`.
 //!
-//! It takes line protocol (the same bytes InfluxDB gets, so both sinks
-//! store the same thing) and writes each batch as new files, synced
-//! (tmp + fsync + rename) before the call returns: the spool counts a
-//! batch delivered only once it is on disk.
+//! It takes the rows every stage hands to the sinks (`row::Row`) and builds
+//! its columns from them; each batch becomes new files, synced (tmp +
+//! fsync + rename) before the call returns: the spool counts a batch
+//! delivered only once it is on disk.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use influxdb_line_protocol::{FieldValue, parse_lines};
 use polars::prelude::*;
+
+use crate::row::{Row, Value};
 
 /// One column being built.
 enum Col {
@@ -72,41 +73,44 @@ impl Col {
                 *self = Col::F(f);
             }
             (Col::B(c), Value::B(x)) => c.push(Some(x)),
-            (Col::S(c), v) => c.push(Some(v.text())),
+            (Col::S(c), v) => c.push(Some(text(&v))),
             (_, v) => {
                 let mut s = self.to_strings();
-                s.push(Some(v.text()));
+                s.push(Some(text(&v)));
                 *self = Col::S(s);
             }
         }
     }
 
-    fn series(self, name: &str) -> Column {
+    /// The column, padded with nulls to `n` rows.
+    fn series(&self, name: &str, n: usize) -> Column {
         let name = PlSmallStr::from(name);
-        match self {
+        let column = match self {
             Col::F(v) => Column::new(name, v),
             Col::I(v) => Column::new(name, v),
             Col::B(v) => Column::new(name, v),
             Col::S(v) => Column::new(name, v),
+        };
+        let missing = n.saturating_sub(self.len());
+        if missing == 0 {
+            return column;
         }
+        let dtype = column.dtype().clone();
+        let nulls = Column::full_null(column.name().clone(), missing, &dtype);
+        let mut column = column;
+        // Same name and type: appending cannot fail.
+        let _ = column.append(&nulls);
+        column
     }
 }
 
-enum Value {
-    F(f64),
-    I(i64),
-    B(bool),
-    S(String),
-}
-
-impl Value {
-    fn text(&self) -> String {
-        match self {
-            Value::F(x) => x.to_string(),
-            Value::I(x) => x.to_string(),
-            Value::B(x) => x.to_string(),
-            Value::S(x) => x.clone(),
-        }
+/// A value's text, where a column of mixed types becomes a string.
+fn text(v: &Value) -> String {
+    match v {
+        Value::F(x) => x.to_string(),
+        Value::I(x) => x.to_string(),
+        Value::B(x) => x.to_string(),
+        Value::S(x) => x.clone(),
     }
 }
 
@@ -118,40 +122,74 @@ struct Table {
 }
 
 impl Table {
-    fn push(&mut self, time_ms: i64, values: Vec<(String, Value)>) {
+    fn push<'r>(&mut self, time_ms: i64, values: impl Iterator<Item = (&'r str, Value)>) {
         let row = self.time_ms.len();
         self.time_ms.push(time_ms);
         for (name, v) in values {
-            let col = self.cols.entry(name).or_insert_with(|| {
-                let mut c = match v {
+            if name.is_empty() || matches!(v, Value::F(f) if !f.is_finite()) {
+                continue; // as InfluxDB gets it
+            }
+            let col = match self.cols.get_mut(name) {
+                Some(c) => c,
+                None => self.cols.entry(name.to_owned()).or_insert(match v {
                     Value::F(_) => Col::F(Vec::new()),
                     Value::I(_) => Col::I(Vec::new()),
                     Value::B(_) => Col::B(Vec::new()),
                     Value::S(_) => Col::S(Vec::new()),
-                };
-                c.pad(row);
-                c
-            });
+                }),
+            };
             col.pad(row);
             col.push(v);
         }
     }
 
-    fn frame(self) -> PolarsResult<DataFrame> {
+    /// One row's tags (empty values left out, as InfluxDB gets them) and
+    /// fields.
+    fn push_row(&mut self, time_ms: i64, row: &Row) {
+        fn tags(t: &[(String, String)]) -> impl Iterator<Item = (&str, Value)> {
+            t.iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.as_str(), Value::S(v.clone())))
+        }
+        match row {
+            Row::Reading(p) => {
+                let fields = p.fields.iter().map(|(k, v)| (k.as_str(), Value::F(*v)));
+                self.push(time_ms, tags(&p.tags).chain(fields));
+            }
+            Row::Derived(d) => {
+                let fields = d.fields.iter().map(|(k, v)| (k.as_str(), v.clone()));
+                self.push(time_ms, tags(&d.tags).chain(fields));
+            }
+            Row::Quarantined(q) => {
+                let values = [
+                    ("reason", Value::S(q.reason.as_str().into())),
+                    ("topic", Value::S(q.topic.clone())),
+                    ("detail", Value::S(q.detail.clone())),
+                    (
+                        "payload",
+                        Value::S(String::from_utf8_lossy(&q.sample).into_owned()),
+                    ),
+                    ("payload_bytes", Value::I(q.payload_bytes as i64)),
+                ];
+                self.push(time_ms, values.into_iter());
+            }
+        }
+    }
+
+    fn frame(&self) -> PolarsResult<DataFrame> {
         let n = self.time_ms.len();
-        let mut cols = vec![
-            Column::new("time".into(), self.time_ms).cast(&DataType::Datetime(
-                TimeUnit::Milliseconds,
-                Some(TimeZone::UTC),
-            ))?,
-        ];
-        for (name, mut c) in self.cols {
+        let mut cols =
+            vec![
+                Column::new("time".into(), &self.time_ms).cast(&DataType::Datetime(
+                    TimeUnit::Milliseconds,
+                    Some(TimeZone::UTC),
+                ))?,
+            ];
+        for (name, c) in &self.cols {
             if name == "time" {
                 continue; // reserved (line protocol cannot carry it either)
             }
-            c.pad(n);
-            debug_assert_eq!(c.len(), n);
-            cols.push(c.series(&name));
+            cols.push(c.series(name, n));
         }
         DataFrame::new(n, cols)
     }
@@ -187,84 +225,65 @@ impl Archive {
         &self.dir
     }
 
-    /// Writes line protocol (ns timestamps) as Parquet files, synced.
-    /// Returns the rows written. Lines that do not parse are skipped (they
-    /// cannot come from lantian's encoder) and counted in the error.
-    pub fn write(&self, lines: &[u8]) -> Result<usize, WriteError> {
-        let text = String::from_utf8_lossy(lines);
-        let mut tables: BTreeMap<(String, String), Table> = BTreeMap::new();
-        let mut bad = 0;
-        for parsed in parse_lines(&text) {
-            let Ok(l) = parsed else {
-                bad += 1;
-                continue;
-            };
-            let ms = l.timestamp.unwrap_or(0).div_euclid(1_000_000);
-            let date = chrono::DateTime::from_timestamp_millis(ms)
-                .unwrap_or_default()
-                .format("%Y-%m-%d")
-                .to_string();
-            let mut values = Vec::new();
-            for (k, v) in l.series.tag_set.iter().flatten() {
-                values.push((k.to_string(), Value::S(v.to_string())));
-            }
-            for (k, v) in &l.field_set {
-                let v = match v {
-                    FieldValue::F64(x) => Value::F(*x),
-                    FieldValue::I64(x) => Value::I(*x),
-                    FieldValue::U64(x) => Value::I(i64::try_from(*x).unwrap_or(i64::MAX)),
-                    FieldValue::Boolean(x) => Value::B(*x),
-                    FieldValue::String(s) => Value::S(s.to_string()),
-                };
-                values.push((k.to_string(), v));
-            }
-            tables
-                .entry((l.series.measurement.to_string(), date))
-                .or_default()
-                .push(ms, values);
-        }
+    /// Writes a batch as Parquet files, synced. Returns the rows written.
+    pub fn write(&self, batch: &Batch) -> Result<usize, WriteError> {
         let mut rows = 0;
-        for ((measurement, date), table) in tables {
+        for ((measurement, date), table) in &batch.tables {
             rows += table.time_ms.len();
             let dir = self
                 .dir
-                .join(safe(&measurement))
+                .join(safe(measurement))
                 .join(format!("date={date}"));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| WriteError::Io(format!("{}: {e}", dir.display())))?;
+            let failed = |e: &dyn std::fmt::Display| WriteError(format!("{}: {e}", dir.display()));
+            std::fs::create_dir_all(&dir).map_err(|e| failed(&e))?;
             let name = format!(
                 "{}-{}-{}.parquet",
                 chrono::Utc::now().timestamp_millis(),
                 std::process::id(),
                 self.seq.fetch_add(1, Relaxed)
             );
-            let mut df = table.frame().map_err(|e| WriteError::Io(e.to_string()))?;
+            let mut df = table.frame().map_err(|e| failed(&e))?;
             let mut buf = Vec::new();
             ParquetWriter::new(&mut buf)
                 .with_compression(ParquetCompression::Snappy)
                 .finish(&mut df)
-                .map_err(|e| WriteError::Io(e.to_string()))?;
-            crate::durable::write_atomically(&dir.join(name), &buf)
-                .map_err(|e| WriteError::Io(format!("{}: {e}", dir.display())))?;
-        }
-        if bad > 0 {
-            return Err(WriteError::Unparsable { bad, rows });
+                .map_err(|e| failed(&e))?;
+            crate::durable::write_atomically(&dir.join(name), &buf).map_err(|e| failed(&e))?;
         }
         Ok(rows)
     }
 }
 
-/// Why an archive write did not take every line.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
-    /// Lines that are not line protocol were skipped; the rest is written.
-    /// Retrying would not help.
-    #[error("{bad} lines did not parse (skipped); {rows} rows archived")]
-    Unparsable { bad: usize, rows: usize },
-    /// The files could not be written (a full disk, say): worth a retry.
-    #[error("{0}")]
-    Io(String),
+/// Rows arranged as the archive's tables: one per measurement and UTC date.
+#[derive(Default)]
+pub struct Batch {
+    tables: BTreeMap<(String, String), Table>,
 }
+
+impl Batch {
+    /// The rows at their times (nanoseconds, as the sinks stamped them).
+    pub fn new<'r>(rows: impl Iterator<Item = (&'r Row, i64)>) -> Batch {
+        let mut batch = Batch::default();
+        for (row, time_ns) in rows {
+            let ms = time_ns.div_euclid(1_000_000);
+            let date = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .format("%Y-%m-%d")
+                .to_string();
+            batch
+                .tables
+                .entry((row.measurement().to_owned(), date))
+                .or_default()
+                .push_row(ms, row);
+        }
+        batch
+    }
+}
+
+/// The files could not be written (a full disk, say): worth a retry.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WriteError(String);
 
 /// Reads every Parquet file of a measurement (all dates) into one frame
 /// (columns missing in some files are null there).
@@ -360,36 +379,47 @@ pub fn diagonal(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::influx::line::{Value as V, encode_line};
+    use crate::row::{Derived, Value as V};
+
+    fn row(m: &str, tags: &[(&str, &str)], fields: Vec<(&str, V)>, time_ms: i64) -> Row {
+        let fields = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        Row::Derived(Derived::new(m, tags.iter().copied(), fields, time_ms))
+    }
+
+    fn write(a: &Archive, rows: &[Row]) -> Result<usize, WriteError> {
+        let at = |r: &Row| match r {
+            Row::Derived(d) => d.time_ms * 1_000_000,
+            _ => unreachable!(),
+        };
+        a.write(&Batch::new(rows.iter().map(|r| (r, at(r)))))
+    }
 
     #[test]
-    fn lines_become_parquet_with_tags_fields_and_time() {
+    fn rows_become_parquet_with_tags_fields_and_time() {
         let dir = tempfile::tempdir().unwrap();
         let a = Archive::open(dir.path()).unwrap();
-        let mut buf = Vec::new();
         let t0 = 1_767_542_400_000; // 2026-01-04T16:00Z
-        encode_line(
-            &mut buf,
-            "air",
-            &[("sensor", "a1"), ("site", "dongsi")],
-            &[("pm25", V::F(35.5)), ("pm10", V::F(80.0))],
-            t0,
-        );
-        encode_line(
-            &mut buf,
-            "air",
-            &[("sensor", "a2"), ("site", "tiantan")],
-            &[("pm25", V::I(40)), ("ok", V::B(true))],
-            t0 + 60_000,
-        );
-        encode_line(
-            &mut buf,
-            "aqi",
-            &[("site", "dongsi")],
-            &[("aqi", V::I(51)), ("category", V::S("good".into()))],
-            t0,
-        );
-        assert_eq!(a.write(&buf), Ok(3));
+        let rows = [
+            row(
+                "air",
+                &[("sensor", "a1"), ("site", "dongsi")],
+                vec![("pm25", V::F(35.5)), ("pm10", V::F(80.0))],
+                t0,
+            ),
+            row(
+                "air",
+                &[("sensor", "a2"), ("site", "tiantan")],
+                vec![("pm25", V::I(40)), ("ok", V::B(true))],
+                t0 + 60_000,
+            ),
+            row(
+                "aqi",
+                &[("site", "dongsi")],
+                vec![("aqi", V::I(51)), ("category", V::S("good".into()))],
+                t0,
+            ),
+        ];
+        assert_eq!(write(&a, &rows), Ok(3));
         let air = read_measurement(dir.path(), "air").unwrap().unwrap();
         assert_eq!(air.height(), 2);
         let pm25 = air.column("pm25").unwrap().f64().unwrap();
@@ -408,31 +438,22 @@ mod tests {
             Some(t0 + 60_000)
         );
         // A second batch with another column stacks under the first.
-        let mut more = Vec::new();
-        encode_line(
-            &mut more,
-            "air",
-            &[("sensor", "a3")],
-            &[("no2", V::F(20.0))],
-            t0,
-        );
-        a.write(&more).unwrap();
+        let more = row("air", &[("sensor", "a3")], vec![("no2", V::F(20.0))], t0);
+        write(&a, &[more]).unwrap();
         let air = read_measurement(dir.path(), "air").unwrap().unwrap();
         assert_eq!(air.height(), 3);
-        // A line that is not line protocol is skipped, the rest kept, and
-        // the error says which kind it is (the writer does not retry it).
-        let mut mixed = b"not line protocol\n".to_vec();
-        encode_line(
-            &mut mixed,
+        // What InfluxDB would not get is not archived either: empty tag
+        // values and non-finite numbers.
+        let odd = row(
             "dust",
-            &[("site", "s1")],
-            &[("pm10", V::F(80.0))],
+            &[("site", "s1"), ("sensor", "")],
+            vec![("pm10", V::F(80.0)), ("tsp", V::F(f64::NAN))],
             t0,
         );
-        assert_eq!(
-            a.write(&mixed),
-            Err(WriteError::Unparsable { bad: 1, rows: 1 })
-        );
+        assert_eq!(write(&a, &[odd]), Ok(1));
+        let dust = read_measurement(dir.path(), "dust").unwrap().unwrap();
+        let names: Vec<&str> = dust.get_column_names().iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["time", "pm10", "site"]);
         assert_eq!(air.column("no2").unwrap().f64().unwrap().get(2), Some(20.0));
         // Only the partitions of the range are read.
         let day = 86_400_000;

@@ -26,8 +26,7 @@ use super::state::{Closed, HOUR_MS, State};
 use super::{Engine, Scope};
 use crate::evaluate::Observation;
 use crate::evaluate::aqi::{Evaluation, Standard, evaluate};
-use crate::sink::influx::Lines;
-use crate::sink::influx::line::{Value, encode_line};
+use crate::row::{Derived, Row, Rows, Value};
 use crate::validate::MOLAR_VOLUME_298K;
 
 /// Site hours and days whose AQI is to be (re)computed.
@@ -190,14 +189,14 @@ fn stat(state: &State, series: u32, field: u32, s: Stat, at: i64) -> Option<(f64
     }
 }
 
-/// Computes and encodes the AQI points of `work`; returns how many.
+/// Computes the AQI rows of `work`; returns how many.
 /// With `obs`, the AQI values (`aqi.hour`, `aqi.day`) and the day's
 /// highest 8 h O3 mean (`o3.day_max_8h`, µg/m³) go there too.
-pub fn encode(
+pub fn rows(
     engine: &Engine,
     standard: Standard,
     work: &Work,
-    lines: &mut Lines,
+    rows: &mut Rows,
     mut obs: Option<&mut Vec<Observation>>,
 ) -> u64 {
     let state = engine.state();
@@ -242,23 +241,16 @@ pub fn encode(
         if let Some(obs) = obs.as_deref_mut() {
             observe(engine, series, at, daily, &eval, obs);
         }
-        let mut tags: Vec<(&str, &str)> = key
+        let tags = key
             .tags
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        tags.push(("standard", standard.as_str()));
-        tags.push(("period", if daily { "day" } else { "hour" }));
-        tags.sort_unstable();
-        let fields: Vec<(&str, Value)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        let start = lines.buf.len();
-        if encode_line(&mut lines.buf, "aqi", &tags, &fields, at) {
-            lines.mark(start);
-            n += 1;
-        }
+            .chain([
+                ("standard", standard.as_str()),
+                ("period", if daily { "day" } else { "hour" }),
+            ]);
+        rows.push(Row::Derived(Derived::new("aqi", tags, fields, at)));
+        n += 1;
     }
     n
 }

@@ -36,8 +36,7 @@ use crate::config::{AqiConfig, WindowsConfig};
 use crate::evaluate::Observation;
 use crate::evaluate::aqi::Standard;
 use crate::reading::Point;
-use crate::sink::influx::Lines;
-use crate::sink::influx::line::{Value, encode_line};
+use crate::row::{self, Derived, Row, Value};
 use reduce::Rows;
 use state::{Closed, HOUR_MS, Spec, State};
 
@@ -462,11 +461,11 @@ impl Engine {
     }
 
     /// Reduces the buffered readings, closes windows, computes the AQI,
-    /// and encodes what is to be written into `lines`.
+    /// and adds what is to be written to `out`.
     pub fn flush(
         &mut self,
         now_ms: i64,
-        lines: &mut Lines,
+        out: &mut row::Rows,
     ) -> Result<FlushStats, polars::error::PolarsError> {
         let rows = std::mem::take(&mut self.pending);
         let mut stats = FlushStats {
@@ -485,7 +484,7 @@ impl Engine {
         };
         let mut closed = self.state.close(wm);
         closed.sort_by_key(|c| (c.level, c.series, c.start_ms, c.field));
-        stats.windows = self.encode_windows(&closed, lines);
+        stats.windows = self.window_rows(&closed, out);
         let mut obs = self.observations.take();
         if let Some(obs) = obs.as_mut() {
             self.observe_windows(&closed, obs);
@@ -495,7 +494,7 @@ impl Engine {
                 let k = &self.series[s as usize];
                 k.scope == Scope::Site && kinds.contains(&k.kind)
             });
-            stats.aqi_points = air::encode(self, *standard, &work, lines, obs.as_mut());
+            stats.aqi_points = air::rows(self, *standard, &work, out, obs.as_mut());
         }
         self.observations = obs;
         // Only now: the AQI above read hours and days that closed.
@@ -539,8 +538,8 @@ impl Engine {
         }
     }
 
-    /// One point per (level, series, start): the fields of all its windows.
-    fn encode_windows(&self, closed: &[Closed], lines: &mut Lines) -> u64 {
+    /// One row per (level, series, start): the fields of all its windows.
+    fn window_rows(&self, closed: &[Closed], out: &mut row::Rows) -> u64 {
         let mut n = 0;
         for group in closed
             .chunk_by(|a, b| (a.level, a.series, a.start_ms) == (b.level, b.series, b.start_ms))
@@ -551,46 +550,32 @@ impl Engine {
             };
             let key = &self.series[c0.series as usize];
             let mut fields = Vec::with_capacity(group.len() * 7);
-            let names: Vec<[String; 7]> = group
-                .iter()
-                .map(|c| {
-                    let f = &self.fields[c.field as usize];
-                    [
-                        "mean", "min", "max", "count", "received", "expected", "valid",
-                    ]
-                    .map(|s| format!("{f}_{s}"))
-                })
-                .collect();
-            for (c, names) in group.iter().zip(&names) {
+            for c in group {
+                let f = &self.fields[c.field as usize];
                 let s = &c.stats;
                 if let Some(mean) = s.mean {
-                    fields.push((names[0].as_str(), Value::F(mean)));
+                    fields.push((format!("{f}_mean"), Value::F(mean)));
                 }
-                fields.push((names[1].as_str(), Value::F(s.min)));
-                fields.push((names[2].as_str(), Value::F(s.max)));
-                fields.push((names[3].as_str(), Value::I(s.count as i64)));
-                fields.push((names[4].as_str(), Value::I(s.received as i64)));
-                fields.push((names[5].as_str(), Value::I(s.expected as i64)));
-                fields.push((names[6].as_str(), Value::B(s.valid)));
+                fields.push((format!("{f}_min"), Value::F(s.min)));
+                fields.push((format!("{f}_max"), Value::F(s.max)));
+                fields.push((format!("{f}_count"), Value::I(s.count as i64)));
+                fields.push((format!("{f}_received"), Value::I(s.received as i64)));
+                fields.push((format!("{f}_expected"), Value::I(s.expected as i64)));
+                fields.push((format!("{f}_valid"), Value::B(s.valid)));
             }
-            let mut tags: Vec<(&str, &str)> = key
+            let tags = key
                 .tags
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            tags.push(("scope", key.scope.as_str()));
-            tags.sort_unstable();
-            let start = lines.buf.len();
-            if encode_line(
-                &mut lines.buf,
-                &format!("{}_{label}", key.kind),
-                &tags,
-                &fields,
+                .chain([("scope", key.scope.as_str())]);
+            let measurement = format!("{}_{label}", key.kind);
+            out.push(Row::Derived(Derived::new(
+                measurement,
+                tags,
+                fields,
                 c0.start_ms,
-            ) {
-                lines.mark(start);
-                n += 1;
-            }
+            )));
+            n += 1;
         }
         n
     }

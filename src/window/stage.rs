@@ -26,8 +26,8 @@ use crate::envelope::Pos;
 use crate::evaluate::Observation;
 use crate::metrics::{Metrics, WindowFlush};
 use crate::reading::Point;
-use crate::sink::QUARANTINE_CLOCK;
-use crate::sink::influx::{Lines, Writer};
+use crate::row::Rows;
+use crate::sink::Sinks;
 use crate::spool;
 
 /// What the window stage hands downstream, in the order it happened.
@@ -60,7 +60,7 @@ pub struct Downstream {
 pub struct WindowStage {
     engine: Option<Engine>,
     downstream: Option<Downstream>,
-    writer: Writer,
+    sinks: Sinks,
     metrics: Arc<Metrics>,
     persist: Option<Persist>,
     /// Spool position of the newest points added.
@@ -85,7 +85,7 @@ impl WindowStage {
     pub fn new(
         mut engine: Engine,
         downstream: Option<Downstream>,
-        writer: Writer,
+        sinks: Sinks,
         metrics: Arc<Metrics>,
         persist: Option<Persist>,
     ) -> Self {
@@ -95,7 +95,7 @@ impl WindowStage {
         WindowStage {
             engine: Some(engine),
             downstream,
-            writer,
+            sinks,
             metrics,
             persist,
             last_pos: None,
@@ -150,16 +150,16 @@ impl WindowStage {
             _ => None,
         };
         let joined = tokio::task::spawn_blocking(move || {
-            let mut lines = Lines::default();
+            let mut rows = Rows::default();
             let now = now_ms();
-            let result = engine.flush(now, &mut lines);
+            let result = engine.flush(now, &mut rows);
             let observations = engine.take_observations();
             let clock = engine.stream_clock(now);
             let bytes = snapshot.map(|pos| (pos, engine.snapshot(pos)));
-            (engine, lines, result, observations, clock, bytes)
+            (engine, rows, result, observations, clock, bytes)
         })
         .await;
-        let (engine, lines, result, observations, clock, bytes) = match joined {
+        let (engine, rows, result, observations, clock, bytes) = match joined {
             Ok(x) => x,
             // A panic in the window code: the stage fails, and with it the
             // process (systemd restarts it; the spool replays).
@@ -167,7 +167,7 @@ impl WindowStage {
         };
         self.engine = Some(engine);
         match result {
-            Ok(stats) => self.write(&lines, stats).await,
+            Ok(stats) => self.write(&rows, stats).await,
             Err(e) => {
                 error!(error = %e, "window reduction failed; this batch of readings is not aggregated")
             }
@@ -199,13 +199,9 @@ impl WindowStage {
         Ok(())
     }
 
-    async fn write(&self, lines: &Lines, stats: super::FlushStats) {
-        if !lines.is_empty() {
-            self.writer
-                .write_all(lines, || QUARANTINE_CLOCK.next())
-                .await;
-        }
-        let written = !lines.is_empty();
+    async fn write(&self, rows: &Rows, stats: super::FlushStats) {
+        self.sinks.write(rows).await;
+        let written = !rows.is_empty();
         self.metrics.windows_flushed(&WindowFlush {
             readings: stats.readings,
             windows: if written { stats.windows } else { 0 },

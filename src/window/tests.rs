@@ -1,6 +1,8 @@
 use super::*;
 use crate::config::{AqiConfig, WindowsConfig};
 use crate::evaluate::aqi::Standard;
+use crate::row::{Row, Rows};
+use crate::sink::influx::Lines;
 
 const MIN: i64 = 60_000;
 /// 2026-11-26 00:00 in Beijing.
@@ -28,8 +30,16 @@ fn point(sensor: &str, t: i64, fields: &[(&str, f64)]) -> Point {
     }
 }
 
-fn text(lines: &Lines) -> String {
-    String::from_utf8(lines.buf.clone()).unwrap()
+/// The rows as the InfluxDB sink encodes them.
+fn text(rows: &Rows) -> String {
+    let mut lines = Lines::default();
+    for row in rows.as_slice() {
+        let Row::Derived(d) = row else {
+            panic!("the window stage produced {row:?}")
+        };
+        lines.push(row, d.time_ms * 1_000_000);
+    }
+    String::from_utf8(lines.buf).unwrap()
 }
 
 #[test]
@@ -76,7 +86,7 @@ fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
         points.push(point("a", DAY0 + m * MIN, &[("pm25", 80.0), ("o3", 120.0)]));
     }
     e.add(&points, DAY0);
-    let mut lines = Lines::default();
+    let mut lines = Rows::default();
     let stats = e.flush(DAY0, &mut lines).unwrap();
     let t = text(&lines);
     assert_eq!(stats.readings, 2 * (24 * 60 + 1));
@@ -128,7 +138,7 @@ fn a_backfill_whose_watermark_jumps_days_ahead_still_gives_the_daily_aqi() {
         .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 80.0), ("o3", 120.0)]))
         .collect();
     e.add(&points, DAY0);
-    let mut lines = Lines::default();
+    let mut lines = Rows::default();
     e.flush(DAY0, &mut lines).unwrap();
     let t = text(&lines);
     let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
@@ -149,14 +159,14 @@ fn a_late_reading_rewrites_the_windows_and_the_aqi() {
         .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 50.0)]))
         .collect();
     e.add(&points, DAY0);
-    let mut lines = Lines::default();
+    let mut lines = Rows::default();
     e.flush(DAY0, &mut lines).unwrap();
     // Late: a high reading for 00:10, within the horizon.
     e.add(
         &[point("a", DAY0 + 10 * MIN + 5_000, &[("pm25", 500.0)])],
         DAY0,
     );
-    let mut lines = Lines::default();
+    let mut lines = Rows::default();
     let stats = e.flush(DAY0, &mut lines).unwrap();
     assert_eq!(stats.corrections, 1);
     let t = text(&lines);
@@ -192,7 +202,7 @@ fn epa_hourly_aqi_converts_gases_back_to_ppm_and_ppb() {
         })
         .collect();
     e.add(&points, DAY0);
-    let mut lines = Lines::default();
+    let mut lines = Rows::default();
     e.flush(DAY0, &mut lines).unwrap();
     let t = text(&lines);
     let hour = t.lines().find(|l| l.starts_with("aqi,")).unwrap();
@@ -222,7 +232,7 @@ fn a_restored_snapshot_carries_on_exactly_like_the_original() {
             .collect()
     };
     a.add(&pts(0, 70), DAY0);
-    let mut first = Lines::default();
+    let mut first = Rows::default();
     a.flush(DAY0, &mut first).unwrap();
     let pos = crate::envelope::Pos {
         seq: 3,
@@ -236,7 +246,7 @@ fn a_restored_snapshot_carries_on_exactly_like_the_original() {
     for e in [&mut a, &mut b] {
         e.add(&pts(70, 130), DAY0);
     }
-    let (mut la, mut lb) = (Lines::default(), Lines::default());
+    let (mut la, mut lb) = (Rows::default(), Rows::default());
     a.flush(DAY0, &mut la).unwrap();
     b.flush(DAY0, &mut lb).unwrap();
     assert!(
@@ -275,7 +285,7 @@ fn when_every_sensor_goes_quiet_the_watermark_follows_the_wall_clock() {
     let arrival = DAY0 + 30 * MIN;
     e.add(&points, arrival);
     let hour_lines = |e: &mut Engine, now: i64| {
-        let mut lines = Lines::default();
+        let mut lines = Rows::default();
         e.flush(now, &mut lines).unwrap();
         text(&lines).matches("air_1h,").count()
     };
@@ -300,13 +310,7 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let archive = crate::sink::archive::Archive::open(&dir.path().join("archive")).unwrap();
-    let cfg = crate::config::InfluxConfig {
-        enabled: false,
-        ..Default::default()
-    };
-    let writer = crate::sink::influx::Writer::new(&cfg, metrics.clone())
-        .unwrap()
-        .with_archive(Some(Arc::new(archive)));
+    let sinks = crate::sink::Sinks::new(None, Some(archive), metrics.clone());
     let limits = crate::spool::Limits {
         max_bytes: 1 << 20,
         segment_bytes: 64 << 10,
@@ -326,7 +330,7 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
         tx: down_tx,
         points: false,
     };
-    let stage = stage::WindowStage::new(engine(), Some(downstream), writer, metrics, Some(persist));
+    let stage = stage::WindowStage::new(engine(), Some(downstream), sinks, metrics, Some(persist));
     let (tx, rx) = mpsc::channel(2);
     let task = tokio::spawn(stage.run(rx));
     // An hour of minute readings and one past it: the hour closes.

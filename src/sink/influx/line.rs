@@ -12,11 +12,8 @@
 use influxdb_line_protocol::LineProtocolBuilder;
 use influxdb_line_protocol::builder::{AfterField, AfterMeasurement};
 
-use crate::reading::{Point, Reason};
-
-/// Nanoseconds per millisecond: requests use `precision=ns`, so the
-/// quarantine can order several records inside one millisecond.
-const NS_PER_MS: i64 = 1_000_000;
+use crate::reading::Point;
+use crate::row::{Derived, Quarantined, Row, Value};
 
 /// Names: control characters replaced so a name can never break a line,
 /// and a trailing backslash too (line protocol cannot end a key or tag
@@ -61,10 +58,10 @@ pub fn printable(s: &str) -> String {
     out
 }
 
-fn start<'a>(
+fn start<'a, 't>(
     buf: &'a mut Vec<u8>,
     measurement: &str,
-    tags: impl Iterator<Item = (&'a str, &'a str)>,
+    tags: impl Iterator<Item = (&'t str, &'t str)>,
 ) -> LineProtocolBuilder<&'a mut Vec<u8>, AfterMeasurement> {
     let mut b = LineProtocolBuilder::new_with(buf).measurement(&clean_measurement(measurement));
     for (k, v) in tags {
@@ -75,9 +72,20 @@ fn start<'a>(
     b
 }
 
-/// Append one point as a line; `false` (nothing written) if it has no
-/// finite field.
-pub fn encode_point(buf: &mut Vec<u8>, p: &Point) -> bool {
+/// Append one row as a line at `time_ns`; `false` (nothing written) if
+/// it has no field left to write.
+pub fn encode_row(buf: &mut Vec<u8>, row: &Row, time_ns: i64) -> bool {
+    match row {
+        Row::Reading(p) => encode_point(buf, p, time_ns),
+        Row::Derived(d) => encode_derived(buf, d, time_ns),
+        Row::Quarantined(q) => {
+            encode_quarantine(buf, q, time_ns);
+            true
+        }
+    }
+}
+
+fn encode_point(buf: &mut Vec<u8>, p: &Point, time_ns: i64) -> bool {
     let mut fields = p
         .fields
         .iter()
@@ -85,41 +93,20 @@ pub fn encode_point(buf: &mut Vec<u8>, p: &Point) -> bool {
     let Some((k0, v0)) = fields.next() else {
         return false;
     };
-    // The builder borrows `buf` mutably; tags are borrowed from `p`.
-    let tags: Vec<(&str, &str)> = p
-        .tags
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let tags = p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let mut b: LineProtocolBuilder<&mut Vec<u8>, AfterField> =
-        start(buf, &p.kind, tags.into_iter()).field(&clean_name(k0), *v0);
+        start(buf, &p.kind, tags).field(&clean_name(k0), *v0);
     for (k, v) in fields {
         b = b.field(&clean_name(k), *v);
     }
-    b.timestamp(p.time_ms.saturating_mul(NS_PER_MS))
-        .close_line();
+    b.timestamp(time_ns).close_line();
     true
 }
 
-/// A field value of a derived point (aggregates, AQI).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    F(f64),
-    I(i64),
-    B(bool),
-    S(String),
-}
-
-/// Append one derived point; non-finite floats are left out, and nothing
-/// is written (`false`) if no field remains.
-pub fn encode_line(
-    buf: &mut Vec<u8>,
-    measurement: &str,
-    tags: &[(&str, &str)],
-    fields: &[(&str, Value)],
-    time_ms: i64,
-) -> bool {
-    let mut fields = fields
+/// Non-finite floats are left out.
+fn encode_derived(buf: &mut Vec<u8>, d: &Derived, time_ns: i64) -> bool {
+    let mut fields = d
+        .fields
         .iter()
         .filter(|(k, v)| !k.is_empty() && !matches!(v, Value::F(f) if !f.is_finite()));
     let Some(first) = fields.next() else {
@@ -137,43 +124,31 @@ pub fn encode_line(
             }
         }};
     }
-    let b = start(buf, measurement, tags.iter().copied());
-    let mut b = add!(b, first.0, &first.1);
+    let tags = d.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let b = start(buf, &d.measurement, tags);
+    let mut b = add!(b, &first.0, &first.1);
     for (k, v) in fields {
         b = add!(b, k, v);
     }
-    b.timestamp(time_ms.saturating_mul(NS_PER_MS)).close_line();
+    b.timestamp(time_ns).close_line();
     true
 }
 
-/// One quarantine record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QuarantineRecord<'a> {
-    pub reason: Reason,
-    pub detail: &'a str,
-    pub topic: &'a str,
-    /// Leading bytes of the payload.
-    pub sample: &'a [u8],
-    /// Full payload length.
-    pub payload_bytes: usize,
-    pub time_ns: i64,
-}
-
-/// Append a record to the `quarantine` measurement. `reason` is a tag (few
+/// A record of the `quarantine` measurement. `reason` is a tag (few
 /// values, good for GROUP BY); topic, detail and payload are string fields
 /// (unbounded values would explode series cardinality as tags).
-pub fn encode_quarantine(buf: &mut Vec<u8>, q: &QuarantineRecord<'_>) {
-    let sample = printable(&String::from_utf8_lossy(q.sample));
+fn encode_quarantine(buf: &mut Vec<u8>, q: &Quarantined, time_ns: i64) {
+    let sample = printable(&String::from_utf8_lossy(&q.sample));
     start(
         buf,
         "quarantine",
         [("reason", q.reason.as_str())].into_iter(),
     )
-    .field("topic", printable(q.topic).as_str())
-    .field("detail", printable(q.detail).as_str())
+    .field("topic", printable(&q.topic).as_str())
+    .field("detail", printable(&q.detail).as_str())
     .field("payload", sample.as_str())
     .field("payload_bytes", q.payload_bytes as i64)
-    .timestamp(q.time_ns)
+    .timestamp(time_ns)
     .close_line();
 }
 
@@ -193,9 +168,16 @@ mod tests {
         }
     }
 
-    fn line(p: &Point) -> String {
+    fn encode(p: &Point) -> (bool, Vec<u8>) {
         let mut buf = Vec::new();
-        assert!(encode_point(&mut buf, p));
+        let row = Row::Reading(p.clone());
+        let written = encode_row(&mut buf, &row, p.time_ms * 1_000_000);
+        (written, buf)
+    }
+
+    fn line(p: &Point) -> String {
+        let (written, buf) = encode(p);
+        assert!(written);
         String::from_utf8(buf).unwrap()
     }
 
@@ -269,28 +251,22 @@ mod tests {
             &[("a", f64::NAN), ("b", 2.0), ("c", f64::INFINITY)],
         );
         assert_eq!(line(&p), "air b=2 1764144000123000000\n");
-        let mut buf = Vec::new();
-        assert!(!encode_point(
-            &mut buf,
-            &point("air", &[], &[("a", f64::NAN)])
-        ));
+        let (written, buf) = encode(&point("air", &[], &[("a", f64::NAN)]));
+        assert!(!written);
         assert!(buf.is_empty());
     }
 
     #[test]
     fn quarantine_record() {
         let mut buf = Vec::new();
-        encode_quarantine(
-            &mut buf,
-            &QuarantineRecord {
-                reason: Reason::BadJson,
-                detail: "not JSON: \"x\"",
-                topic: "env/a/b/air/c",
-                sample: b"{\"pm25\":\n\\\x00\xff",
-                payload_bytes: 999,
-                time_ns: 5,
-            },
-        );
+        let row = Row::Quarantined(Quarantined {
+            reason: crate::reading::Reason::BadJson,
+            detail: "not JSON: \"x\"".into(),
+            topic: "env/a/b/air/c".into(),
+            sample: b"{\"pm25\":\n\\\x00\xff".to_vec(),
+            payload_bytes: 999,
+        });
+        assert!(encode_row(&mut buf, &row, 5));
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "quarantine,reason=bad_json topic=\"env/a/b/air/c\",detail=\"not JSON: \\\"x\\\"\",\

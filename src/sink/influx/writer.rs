@@ -12,14 +12,14 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Request, StatusCode, Url};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use super::line::{QuarantineRecord, encode_quarantine};
+use super::line::encode_row;
 use crate::backoff::Backoff;
 use crate::config::{InfluxApi, InfluxConfig};
 use crate::metrics::Metrics;
 use crate::reading::Reason;
-use crate::sink::archive::WriteError;
+use crate::row::{Quarantined, Row};
 use crate::units::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub struct Lines {
 
 impl Lines {
     /// Record that a line starting at `start` was appended to `buf`.
-    pub fn mark(&mut self, start: usize) {
+    fn mark(&mut self, start: usize) {
         if self.buf.len() > start {
             self.starts.push(start);
         }
@@ -67,6 +67,13 @@ impl Lines {
         self.buf.clear();
         self.starts.clear();
     }
+    /// Encodes a row as one more line; `false` if it had nothing to write.
+    pub fn push(&mut self, row: &Row, time_ns: i64) -> bool {
+        let start = self.buf.len();
+        let written = encode_row(&mut self.buf, row, time_ns);
+        self.mark(start);
+        written
+    }
     fn bytes(&self, lines: Range<usize>) -> &[u8] {
         let from = self.starts[lines.start];
         let to = self
@@ -79,7 +86,7 @@ impl Lines {
 }
 
 /// The InfluxDB writer. Clones share the HTTP client (its connection
-/// pool) and the archive.
+/// pool).
 #[derive(Clone)]
 pub struct Writer {
     client: reqwest::Client,
@@ -91,40 +98,9 @@ pub struct Writer {
     retry_initial: Duration,
     retry_max: Duration,
     metrics: Arc<Metrics>,
-    /// false: InfluxDB is off; only the archive is written.
-    influx: bool,
-    /// The Parquet archive, written before InfluxDB.
-    archive: Option<Arc<crate::sink::archive::Archive>>,
 }
 
 impl Writer {
-    /// Also (or, with InfluxDB off, only) write the Parquet archive.
-    pub fn with_archive(mut self, archive: Option<Arc<crate::sink::archive::Archive>>) -> Self {
-        self.archive = archive;
-        self
-    }
-
-    /// Writes the archive until it succeeds (a full disk pushes back).
-    async fn archive_all(&self, lines: &Lines) {
-        let Some(a) = &self.archive else { return };
-        let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
-        loop {
-            let (a2, bytes) = (a.clone(), lines.buf.clone());
-            match tokio::task::spawn_blocking(move || a2.write(&bytes)).await {
-                Ok(Ok(_)) => return,
-                Ok(Err(e @ WriteError::Unparsable { .. })) => {
-                    error!(error = %e, "archive: skipped lines that do not parse");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %e, dir = %a.dir().display(), "cannot write the Parquet archive; retrying");
-                }
-                Err(e) => error!(error = %e, "archive writer panicked; retrying"),
-            }
-            tokio::time::sleep(backoff.next_wait()).await;
-        }
-    }
-
     pub fn new(cfg: &InfluxConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
         crate::tls::install_crypto_provider();
         let (url, auth) = endpoint(cfg)?;
@@ -141,22 +117,12 @@ impl Writer {
             retry_initial: cfg.retry_initial.get(),
             retry_max: cfg.retry_max.get(),
             metrics,
-            influx: cfg.enabled,
-            archive: None,
         })
     }
 
     /// Whether InfluxDB answers `GET /ping` (2xx), before any write: the
     /// readiness check at start. Sets the sink state in the metrics.
     pub async fn probe(&self) -> bool {
-        if !self.influx {
-            let ok = self
-                .archive
-                .as_ref()
-                .is_some_and(|a| std::fs::metadata(a.dir()).is_ok());
-            self.metrics.sink_state(ok);
-            return ok;
-        }
         let mut url = self.url.clone();
         let path = url.path().to_owned();
         let base = path
@@ -276,12 +242,6 @@ impl Writer {
         if lines.is_empty() {
             return 0;
         }
-        self.archive_all(lines).await;
-        if !self.influx {
-            self.metrics.lines_stored(lines.len() as u64);
-            self.metrics.sink_state(true);
-            return 0;
-        }
         let mut rejected = 0;
         let mut pending: Vec<Range<usize>> = Vec::new();
         pending.push(0..lines.len());
@@ -314,18 +274,15 @@ impl Writer {
         let text = String::from_utf8_lossy(line);
         let measurement = text.split([',', ' ']).next().unwrap_or_default();
         self.metrics.quarantined(Reason::Rejected, measurement, msg);
+        let record = Row::Quarantined(Quarantined {
+            reason: Reason::Rejected,
+            detail: msg.to_owned(),
+            topic: measurement.to_owned(),
+            sample: line.strip_suffix(b"\n").unwrap_or(line).to_vec(),
+            payload_bytes: line.len(),
+        });
         let mut buf = Vec::new();
-        encode_quarantine(
-            &mut buf,
-            &QuarantineRecord {
-                reason: Reason::Rejected,
-                detail: msg,
-                topic: measurement,
-                sample: line.strip_suffix(b"\n").unwrap_or(line),
-                payload_bytes: line.len(),
-                time_ns,
-            },
-        );
+        encode_row(&mut buf, &record, time_ns);
         if let Err(e) = self.post_until_answered(&buf).await {
             self.metrics.quarantine_refused(&e, text.trim_end());
         } else {
