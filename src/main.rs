@@ -326,7 +326,11 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
     async_main(|shutdown| async move {
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_sighup(config.clone(), reload_tx));
-        lantian::app::run_with_reload(settings, shutdown, Some(reload_rx))
+        let hooks = lantian::app::Hooks {
+            reload: Some(reload_rx),
+            ..Default::default()
+        };
+        lantian::app::run_with(settings, shutdown, hooks)
             .await
             .map(|_| ())
     })

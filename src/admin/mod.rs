@@ -58,10 +58,12 @@ pub async fn serve(
     addr: SocketAddr,
     state: State,
     stop: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // With port 0, the port the kernel chose.
+    let addr = listener.local_addr()?;
     info!(%addr, "admin endpoint listening (/healthz /readyz /metrics /)");
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let (sock, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -87,7 +89,8 @@ pub async fn serve(
                 }
             });
         }
-    }))
+    });
+    Ok((addr, task))
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -20,12 +20,13 @@
 mod check;
 pub mod shutdown;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -77,22 +78,35 @@ fn millis(d: Duration) -> i64 {
 /// SIGTERM/SIGINT). Returns after a clean stop or when the shutdown
 /// deadline passes; an error when a stage failed.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Arc<Metrics>> {
-    run_with_reload(settings, shutdown, None).await
+    run_with(settings, shutdown, Hooks::default()).await
 }
 
-/// [`run`], taking reloaded settings (SIGHUP) from `reload`: targets and
-/// webhook receivers change in place; buffered data is untouched.
-pub async fn run_with_reload(
+/// What a caller of [`run_with`] can hook in.
+#[derive(Default)]
+pub struct Hooks {
+    /// Reloaded settings (SIGHUP): targets and webhook receivers change in
+    /// place; buffered data is untouched.
+    pub reload: Option<mpsc::Receiver<Settings>>,
+    /// Told the admin endpoint's address once it listens (with port 0,
+    /// the port the kernel chose).
+    pub admin_bound: Option<oneshot::Sender<SocketAddr>>,
+}
+
+/// [`run`], with [`Hooks`].
+pub async fn run_with(
     settings: Settings,
     stop: CancellationToken,
-    reload: Option<mpsc::Receiver<Settings>>,
+    hooks: Hooks,
 ) -> anyhow::Result<Arc<Metrics>> {
     crate::tls::install_crypto_provider();
     let s = &settings;
     let metrics = Arc::new(Metrics::default());
     let tasks = Shutdown::new(stop);
     let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
-    build_admin(s, &metrics, &board, &tasks).await?;
+    let admin = build_admin(s, &metrics, &board, &tasks).await?;
+    if let (Some(addr), Some(tell)) = (admin, hooks.admin_bound) {
+        let _ = tell.send(addr);
+    }
     let sinks = open_sinks(s, &metrics)?;
     let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
     info!(config = %s.summary(), "lantian starting");
@@ -100,7 +114,7 @@ pub async fn run_with_reload(
     let (engine, keep_from) = restore_windows(s)?;
     let (tx, source_rx) = mpsc::channel(s.pipeline.channel_capacity);
     let (spool_rx, spool) = build_spool(s, &metrics, keep_from, source_rx, &acker, &tasks)?;
-    let alerts = build_alerts(s, &metrics, &tasks)?;
+    let alerts = build_alerts(s, admin, &metrics, &tasks)?;
     let outbox = alerts.as_ref().map(|a| a.outbox.clone());
     let (rules_tx, rules_rx) = mpsc::channel(1);
     let window_tx = engine.map(|engine| {
@@ -132,7 +146,7 @@ pub async fn run_with_reload(
         Ok(())
     });
     build_readiness(&sinks, &metrics, &tasks);
-    build_housekeeping(s, &metrics, reload, rules_tx, outbox, &tasks);
+    build_housekeeping(s, &metrics, hooks.reload, rules_tx, outbox, &tasks);
 
     let deadline = s.pipeline.shutdown_timeout.get();
     let m = metrics.clone();
@@ -187,19 +201,19 @@ async fn build_admin(
     metrics: &Arc<Metrics>,
     board: &Arc<Board>,
     tasks: &Shutdown,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<SocketAddr>> {
     if !s.admin.enabled {
-        return Ok(());
+        return Ok(None);
     }
     let state = crate::admin::State {
         metrics: metrics.clone(),
         board: board.clone(),
     };
-    let task = crate::admin::serve(s.admin.listen, state, tasks.token(Phase::Service))
+    let (addr, task) = crate::admin::serve(s.admin.listen, state, tasks.token(Phase::Service))
         .await
         .with_context(|| format!("admin.listen {}", s.admin.listen))?;
     tasks.track(Phase::Service, task);
-    Ok(())
+    Ok(Some(addr))
 }
 
 /// The window engine, restored from its snapshot in the spool directory if
@@ -302,6 +316,7 @@ fn build_spool(
 /// The alert engine (state restored), its outbox and the outbox's delivery.
 fn build_alerts(
     s: &Settings,
+    admin: Option<SocketAddr>,
     metrics: &Arc<Metrics>,
     tasks: &Shutdown,
 ) -> anyhow::Result<Option<Alerting>> {
@@ -321,7 +336,11 @@ fn build_alerts(
         Outbox::open(&a.dir, receivers, a.max_queued, metrics.clone())
             .with_context(|| format!("alert outbox in {}", a.dir.display()))?,
     );
-    for h in outbox.spawn_delivery(a.external_url.clone(), tasks.token(Phase::Delivery)) {
+    let external_url = match (a.external_url.as_str(), admin) {
+        ("", Some(addr)) => format!("http://{addr}/"),
+        (url, _) => url.to_owned(),
+    };
+    for h in outbox.spawn_delivery(external_url, tasks.token(Phase::Delivery)) {
         tasks.track(Phase::Delivery, h);
     }
     info!(

@@ -503,7 +503,8 @@ pub struct AlertsConfig {
     /// Default reminder interval while an alert fires ("0s" = none).
     pub repeat_interval: HumanDuration,
     /// Base URL put in webhooks (Alertmanager `externalURL`,
-    /// `generatorURL`): where people look, e.g. the status page.
+    /// `generatorURL`): where people look, e.g. the status page. Empty:
+    /// the admin endpoint's own address.
     pub external_url: String,
     /// Bound on notices queued per receiver. When reached, alerting and
     /// with it the window stage wait (backpressure), nothing is dropped.

@@ -210,7 +210,7 @@ pub struct DemoOptions {
     /// Spool, alert state and the Parquet archive go here.
     #[arg(long, default_value = "lantian-demo", value_name = "DIR")]
     pub state_dir: PathBuf,
-    /// Status page and metrics address.
+    /// Status page and metrics address (port 0: any free port, printed).
     #[arg(long, default_value = "127.0.0.1:9184", value_name = "ADDR")]
     pub admin: SocketAddr,
     /// Embedded broker address (port 0: any free port).
@@ -250,7 +250,8 @@ pub fn settings(o: &DemoOptions, broker: SocketAddr) -> Settings {
         s.influxdb.database = o.influx_db.clone();
     }
     s.admin.listen = o.admin;
-    s.alerts.external_url = format!("http://{}/", o.admin);
+    // The admin endpoint's bound address (`--admin` may ask for port 0).
+    s.alerts.external_url = String::new();
     s.pipeline.stats_interval = HumanDuration::from_secs(0);
     // Bigger batches: fewer, larger Parquet files.
     s.influxdb.batch_linger = HumanDuration::from_millis(500);
@@ -410,7 +411,20 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
     crate::telemetry::init(settings.log.format, &settings.log.level);
     let archive = settings.archive.dir.clone();
     let pipeline_stop = CancellationToken::new();
-    let app = tokio::spawn(crate::app::run(settings, pipeline_stop.clone()));
+    let (bound, admin) = tokio::sync::oneshot::channel();
+    let hooks = crate::app::Hooks {
+        admin_bound: Some(bound),
+        ..Default::default()
+    };
+    let app = tokio::spawn(crate::app::run_with(settings, pipeline_stop.clone(), hooks));
+    let Ok(admin) = admin.await else {
+        // Never listened: the task says why.
+        return match app.await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(anyhow::anyhow!("the pipeline stopped before it listened")),
+        };
+    };
+    let o = DemoOptions { admin, ..o };
 
     let now = chrono::Utc::now().timestamp_millis();
     // The episode peaked two hours ago: the southern stations are still

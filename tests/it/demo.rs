@@ -10,11 +10,10 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_readings() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
     let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lantian"))
-        .args(["demo", "--history", "3h", "--every", "5s", "--admin"])
-        .arg(format!("127.0.0.1:{admin}"))
+        .args(["demo", "--history", "3h", "--every", "5s"])
+        .args(["--admin", "127.0.0.1:0", "--broker", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .stdin(Stdio::null())
@@ -23,6 +22,8 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
         .spawn()
         .unwrap();
     let started = Instant::now();
+    // Port 0: the port the kernel gave the status page, read back.
+    let admin = http_port(child.id()).await;
     let output = || std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
     let status = loop {
         let got = http()

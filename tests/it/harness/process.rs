@@ -57,6 +57,39 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
     ports
 }
 
+/// The port of `pid`'s that answers `GET /healthz` over HTTP: its admin
+/// endpoint, told apart from its other listeners (the demo's embedded
+/// broker, say). Waits until there is one.
+pub async fn http_port(pid: u32) -> u16 {
+    lantian::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut found = 0;
+    super::wait_for(
+        "an HTTP listener",
+        std::time::Duration::from_secs(60),
+        async || {
+            for port in listening_ports(pid) {
+                let url = format!("http://127.0.0.1:{port}/healthz");
+                if client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    found = port;
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await;
+    found
+}
+
 /// A child process killed on drop.
 pub struct Proc {
     pub child: Child,
