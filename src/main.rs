@@ -118,14 +118,25 @@ enum Command {
     /// Prints one JSON object: aqi, iaqi per key, primary pollutant(s),
     /// category, level, colour, and any keys beyond the index, missing, or
     /// handled by a special rule (notes). Units: µg/m³ (CO mg/m³) for HJ
-    /// 633; for EPA, PM µg/m³, o3_8h o3_1h co_8h ppm, so2_1h no2_1h ppb.
+    /// 633; for EPA, PM µg/m³, o3_8h o3_1h co_8h ppm, so2_1h so2_24h
+    /// no2_1h ppb. Every key given is indexed: which ones to give is yours.
     ///
     /// HJ 633 keys: pm25_24h pm10_24h so2_24h so2_1h no2_24h no2_1h co_24h
     /// co_1h o3_1h o3_8h. EPA keys: pm25_24h pm10_24h o3_8h o3_1h co_8h
-    /// so2_1h no2_1h.
+    /// so2_1h so2_24h no2_1h.
+    ///
+    /// Which keys make which AQI (HJ 633, as CNEMC publishes it):
+    ///   hourly (real-time)  pm25_24h pm10_24h = the 1-hour PM means,
+    ///                       so2_1h no2_1h co_1h o3_1h; no o3_8h
+    ///   daily, hj633-2026   the 24-hour means pm25_24h pm10_24h so2_24h
+    ///                       no2_24h co_24h, and o3_8h = the day's highest
+    ///                       8-hour O3 mean
+    ///   daily, hj633-2012   the same, and o3_1h = the day's highest hour
+    /// hj633-2026 rounds each concentration (to an integer, CO to 0.1)
+    /// before interpolating; hj633-2012 uses it as given.
     ///
     /// Examples:
-    ///   lantian aqi pm25_24h=80 o3_8h=120
+    ///   lantian aqi pm25_24h=80 o3_1h=120 so2_1h=8 no2_1h=40 co_1h=0.6
     ///   echo '{"pm25_24h": 80}' | lantian aqi --standard epa-2024 --json-lines
     #[command(verbatim_doc_comment)]
     Aqi {

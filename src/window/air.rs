@@ -1,18 +1,21 @@
 //! The AQI per site from closed windows: hourly (real-time) from 1 h means
 //! and 8 h rolling means, daily from 24 h means and the day's maxima.
 //!
-//! Which average feeds which key (STANDARDS.md §1–2):
+//! Which average feeds which key (STANDARDS.md §1–2). The hourly AQI is
+//! the official real-time AQI: the six 1-hour values, no 8-hour O3 (as
+//! CNEMC publishes it; the conformance test replays a published day).
 //!
 //! | key        | hourly AQI           | daily AQI                         |
 //! |------------|----------------------|-----------------------------------|
-//! | pm25_24h   | 1 h mean (U: the 24 h breakpoints on the hourly mean) | 24 h mean |
-//! | pm10_24h   | 1 h mean (U, same)   | 24 h mean                         |
+//! | pm25_24h   | 1 h mean (the 24 h breakpoints on the hourly mean, as CNEMC does) | 24 h mean |
+//! | pm10_24h   | 1 h mean (same)      | 24 h mean                         |
 //! | so2/no2/co_24h (HJ) | —           | 24 h mean                         |
 //! | so2/no2/co_1h (HJ)  | 1 h mean    | —                                 |
-//! | o3_1h      | 1 h mean             | the day's highest 1 h mean        |
-//! | o3_8h      | 8 h mean ending this hour | the day's highest 8 h mean (windows inside the day) |
-//! | co_8h (EPA)| 8 h mean             | the day's highest 8 h mean        |
-//! | so2/no2_1h (EPA) | 1 h mean       | the day's highest 1 h mean        |
+//! | o3_1h (HJ) | 1 h mean             | 2012: the day's highest 1 h mean; 2026: — |
+//! | o3_8h (HJ) | —                    | the day's highest 8 h mean (windows inside the day) |
+//! | o3_8h, co_8h (EPA) | 8 h mean ending this hour | the day's highest 8 h mean |
+//! | o3_1h, so2_1h, no2_1h (EPA) | 1 h mean | the day's highest 1 h mean   |
+//! | so2_24h (EPA) | —                 | 24 h mean (indexes above 304 ppb) |
 //!
 //! An average that is incomplete (STANDARDS.md §3a) is not used: its key is
 //! listed in the point's `invalid` field, as missing ones are in `missing`.
@@ -133,8 +136,10 @@ fn inputs(standard: Standard, daily: bool) -> Vec<(&'static str, &'static str, S
             ("o3_1h", "o3", DayMaxHour, Ppm(O3)),
             ("co_8h", "co", DayMaxEight, MgPpm(CO)),
             ("so2_1h", "so2", DayMaxHour, Ppb(SO2)),
+            ("so2_24h", "so2", Day, Ppb(SO2)),
             ("no2_1h", "no2", DayMaxHour, Ppb(NO2)),
         ],
+        // The real-time AQI: 1-hour values only, no 8 h O3 (both editions).
         (_, false) => vec![
             ("pm25_24h", "pm25", Hour, Same),
             ("pm10_24h", "pm10", Hour, Same),
@@ -142,17 +147,23 @@ fn inputs(standard: Standard, daily: bool) -> Vec<(&'static str, &'static str, S
             ("no2_1h", "no2", Hour, Same),
             ("co_1h", "co", Hour, Same),
             ("o3_1h", "o3", Hour, Same),
-            ("o3_8h", "o3", Eight, Same),
         ],
-        (_, true) => vec![
-            ("pm25_24h", "pm25", Day, Same),
-            ("pm10_24h", "pm10", Day, Same),
-            ("so2_24h", "so2", Day, Same),
-            ("no2_24h", "no2", Day, Same),
-            ("co_24h", "co", Day, Same),
-            ("o3_1h", "o3", DayMaxHour, Same),
-            ("o3_8h", "o3", DayMaxEight, Same),
-        ],
+        (_, true) => {
+            let mut daily = vec![
+                ("pm25_24h", "pm25", Day, Same),
+                ("pm10_24h", "pm10", Day, Same),
+                ("so2_24h", "so2", Day, Same),
+                ("no2_24h", "no2", Day, Same),
+                ("co_24h", "co", Day, Same),
+            ];
+            // 2012 also takes the day's highest hour of O3; 2026 only its
+            // highest 8 h mean.
+            if standard == Standard::Hj633_2012 {
+                daily.push(("o3_1h", "o3", DayMaxHour, Same));
+            }
+            daily.push(("o3_8h", "o3", DayMaxEight, Same));
+            daily
+        }
     }
 }
 

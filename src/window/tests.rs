@@ -107,25 +107,57 @@ fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
         24
     );
     // Hourly AQI: pm25 80 → 119 (HJ 633-2026); o3 1 h 120 → 38; the
-    // 8 h O3 mean exists from the 6th hour on.
+    // 8 h O3 mean is no part of it (the real-time AQI has none).
     let hourly: Vec<&str> = t.lines().filter(|l| l.contains("period=hour")).collect();
     assert_eq!(hourly.len(), 24);
     assert!(hourly[0].starts_with(
         "aqi,district=dongcheng,period=hour,site=dongsi,standard=hj633-2026 aqi=119i,level=3i,category=\"lightly_polluted\",color=\"#FF7E00\",primary=\"pm25_24h\",iaqi_pm25_24h=119i,iaqi_o3_1h=38i"
     ), "{}", hourly[0]);
-    assert!(hourly[0].contains("invalid=\"o3_8h\""), "{}", hourly[0]);
+    assert!(hourly[0].contains("invalid=\"\""), "{}", hourly[0]);
     assert!(
         hourly[0].contains("missing=\"pm10_24h,so2_1h,no2_1h,co_1h\""),
         "{}",
         hourly[0]
     );
-    // 8 h O3 mean 120 from the 6th hour: 50 + 50·20/60 = 66.7 → 67.
-    assert!(!hourly[4].contains("iaqi_o3_8h"), "{}", hourly[4]);
-    assert!(hourly[5].contains("iaqi_o3_8h=67i"), "{}", hourly[5]);
+    assert!(hourly.iter().all(|h| !h.contains("o3_8h")), "{}", hourly[5]);
+    // Daily (2026): the day's highest 8 h O3 mean 120 → 50 + 50·20/60 =
+    // 66.7 → 67, and not its highest hour.
     let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
     assert_eq!(daily.len(), 1);
     assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
+    assert!(daily[0].contains("iaqi_o3_8h=67i"), "{}", daily[0]);
+    assert!(!daily[0].contains("o3_1h"), "{}", daily[0]);
     assert!(daily[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
+}
+
+/// A summer evening: O3 has been high all afternoon (8 h mean 230) and the
+/// last hour is 150. The official real-time AQI is the 1-hour O3's 47;
+/// with the 8 h mean in it, it would be 165 (moderately polluted).
+#[test]
+fn the_hourly_aqi_leaves_out_the_8_hour_ozone_mean() {
+    let mut e = engine();
+    let afternoon = (230.0 * 8.0 - 150.0) / 7.0;
+    let points: Vec<Point> = (0..8 * 60 + 1)
+        .map(|m| {
+            let o3 = if m < 7 * 60 { afternoon } else { 150.0 };
+            point("a", DAY0 + m * MIN, &[("o3", o3)])
+        })
+        .collect();
+    e.add(&points, DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    let t = text(&rows);
+    let hour = |h: i64| {
+        let at = format!(" {}", (DAY0 + h * HOUR_MS) * 1_000_000);
+        t.lines()
+            .find(|l| l.contains("period=hour") && l.ends_with(&at))
+            .unwrap_or_else(|| panic!("no hourly AQI for hour {h}:\n{t}"))
+            .to_owned()
+    };
+    let evening = hour(7);
+    assert!(evening.contains(" aqi=47i,"), "{evening}");
+    assert!(evening.contains("iaqi_o3_1h=47i"), "{evening}");
+    assert!(!evening.contains("o3_8h"), "{evening}");
 }
 
 #[test]

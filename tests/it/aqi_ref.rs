@@ -68,9 +68,22 @@ fn finish(iaqi: BTreeMap<String, i64>, order: &[&str]) -> Ref {
     Ref { aqi, iaqi, primary }
 }
 
-/// HJ 633 with inputs in tenths.
+/// HJ 633 with inputs in tenths. 2026 rounds each concentration first
+/// (half up): to an integer, CO to 0.1 mg/m³.
 pub fn hj(edition: u32, inputs: &BTreeMap<&str, i64>) -> Ref {
     let table = hj_table(edition);
+    let inputs: BTreeMap<&str, i64> = inputs
+        .iter()
+        .map(|(&k, &c)| {
+            let rounded = (c + 5) / 10 * 10;
+            let c = if edition == 2026 && !k.starts_with("co_") {
+                rounded
+            } else {
+                c
+            };
+            (k, c)
+        })
+        .collect();
     let mut iaqi = BTreeMap::new();
     for (key, bp) in &table {
         let Some(&c) = inputs.get(key) else { continue };
@@ -179,21 +192,13 @@ pub fn epa_table() -> Vec<(&'static str, u32, Vec<Band>)> {
                 0,
             ),
         ),
+        // 1 h SO2 up to 200 only; 201+ from the 24 h mean.
         (
             "so2_1h",
             0,
-            band(
-                &[
-                    (0, 35),
-                    (36, 75),
-                    (76, 185),
-                    (186, 304),
-                    (305, 604),
-                    (605, 1004),
-                ],
-                0,
-            ),
+            band(&[(0, 35), (36, 75), (76, 185), (186, 304)], 0),
         ),
+        ("so2_24h", 0, band(&[(305, 604), (605, 1004)], 4)),
         (
             "no2_1h",
             0,
@@ -240,6 +245,12 @@ pub fn epa(inputs: &BTreeMap<&str, i64>) -> Ref {
             None if *key == "o3_8h" => match inputs.get("o3_1h") {
                 Some(&oc) => sub("o3_1h", oc).map_or(Some(500), |x| x),
                 None => None,
+            },
+            // Above 304 ppb: the 24 h mean's index, else 200.
+            None if *key == "so2_1h" => match inputs.get("so2_24h").map(|&c| sub("so2_24h", c)) {
+                Some(None) => Some(500),
+                Some(Some(Some(v))) => Some(v),
+                _ => Some(200),
             },
             None => Some(500),
         };

@@ -137,22 +137,34 @@ fn eight_hour(hours: &Hours, site: &str, f: &str, h: i64) -> Option<(f64, bool)>
     (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len() >= 6))
 }
 
-/// HJ 633 IAQI from a float concentration (round up).
-fn iaqi(bp: &[i64], c: f64) -> Option<i64> {
-    let idx = [0, 50, 100, 150, 200, 300, 400, 500];
-    let seg = (1..bp.len()).find(|&i| c <= bp[i] as f64)?;
-    let (lo, hi) = (bp[seg - 1] as f64, bp[seg] as f64);
-    let x = idx[seg - 1] as f64 + (idx[seg] - idx[seg - 1]) as f64 * (c - lo) / (hi - lo);
-    Some(x.ceil() as i64)
+/// `c` in units of 10^-decimals, rounded half up, after rounding to 9
+/// places (a computed mean's float noise is not a concentration).
+fn round_half_up(c: f64, decimals: u32) -> i64 {
+    let nanos: i64 = format!("{c:.9}").replace('.', "").parse().unwrap();
+    let p = 10i64.pow(9 - decimals);
+    (nanos + p / 2) / p
 }
 
-/// Reference AQI (HJ 633-2026) for valid inputs key → concentration.
+/// The IAQI of `n` × 10^-d on breakpoints `bp`, rounded up, in integers.
+fn iaqi_exact(bp: &[i64], n: i64, d: u32) -> Option<i64> {
+    let idx = [0, 50, 100, 150, 200, 300, 400, 500];
+    let p = 10i64.pow(d);
+    let seg = (1..bp.len()).find(|&i| n <= bp[i] * p)?;
+    let (lo, hi) = (bp[seg - 1] * p, bp[seg] * p);
+    let num = (idx[seg] - idx[seg - 1]) * (n - lo);
+    Some(idx[seg - 1] + (num + (hi - lo) - 1) / (hi - lo))
+}
+
+/// Reference AQI (HJ 633-2026) for valid inputs key → concentration,
+/// each rounded first (to an integer; CO to 0.1 mg/m³).
 fn reference_aqi(inputs: &BTreeMap<&str, f64>) -> (Option<i64>, BTreeMap<String, i64>) {
     let table = aqi_ref::hj_table(2026);
     let mut out = BTreeMap::new();
     for (key, bp) in &table {
         if let Some(c) = inputs.get(key) {
-            out.insert(key.to_string(), iaqi(bp, *c).unwrap_or(500));
+            let d = if key.starts_with("co_") { 1 } else { 0 };
+            let n = round_half_up(*c, d);
+            out.insert(key.to_string(), iaqi_exact(bp, n, d).unwrap_or(500));
         }
     }
     (out.values().copied().max(), out)
@@ -172,9 +184,7 @@ fn hourly_inputs(hours: &Hours, site: &str, h: i64) -> BTreeMap<&'static str, f6
             m.insert(key, v);
         }
     }
-    if let Some((v, true)) = eight_hour(hours, site, "o3", h) {
-        m.insert("o3_8h", v);
-    }
+    // The real-time AQI has no 8 h O3.
     m
 }
 
@@ -199,9 +209,9 @@ fn daily_inputs(hours: &Hours, site: &str, day: i64) -> BTreeMap<&'static str, f
             m.insert(key, v.iter().sum::<f64>() / v.len() as f64);
         }
     }
+    // 2026: the day's highest 8 h O3 only (not its highest hour).
     let o3 = valid_hours("o3");
     if o3.len() >= 20 {
-        m.insert("o3_1h", o3.iter().copied().fold(f64::MIN, f64::max));
         let max8 = (7..24)
             .filter_map(|k| eight_hour(hours, site, "o3", day + k * HOUR))
             .filter(|x| x.1)
@@ -396,7 +406,7 @@ async fn a_day_of_stations_gives_windows_and_aqi_equal_to_an_independent_computa
     assert!(row[0]["aqi"].is_null());
     assert_eq!(
         row[0]["invalid"],
-        "pm25_24h,pm10_24h,so2_24h,no2_24h,co_24h,o3_1h,o3_8h"
+        "pm25_24h,pm10_24h,so2_24h,no2_24h,co_24h,o3_8h"
     );
     let row = rows(
         &influx,

@@ -7,9 +7,23 @@
 //! round-to-nearest are done in integers. So 35.8 µg/m³ on a 35–75 segment
 //! gives exactly 51, not 52 from a floating-point 51.000000000000004.
 //!
+//! Which concentrations make which AQI (STANDARDS.md §1, reproduced
+//! against CNEMC's published hourly AQI): the hourly (real-time) AQI is
+//! made of the six 1-hour values — `pm25_24h` and `pm10_24h` given the
+//! 1-hour PM means, `so2_1h`, `no2_1h`, `co_1h`, `o3_1h` — and **no**
+//! `o3_8h`; the daily AQI of the 24-hour means (`so2_24h`, `no2_24h`,
+//! `co_24h`, PM) and the day's highest 8-hour O3 (`o3_8h`), plus, under
+//! HJ 633-2012 only, the day's highest 1-hour O3 (`o3_1h`). This function
+//! indexes whatever keys it is given; the composition is the caller's
+//! (`window::air`, and `lantian aqi --help` says it to users).
+//!
 //! Rules (HJ 633, STANDARDS.md §1):
 //! - IAQI and AQI round **up** to an integer (both editions; the 2012 text
 //!   on rounding was not found — implementations differ by ±1).
+//! - HJ 633-2026 rounds the concentration first (half up): to an integer,
+//!   CO to 0.1 mg/m³ (C-: implementations of the text), after a first
+//!   rounding to 9 decimals that takes away floating-point noise in
+//!   computed means. 2012 uses it exactly.
 //! - SO2 1 h above 800 µg/m³ is not interpolated: the SO2 24 h IAQI is
 //!   used when given; otherwise HJ 633-2026 gives 200 (unconfirmed, noted
 //!   in the output) and HJ 633-2012 reports it beyond index.
@@ -22,7 +36,10 @@
 //!
 //! EPA (STANDARDS.md §2): truncate the concentration, interpolate, round to
 //! the nearest integer (halves up). 8 h O3 above 0.200 ppm uses the 1 h
-//! value; 1 h O3 below 0.125 ppm defines no index.
+//! value; 1 h O3 below 0.125 ppm defines no index. 1 h SO2 defines the
+//! index only up to 200: above 304 ppb the 24 h SO2 mean's index is used
+//! (it defines 201–500, from 305 ppb), and without a 24 h mean that high
+//! the index is 200.
 
 pub mod cli;
 mod tables;
@@ -266,6 +283,7 @@ fn beyond(
     // (key, substitute key, HJ 633-2026 fixed index (unconfirmed))
     let rule = match (standard, scale.key) {
         (Standard::Epa2024, "o3_8h") => Some(("o3_1h", None)),
+        (Standard::Epa2024, "so2_1h") => Some(("so2_24h", Some(200))),
         (Standard::Epa2024, _) => None,
         (Standard::Hj633_2026, "so2_1h") => Some(("so2_24h", Some(200))),
         (Standard::Hj633_2026, "o3_8h") => Some(("o3_1h", Some(300))),
@@ -298,8 +316,13 @@ fn beyond(
         return Some(i);
     }
     if let Some(i) = fixed {
+        let basis = if standard.is_epa() {
+            "per the EPA's technical assistance document"
+        } else {
+            "per HJ 633-2026 (unconfirmed rule)"
+        };
         eval.notes.push(format!(
-            "{}: above {top} {} and no {substitute} given; IAQI {i} per HJ 633-2026 (unconfirmed rule)",
+            "{}: above {top} {} and no {substitute} that indexes; IAQI {i} {basis}",
             scale.key, scale.unit
         ));
         return Some(i);
@@ -337,6 +360,13 @@ fn sub_index(standard: Standard, scale: &Scale, c: f64) -> Sub {
     };
     match scale.segments {
         Segments::Continuous(bp) => {
+            // Rounded to nanograms first: a mean that is a half in decimal
+            // may come out of a float sum a hair under it (1.1499999999999997).
+            let dec = if standard == Standard::Hj633_2026 {
+                dec.round(9).round(scale.decimals)
+            } else {
+                dec
+            };
             // c ≤ bp[i+1] ⇔ mant ≤ bp[i+1]·10^scale
             let p = dec.pow();
             for i in 0..bp.len() - 1 {
@@ -407,6 +437,19 @@ impl Decimal {
 
     fn pow(self) -> i128 {
         10i128.pow(self.scale)
+    }
+
+    /// Rounded (half up) to `decimals` places.
+    fn round(self, decimals: u32) -> Decimal {
+        if decimals >= self.scale {
+            return self;
+        }
+        let p = 10i128.pow(self.scale - decimals);
+        let (q, r) = (self.mant / p, self.mant % p);
+        Decimal {
+            mant: if 2 * r >= p { q + 1 } else { q },
+            scale: decimals,
+        }
     }
 
     /// Truncated to `decimals` places, in units of `10^-decimals`.

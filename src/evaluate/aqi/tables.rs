@@ -14,8 +14,9 @@ pub struct Scale {
     /// Unit of the input value, for messages and docs.
     pub unit: &'static str,
     pub segments: Segments,
-    /// HJ 633: 0 (breakpoints are integers; values are used exactly). EPA:
-    /// the truncation precision, in decimal places.
+    /// HJ 633: the precision HJ 633-2026 rounds the concentration to
+    /// before interpolating (integers; CO 0.1 mg/m³); HJ 633-2012 uses
+    /// values exactly. EPA: the truncation precision. In decimal places.
     pub decimals: u32,
 }
 
@@ -57,8 +58,15 @@ const NO2_1H: Scale = hj(
     "µg/m³",
     &[0, 100, 200, 700, 1200, 2340, 3090, 3840],
 );
-const CO_24H: Scale = hj("co_24h", "mg/m³", &[0, 2, 4, 14, 24, 36, 48, 60]);
-const CO_1H: Scale = hj("co_1h", "mg/m³", &[0, 5, 10, 35, 60, 90, 120, 150]);
+/// CO is rounded to 0.1 mg/m³ under HJ 633-2026 (the others to integers).
+const CO_24H: Scale = Scale {
+    decimals: 1,
+    ..hj("co_24h", "mg/m³", &[0, 2, 4, 14, 24, 36, 48, 60])
+};
+const CO_1H: Scale = Scale {
+    decimals: 1,
+    ..hj("co_1h", "mg/m³", &[0, 5, 10, 35, 60, 90, 120, 150])
+};
 const O3_1H: Scale = hj("o3_1h", "µg/m³", &[0, 160, 200, 300, 400, 800, 1000, 1200]);
 /// Ends at index 300; above 800 the 1 h value is used (see `super`).
 const O3_8H: Scale = hj("o3_8h", "µg/m³", &[0, 100, 160, 215, 265, 800]);
@@ -143,6 +151,8 @@ const EPA_CO_8H: Scale = Scale {
     ]),
     decimals: 1,
 };
+/// 1 h SO2 defines the index only up to 200 (304 ppb); above, the 24 h
+/// mean is used (see `super`).
 const EPA_SO2_1H: Scale = Scale {
     key: "so2_1h",
     unit: "ppb",
@@ -151,9 +161,14 @@ const EPA_SO2_1H: Scale = Scale {
         (36, 75, 51, 100),
         (76, 185, 101, 150),
         (186, 304, 151, 200),
-        (305, 604, 201, 300),
-        (605, 1004, 301, 500),
     ]),
+    decimals: 0,
+};
+/// 24 h SO2 defines the index only from 201 (305 ppb) up.
+const EPA_SO2_24H: Scale = Scale {
+    key: "so2_24h",
+    unit: "ppb",
+    segments: Segments::Banded(&[(305, 604, 201, 300), (605, 1004, 301, 500)]),
     decimals: 0,
 };
 const EPA_NO2_1H: Scale = Scale {
@@ -170,13 +185,14 @@ const EPA_NO2_1H: Scale = Scale {
     decimals: 0,
 };
 
-pub static EPA_2024: [&Scale; 7] = [
+pub static EPA_2024: [&Scale; 8] = [
     &EPA_PM25,
     &EPA_PM10,
     &EPA_O3_8H,
     &EPA_O3_1H,
     &EPA_CO_8H,
     &EPA_SO2_1H,
+    &EPA_SO2_24H,
     &EPA_NO2_1H,
 ];
 

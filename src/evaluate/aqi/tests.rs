@@ -38,9 +38,19 @@ fn hj_rounds_up_exactly() {
     assert_eq!(one(HJ12, "pm25_24h", 35.8), Some(51));
     assert_eq!(one(HJ12, "pm25_24h", 35.81), Some(52));
     assert_eq!(one(HJ12, "pm25_24h", 35.0001), Some(51));
-    // 2026 PM2.5 35–60 → 50–100: 47.3 → 74.6 → 75
-    assert_eq!(one(HJ26, "pm25_24h", 47.3), Some(75));
-    assert_eq!(one(HJ26, "pm25_24h", 47.5), Some(75));
+    // 2026 rounds the concentration first: PM2.5 (35–60 → 50–100) 47.3
+    // → 47 → 74; 47.5 → 48 → 76 (unrounded, both would give 75).
+    assert_eq!(one(HJ26, "pm25_24h", 47.3), Some(74));
+    assert_eq!(one(HJ26, "pm25_24h", 47.5), Some(76));
+    assert_eq!(one(HJ12, "pm25_24h", 47.3), Some(66));
+    // CO to 0.1 mg/m³: 2.04 → 2.0 → 50 exactly; 2.05 → 2.1 → 53.
+    assert_eq!(one(HJ26, "co_24h", 2.04), Some(50));
+    assert_eq!(one(HJ26, "co_24h", 2.05), Some(53));
+    assert_eq!(one(HJ12, "co_24h", 2.04), Some(51));
+    // A mean that should be 1.15 but came out of a float sum a hair
+    // under it still rounds as 1.15: 1.2 → 12.
+    assert_eq!(one(HJ26, "co_1h", 1.1499999999999997), Some(12));
+    assert_eq!(one(HJ26, "co_1h", 1.1499), Some(11));
     // The editions differ on PM. PM2.5 100: 2012 (75–115 → 100–150)
     // 100 + 50·25/40 = 131.25 → 132; 2026 (60–115) 100 + 50·40/55 =
     // 136.4 → 137.
@@ -63,6 +73,26 @@ fn epa_checks_from_the_standard() {
     assert_eq!(one(EPA, "co_8h", 4.49), Some(50));
     assert_eq!(one(EPA, "so2_1h", 35.99), Some(50));
     assert_eq!(one(EPA, "no2_1h", 100.0), Some(100));
+}
+
+/// EPA SO2: the 1 h value defines the index only up to 200 (304 ppb);
+/// 201 and above come from the 24 h mean.
+#[test]
+fn epa_so2_above_304_ppb_takes_the_24_hour_mean() {
+    assert_eq!(one(EPA, "so2_1h", 304.0), Some(200));
+    // 400 ppb with no 24 h mean: 200, noted.
+    let e = eval(EPA, &[("so2_1h", 400.0)]);
+    assert_eq!(e.aqi, Some(200));
+    assert!(e.notes[0].contains("so2_24h"), "{:?}", e.notes);
+    // With a 24 h mean of 400 ppb: 201 + 99·95/299 = 232.45 → 232.
+    let e = eval(EPA, &[("so2_1h", 400.0), ("so2_24h", 400.0)]);
+    assert_eq!(e.iaqi_of("so2_24h"), Some(232));
+    assert_eq!(e.iaqi_of("so2_1h"), Some(232));
+    assert_eq!(e.aqi, Some(232));
+    // A 24 h mean under 305 ppb defines no index: the 1 h value's 200.
+    let e = eval(EPA, &[("so2_1h", 400.0), ("so2_24h", 120.0)]);
+    assert_eq!(e.iaqi_of("so2_24h"), None);
+    assert_eq!(e.aqi, Some(200));
 }
 
 #[test]
