@@ -103,11 +103,52 @@ fn stations(o: &mut String, board: &Board) {
                 s.aqi,
                 esc(&s.label),
                 esc(&s.category.replace('_', " ")),
-                esc(&s.primary),
+                esc(&crate::evaluate::aqi::pollutants(&s.primary)),
                 board.local(s.hour_ms)
             );
         }
         o.push_str("</table>");
+    }
+}
+
+/// A value with its unit as a person reads it: "AQI 231", "82.5 µg/m³",
+/// "94 %", "1,200,000,000 m³" (at most 2 decimals, none on large values).
+fn quantity(v: f64, unit: &str) -> String {
+    let decimals = if v.abs() >= 1000.0 {
+        0
+    } else if v.abs() >= 100.0 {
+        1
+    } else {
+        2
+    };
+    let text = format!("{v:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((text.as_str(), ""), |(i, f)| (i, f));
+    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let number = if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    };
+    match unit {
+        "AQI" => format!("AQI {number}"),
+        "" => number,
+        "%" => format!("{number} %"),
+        u if u.starts_with("level") => format!("level {number}{}", &u["level".len()..]),
+        u => format!("{number} {u}"),
     }
 }
 
@@ -131,14 +172,13 @@ fn alerts(o: &mut String, board: &Board) {
             let _ = write!(
                 o,
                 "<tr><td class=\"sev-{0}\">{0}</td><td>{1}<br><span class=\"muted\">{2}</span></td>\
-                 <td>{3}</td><td>{4} {5} (threshold {6} {4})</td><td>{7}</td><td class=\"muted\">{8}</td></tr>",
+                 <td>{3}</td><td>{4} (threshold {5})</td><td>{6}</td><td class=\"muted\">{7}</td></tr>",
                 a.severity.as_str(),
                 esc(&a.name),
                 esc(&a.rule),
                 esc(&wh.join(" ")),
-                esc(&a.unit),
-                (a.value * 100.0).round() / 100.0,
-                a.threshold,
+                esc(&quantity(a.value, &a.unit)),
+                esc(&quantity(a.threshold, &a.unit)),
                 board.local(a.starts_at_ms),
                 esc(&a.standard)
             );
@@ -245,5 +285,23 @@ mod tests {
         let j = b.to_json(&m, &[]);
         assert_eq!(j["stations"].as_array().unwrap().len(), 2);
         assert_eq!(j["ready"], true);
+    }
+
+    /// People see pollutant names and values with their units, not keys.
+    #[test]
+    fn values_and_pollutants_read_as_a_person_writes_them() {
+        assert_eq!(quantity(231.0, "AQI"), "AQI 231");
+        assert_eq!(quantity(82.456, "µg/m³"), "82.46 µg/m³");
+        assert_eq!(quantity(94.5, "%"), "94.5 %");
+        assert_eq!(quantity(1.2e9, "m³ per year"), "1,200,000,000 m³ per year");
+        assert_eq!(quantity(-1234.6, "m³"), "-1,235 m³");
+        assert_eq!(
+            quantity(3.0, "level (1 blue, 2 yellow, 3 orange, 4 red)"),
+            "level 3 (1 blue, 2 yellow, 3 orange, 4 red)"
+        );
+        assert_eq!(
+            crate::evaluate::aqi::pollutants("pm25_24h,pm10_24h,o3_8h"),
+            "PM2.5, PM10, O₃ 8 h"
+        );
     }
 }

@@ -137,6 +137,31 @@ impl FromStr for Standard {
     }
 }
 
+/// A key's pollutant as people write it (`o3_8h` → "O₃ 8 h"); an unknown
+/// key as it is.
+pub fn pollutant(key: &str) -> &str {
+    match key {
+        "pm25_24h" => "PM2.5",
+        "pm10_24h" => "PM10",
+        "so2_1h" | "so2_24h" => "SO₂",
+        "no2_1h" | "no2_24h" => "NO₂",
+        "co_1h" | "co_24h" | "co_8h" => "CO",
+        "o3_1h" => "O₃",
+        "o3_8h" => "O₃ 8 h",
+        other => other,
+    }
+}
+
+/// A list of keys (`"pm25_24h,pm10_24h"`) as people write them
+/// (`"PM2.5, PM10"`).
+pub fn pollutants(keys: &str) -> String {
+    keys.split(',')
+        .filter(|k| !k.is_empty())
+        .map(pollutant)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error("unknown key {key:?} for {standard}; valid keys: {valid}")]
