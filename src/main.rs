@@ -223,12 +223,7 @@ fn targets(all: bool, config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match lantian::evaluate::targets::parse(lantian::evaluate::targets::SEED)
-        .map_err(|e| e.join("; "))
-        .and_then(|t| {
-            lantian::evaluate::targets::merge(t, &settings.alerts.targets)
-                .map_err(|e| format!("{e:?}"))
-        }) {
+    match settings.targets().map_err(|e| format!("{e:?}")) {
         Ok(t) => {
             print!("{}", lantian::evaluate::targets::render(&t, all));
             ExitCode::SUCCESS

@@ -228,6 +228,44 @@ mod tests {
         assert_eq!(format!("{shipped:?}"), format!("{:?}", Settings::default()));
     }
 
+    /// One GB 3095 edition's PM limits at a time, by default the one that
+    /// goes with the AQI edition: a day above 75 µg/m³ PM2.5 alerts once.
+    #[test]
+    fn one_gb3095_edition_applies_at_a_time() {
+        let enabled = |toml: &str| -> Vec<String> {
+            let s = load_from_str(toml).unwrap();
+            let mut ids: Vec<String> = s
+                .targets()
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.enabled && t.id.contains("gb3095") && t.id.contains("pm"))
+                .map(|t| t.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let y2026 = ["air.gb3095-2026.pm10_24h", "air.gb3095-2026.pm25_24h"];
+        let y2012 = ["air.gb3095-2012.pm10_24h", "air.gb3095-2012.pm25_24h"];
+        assert_eq!(enabled(""), y2026);
+        assert_eq!(enabled("[aqi]\nstandard = \"hj633-2012\"\n"), y2012);
+        assert_eq!(enabled("[alerts]\ngb3095 = \"gb3095-2012\"\n"), y2012);
+        assert_eq!(
+            enabled("[aqi]\nstandard = \"hj633-2012\"\n[alerts]\ngb3095 = \"gb3095-2026\"\n"),
+            y2026
+        );
+        // An operator can still turn one back on by hand.
+        let both =
+            enabled("[[alerts.targets]]\nid = \"air.gb3095-2012.pm25_24h\"\nenabled = true\n");
+        assert_eq!(both.len(), 3, "{both:?}");
+        // The gas limits are the same in both editions: always on.
+        let s = load_from_str("[aqi]\nstandard = \"hj633-2012\"\n").unwrap();
+        let so2 = s.targets().unwrap();
+        assert!(
+            so2.iter()
+                .any(|t| t.id == "air.gb3095-2012.so2_24h" && t.enabled)
+        );
+    }
+
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let toml = "[mqtt]\nport = \"x\"\nhots = 1\n[[mqtt.subscriptions]]\nfilter = \"a/#/b\"\n\

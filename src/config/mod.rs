@@ -452,6 +452,18 @@ impl Default for CompletenessConfig {
     }
 }
 
+/// `alerts.gb3095`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Gb3095Choice {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "gb3095-2012")]
+    Gb3095_2012,
+    #[serde(rename = "gb3095-2026")]
+    Gb3095_2026,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AqiConfig {
@@ -498,6 +510,11 @@ impl Default for ArchiveConfig {
 pub struct AlertsConfig {
     /// Evaluate the targets and send alerts (needs windows).
     pub enabled: bool,
+    /// Which GB 3095 edition's ambient limits apply: "auto" (the one that
+    /// goes with `aqi.standard`: GB 3095-2012 with HJ 633-2012, else GB
+    /// 3095-2026), "gb3095-2012" or "gb3095-2026". One at a time, so a day
+    /// above both editions' limits alerts once.
+    pub gb3095: Gb3095Choice,
     /// Alert state and the outbox (created if missing).
     pub dir: PathBuf,
     /// Default reminder interval while an alert fires ("0s" = none).
@@ -519,6 +536,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            gb3095: Gb3095Choice::Auto,
             dir: PathBuf::from("/var/lib/lantian/alerts"),
             repeat_interval: HumanDuration::from_secs(4 * 3600),
             external_url: "http://127.0.0.1:9184/".into(),

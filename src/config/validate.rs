@@ -245,7 +245,24 @@ impl Settings {
 
     /// The active targets: shipped, with `[[alerts.targets]]` applied.
     pub fn targets(&self) -> Result<Vec<crate::evaluate::targets::Target>, Vec<(usize, String)>> {
-        crate::evaluate::targets::merge(crate::evaluate::targets::shipped(), &self.alerts.targets)
+        use crate::evaluate::targets::{merge, select_gb3095, shipped};
+        let mut shipped = shipped();
+        select_gb3095(&mut shipped, self.gb3095());
+        merge(shipped, &self.alerts.targets)
+    }
+
+    /// The GB 3095 edition whose limits apply: `alerts.gb3095`, or with
+    /// "auto" the one that goes with the AQI edition (HJ 633-2012 with GB
+    /// 3095-2012; otherwise the current GB 3095-2026).
+    pub fn gb3095(&self) -> crate::evaluate::targets::Gb3095 {
+        use crate::evaluate::aqi::Standard;
+        use crate::evaluate::targets::Gb3095;
+        match (self.alerts.gb3095, self.aqi.standard) {
+            (super::Gb3095Choice::Gb3095_2012, _) => Gb3095::Y2012,
+            (super::Gb3095Choice::Gb3095_2026, _) => Gb3095::Y2026,
+            (super::Gb3095Choice::Auto, Standard::Hj633_2012) => Gb3095::Y2012,
+            (super::Gb3095Choice::Auto, _) => Gb3095::Y2026,
+        }
     }
 
     /// One line for `check-config` and the start-up log (no secrets).

@@ -333,6 +333,39 @@ pub fn shipped() -> Vec<Target> {
     parse(SEED).unwrap_or_default()
 }
 
+/// The edition of GB 3095 (ambient air quality limits) in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gb3095 {
+    Y2012,
+    Y2026,
+}
+
+impl Gb3095 {
+    /// The set of targets holding this edition's own limits (those that
+    /// changed between editions: PM2.5 and PM10).
+    pub fn set(self) -> &'static str {
+        match self {
+            Gb3095::Y2012 => "gb3095-2012-grade2",
+            Gb3095::Y2026 => "gb3095-2026-transition",
+        }
+    }
+}
+
+/// Turns off the limits of the GB 3095 edition not in force, so one
+/// exceedance never alerts twice under two editions. Operator patches
+/// applied after this can still turn any target back on.
+pub fn select_gb3095(targets: &mut [Target], edition: Gb3095) {
+    let other = match edition {
+        Gb3095::Y2012 => Gb3095::Y2026,
+        Gb3095::Y2026 => Gb3095::Y2012,
+    };
+    for t in targets {
+        if t.set.as_deref() == Some(other.set()) {
+            t.enabled = false;
+        }
+    }
+}
+
 /// The table `lantian targets` prints.
 pub fn render(targets: &[Target], all: bool) -> String {
     use std::fmt::Write;
