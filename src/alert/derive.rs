@@ -3,7 +3,10 @@
 //! - per plant and day, volumes (m³) from the day's mean flows (m³/h) ×
 //!   the day's hours: inflow, treated, reclaimed, rainfall, runoff;
 //! - `treatment_rate.day` and `treatment_rate.month_to_date` = treated ÷
-//!   inflow × 100, per plant and city-wide (labels `scope=city`);
+//!   max(inflow, treated + bypass) × 100 (an inflow meter downstream of an
+//!   overflow would otherwise read 100 %), per plant and city-wide (labels
+//!   `scope=city`: the metered plants' treatment ratio, a proxy for the
+//!   city's rate, which also counts sewage never collected);
 //! - `capture_ratio.day` = (1 − runoff ÷ rainfall) × 100 where both are
 //!   measured and it rained;
 //! - `reclaimed.year_to_date_pace`: the city's year-to-date reclaimed
@@ -43,7 +46,54 @@ const FLOWS: [&str; 5] = [
 pub struct Volumes {
     /// Indexed like `FLOWS`.
     pub m3: [Option<f64>; 5],
+    /// Sewage that overflowed past treatment (`bypass_m3h`); kept apart
+    /// from `m3` so alert state saved before it still loads.
+    #[serde(default)]
+    pub bypass_m3: Option<f64>,
     pub end_ms: i64,
+}
+
+/// Treated, inflow and bypassed volumes (m³) summed over days.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Sewage {
+    treated: f64,
+    inflow: f64,
+    bypass: f64,
+}
+
+impl Sewage {
+    /// A day's volumes, if it has treated and inflow volumes (a plant
+    /// without a bypass meter has no bypass).
+    fn of(v: &Volumes) -> Option<Sewage> {
+        Some(Sewage {
+            treated: v.m3[1]?,
+            inflow: v.m3[0]?,
+            bypass: v.bypass_m3.unwrap_or(0.0),
+        })
+    }
+
+    fn add(self, o: Sewage) -> Sewage {
+        Sewage {
+            treated: self.treated + o.treated,
+            inflow: self.inflow + o.inflow,
+            bypass: self.bypass + o.bypass,
+        }
+    }
+
+    /// Treated ÷ total sewage × 100, the total being the larger of the
+    /// metered inflow and treated + bypassed.
+    fn rate(self) -> Option<f64> {
+        let total = self.inflow.max(self.treated + self.bypass);
+        (total > 0.0).then(|| self.treated / total * 100.0)
+    }
+
+    fn details(self) -> BTreeMap<String, String> {
+        let mut d = BTreeMap::new();
+        d.insert("treated_m3".into(), format!("{:.0}", self.treated));
+        d.insert("inflow_m3".into(), format!("{:.0}", self.inflow));
+        d.insert("bypass_m3".into(), format!("{:.0}", self.bypass));
+        d
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -164,10 +214,6 @@ fn midnight(cal: &Calendar, d: NaiveDate) -> i64 {
         .map_or(0, |t| cal.day_start(t.timestamp_millis()))
 }
 
-fn rate(treated: f64, inflow: f64) -> Option<f64> {
-    (inflow > 0.0).then(|| treated / inflow * 100.0)
-}
-
 impl Derived {
     /// Takes in one observation; derived ones it completes go to `out`.
     pub fn absorb(&mut self, o: &Observation, cal: &Calendar, out: &mut Vec<Observation>) {
@@ -227,9 +273,10 @@ impl Derived {
         let Some((field, "day")) = o.metric.rsplit_once('.') else {
             return;
         };
-        let Some(ix) = FLOWS.iter().position(|f| *f == field) else {
+        let ix = FLOWS.iter().position(|f| *f == field);
+        if ix.is_none() && field != "bypass_m3h" {
             return;
-        };
+        }
         let k = key(&o.kind, &o.labels);
         let plant = self.plants.entry(k.clone()).or_insert_with(|| Plant {
             kind: o.kind.clone(),
@@ -237,7 +284,11 @@ impl Derived {
             days: BTreeMap::new(),
         });
         let day = plant.days.entry(o.start_ms).or_default();
-        day.m3[ix] = Some(o.value * (o.end_ms - o.start_ms) as f64 / HOUR_MS);
+        let m3 = Some(o.value * (o.end_ms - o.start_ms) as f64 / HOUR_MS);
+        match ix {
+            Some(ix) => day.m3[ix] = m3,
+            None => day.bypass_m3 = m3,
+        }
         day.end_ms = o.end_ms;
         let oldest = o.start_ms - KEEP_DAYS_MS;
         while plant
@@ -270,18 +321,18 @@ impl Derived {
                 valid: true,
                 details,
             };
-            if let (Some(t), Some(i)) = (v.m3[1], v.m3[0]) {
-                if let Some(r) = rate(t, i) {
-                    out.push(obs("treatment_rate.day", *day, r, volumes(t, i)));
+            if let Some(s) = Sewage::of(v) {
+                if let Some(r) = s.rate() {
+                    out.push(obs("treatment_rate.day", *day, r, s.details()));
                 }
                 let ms = month_start(cal, *day);
-                let (t, i) = p
+                let month = p
                     .days
                     .range(ms..=*day)
-                    .filter_map(|(_, v)| Some((v.m3[1]?, v.m3[0]?)))
-                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-                if let Some(r) = rate(t, i) {
-                    out.push(obs("treatment_rate.month_to_date", ms, r, volumes(t, i)));
+                    .filter_map(|(_, v)| Sewage::of(v))
+                    .fold(Sewage::default(), Sewage::add);
+                if let Some(r) = month.rate() {
+                    out.push(obs("treatment_rate.month_to_date", ms, r, month.details()));
                 }
             }
             if let (Some(rain), Some(runoff)) = (v.m3[3], v.m3[4]) {
@@ -309,21 +360,24 @@ impl Derived {
         let city = vec![("scope".to_owned(), "city".to_owned())];
         let end = cal.day_end(day);
         let ms = month_start(cal, day);
-        let sum = |range: std::ops::RangeInclusive<i64>, a: usize, b: usize| {
+        // The plants' sewage volumes of their days in `range`, with the
+        // number of plants that had any.
+        let sum = |range: std::ops::RangeInclusive<i64>| {
             let mut plants = 0;
-            let (mut x, mut y) = (0.0, 0.0);
+            let mut total = Sewage::default();
             for p in self.plants.values() {
                 let mut seen = false;
-                for v in p.days.range(range.clone()).map(|(_, v)| v) {
-                    if let (Some(va), Some(vb)) = (v.m3[a], v.m3[b]) {
-                        x += va;
-                        y += vb;
-                        seen = true;
-                    }
+                for v in p
+                    .days
+                    .range(range.clone())
+                    .filter_map(|(_, v)| Sewage::of(v))
+                {
+                    total = total.add(v);
+                    seen = true;
                 }
                 plants += usize::from(seen);
             }
-            (x, y, plants)
+            (total, plants)
         };
         let obs = |metric: &str, start: i64, value: f64, details| Observation {
             kind: "sewage".into(),
@@ -335,22 +389,31 @@ impl Derived {
             valid: true,
             details,
         };
-        let (t, i, n) = sum(day..=day, 1, 0);
+        let ratio = |s: Sewage, n: usize| {
+            let mut d = s.details();
+            d.insert("plants".into(), n.to_string());
+            d.insert("basis".into(), "metered plants' treatment ratio".into());
+            d
+        };
+        let (s, n) = sum(day..=day);
         if n > 0 {
-            if let Some(r) = rate(t, i) {
-                let mut d = volumes(t, i);
-                d.insert("plants".into(), n.to_string());
-                out.push(obs("treatment_rate.day", day, r, d));
+            if let Some(r) = s.rate() {
+                out.push(obs("treatment_rate.day", day, r, ratio(s, n)));
             }
-            let (t, i, n) = sum(ms..=day, 1, 0);
-            if let Some(r) = rate(t, i) {
-                let mut d = volumes(t, i);
-                d.insert("plants".into(), n.to_string());
-                out.push(obs("treatment_rate.month_to_date", ms, r, d));
+            let (s, n) = sum(ms..=day);
+            if let Some(r) = s.rate() {
+                out.push(obs("treatment_rate.month_to_date", ms, r, ratio(s, n)));
             }
         }
         let (ys, ye) = year_bounds(cal, day);
-        let (ytd, _, n) = sum(ys..=day, 2, 2);
+        // Reclaimed volume year to date, and how many plants reported it.
+        let (mut ytd, mut n) = (0.0, 0);
+        for p in self.plants.values() {
+            let days = p.days.range(ys..=day).filter_map(|(_, v)| v.m3[2]);
+            let (m3, count) = days.fold((0.0, 0), |(m3, c), v| (m3 + v, c + 1));
+            ytd += m3;
+            n += usize::from(count > 0);
+        }
         if n > 0 && ye > ys {
             let fraction = (end - ys) as f64 / (ye - ys) as f64;
             let mut d = BTreeMap::new();
@@ -360,11 +423,4 @@ impl Derived {
             out.push(obs("reclaimed.year_to_date_pace", ys, ytd / fraction, d));
         }
     }
-}
-
-fn volumes(treated: f64, inflow: f64) -> BTreeMap<String, String> {
-    let mut d = BTreeMap::new();
-    d.insert("treated_m3".into(), format!("{treated:.0}"));
-    d.insert("inflow_m3".into(), format!("{inflow:.0}"));
-    d
 }

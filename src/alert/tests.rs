@@ -307,6 +307,34 @@ fn flows(
     e.take_notices()
 }
 
+/// An inflow meter downstream of an overflow sees only what was not
+/// bypassed: 9,000 m³/h in and treated, 1,000 m³/h bypassed is 90 %, not
+/// 100 %.
+#[test]
+fn bypassed_sewage_counts_against_the_treatment_rate() {
+    let mut e = engine();
+    let s = DAY0;
+    let p = plant("gaobeidian");
+    e.observe(&[
+        obs("sewage", &p, "inflow_m3h.day", s, s + 24 * H, 9_000.0),
+        obs("sewage", &p, "treated_m3h.day", s, s + 24 * H, 9_000.0),
+        obs("sewage", &p, "bypass_m3h.day", s, s + 24 * H, 1_000.0),
+    ]);
+    let n = e.take_notices();
+    let day = of_rule(&n, "water.treatment-rate.day");
+    let plant = day
+        .iter()
+        .find(|n| n.alert.labels.contains_key("site"))
+        .unwrap_or_else(|| panic!("{n:#?}"));
+    assert!((plant.alert.value - 90.0).abs() < 1e-9, "{}", plant.alert.value);
+    assert_eq!(plant.alert.details["bypass_m3"], "24000");
+    let city = day
+        .iter()
+        .find(|n| n.alert.labels.contains_key("scope"))
+        .unwrap();
+    assert_eq!(city.alert.details["basis"], "metered plants' treatment ratio");
+}
+
 #[test]
 fn a_plant_treating_90_percent_for_a_day_fires_the_95_percent_target() {
     let mut e = engine();
