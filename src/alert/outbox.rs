@@ -193,16 +193,23 @@ pub struct Outbox {
 fn open_queue(dir: &Path, r: Receiver, room: Arc<Notify>) -> std::io::Result<Queue> {
     let qdir = dir.join("outbox").join(&r.name);
     std::fs::create_dir_all(qdir.join("dead"))?;
-    let mut seqs: Vec<u64> = std::fs::read_dir(&qdir)?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            n.strip_suffix(".json")?.parse().ok()
-        })
-        .collect();
-    seqs.sort_unstable();
+    let seqs_in = |d: &Path| -> std::io::Result<Vec<u64>> {
+        let mut seqs: Vec<u64> = std::fs::read_dir(d)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                n.strip_suffix(".json")?.parse().ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    };
+    let seqs = seqs_in(&qdir)?;
+    // Numbers are never reused, dead letters' included: a notice moved to
+    // dead/ must not overwrite an earlier one there.
+    let dead_max = seqs_in(&qdir.join("dead"))?.last().copied().unwrap_or(0);
     let mut inner = Inner {
-        next_seq: seqs.last().map_or(1, |s| s + 1),
+        next_seq: seqs.last().copied().unwrap_or(0).max(dead_max) + 1,
         pending: VecDeque::new(),
         recent: HashSet::new(),
         order: VecDeque::new(),

@@ -326,13 +326,20 @@ fn bypassed_sewage_counts_against_the_treatment_rate() {
         .iter()
         .find(|n| n.alert.labels.contains_key("site"))
         .unwrap_or_else(|| panic!("{n:#?}"));
-    assert!((plant.alert.value - 90.0).abs() < 1e-9, "{}", plant.alert.value);
+    assert!(
+        (plant.alert.value - 90.0).abs() < 1e-9,
+        "{}",
+        plant.alert.value
+    );
     assert_eq!(plant.alert.details["bypass_m3"], "24000");
     let city = day
         .iter()
         .find(|n| n.alert.labels.contains_key("scope"))
         .unwrap();
-    assert_eq!(city.alert.details["basis"], "metered plants' treatment ratio");
+    assert_eq!(
+        city.alert.details["basis"],
+        "metered plants' treatment ratio"
+    );
 }
 
 #[test]
@@ -738,4 +745,62 @@ fn receivers_route_by_rule_severity_and_labels() {
     );
     assert!(!r(&[], Critical, &[]).routes(a));
     assert!(!r(&[], Info, &[("district", "chaoyang")]).routes(a));
+}
+
+/// A notice moved to `dead/` must never overwrite an earlier dead letter:
+/// sequence numbers go on from the highest ever used, dead ones included,
+/// even when the queue was empty at start.
+#[test]
+fn dead_letters_never_overwrite_each_other() {
+    use super::outbox::{Outbox, Receiver};
+    use std::sync::Arc;
+
+    let mut e = engine();
+    let s = site("dongsi");
+    for h in 0..3 {
+        e.observe(&[obs(
+            "air",
+            &s,
+            "aqi.hour",
+            DAY0 + h * H,
+            DAY0 + (h + 1) * H,
+            245.0,
+        )]);
+    }
+    let notice = e
+        .take_notices()
+        .into_iter()
+        .next()
+        .expect("a firing notice");
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver {
+        name: "a".into(),
+        url: "http://127.0.0.1:9/hook".parse().unwrap(),
+        format: crate::config::WebhookFormat::Lantian,
+        key: None,
+        timeout: std::time::Duration::from_secs(1),
+        min_severity: crate::evaluate::targets::Severity::Info,
+        rules: Vec::new(),
+        matchers: BTreeMap::new(),
+        retry_initial: std::time::Duration::from_millis(10),
+        retry_max: std::time::Duration::from_millis(10),
+    };
+    let queue = dir.path().join("outbox/a");
+    let name = |seq: u64| format!("{seq:020}.json");
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    for round in 1..=2u64 {
+        let outbox = Outbox::open(dir.path(), vec![receiver.clone()], 10, metrics.clone()).unwrap();
+        assert_eq!(outbox.enqueue(&notice).unwrap(), 1);
+        drop(outbox);
+        // Refused for good, as delivery does it: into dead/.
+        let file = queue.join(name(round));
+        assert!(
+            file.exists(),
+            "round {round}: {:?}",
+            std::fs::read_dir(&queue).unwrap().collect::<Vec<_>>()
+        );
+        std::fs::rename(&file, queue.join("dead").join(name(round))).unwrap();
+    }
+    let dead = std::fs::read_dir(queue.join("dead")).unwrap().count();
+    assert_eq!(dead, 2, "both dead letters kept");
 }

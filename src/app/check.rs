@@ -27,6 +27,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     check_topics(s, &mut p);
     check_quantities(s, &mut p);
     check_windows(s, &mut p);
+    check_spool_record(s, &mut p);
     if s.alerts.enabled {
         check_alerts(s, &mut p);
     }
@@ -35,6 +36,19 @@ pub fn check(s: &Settings) -> Vec<Problem> {
 
 fn problem(p: &mut Vec<Problem>, key: String, message: String) {
     p.push(Problem { key, message });
+}
+
+/// A payload the spool cannot hold would read back as corrupt.
+fn check_spool_record(s: &Settings, p: &mut Vec<Problem>) {
+    let max = crate::spool::format::MAX_PAYLOAD as u64;
+    let asked = s.validation.max_payload_bytes.get();
+    if s.spool.enabled && asked > max {
+        problem(
+            p,
+            "validation.max_payload_bytes".into(),
+            format!("{asked} bytes is more than a spool record holds: at most {max}"),
+        );
+    }
 }
 
 fn check_topics(s: &Settings, p: &mut Vec<Problem>) {
@@ -71,5 +85,24 @@ fn check_alerts(s: &Settings, p: &mut Vec<Problem>) {
         for (key, message) in errors {
             problem(p, key, message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A payload limit above what a spool record holds is refused at load
+    /// (it would read back as corrupt), and at the limit it is accepted.
+    #[test]
+    fn max_payload_bytes_must_fit_a_spool_record() {
+        let max = crate::spool::format::MAX_PAYLOAD;
+        let toml = |n: usize| format!("[validation]\nmax_payload_bytes = {n}\n");
+        assert!(super::load_from_str(&toml(max)).is_ok());
+        let problems = super::load_from_str(&toml(max + 1)).unwrap_err().0;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "validation.max_payload_bytes");
+        assert!(problems[0].message.contains("spool record"), "{problems:?}");
+        // Without the spool there is no record to fit.
+        let no_spool = format!("{}[spool]\nenabled = false\n", toml(max + 1));
+        assert!(super::load_from_str(&no_spool).is_ok());
     }
 }

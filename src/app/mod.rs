@@ -145,7 +145,7 @@ pub async fn run_with(
         source.run(tx, intake, acks_done).await;
         Ok(())
     });
-    build_readiness(&sinks, &metrics, &tasks);
+    build_readiness(s, &sinks, &metrics, &tasks);
     build_housekeeping(s, &metrics, hooks.reload, rules_tx, outbox, &tasks);
 
     let deadline = s.pipeline.shutdown_timeout.get();
@@ -443,23 +443,42 @@ fn build_pipeline(
     Ok(done)
 }
 
-/// READY=1 to systemd once InfluxDB answers and the MQTT subscriptions are
-/// in place.
-fn build_readiness(sinks: &Sinks, metrics: &Arc<Metrics>, tasks: &Shutdown) {
+/// READY=1 to systemd once the MQTT subscriptions are in place and the
+/// readings have somewhere to go: InfluxDB answers or, with the spool on,
+/// the spool takes them (an InfluxDB outage at boot must not keep the
+/// daemon from starting: that is what the spool is for). The sink's state
+/// is reported separately (STATUS=, /readyz, the metric); it is probed
+/// until InfluxDB first answers.
+fn build_readiness(s: &Settings, sinks: &Sinks, metrics: &Arc<Metrics>, tasks: &Shutdown) {
     let probe = sinks.clone();
+    let spool = s.spool.enabled;
     let (m, stop) = (metrics.clone(), tasks.token(Phase::Data));
     tasks.spawn(Phase::Service, "readiness", async move {
         let mut waited = 0u32;
+        let mut ready = false;
         loop {
             let sink = m.sink_ok.load(Relaxed) || probe.probe().await;
             let mqtt = m.mqtt_subscribed.load(Relaxed);
-            if sink && mqtt {
+            let buffered = spool && !m.spool_full.load(Relaxed);
+            if !ready && mqtt && sink {
                 info!("ready: subscribed to MQTT, InfluxDB answers");
                 crate::systemd::notify("READY=1\nSTATUS=subscribed, writing");
                 return Ok(());
             }
+            if !ready && mqtt && buffered {
+                warn!("ready: subscribed to MQTT; InfluxDB does not answer yet, readings wait in the spool");
+                crate::systemd::notify(
+                    "READY=1\nSTATUS=subscribed; InfluxDB not answering, readings wait in the spool",
+                );
+                ready = true;
+            }
+            if ready && sink {
+                info!("InfluxDB answers");
+                crate::systemd::notify("STATUS=subscribed, writing");
+                return Ok(());
+            }
             waited += 1;
-            if waited % 30 == 0 {
+            if !ready && waited % 30 == 0 {
                 warn!(mqtt_subscribed = mqtt, influxdb = sink, "not ready yet");
             }
             tokio::select! {

@@ -33,6 +33,10 @@ pub const RECORD_HEADER: usize = 12;
 const BODY_FIXED: usize = 14;
 /// Largest body accepted when reading (a larger length is corruption).
 pub const MAX_BODY: usize = 16 << 20;
+/// The largest `validation.max_payload_bytes` a record holds: the body's
+/// fixed part, the longest topic (u16 length) and the payload's extra byte
+/// (kept to tell an oversized payload) must fit in `MAX_BODY`.
+pub const MAX_PAYLOAD: usize = MAX_BODY - BODY_FIXED - u16::MAX as usize - 1;
 
 /// One spooled MQTT message.
 #[derive(Clone, Debug, PartialEq)]

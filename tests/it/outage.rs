@@ -140,3 +140,87 @@ async fn sigterm_flushes_and_the_persistent_session_keeps_messages_while_stopped
     assert!(logs.contains("session_present=true"), "{logs}");
     assert!(logs.contains("lantian stopped"), "{logs}");
 }
+
+/// A gateway in front of InfluxDB that answers 400 for its own reasons
+/// (here: every request, with no InfluxDB headers) is not InfluxDB
+/// refusing points: lantian keeps the data, says the sink is not writable
+/// (/readyz 503, the metric, an error line) and retries; once the path is
+/// fixed, every reading arrives and nothing was quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_answering_400_is_not_bad_data_and_loses_nothing() {
+    let broker = Mosquitto::start().await;
+    let gateway = Receiver::start().await;
+    gateway
+        .status
+        .store(400, std::sync::atomic::Ordering::Relaxed);
+    let section = format!(
+        "api = \"v1\"\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"env\"\ngzip = false\nretry_initial = \"50ms\"",
+        gateway.port
+    );
+    let lantian = Lantian::start(&Lantian::config(broker.port, &section, ""));
+    let mut publisher = Publisher::connect(broker.port, "gateway-publisher").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - 60_000;
+    for j in 0..50 {
+        publisher
+            .publish(
+                "env/haidian/site01/dust/d-001",
+                format!(r#"{{"ts":{},"pm10":{j}}}"#, base + j * 1000),
+            )
+            .await;
+    }
+    publisher.flush().await;
+    // The gateway keeps refusing: retried, not split into quarantine.
+    lantian
+        .wait_metric(
+            "lantian_influx_write_retries_total",
+            5.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    let (code, why) = lantian.admin("/readyz").await;
+    assert_eq!(code, 503, "{why}");
+    assert_eq!(lantian.metric("lantian_influx_writable").await, Some(0.0));
+    assert!(
+        lantian
+            .logs()
+            .contains("InfluxDB refused the write; keeping the data"),
+        "{}",
+        lantian.logs()
+    );
+    // The path is fixed.
+    gateway
+        .status
+        .store(204, std::sync::atomic::Ordering::Relaxed);
+    let stored = |g: &Receiver| -> std::collections::BTreeSet<String> {
+        g.requests()
+            .iter()
+            .filter(|r| r.status == 204)
+            .flat_map(|r| {
+                String::from_utf8_lossy(&r.body)
+                    .lines()
+                    .filter(|l| l.starts_with("dust,"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    wait_for(
+        "all 50 readings written",
+        Duration::from_secs(60),
+        async || stored(&gateway).len() >= 50,
+    )
+    .await;
+    assert_eq!(stored(&gateway).len(), 50);
+    let quarantined = gateway
+        .requests()
+        .iter()
+        .any(|r| String::from_utf8_lossy(&r.body).contains("quarantine"));
+    assert!(!quarantined, "nothing is quarantined");
+    assert_eq!(
+        lantian
+            .metric("lantian_quarantined_total{reason=\"rejected\"}")
+            .await,
+        Some(0.0)
+    );
+}

@@ -12,7 +12,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Request, StatusCode, Url};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::line::encode_row;
 use crate::backoff::Backoff;
@@ -36,10 +36,38 @@ pub enum Error {
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
     Written,
-    /// The server refused the content (400, 413, 422): split and retry.
+    /// InfluxDB itself refused points of the batch (a line it cannot
+    /// parse, a field type conflict, a partial write): split, and
+    /// quarantine a single line it still refuses.
     Rejected(String),
+    /// The body is too large for the server (413): split; a single line
+    /// is retried, never quarantined (the data is not at fault).
+    TooLarge(String),
     /// Worth retrying unchanged, after the server's `Retry-After` if given.
+    /// This includes a 400 or 422 that InfluxDB did not attribute to
+    /// points (a proxy, a gateway, plain HTTP to a TLS port): the data is
+    /// kept until an operator fixes the path.
     Retry(Option<Duration>, String),
+}
+
+/// Whether a 400/422 answer is InfluxDB saying that points are at fault:
+/// it comes from InfluxDB (its version header, which both 1.x and 2.x
+/// send) and its error is one InfluxDB gives for points.
+fn points_at_fault(headers: &reqwest::header::HeaderMap, body: &str) -> bool {
+    let from_influx =
+        headers.contains_key("x-influxdb-version") || headers.contains_key("x-influxdb-build");
+    let body = body.to_ascii_lowercase();
+    from_influx
+        && [
+            "unable to parse",
+            "partial write",
+            "field type conflict",
+            "points beyond retention policy",
+            "invalid field",
+            "max-values-per-tag limit exceeded",
+        ]
+        .iter()
+        .any(|m| body.contains(m))
 }
 
 /// Lines of line protocol with their start offsets, so a rejected batch
@@ -191,38 +219,56 @@ impl Writer {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let msg = format!("HTTP {}: {}", status.as_u16(), text.trim());
         match status {
-            StatusCode::BAD_REQUEST
-            | StatusCode::PAYLOAD_TOO_LARGE
-            | StatusCode::UNPROCESSABLE_ENTITY => Outcome::Rejected(msg),
+            StatusCode::PAYLOAD_TOO_LARGE => Outcome::TooLarge(msg),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+                if points_at_fault(&headers, &text) =>
+            {
+                Outcome::Rejected(msg)
+            }
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Outcome::Retry(
+                retry_after,
+                format!("{msg} (not InfluxDB refusing points: the data is kept)"),
+            ),
             // 401/403/404 are configuration problems (token, database):
             // retrying keeps the data until an operator fixes them.
             _ => Outcome::Retry(retry_after, msg),
         }
     }
 
-    /// POST until the server answers something other than "retry". The
-    /// first failure of an outage is a warning; later ones are debug lines,
-    /// and the recovery is logged with the outage's length.
-    async fn post_until_answered(&self, body: &[u8]) -> Result<(), String> {
+    /// POST until the server answers something other than "retry": Ok
+    /// once written, Err with the answer when the batch must be split. A
+    /// single line too large for the server is retried (`single`). The
+    /// first failure of an outage is logged (an error when the server
+    /// answered, a warning when it could not be reached); later ones are
+    /// debug lines, and the recovery is logged with the outage's length.
+    async fn post_until_answered(&self, body: &[u8], single: bool) -> Result<(), Outcome> {
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         let mut failures = 0u32;
         let started = std::time::Instant::now();
         loop {
-            let outcome = self.post(body).await;
+            let outcome = match self.post(body).await {
+                Outcome::TooLarge(msg) if single => Outcome::Retry(None, msg),
+                other => other,
+            };
             if failures > 0 && !matches!(outcome, Outcome::Retry(..)) {
                 info!(failures, after = ?started.elapsed(), "InfluxDB writes recovered");
             }
             match outcome {
                 Outcome::Written => return Ok(()),
-                Outcome::Rejected(msg) => return Err(msg),
+                split @ (Outcome::Rejected(_) | Outcome::TooLarge(_)) => return Err(split),
                 Outcome::Retry(after, msg) => {
+                    // Not written: the sink is not writable (readiness).
+                    self.metrics.sink_state(false);
                     self.metrics.write_retried();
                     let step = backoff.next_wait();
                     let wait = after.unwrap_or(step);
-                    if failures == 0 {
+                    if failures == 0 && msg.starts_with("HTTP ") {
+                        error!(error = %msg, url = %self.url, "InfluxDB refused the write; keeping the data and retrying until it succeeds");
+                    } else if failures == 0 {
                         warn!(error = %msg, url = %self.url, "InfluxDB write failed; retrying until it succeeds");
                     } else {
                         debug!(error = %msg, retry_in = ?wait, failures, "InfluxDB write failed again");
@@ -249,11 +295,15 @@ impl Writer {
             if range.is_empty() {
                 continue;
             }
-            match self.post_until_answered(lines.bytes(range.clone())).await {
+            let single = range.len() == 1;
+            match self
+                .post_until_answered(lines.bytes(range.clone()), single)
+                .await
+            {
                 Ok(()) => {
                     self.metrics.lines_stored(range.len() as u64);
                 }
-                Err(msg) if range.len() == 1 => {
+                Err(Outcome::Rejected(msg)) if single => {
                     rejected += 1;
                     self.quarantine_rejected(lines.bytes(range), &msg, now_ns())
                         .await;
@@ -283,7 +333,11 @@ impl Writer {
         });
         let mut buf = Vec::new();
         encode_row(&mut buf, &record, time_ns);
-        if let Err(e) = self.post_until_answered(&buf).await {
+        if let Err(e) = self.post_until_answered(&buf, true).await {
+            let e = match e {
+                Outcome::Rejected(msg) | Outcome::TooLarge(msg) => msg,
+                other => format!("{other:?}"),
+            };
             self.metrics.quarantine_refused(&e, text.trim_end());
         } else {
             self.metrics.lines_stored(1);

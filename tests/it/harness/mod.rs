@@ -46,7 +46,7 @@ fn require(bin: &str) -> PathBuf {
 }
 
 /// Polls `ready` until it holds; panics after `timeout`.
-async fn wait_for(what: &str, timeout: Duration, mut ready: impl AsyncFnMut() -> bool) {
+pub async fn wait_for(what: &str, timeout: Duration, mut ready: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if ready().await {
