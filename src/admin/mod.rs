@@ -23,9 +23,16 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use board::Board;
+
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a connection stays open (Prometheus and browsers reconnect).
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
 use crate::metrics::Metrics;
 
@@ -64,28 +71,58 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     info!(%addr, "admin endpoint listening (/healthz /readyz /metrics /)");
     let task = tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut failures = 0u32;
         loop {
+            // A connection slot first: past the cap, new connections wait
+            // in the kernel's backlog instead of taking file descriptors.
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+                _ = stop.cancelled() => return,
+            };
             let (sock, peer) = tokio::select! {
                 r = listener.accept() => match r {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        failures = 0;
+                        x
+                    }
                     Err(e) => {
-                        debug!(error = %e, "admin accept failed");
-                        continue;
+                        // EMFILE and the like: wait instead of spinning
+                        // (the spool needs descriptors too).
+                        failures += 1;
+                        let wait = crate::backoff::wait_after(
+                            std::time::Duration::from_millis(10),
+                            std::time::Duration::from_secs(1),
+                            failures,
+                        );
+                        warn!(error = %e, retry_in = ?wait, "admin endpoint cannot accept a connection");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = stop.cancelled() => return,
+                        }
                     }
                 },
                 _ = stop.cancelled() => return,
             };
             let state = state.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = hyper::service::service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(route(&state, req)) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .await
-                {
-                    debug!(%peer, error = %e, "admin connection ended");
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(sock), svc);
+                // A kept-alive connection idle past the limit is closed too.
+                match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                    Ok(Err(e)) => debug!(%peer, error = %e, "admin connection ended"),
+                    Err(_) => debug!(%peer, "admin connection closed after its lifetime"),
+                    Ok(Ok(())) => {}
                 }
             });
         }
@@ -145,5 +182,46 @@ fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; charset=utf-8",
             "not found: try /, /healthz, /readyz, /metrics, /api/status\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that connects and sends nothing is disconnected (the
+    /// header timeout), so idle clients cannot pile up; requests are still
+    /// answered meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_client_is_disconnected_and_others_are_served() {
+        let state = State {
+            metrics: Arc::new(Metrics::default()),
+            board: Arc::new(Board::new(
+                crate::evaluate::aqi::Standard::Hj633_2026,
+                chrono_tz::Asia::Shanghai,
+            )),
+        };
+        let stop = CancellationToken::new();
+        let (addr, _task) = serve("127.0.0.1:0".parse().unwrap(), state, stop.clone())
+            .await
+            .unwrap();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut other = tokio::net::TcpStream::connect(addr).await.unwrap();
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The server closes the silent one (end of stream); the bound is
+        // only there so a regression fails instead of hanging.
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(4 * HEADER_TIMEOUT, silent.read(&mut buf))
+            .await
+            .expect("the silent connection was never closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        stop.cancel();
     }
 }

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode,
 };
-use rumqttc::mqttbytes::{Error as CodecError, QoS, matches};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -184,6 +184,28 @@ fn subscribe(
     codes
 }
 
+/// Whether `topic` matches the subscription `filter` (MQTT 3.1.1 §4.7):
+/// `+` is one level, `#` the rest and the parent, and a topic starting
+/// with `$` is not matched by a leading wildcard. Any text is safe: a
+/// topic is compared level by level, never indexed by bytes (rumqttc's
+/// `matches` panics on a topic starting with a multi-byte character, and
+/// did so holding the subscription lock, poisoning it for every client).
+fn topic_matches(topic: &str, filter: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let (mut t, mut f) = (topic.split('/'), filter.split('/'));
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Sends a publish on to every matching subscription.
 async fn route(shared: &Shared, p: &rumqttc::Publish) {
     let targets: Vec<(mpsc::Sender<Packet>, QoS, Arc<AtomicU16>)> = shared
@@ -191,7 +213,7 @@ async fn route(shared: &Shared, p: &rumqttc::Publish) {
         .lock()
         .expect("subs")
         .iter()
-        .filter(|x| matches(&p.topic, &x.filter))
+        .filter(|x| topic_matches(&p.topic, &x.filter))
         .map(|x| {
             let qos = if x.qos == QoS::AtMostOnce || p.qos == QoS::AtMostOnce {
                 QoS::AtMostOnce
@@ -220,5 +242,30 @@ async fn route(shared: &Shared, p: &rumqttc::Publish) {
         // A closed subscriber is simply skipped.
         let _ = to.send(Packet::Publish(out)).await;
         shared.routed.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topics_match_filters_and_any_text_is_safe() {
+        for (topic, filter, want) in [
+            ("env/a/b/air/s1", "env/#", true),
+            ("env", "env/#", true),
+            ("env/a/b", "env/+/b", true),
+            ("env/a/c", "env/+/b", false),
+            ("env/a", "env/a/b", false),
+            ("env/a/b", "env/a", false),
+            ("$SYS/x", "#", false),
+            ("$SYS/x", "$SYS/#", true),
+            ("北京/站", "北京/+", true),
+            ("é", "#", true),
+            ("é/x", "e/x", false),
+            ("", "#", true),
+        ] {
+            assert_eq!(topic_matches(topic, filter), want, "{topic} vs {filter}");
+        }
     }
 }

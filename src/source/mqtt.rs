@@ -94,6 +94,19 @@ pub struct MqttSource {
     metrics: Arc<Metrics>,
     /// For log lines.
     broker: String,
+    /// Payload bytes kept of a message (`validation.max_payload_bytes` +
+    /// 1): a longer one is quarantined as oversized anyway, and must not
+    /// hold its whole size in memory while it waits in the channel.
+    keep_payload: usize,
+}
+
+/// The first `keep` bytes of `payload`, copied so the rest of a large one
+/// is freed, and its length (0 when kept whole: `Message::payload_len`).
+fn cut(payload: bytes::Bytes, keep: usize) -> (bytes::Bytes, usize) {
+    if payload.len() <= keep {
+        return (payload, 0);
+    }
+    (bytes::Bytes::copy_from_slice(&payload[..keep]), payload.len())
 }
 
 impl MqttSource {
@@ -168,6 +181,7 @@ impl MqttSource {
                 generation,
                 metrics,
                 broker: format!("{}:{}", cfg.host, cfg.port),
+                keep_payload: usize::MAX,
             },
             acker,
         ))
@@ -281,7 +295,15 @@ impl MqttSource {
         }
     }
 
+    /// Keep at most `max + 1` payload bytes of each message (see
+    /// `keep_payload`); by default everything.
+    pub fn keep_payload(mut self, max: usize) -> Self {
+        self.keep_payload = max.saturating_add(1);
+        self
+    }
+
     fn message(&self, p: Publish) -> Message {
+        let (payload, payload_len) = cut(p.payload, self.keep_payload);
         Message {
             ack: Ack::Mqtt(AckToken {
                 qos: p.qos,
@@ -289,9 +311,9 @@ impl MqttSource {
                 generation: self.generation(),
             }),
             topic: p.topic,
-            payload: p.payload,
+            payload,
             received_ms: chrono::Utc::now().timestamp_millis(),
-            payload_len: 0,
+            payload_len,
             corrupt: None,
         }
     }
@@ -347,5 +369,24 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
             "broker refused the client id".into()
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::cut;
+
+    /// A large payload waits in the channel as its first bytes only (a
+    /// copy: the big buffer is freed), with its real length for the
+    /// quarantine record; a small one is kept whole, as it is.
+    #[test]
+    fn an_oversized_payload_is_cut_to_what_validation_reads() {
+        let big = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+        let (kept, len) = cut(big.clone(), 65_537);
+        assert_eq!((kept.len(), len), (65_537, 1 << 20));
+        assert_ne!(kept.as_ptr(), big.as_ptr(), "a copy, not a view of the big buffer");
+        let small = bytes::Bytes::from_static(b"{\"pm25\":1}");
+        let (kept, len) = cut(small.clone(), 65_537);
+        assert_eq!((kept, len), (small, 0));
     }
 }

@@ -330,7 +330,10 @@ impl Writer {
                     &mut buf,
                     &format::Record {
                         received_ms: m.received_ms,
-                        payload_len: u32::try_from(m.payload.len()).unwrap_or(u32::MAX),
+                        // The length as published (the source may have
+                        // cut an oversized payload already).
+                        payload_len: u32::try_from(m.payload_len.max(m.payload.len()))
+                            .unwrap_or(u32::MAX),
                         topic: &m.topic,
                         payload,
                     },
