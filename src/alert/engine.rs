@@ -154,6 +154,47 @@ pub struct Engine {
     changed: bool,
 }
 
+/// The values that rules' `when` conditions read, from one batch of
+/// observations (a series' fields of one window close together).
+struct Conditions(HashMap<(String, i64, String), f64>);
+
+impl Conditions {
+    fn of(rules: &[Rule], obs: &[Observation]) -> Conditions {
+        let metrics: Vec<&str> = rules
+            .iter()
+            .filter_map(|r| r.target.when.as_ref().map(|w| w.metric.as_str()))
+            .collect();
+        let mut map = HashMap::new();
+        if metrics.is_empty() {
+            return Conditions(map);
+        }
+        for o in obs
+            .iter()
+            .filter(|o| o.valid && metrics.contains(&o.metric.as_str()))
+        {
+            let key = super::derive::key(&o.kind, &o.labels);
+            map.insert((key, o.start_ms, o.metric.clone()), o.value);
+        }
+        Conditions(map)
+    }
+
+    /// Whether `rule` applies to the series and window of `o`.
+    fn hold(&self, rule: &Rule, o: &Observation) -> bool {
+        let Some(w) = &rule.target.when else {
+            return true;
+        };
+        let key = (
+            super::derive::key(&o.kind, &o.labels),
+            o.start_ms,
+            w.metric.clone(),
+        );
+        match self.0.get(&key) {
+            Some(v) => w.op.holds(*v, w.value),
+            None => w.if_missing,
+        }
+    }
+}
+
 /// The instance id: 16 hex digits of SHA-256 over the rule id and the
 /// sorted labels (stable across versions and restarts).
 pub fn fingerprint(rule: &str, labels: &[(String, String)]) -> String {
@@ -353,20 +394,21 @@ impl Engine {
     /// them, and fed to the derived metrics, which are judged in turn.
     pub fn observe(&mut self, obs: &[Observation]) {
         let mut derived = Vec::new();
+        let conditions = Conditions::of(&self.rules, obs);
         for o in obs {
-            self.judge_all(o);
+            self.judge_all(o, &conditions);
             self.state.derived.absorb(o, &self.calendar, &mut derived);
         }
         self.state.derived.finish(&self.calendar, &mut derived);
         for o in &derived {
-            self.judge_all(o);
+            self.judge_all(o, &conditions);
         }
         if !obs.is_empty() {
             self.changed = true;
         }
     }
 
-    fn judge_all(&mut self, o: &Observation) {
+    fn judge_all(&mut self, o: &Observation, conditions: &Conditions) {
         if !o.valid {
             return;
         }
@@ -374,12 +416,37 @@ impl Engine {
             return;
         };
         for r in rules.clone() {
-            if self.rules[r].applies(&o.kind, &o.labels) {
+            if !self.rules[r].applies(&o.kind, &o.labels) {
+                continue;
+            }
+            if conditions.hold(&self.rules[r], o) {
                 self.judge(
                     r, &o.kind, &o.labels, o.start_ms, o.end_ms, o.value, &o.details,
                 );
+            } else {
+                self.withdraw(r, &o.labels, o.start_ms, o.end_ms);
             }
         }
+    }
+
+    /// A rule that no longer applies to a series (its `when` does not
+    /// hold): a firing alert resolves, a pending one is dropped.
+    fn withdraw(&mut self, r: usize, labels: &[(String, String)], start: i64, end: i64) {
+        let id = fingerprint(&self.rules[r].target.id, labels);
+        let Some(inst) = self.state.instances.get_mut(&id) else {
+            return;
+        };
+        if end <= inst.last_end {
+            return;
+        }
+        self.changed = true;
+        if inst.firing {
+            inst.last_end = end;
+            inst.window = (start, end);
+            let now = self.state.clock_ms.max(end);
+            self.notify(r, &id, Event::Resolved, now);
+        }
+        self.state.instances.remove(&id);
     }
 
     /// Moves the stream clock to `now_ms` (never back): deadman and

@@ -804,3 +804,44 @@ fn dead_letters_never_overwrite_each_other() {
     let dead = std::fs::read_dir(queue.join("dead")).unwrap().count();
     assert_eq!(dead, 2, "both dead letters kept");
 }
+
+/// GB 18918's NH3-N limit depends on the water temperature: 5 mg/L above
+/// 12 °C, 8 mg/L at or below. A plant that publishes `temperature` is
+/// judged by the limit of the day's water; one that does not, by 5.
+#[test]
+fn the_ammonia_limit_follows_the_water_temperature() {
+    let mut e = engine();
+    let p = plant("gaobeidian");
+    let day = |d: i64, nh3n: f64, temp: Option<f64>| {
+        let s = DAY0 + d * 24 * H;
+        let mut o = vec![obs("sewage", &p, "nh3n.day", s, s + 24 * H, nh3n)];
+        if let Some(t) = temp {
+            o.push(obs("sewage", &p, "temperature.day", s, s + 24 * H, t));
+        }
+        o
+    };
+    // Warm water, 6 mg/L: above 5.
+    e.observe(&day(0, 6.0, Some(18.0)));
+    let n = e.take_notices();
+    assert_eq!(of_rule(&n, "water.effluent.nh3n").len(), 1, "{n:#?}");
+    assert!(of_rule(&n, "water.effluent.nh3n.cold").is_empty());
+    // Cold water, 6 mg/L: within 8; the warm-water alert resolves.
+    e.observe(&day(1, 6.0, Some(10.0)));
+    let n = e.take_notices();
+    let warm = of_rule(&n, "water.effluent.nh3n");
+    assert_eq!(warm.len(), 1, "{n:#?}");
+    assert_eq!(warm[0].event, Event::Resolved);
+    assert!(of_rule(&n, "water.effluent.nh3n.cold").is_empty());
+    // Cold water, 9 mg/L: above 8.
+    e.observe(&day(2, 9.0, Some(12.0)));
+    let n = e.take_notices();
+    assert_eq!(of_rule(&n, "water.effluent.nh3n.cold").len(), 1, "{n:#?}");
+    assert!(of_rule(&n, "water.effluent.nh3n").is_empty());
+    // No temperature published: the 5 mg/L limit.
+    let other = plant("qinghe");
+    let s = DAY0;
+    e.observe(&[obs("sewage", &other, "nh3n.day", s, s + 24 * H, 6.0)]);
+    let n = e.take_notices();
+    assert_eq!(of_rule(&n, "water.effluent.nh3n").len(), 1, "{n:#?}");
+    assert!(of_rule(&n, "water.effluent.nh3n.cold").is_empty());
+}

@@ -109,9 +109,8 @@ pub async fn run_with(
     }
     let sinks = open_sinks(s, &metrics)?;
     let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
-    let source = source.keep_payload(
-        usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX),
-    );
+    let source = source
+        .keep_payload(usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX));
     info!(config = %s.summary(), "lantian starting");
 
     let (engine, keep_from) = restore_windows(s)?;

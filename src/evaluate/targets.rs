@@ -78,6 +78,46 @@ impl Op {
     }
 }
 
+/// A comparison in a [`When`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Cmp {
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+}
+
+impl Cmp {
+    pub fn holds(self, v: f64, value: f64) -> bool {
+        match self {
+            Cmp::Gt => v > value,
+            Cmp::Ge => v >= value,
+            Cmp::Lt => v < value,
+            Cmp::Le => v <= value,
+        }
+    }
+}
+
+/// When a target applies: another metric of the same series and window
+/// compared with a value (GB 18918's NH3-N limit depends on the water
+/// temperature). Where it does not hold, the target does not judge, and
+/// an alert it had firing for that series resolves.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// E.g. `temperature.day`.
+    pub metric: String,
+    pub op: Cmp,
+    pub value: f64,
+    /// Whether the target applies to a series that has no such value.
+    #[serde(default)]
+    pub if_missing: bool,
+}
+
 /// One target.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +159,9 @@ pub struct Target {
     /// Fields a per-field rule (flatline) ignores.
     #[serde(default)]
     pub exclude_fields: Vec<String>,
+    /// Applies only when this holds.
+    #[serde(default)]
+    pub when: Option<When>,
 }
 
 /// An operator's `[[alerts.targets]]` table: with the id of a shipped
@@ -148,6 +191,7 @@ pub struct TargetPatch {
     #[serde(rename = "match")]
     pub matchers: Option<BTreeMap<String, String>>,
     pub exclude_fields: Option<Vec<String>>,
+    pub when: Option<When>,
 }
 
 /// The shipped targets with the operator's patches applied; every
@@ -220,6 +264,7 @@ fn new_target(p: &TargetPatch) -> Result<Target, String> {
         repeat: None,
         matchers: BTreeMap::new(),
         exclude_fields: Vec::new(),
+        when: None,
     })
 }
 
@@ -242,6 +287,9 @@ fn apply(t: &mut Target, p: &TargetPatch) {
         matchers,
         exclude_fields
     );
+    if p.when.is_some() {
+        t.when = p.when.clone();
+    }
     if p.value.is_some() {
         t.value = p.value;
     }
@@ -276,6 +324,14 @@ fn check(t: &Target, problem: &mut impl FnMut(String)) {
         problem(format!(
             "{}: unknown metric {:?} (see README, Alerts)",
             t.id, t.metric
+        ));
+    }
+    if let Some(w) = &t.when
+        && !metric_known(&w.metric)
+    {
+        problem(format!(
+            "{}: when: unknown metric {:?} (see README, Alerts)",
+            t.id, w.metric
         ));
     }
 }

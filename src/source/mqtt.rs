@@ -106,7 +106,10 @@ fn cut(payload: bytes::Bytes, keep: usize) -> (bytes::Bytes, usize) {
     if payload.len() <= keep {
         return (payload, 0);
     }
-    (bytes::Bytes::copy_from_slice(&payload[..keep]), payload.len())
+    (
+        bytes::Bytes::copy_from_slice(&payload[..keep]),
+        payload.len(),
+    )
 }
 
 impl MqttSource {
@@ -384,7 +387,11 @@ mod cut_tests {
         let big = bytes::Bytes::from(vec![b'x'; 1 << 20]);
         let (kept, len) = cut(big.clone(), 65_537);
         assert_eq!((kept.len(), len), (65_537, 1 << 20));
-        assert_ne!(kept.as_ptr(), big.as_ptr(), "a copy, not a view of the big buffer");
+        assert_ne!(
+            kept.as_ptr(),
+            big.as_ptr(),
+            "a copy, not a view of the big buffer"
+        );
         let small = bytes::Bytes::from_static(b"{\"pm25\":1}");
         let (kept, len) = cut(small.clone(), 65_537);
         assert_eq!((kept, len), (small, 0));
