@@ -550,6 +550,8 @@ async fn attempt(client: &reqwest::Client, r: &Receiver, id: &str, body: Vec<u8>
                 Attempt::Retry(why)
             }
         }
-        Err(e) => Attempt::Retry(e.to_string()),
+        // Without the URL: webhook URLs carry tokens (DingTalk's
+        // access_token, WeCom's key, Slack's path), and this is logged.
+        Err(e) => Attempt::Retry(e.without_url().to_string()),
     }
 }

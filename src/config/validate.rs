@@ -288,7 +288,7 @@ impl Settings {
                 InfluxApi::V1 => "v1",
                 InfluxApi::V2 => "v2",
             },
-            self.influxdb.url,
+            crate::units::redact_url(&self.influxdb.url),
             self.topics.kinds.join(","),
         )
     }

@@ -85,6 +85,16 @@ impl Decoder {
                 rejects.push(reject);
                 continue;
             }
+            // A field named like one of the topic's tags would be a second
+            // `site` (say): InfluxDB keeps both, the archive's one column
+            // cannot, and queries could not tell them apart.
+            if info.tags.iter().any(|(k, _)| *k == r.name) {
+                rejects.push(Reject::new(
+                    Reason::BadFieldName,
+                    format!("field {:?} has the name of a tag of the topic", r.name),
+                ));
+                continue;
+            }
             match self.registry.check(&r.name, r.value, r.unit.as_deref()) {
                 Ok(v) => {
                     let fields = by_time.entry(t).or_default();
@@ -220,6 +230,11 @@ mod tests {
             Reason::TooOld
         );
         assert_eq!(reason(TOPIC, br#"{"time":1}"#), Reason::BadFieldName);
+        // A field named like a tag of the topic (here `site`).
+        assert_eq!(
+            reason(TOPIC, br#"{"site":1,"pm25":2}"#),
+            Reason::BadFieldName
+        );
         assert_eq!(reason(TOPIC, br#"{"pm25":"NaN"}"#), Reason::NotFinite);
     }
 

@@ -42,7 +42,9 @@ impl Col {
         }
     }
 
+    /// Nulls up to `n` values (never shorter).
     fn pad(&mut self, n: usize) {
+        let n = n.max(self.len());
         match self {
             Col::F(v) => v.resize(n, None),
             Col::I(v) => v.resize(n, None),
@@ -139,6 +141,9 @@ impl Table {
                 }),
             };
             col.pad(row);
+            if col.len() > row {
+                continue; // a second value of one name in a row: the first (a tag) stays
+            }
             col.push(v);
         }
     }
@@ -478,6 +483,28 @@ mod tests {
                 .unwrap()
                 .count()
                 >= 2
+        );
+    }
+
+    /// One name twice in a row (a tag and a field) keeps the tag and does
+    /// not break the file (a column one value longer than the others would
+    /// fail every write, and the writer would retry it for ever).
+    #[test]
+    fn a_field_named_like_a_tag_does_not_break_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::open(dir.path()).unwrap();
+        let t0 = 1_767_542_400_000;
+        let clash = row(
+            "air",
+            &[("site", "dongsi")],
+            vec![("site", V::F(1.0)), ("pm25", V::F(30.0))],
+            t0,
+        );
+        assert_eq!(write(&a, &[clash]), Ok(1));
+        let air = read_measurement(dir.path(), "air").unwrap().unwrap();
+        assert_eq!(
+            air.column("site").unwrap().str().unwrap().get(0),
+            Some("dongsi")
         );
     }
 }

@@ -4,7 +4,7 @@
 
 mod secret;
 
-pub use secret::Secret;
+pub use secret::{Secret, redact_url};
 
 use std::fmt;
 use std::time::Duration;

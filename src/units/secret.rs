@@ -67,3 +67,57 @@ mod tests {
         assert!(Secret::resolve(Some(&s), Some(&p)).is_err());
     }
 }
+
+/// A URL as it may be logged: credentials in the authority replaced
+/// (`***@host`) and every query value masked (`?key=***`: DingTalk's
+/// `access_token`, WeCom's `key`).
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest
+                .split_once('/')
+                .map_or((rest, None), |(a, p)| (a, Some(p)));
+            let authority = match authority.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => authority.to_owned(),
+            };
+            match path {
+                Some(p) => format!("{scheme}://{authority}/{p}"),
+                None => format!("{scheme}://{authority}"),
+            }
+        }
+        None => base.to_owned(),
+    };
+    let Some(query) = query else {
+        return base;
+    };
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=***"),
+            None => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", masked.join("&"))
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_and_query_values_never_reach_the_log() {
+        assert_eq!(
+            redact_url("https://oapi.dingtalk.com/robot/send?access_token=abc123"),
+            "https://oapi.dingtalk.com/robot/send?access_token=***"
+        );
+        assert_eq!(
+            redact_url("http://lantian:s3cret@db.example:8086/write?db=env&u=x"),
+            "http://***@db.example:8086/write?db=***&u=***"
+        );
+        assert_eq!(redact_url("http://127.0.0.1:8086"), "http://127.0.0.1:8086");
+    }
+}

@@ -207,7 +207,12 @@ impl Writer {
     async fn post_once(&self, body: &[u8]) -> Outcome {
         let resp = match self.client.execute(self.request(body)).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(None, format!("request failed: {}", error_chain(&e))),
+            // Without the URL (it can carry credentials); the log line
+            // names the endpoint redacted.
+            Err(e) => {
+                let e = e.without_url();
+                return Outcome::Retry(None, format!("request failed: {}", error_chain(&e)));
+            }
         };
         let status = resp.status();
         if status.is_success() {
@@ -264,12 +269,11 @@ impl Writer {
                     // Not written: the sink is not writable (readiness).
                     self.metrics.sink_state(false);
                     self.metrics.write_retried();
-                    let step = backoff.next_wait();
-                    let wait = after.unwrap_or(step);
+                    let wait = retry_wait(after, backoff.next_wait(), self.retry_max);
                     if failures == 0 && msg.starts_with("HTTP ") {
-                        error!(error = %msg, url = %self.url, "InfluxDB refused the write; keeping the data and retrying until it succeeds");
+                        error!(error = %msg, url = %crate::units::redact_url(self.url.as_str()), "InfluxDB refused the write; keeping the data and retrying until it succeeds");
                     } else if failures == 0 {
-                        warn!(error = %msg, url = %self.url, "InfluxDB write failed; retrying until it succeeds");
+                        warn!(error = %msg, url = %crate::units::redact_url(self.url.as_str()), "InfluxDB write failed; retrying until it succeeds");
                     } else {
                         debug!(error = %msg, retry_in = ?wait, failures, "InfluxDB write failed again");
                     }
@@ -343,6 +347,13 @@ impl Writer {
             self.metrics.lines_stored(1);
         }
     }
+}
+
+/// The wait before a retry: the server's `Retry-After` if it gave one,
+/// but never longer than `retry_max` (a proxy answering a year must not
+/// stall ingestion for a year); else the backoff's step.
+fn retry_wait(after: Option<Duration>, step: Duration, max: Duration) -> Duration {
+    after.map_or(step, |a| a.min(max.max(step)))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -465,6 +476,14 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "air pm25=1 1\n");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_retry_max() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_wait(Some(s(31_536_000)), s(1), s(30)), s(30));
+        assert_eq!(retry_wait(Some(s(5)), s(1), s(30)), s(5));
+        assert_eq!(retry_wait(None, s(2), s(30)), s(2));
     }
 
     #[test]
