@@ -643,7 +643,7 @@ fn md_daily_aqi(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
     } else {
         let _ = write!(s, "| date |");
         for st in r.stations.keys() {
-            let _ = write!(s, " {st} |");
+            let _ = write!(s, " {} |", md(st));
         }
         let _ = write!(s, "\n|---|");
         for _ in r.stations.keys() {
@@ -685,8 +685,18 @@ fn md_exceedance(s: &mut String, r: &Report) {
         let p = r.pm25.get(st).copied().unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {st} | {dist} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
-            e[0], e[1], e[2], e[3], e[4], p.1, p.0, p.2, p.0
+            "| {} | {} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
+            md(st),
+            md(dist),
+            e[0],
+            e[1],
+            e[2],
+            e[3],
+            e[4],
+            p.1,
+            p.0,
+            p.2,
+            p.0
         );
     }
 }
@@ -701,7 +711,8 @@ fn md_sewage(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
         let rate = pct(*t, *i);
         let _ = writeln!(
             s,
-            "| {p} | {n} | {i:.0} | {t:.0} | {} | {} |",
+            "| {} | {n} | {i:.0} | {t:.0} | {} | {} |",
+            md(p),
             rate.map_or("–".into(), |x| format!("{x:.2}")),
             match rate {
                 Some(x) if x >= TREATMENT_TARGET => "yes",
@@ -750,10 +761,49 @@ fn md_dust(s: &mut String, o: &Options, r: &Report) {
     for (d, (n, mean, max, over)) in &r.dust {
         let _ = writeln!(
             s,
-            "| {d} | {n} | {mean:.1} | {max:.1} | {} |",
+            "| {} | {n} | {mean:.1} | {max:.1} | {} |",
+            md(d),
             over.map_or("–".into(), |x| x.to_string())
         );
     }
+}
+
+/// A name from the network (a topic's site, district or plant) as one CSV
+/// field: quoted when it holds a separator, a quote or a line break, and
+/// defused when a spreadsheet would take it for a formula (a leading `=`,
+/// `+`, `-`, `@`, tab or carriage return gets a `'`).
+fn cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// A name from the network as one Markdown table cell: `|` cannot end the
+/// cell, line breaks cannot end the table, HTML is text, and emphasis and
+/// link characters are literal.
+fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' | '\\' | '*' | '_' | '[' | ']' | '`' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
@@ -767,7 +817,14 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
     let mut a = String::from("date,site,district,aqi,category,primary\n");
     for ((d, st), (v, c, p)) in &r.daily_aqi {
         let dist = r.stations.get(st).map_or("", |x| x.as_str());
-        let _ = writeln!(a, "{d},{st},{dist},{v},{c},\"{p}\"");
+        let _ = writeln!(
+            a,
+            "{d},{},{},{v},{},{}",
+            cell(st),
+            cell(dist),
+            cell(c),
+            cell(p)
+        );
     }
     write("daily_aqi.csv", a)?;
     let mut e = String::from(
@@ -778,8 +835,17 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
         let p = r.pm25.get(st).copied().unwrap_or_default();
         let _ = writeln!(
             e,
-            "{st},{dist},{},{},{},{},{},{},{},{}",
-            x[0], x[1], x[2], x[3], x[4], p.0, p.1, p.2
+            "{},{},{},{},{},{},{},{},{},{}",
+            cell(st),
+            cell(dist),
+            x[0],
+            x[1],
+            x[2],
+            x[3],
+            x[4],
+            p.0,
+            p.1,
+            p.2
         );
     }
     write("stations.csv", e)?;
@@ -787,7 +853,8 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
     for (p, (i, t, rc, n)) in &r.plants {
         let _ = writeln!(
             w,
-            "{p},{n},{i:.0},{t:.0},{rc:.0},{}",
+            "{},{n},{i:.0},{t:.0},{rc:.0},{}",
+            cell(p),
             pct(*t, *i).map_or(String::new(), |x| format!("{x:.3}"))
         );
     }
@@ -802,7 +869,8 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
     for (k, (n, mean, max, over)) in &r.dust {
         let _ = writeln!(
             d,
-            "{k},{n},{mean:.2},{max:.2},{}",
+            "{},{n},{mean:.2},{max:.2},{}",
+            cell(k),
             over.map_or(String::new(), |x| x.to_string())
         );
     }
@@ -818,4 +886,26 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
         ),
     )?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::{cell, md};
+
+    /// Site names come from topics, so from anyone who can publish: they
+    /// cannot shift CSV columns, run as spreadsheet formulas, or break a
+    /// Markdown table.
+    #[test]
+    fn names_from_the_network_cannot_inject_into_reports() {
+        assert_eq!(cell("dongsi"), "dongsi");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(cell("-1+1"), "'-1+1");
+        assert_eq!(cell("pm25_24h,pm10_24h"), "\"pm25_24h,pm10_24h\"");
+        assert_eq!(md("a|b"), "a\\|b");
+        assert_eq!(md("<img src=x>"), "&lt;img src=x&gt;");
+        assert_eq!(md("x\n| evil |"), "x \\| evil \\|");
+        assert_eq!(md("[link](http://x)"), "\\[link\\](http://x)");
+    }
 }
