@@ -125,6 +125,11 @@ metrics! {
     spool_full: AtomicBool => Gauge "spool_full",
     /// Corrupt spool bytes skipped (and quarantined).
     spool_corrupt_bytes: AtomicU64 => Counter "spool_corrupt_bytes_total",
+    /// Bytes in the Parquet archive, as of its last retention pass.
+    archive_bytes: AtomicU64 => Gauge "archive_bytes",
+    /// Archive date partitions deleted by retention (archive.max_age,
+    /// archive.max_bytes).
+    archive_pruned: AtomicU64 => Counter "archive_partitions_pruned_total",
     /// Readings reduced into windows.
     window_readings: AtomicU64 => Counter "window_readings_total",
     /// Window points written (first writes and corrections).
@@ -432,6 +437,12 @@ impl Metrics {
     }
 
     /// Intake paused (the spool is at its bound) or resumed.
+    /// An archive retention pass: partitions deleted, bytes left.
+    pub fn archive_pruned(&self, partitions: u64, bytes: u64) {
+        self.archive_pruned.fetch_add(partitions, Relaxed);
+        self.archive_bytes.store(bytes, Relaxed);
+    }
+
     pub fn spool_full(&self, full: bool) {
         self.spool_full.store(full, Relaxed);
     }

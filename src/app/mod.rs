@@ -526,6 +526,18 @@ fn build_housekeeping(
             }
         });
     }
+    if s.archive.enabled {
+        let (a, m, stop) = (s.archive.clone(), metrics.clone(), stop.clone());
+        tasks.spawn(Phase::Service, "archive-retention", async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => prune_archive(&a, &m).await,
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        });
+    }
     if let Some(rx) = reload {
         let t = tasks.clone();
         tasks.spawn(
@@ -533,6 +545,35 @@ fn build_housekeeping(
             "reload",
             reload_loop(rx, rules, outbox, stop, t),
         );
+    }
+}
+
+/// One retention pass over the Parquet archive (off the runtime threads).
+async fn prune_archive(a: &crate::config::ArchiveConfig, m: &Metrics) {
+    let dir = a.dir.clone();
+    let age = a.max_age.get();
+    let max_age = (!age.is_zero()).then(|| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+    let max_bytes = (a.max_bytes.get() > 0).then(|| a.max_bytes.get());
+    let now = chrono::Utc::now().timestamp_millis();
+    let done =
+        tokio::task::spawn_blocking(move || Archive::open(&dir)?.prune(now, max_age, max_bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    match done {
+        Ok(p) => {
+            m.archive_pruned(p.partitions as u64, p.bytes);
+            if p.partitions > 0 {
+                info!(
+                    partitions = p.partitions,
+                    freed_bytes = p.freed_bytes,
+                    bytes = p.bytes,
+                    "archive retention deleted old date partitions"
+                );
+            }
+        }
+        Err(e) => {
+            warn!(dir = %a.dir.display(), error = %e, "archive retention failed; retrying in 10 minutes")
+        }
     }
 }
 

@@ -494,6 +494,11 @@ pub struct ArchiveConfig {
     pub enabled: bool,
     /// `<dir>/<measurement>/date=<YYYY-MM-DD>/*.parquet` (created).
     pub dir: PathBuf,
+    /// Date partitions older than this are deleted ("0s": kept for ever).
+    pub max_age: HumanDuration,
+    /// When the archive is larger, its oldest date partitions are deleted
+    /// until it fits (it shares the disk with the spool). 0: no bound.
+    pub max_bytes: ByteSize,
 }
 
 impl Default for ArchiveConfig {
@@ -501,6 +506,8 @@ impl Default for ArchiveConfig {
         Self {
             enabled: false,
             dir: PathBuf::from("/var/lib/lantian/archive"),
+            max_age: HumanDuration::from_secs(400 * 86_400),
+            max_bytes: ByteSize(20 << 30),
         }
     }
 }

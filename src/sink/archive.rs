@@ -259,6 +259,74 @@ impl Archive {
     }
 }
 
+/// What a retention pass removed, and what is left.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Date partitions deleted.
+    pub partitions: usize,
+    pub freed_bytes: u64,
+    pub bytes: u64,
+}
+
+impl Archive {
+    /// Retention: deletes the date partitions older than `max_age_ms`
+    /// before `now_ms` (None: no age bound), then the oldest dates (every
+    /// measurement's) until the archive holds at most `max_bytes` (None: no
+    /// bound). The newest date is never deleted for size.
+    pub fn prune(
+        &self,
+        now_ms: i64,
+        max_age_ms: Option<i64>,
+        max_bytes: Option<u64>,
+    ) -> std::io::Result<Pruned> {
+        // (date, partition dir, bytes), oldest first.
+        let mut parts: Vec<(String, PathBuf, u64)> = Vec::new();
+        for m in std::fs::read_dir(&self.dir)?.flatten() {
+            let Ok(days) = std::fs::read_dir(m.path()) else {
+                continue;
+            };
+            for d in days.flatten() {
+                let name = d.file_name().to_string_lossy().into_owned();
+                let Some(date) = name.strip_prefix("date=") else {
+                    continue;
+                };
+                let bytes = std::fs::read_dir(d.path())
+                    .map(|fs| {
+                        fs.flatten()
+                            .filter_map(|f| f.metadata().ok())
+                            .map(|m| m.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                parts.push((date.to_owned(), d.path(), bytes));
+            }
+        }
+        parts.sort();
+        let mut out = Pruned {
+            bytes: parts.iter().map(|p| p.2).sum(),
+            ..Pruned::default()
+        };
+        let cutoff = max_age_ms.and_then(|age| {
+            chrono::DateTime::from_timestamp_millis(now_ms - age)
+                .map(|t| t.format("%Y-%m-%d").to_string())
+        });
+        let newest = parts.last().map(|p| p.0.clone());
+        for (date, dir, bytes) in &parts {
+            let too_old = cutoff.as_ref().is_some_and(|c| date < c);
+            let too_big =
+                max_bytes.is_some_and(|max| out.bytes > max) && Some(date) != newest.as_ref();
+            if !(too_old || too_big) {
+                continue;
+            }
+            std::fs::remove_dir_all(dir)?;
+            out.partitions += 1;
+            out.freed_bytes += bytes;
+            out.bytes -= bytes;
+        }
+        Ok(out)
+    }
+}
+
 /// Rows arranged as the archive's tables: one per measurement and UTC date.
 #[derive(Default)]
 pub struct Batch {
@@ -484,6 +552,57 @@ mod tests {
                 .count()
                 >= 2
         );
+    }
+
+    /// Retention deletes whole date partitions: first those older than the
+    /// age bound, then the oldest until the size bound holds, never the
+    /// newest date.
+    #[test]
+    fn retention_deletes_the_oldest_dates_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let t0 = 1_767_542_400_000; // 2026-01-04T16:00Z
+        for d in 0..5 {
+            for m in ["air", "aqi"] {
+                let r = row(
+                    m,
+                    &[("site", "dongsi")],
+                    vec![("v", V::F(1.0))],
+                    t0 + d * day,
+                );
+                write(&a, &[r]).unwrap();
+            }
+        }
+        let dates = |m: &str| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path().join(m))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let now = t0 + 4 * day;
+        // Nothing to do within the bounds.
+        let p = a.prune(now, Some(10 * day), Some(u64::MAX)).unwrap();
+        assert_eq!(p.partitions, 0);
+        let total = p.bytes;
+        // Age: older than 2 days before 2026-01-08 goes (01-04, 01-05).
+        let p = a.prune(now, Some(2 * day), None).unwrap();
+        assert_eq!(p.partitions, 4, "{p:?}");
+        assert_eq!(
+            dates("air"),
+            ["date=2026-01-06", "date=2026-01-07", "date=2026-01-08"]
+        );
+        assert_eq!(p.bytes + p.freed_bytes, total);
+        // Size: down to about one date's worth, the newest kept.
+        let p = a.prune(now, None, Some(p.bytes / 3)).unwrap();
+        assert_eq!(dates("aqi"), ["date=2026-01-08"]);
+        assert_eq!(dates("air"), ["date=2026-01-08"]);
+        assert!(p.bytes > 0);
+        // Even a bound below the newest date keeps it.
+        let p = a.prune(now, None, Some(1)).unwrap();
+        assert_eq!((p.partitions, dates("air").len()), (0, 1));
     }
 
     /// One name twice in a row (a tag and a field) keeps the tag and does
