@@ -125,6 +125,9 @@ metrics! {
     spool_full: AtomicBool => Gauge "spool_full",
     /// Corrupt spool bytes skipped (and quarantined).
     spool_corrupt_bytes: AtomicU64 => Counter "spool_corrupt_bytes_total",
+    /// 1 while the window snapshot cannot be saved: the spool keeps every
+    /// record since the last one (it grows), and a crash would replay them.
+    snapshot_failing: AtomicBool => Gauge "window_snapshot_failing",
     /// Bytes in the Parquet archive, as of its last retention pass.
     archive_bytes: AtomicU64 => Gauge "archive_bytes",
     /// Archive date partitions deleted by retention (archive.max_age,
@@ -437,6 +440,17 @@ impl Metrics {
     }
 
     /// Intake paused (the spool is at its bound) or resumed.
+    /// A window snapshot save: failed or not. A failure is an error line
+    /// (the first of a run of them) and makes the process not ready.
+    pub fn snapshot_saved(&self, ok: bool, path: &std::path::Path, error: &str) {
+        let was = self.snapshot_failing.swap(!ok, Relaxed);
+        if !ok && !was {
+            error!(path = %path.display(), error, "cannot save the window snapshot; the spool keeps every record since the last one and grows until it is saved");
+        } else if ok && was {
+            info!(path = %path.display(), "window snapshot saved again");
+        }
+    }
+
     /// An archive retention pass: partitions deleted, bytes left.
     pub fn archive_pruned(&self, partitions: u64, bytes: u64) {
         self.archive_pruned.fetch_add(partitions, Relaxed);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use super::Engine;
 use crate::envelope::Pos;
@@ -222,11 +222,10 @@ impl WindowStage {
         match saved {
             Ok(()) => {
                 p.cursor.hold(pos);
+                self.metrics.snapshot_saved(true, &p.path, "");
                 debug!(bytes = len, ?pos, "window snapshot saved");
             }
-            Err(e) => {
-                warn!(path = %p.path.display(), error = %e, "cannot save the window snapshot; windows open at a crash would restart empty");
-            }
+            Err(e) => self.metrics.snapshot_saved(false, &p.path, &e.to_string()),
         }
     }
 }

@@ -330,18 +330,20 @@ fn when_every_sensor_goes_quiet_the_watermark_follows_the_wall_clock() {
     assert_eq!(hour_lines(&mut e, arrival + 36 * MIN), 2, "sensor and site");
 }
 
-/// A snapshot is a checkpoint of the stage and of everything downstream:
-/// the windows it covers are written first, then the alert stage is asked
-/// to save its state, and only once it answers is the snapshot saved (a
-/// crash in between must not leave alert state older than the snapshot).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state() {
-    use std::sync::Arc;
+/// A window stage with an archive-only sink and a snapshot at `path`, fed
+/// an hour of minute readings and one past it (the hour closes), then
+/// closed (the last flush saves the snapshot). Returns the stage's task
+/// and what it hands downstream.
+async fn run_an_hour(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
+) -> (
+    tokio::task::JoinHandle<Result<(), String>>,
+    tokio::sync::mpsc::Receiver<stage::Output>,
+) {
     use tokio::sync::mpsc;
-
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Arc::new(crate::metrics::Metrics::default());
-    let archive = crate::sink::archive::Archive::open(&dir.path().join("archive")).unwrap();
+    let archive = crate::sink::archive::Archive::open(&dir.join("archive")).unwrap();
     let sinks = crate::sink::Sinks::new(None, Some(archive), metrics.clone());
     let limits = crate::spool::Limits {
         max_bytes: 1 << 20,
@@ -350,22 +352,26 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
         max_payload: 65536,
     };
     let (_w, _r, cursor) =
-        crate::spool::open(&dir.path().join("spool"), limits, metrics.clone(), None).unwrap();
-    let path = dir.path().join("windows.snapshot");
+        crate::spool::open(&dir.join("spool"), limits, metrics.clone(), None).unwrap();
     let persist = stage::Persist {
-        path: path.clone(),
+        path: path.to_owned(),
         cursor,
         every: std::time::Duration::from_secs(3600),
     };
-    let (down_tx, mut down_rx) = mpsc::channel(2);
+    let (down_tx, down_rx) = mpsc::channel(2);
     let downstream = stage::Downstream {
         tx: down_tx,
         points: false,
     };
-    let stage = stage::WindowStage::new(engine(), Some(downstream), sinks, metrics, Some(persist));
+    let stage = stage::WindowStage::new(
+        engine(),
+        Some(downstream),
+        sinks,
+        metrics.clone(),
+        Some(persist),
+    );
     let (tx, rx) = mpsc::channel(2);
     let task = tokio::spawn(stage.run(rx));
-    // An hour of minute readings and one past it: the hour closes.
     let points: Vec<Point> = (0..=61)
         .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 30.0)]))
         .collect();
@@ -374,7 +380,41 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
         offset: 100,
     };
     tx.send((points, Some(pos))).await.unwrap();
-    drop(tx); // the last flush saves the snapshot
+    (task, down_rx)
+}
+
+/// A snapshot that cannot be saved is not a warning in passing: the spool
+/// keeps every record behind it and grows, so the process says it is not
+/// ready (and logs an error) until a save succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_saved_makes_the_process_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no such dir").join("windows.snapshot");
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let (task, mut down_rx) = run_an_hour(dir.path(), &path, &metrics).await;
+    while let Some(out) = down_rx.recv().await {
+        if let stage::Output::Flushed(f) = out
+            && let Some(c) = f.checkpoint
+        {
+            let _ = c.send(());
+        }
+    }
+    task.await.unwrap().unwrap();
+    assert!(!path.exists());
+    let why = crate::admin::not_ready(&metrics);
+    assert!(why.iter().any(|w| w.starts_with("windows:")), "{why:?}");
+}
+
+/// A snapshot is a checkpoint of the stage and of everything downstream:
+/// the windows it covers are written first, then the alert stage is asked
+/// to save its state, and only once it answers is the snapshot saved (a
+/// crash in between must not leave alert state older than the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("windows.snapshot");
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let (task, mut down_rx) = run_an_hour(dir.path(), &path, &metrics).await;
     let checkpoint = loop {
         if let stage::Output::Flushed(f) = down_rx.recv().await.unwrap()
             && let Some(c) = f.checkpoint
