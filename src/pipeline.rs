@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::decode::Decoder;
 use crate::envelope::{Ack, AckToken, Message, Pos};
 use crate::metrics::Metrics;
-use crate::reading::{Decoded, Point, Reason};
+use crate::reading::{Decoded, Point, Reason, Reject};
 use crate::row::{Quarantined, Row, Rows};
 use crate::sink::Sinks;
 use crate::source::mqtt::Acker;
@@ -48,6 +48,46 @@ pub struct Pipeline {
     /// The restored window snapshot's position: replayed records up to it
     /// are in the windows already, and are not sent again.
     pub windows_after: Option<Pos>,
+    /// The series taken in, bounded (`validation.max_series`).
+    pub series: SeriesBound,
+}
+
+/// The distinct series (kind and tags) taken in, up to a bound: a point of
+/// a new series past it is quarantined as `cardinality`. Series are held
+/// as 64-bit hashes (8 bytes each, not their names).
+#[derive(Debug, Default)]
+pub struct SeriesBound {
+    known: std::collections::HashSet<u64>,
+    /// 0: no bound.
+    max: usize,
+}
+
+impl SeriesBound {
+    pub fn new(max: usize) -> Self {
+        SeriesBound {
+            known: Default::default(),
+            max,
+        }
+    }
+
+    /// Whether `p`'s series is known or may still be added (it is then).
+    fn admit(&mut self, p: &Point) -> bool {
+        use std::hash::{Hash, Hasher};
+        if self.max == 0 {
+            return true;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&p.kind, &p.tags).hash(&mut h);
+        let key = h.finish();
+        if self.known.contains(&key) {
+            return true;
+        }
+        if self.known.len() >= self.max {
+            return false;
+        }
+        self.known.insert(key);
+        true
+    }
 }
 
 /// A batch being filled.
@@ -66,7 +106,7 @@ struct Batch {
 impl Pipeline {
     /// Run until the source closes the channel; every message received is
     /// written and acknowledged before this returns.
-    pub async fn run(self, mut rx: mpsc::Receiver<Message>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         let mut batch = Batch::default();
         while let Some(first) = rx.recv().await {
             self.add(&mut batch, first);
@@ -94,9 +134,9 @@ impl Pipeline {
         }
     }
 
-    fn add(&self, batch: &mut Batch, msg: Message) {
+    fn add(&mut self, batch: &mut Batch, msg: Message) {
         let payload_len = msg.payload_len.max(msg.payload.len());
-        let decoded = match &msg.corrupt {
+        let mut decoded = match &msg.corrupt {
             Some(detail) => Decoded::rejected(Reason::SpoolCorrupt, detail.clone()),
             // Cut short by the spool: too big anyway.
             None if payload_len > msg.payload.len() => self.decoder.oversized(payload_len),
@@ -104,6 +144,17 @@ impl Pipeline {
                 .decoder
                 .decode(&msg.topic, &msg.payload, msg.received_ms),
         };
+        let max = self.series.max;
+        decoded.points.retain(|p| {
+            let admitted = self.series.admit(p);
+            if !admitted {
+                decoded.rejects.push(Reject::new(
+                    Reason::Cardinality,
+                    format!("{max} series taken in already (validation.max_series); a new one is not stored"),
+                ));
+            }
+            admitted
+        });
         let in_windows =
             matches!((msg.ack, self.windows_after), (Ack::Spool(p), Some(after)) if p <= after);
         let to_windows = self.windows.is_some() && !in_windows;
@@ -159,5 +210,32 @@ impl Pipeline {
             // Only fails when the stage has stopped (shutdown).
             let _ = tx.send((points, spooled)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(sensor: &str) -> Point {
+        Point {
+            kind: "air".into(),
+            tags: vec![("sensor".into(), sensor.into())],
+            time_ms: 0,
+            fields: vec![("pm25".into(), 1.0)],
+        }
+    }
+
+    /// Past the bound, a new series is refused; the known ones go on.
+    #[test]
+    fn new_series_past_the_bound_are_refused_and_known_ones_go_on() {
+        let mut b = SeriesBound::new(2);
+        assert!(b.admit(&point("a")));
+        assert!(b.admit(&point("b")));
+        assert!(!b.admit(&point("c")));
+        assert!(b.admit(&point("a")));
+        assert!(b.admit(&point("b")));
+        let mut free = SeriesBound::new(0);
+        assert!((0..1000).all(|i| free.admit(&point(&i.to_string()))));
     }
 }

@@ -55,10 +55,13 @@ pub enum Reason {
     Rejected,
     /// Spool bytes that failed their checksum (disk corruption).
     SpoolCorrupt,
+    /// A new series past `validation.max_series` (a publisher inventing
+    /// sensors must not exhaust memory).
+    Cardinality,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::UnknownTopic,
         Reason::UnknownKind,
         Reason::BadTopic,
@@ -77,6 +80,7 @@ impl Reason {
         Reason::InFuture,
         Reason::Rejected,
         Reason::SpoolCorrupt,
+        Reason::Cardinality,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Reason {
             Reason::InFuture => "in_future",
             Reason::Rejected => "rejected",
             Reason::SpoolCorrupt => "spool_corrupt",
+            Reason::Cardinality => "cardinality",
         }
     }
 

@@ -110,10 +110,24 @@ struct Sensor {
     labels: Vec<(String, String)>,
     /// Newest reading time.
     last_ms: i64,
+    /// Readings taken (up to a few): deadman watches only a sensor that
+    /// reported more than once (state saved before this counts as known).
+    #[serde(default = "known")]
+    readings: u8,
     fields: Vec<Run>,
     /// Deadman rules with an instance open for this sensor.
     silent_for: Vec<String>,
 }
+
+fn known() -> u8 {
+    u8::MAX
+}
+
+/// Readings after which a sensor is known: a name published once (a
+/// typo, a publisher inventing sensors) never raises a deadman alert.
+const KNOWN_AFTER: u8 = 3;
+/// A sensor silent this long, with no deadman alert open, is forgotten.
+const FORGET_AFTER_MS: i64 = 7 * 86_400_000;
 
 /// The current run of identical consecutive values of one field.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -322,6 +336,7 @@ impl Engine {
                         kind: p.kind.clone(),
                         labels: p.tags.clone(),
                         last_ms: i64::MIN,
+                        readings: 0,
                         fields: Vec::new(),
                         silent_for: Vec::new(),
                     }),
@@ -330,6 +345,7 @@ impl Engine {
                 continue;
             }
             sensor.last_ms = p.time_ms;
+            sensor.readings = sensor.readings.saturating_add(1);
             self.changed = true;
             let mut judged = Vec::new();
             for (name, v) in &p.fields {
@@ -458,9 +474,17 @@ impl Engine {
         self.state.clock_ms = now_ms;
         self.changed = true;
         let now = now_ms;
+        // Long-silent sensors without an open deadman alert are forgotten
+        // (invented names must not be kept for ever).
+        self.state
+            .sensors
+            .retain(|_, s| now - s.last_ms <= FORGET_AFTER_MS || !s.silent_for.is_empty());
         if !self.deadman.is_empty() {
             let mut work = Vec::new();
             for s in self.state.sensors.values() {
+                if s.readings < KNOWN_AFTER && s.silent_for.is_empty() {
+                    continue;
+                }
                 let silence = (now - s.last_ms) as f64 / MINUTE_MS as f64;
                 for &r in &self.deadman {
                     let rule = &self.rules[r];

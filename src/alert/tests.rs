@@ -845,3 +845,28 @@ fn the_ammonia_limit_follows_the_water_temperature() {
     assert_eq!(of_rule(&n, "water.effluent.nh3n").len(), 1, "{n:#?}");
     assert!(of_rule(&n, "water.effluent.nh3n.cold").is_empty());
 }
+
+/// A sensor name published once (a typo, a publisher inventing sensors)
+/// never raises a deadman alert, and is forgotten after a week of silence;
+/// a sensor that reported a few times is watched.
+#[test]
+fn deadman_watches_known_sensors_and_forgets_invented_ones() {
+    let mut e = engine();
+    let t0 = DAY0;
+    let mut pts: Vec<Point> = (0..1000)
+        .map(|i| point(&format!("fake-{i}"), t0, 1.0))
+        .collect();
+    pts.extend((0..3).map(|m| point("real", t0 + m * MIN, 30.0 + m as f64)));
+    e.points(&pts);
+    e.tick(t0 + 60 * MIN);
+    let n = e.take_notices();
+    let dead: Vec<_> = of_rule(&n, "sensor.deadman");
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].alert.labels["sensor"], "real");
+    // A week later the invented ones are gone from the state; the real
+    // one, with its alert open, is kept.
+    e.tick(t0 + 8 * 24 * H);
+    let saved: serde_json::Value = serde_json::from_slice(&e.save()).unwrap();
+    let sensors = saved["sensors"].as_object().unwrap();
+    assert_eq!(sensors.len(), 1, "{:?}", sensors.keys().collect::<Vec<_>>());
+}

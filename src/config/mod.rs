@@ -274,6 +274,10 @@ pub enum UnknownFields {
 pub struct ValidationConfig {
     /// Payloads larger than this are quarantined unread.
     pub max_payload_bytes: ByteSize,
+    /// Distinct series (kind and topic tags) taken in; a new one past this
+    /// is quarantined (reason `cardinality`), so a publisher inventing
+    /// sensors cannot exhaust memory. 0: no bound.
+    pub max_series: usize,
     /// Readings stamped further than this into the future are rejected.
     pub max_future: HumanDuration,
     /// Readings older than this are rejected.
@@ -288,6 +292,7 @@ impl Default for ValidationConfig {
     fn default() -> Self {
         Self {
             max_payload_bytes: ByteSize(64 << 10),
+            max_series: 100_000,
             max_future: HumanDuration::from_secs(300),
             max_age: HumanDuration::from_secs(7 * 86_400),
             unknown_fields: UnknownFields::Store,

@@ -333,3 +333,69 @@ async fn v2_api_writes_to_a_real_v2_endpoint() {
         (0..100).map(|j| base + j * 500 + 7).collect::<Vec<_>>()
     );
 }
+
+/// A publisher that invents sensors cannot grow lantian without bound:
+/// past `validation.max_series` a new series is quarantined as
+/// `cardinality`, counted, and the known sensors go on being stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_inventing_sensors_meets_the_series_bound() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let section = format!(
+        "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
+        influx.url()
+    );
+    let lantian = Lantian::start(&Lantian::config(
+        broker.port,
+        &section,
+        "[validation]\nmax_series = 100\n",
+    ));
+    let mut publisher = Publisher::connect(broker.port, "inventor").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - 60_000;
+    // 100 real sensors, then 1,000 invented ones, then the real ones again.
+    for i in 0..100 {
+        let topic = format!("env/haidian/site01/dust/real-{i}");
+        publisher
+            .publish(&topic, format!(r#"{{"ts":{base},"pm10":{i}}}"#))
+            .await;
+    }
+    for i in 0..1000 {
+        let topic = format!("env/haidian/site01/dust/fake-{i}");
+        publisher
+            .publish(&topic, format!(r#"{{"ts":{base},"pm10":1}}"#))
+            .await;
+    }
+    for i in 0..100 {
+        let topic = format!("env/haidian/site01/dust/real-{i}");
+        publisher
+            .publish(&topic, format!(r#"{{"ts":{},"pm10":{i}}}"#, base + 1000))
+            .await;
+    }
+    publisher.flush().await;
+    let t = Duration::from_secs(120);
+    let refused = influx
+        .wait_count(
+            "SELECT count(payload_bytes) FROM quarantine WHERE reason = 'cardinality'",
+            1000,
+            t,
+        )
+        .await;
+    let stored = influx
+        .wait_count("SELECT count(pm10) FROM dust", 200, t)
+        .await;
+    println!("series bound 100: {stored} readings stored, {refused} invented series refused");
+    assert_eq!((stored, refused), (200, 1000), "{}", lantian.logs());
+    assert_eq!(
+        influx
+            .scalar("SELECT count(pm10) FROM dust WHERE sensor =~ /^fake/")
+            .await,
+        0
+    );
+    assert_eq!(
+        lantian
+            .metric("lantian_quarantined_total{reason=\"cardinality\"}")
+            .await,
+        Some(1000.0)
+    );
+}
