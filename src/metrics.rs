@@ -123,6 +123,9 @@ metrics! {
     spool_records: AtomicU64 => Counter "spool_records_total",
     /// 1 while intake is paused because the spool is full.
     spool_full: AtomicBool => Gauge "spool_full",
+    /// 1 while intake is paused because the spool cannot be written (disk
+    /// or file system full, too many open files).
+    spool_blocked: AtomicBool => Gauge "spool_write_blocked",
     /// Corrupt spool bytes skipped (and quarantined).
     spool_corrupt_bytes: AtomicU64 => Counter "spool_corrupt_bytes_total",
     /// 1 while the window snapshot cannot be saved: the spool keeps every
@@ -455,6 +458,10 @@ impl Metrics {
     pub fn archive_pruned(&self, partitions: u64, bytes: u64) {
         self.archive_pruned.fetch_add(partitions, Relaxed);
         self.archive_bytes.store(bytes, Relaxed);
+    }
+
+    pub fn spool_blocked(&self, blocked: bool) {
+        self.spool_blocked.store(blocked, Relaxed);
     }
 
     pub fn spool_full(&self, full: bool) {

@@ -57,6 +57,9 @@ pub fn not_ready(m: &Metrics) -> Vec<&'static str> {
     if m.spool_full.load(Relaxed) {
         why.push("spool: full (intake paused)");
     }
+    if m.spool_blocked.load(Relaxed) {
+        why.push("spool: cannot be written, disk full? (intake paused)");
+    }
     if m.snapshot_failing.load(Relaxed) {
         why.push("windows: the snapshot cannot be saved (the spool grows)");
     }

@@ -289,6 +289,12 @@ fn cut_torn_tail(dir: &Path, segments: &mut BTreeMap<u64, u64>) -> Result<(), Er
     Ok(())
 }
 
+/// Whether a write error may pass with time: no space (ENOSPC), over
+/// quota (EDQUOT), too many open files (EMFILE, ENFILE).
+fn may_pass(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28 | 122 | 24 | 23))
+}
+
 /// A new, empty segment (its header synced, and its directory entry).
 fn new_segment(dir: &Path, seq: u64) -> Result<File, Error> {
     let path = seg_path(dir, seq);
@@ -346,13 +352,7 @@ impl Writer {
                 }
             }
             self.wait_for_space(buf.len() as u64);
-            if let Err(e) = self.append(&buf) {
-                // Unacknowledged: the broker redelivers after we exit.
-                return Err(format!(
-                    "spool write in {} failed: {e}; stopping intake (nothing unsynced was acknowledged)",
-                    self.shared.dir.display()
-                ));
-            }
+            self.append_or_wait(&buf)?;
             ack(&acks);
             self.shared.metrics.spooled(acks.len() as u64);
             buf.clear();
@@ -389,6 +389,48 @@ impl Writer {
             );
             self.shared.metrics.spool_full(false);
         }
+    }
+
+    /// Appends and syncs `bytes`. A full disk or file system, or too many
+    /// open files, may pass: intake pauses (nothing is acknowledged, the
+    /// channel fills, the source stops reading the broker), the process
+    /// says it is not ready, and the write is retried until it succeeds.
+    /// Any other error ends the stage (and the process, non-zero); the
+    /// broker redelivers what was not acknowledged.
+    fn append_or_wait(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let mut failures = 0u32;
+        loop {
+            let e = match self.append(bytes) {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            // A torn tail of this attempt goes; the retry starts clean.
+            let (size, file) = (self.size, &mut self.file);
+            let _ = file
+                .set_len(size)
+                .and_then(|()| std::io::Seek::seek(file, std::io::SeekFrom::Start(size)));
+            if !may_pass(&e) {
+                return Err(format!(
+                    "spool write in {} failed: {e}; stopping intake (nothing unsynced was acknowledged)",
+                    self.shared.dir.display()
+                ));
+            }
+            if failures == 0 {
+                error!(dir = %self.shared.dir.display(), error = %e, "cannot write the spool; MQTT intake paused until it can (the broker holds new messages)");
+                self.shared.metrics.spool_blocked(true);
+            }
+            failures += 1;
+            std::thread::sleep(crate::backoff::wait_after(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                failures,
+            ));
+        }
+        if failures > 0 {
+            info!(failures, "spool writable again: MQTT intake resumed");
+            self.shared.metrics.spool_blocked(false);
+        }
+        Ok(())
     }
 
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {

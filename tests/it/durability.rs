@@ -403,3 +403,123 @@ async fn a_spool_that_cannot_be_written_ends_the_process_with_an_error() {
     );
     assert!(logs.contains("spool write in"), "{logs}");
 }
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Needs root (CI runs as root); without it the test fails and says so.
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test fills a small tmpfs and needs root to mount it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The spool's disk fills (a 1 MiB tmpfs, InfluxDB down): lantian pauses
+/// intake (the broker holds the rest), says it is not ready and logs an
+/// error, and does not exit; when InfluxDB returns the spool drains, its
+/// segments are deleted, space returns, intake resumes, and every reading
+/// is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_pauses_intake_and_loses_nothing() {
+    let broker = Mosquitto::start().await;
+    let mut influx = Influx::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let _disk = Tmpfs::mount(&spool, "1m");
+    let config = Lantian::v1(broker.port, &influx)
+        + &format!(
+            "[spool]\ndir = \"{}\"\nsegment_bytes = \"64KiB\"\n[windows]\nenabled = false\n[alerts]\nenabled = false\n",
+            spool.display()
+        );
+    influx.proc.kill();
+    let lantian = Lantian::start(&config);
+    let mut p = Publisher::connect(broker.port, "disk-full-publisher").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - 3_600_000;
+    // 20 readings of 1,000 sensors: about 2 MB of spool records.
+    let readings = 20;
+    for j in 0..readings {
+        for i in 0..SENSORS {
+            p.publish(&topic(i), payload(i, j, base)).await;
+        }
+    }
+    let blocked = async || lantian.metric("lantian_spool_write_blocked").await == Some(1.0);
+    let t = Instant::now();
+    while !blocked().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the spool never said it was blocked\n{}",
+            lantian.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, why) = lantian.admin("/readyz").await;
+    assert_eq!(code, 503);
+    assert!(why.contains("spool: cannot be written"), "{why}");
+    assert!(
+        lantian.logs().contains("cannot write the spool"),
+        "{}",
+        lantian.logs()
+    );
+    let held = lantian
+        .metric("lantian_messages_acked_total")
+        .await
+        .unwrap_or(0.0);
+    println!(
+        "disk full after {held} acknowledged of {}",
+        readings * SENSORS
+    );
+    assert!(
+        held < (readings * SENSORS) as f64,
+        "the disk filled before all were taken"
+    );
+
+    influx.restart().await;
+    p.flush().await;
+    let want = (readings * SENSORS) as i64;
+    let stored = influx
+        .wait_count(
+            "SELECT count(pm25) FROM air",
+            want,
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(stored, want, "{}", lantian.logs());
+    assert_eq!(
+        lantian.metric("lantian_spool_write_blocked").await,
+        Some(0.0)
+    );
+    assert!(
+        lantian.logs().contains("spool writable again"),
+        "{}",
+        lantian.logs()
+    );
+    // Exactly once per sensor and reading.
+    let per_sensor = influx
+        .query("SELECT count(pm25) FROM air GROUP BY sensor")
+        .await;
+    assert_eq!(per_sensor.len(), SENSORS);
+    for s in per_sensor {
+        assert_eq!(s["values"][0][1].as_i64(), Some(readings as i64), "{s}");
+    }
+}
