@@ -160,7 +160,20 @@ impl Alerting {
                     );
                 }
                 Err(why) => {
-                    warn!(path = %state_path.display(), %why, "alert state not used; alerts start fresh")
+                    // Kept aside, not overwritten by the next save: the
+                    // alerts it held as firing are in it (and in the
+                    // receivers' history), for whoever resolves them.
+                    let aside = state_path.with_extension(format!(
+                        "json.unusable-{}",
+                        chrono::Utc::now().timestamp_millis()
+                    ));
+                    let kept = std::fs::rename(&state_path, &aside).is_ok();
+                    error!(
+                        path = %state_path.display(),
+                        kept_as = %if kept { aside.display().to_string() } else { "(could not be moved)".into() },
+                        %why,
+                        "alert state cannot be used; alerts start fresh (alerts it had firing will not be resolved by lantian)"
+                    )
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -870,3 +870,28 @@ fn deadman_watches_known_sensors_and_forgets_invented_ones() {
     let sensors = saved["sensors"].as_object().unwrap();
     assert_eq!(sensors.len(), 1, "{:?}", sensors.keys().collect::<Vec<_>>());
 }
+
+/// An alert state that cannot be used is kept aside, not overwritten by
+/// the next save: the alerts it held as firing are still on record.
+#[test]
+fn an_unusable_alert_state_is_kept_aside() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, b"{ not the state").unwrap();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let outbox =
+        Arc::new(super::outbox::Outbox::open(dir.path(), Vec::new(), 10, metrics.clone()).unwrap());
+    let _a = super::stage::Alerting::new(engine(), outbox, path.clone(), metrics);
+    assert!(!path.exists());
+    let kept: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.json.unusable-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join(&kept[0])).unwrap(),
+        b"{ not the state"
+    );
+}
