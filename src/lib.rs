@@ -33,16 +33,19 @@
 //! Leaf modules, which import nothing else of the crate: `envelope` (the
 //! message and how it is acknowledged), `durable` (crash-safe file
 //! replacement), `units` (durations, byte sizes, secrets), `calendar`
-//! (local days), `backoff` (retry waits), `tls`, `reading` (points and
-//! quarantine reasons), `systemd`; `row` imports only `reading`. Above
-//! them: `config` (typed settings, every problem reported at once),
-//! `evaluate` (pure AQI and target logic), `metrics`, `telemetry`. The other commands: `demo`, `report`.
+//! (local days), `clock` (arrival times a clock step cannot poison),
+//! `backoff` (retry waits), `tls`, `reading` (points and quarantine
+//! reasons), `systemd`; `row` imports only `reading`. Above them: `config`
+//! (typed settings, every problem reported at once), `evaluate` (pure AQI
+//! and target logic), `metrics`, `telemetry`. The other commands: `demo`,
+//! `report`.
 
 pub mod admin;
 pub mod alert;
 pub mod app;
 pub mod backoff;
 pub mod calendar;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod demo;

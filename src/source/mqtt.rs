@@ -98,6 +98,8 @@ pub struct MqttSource {
     /// 1): a longer one is quarantined as oversized anyway, and must not
     /// hold its whole size in memory while it waits in the channel.
     keep_payload: usize,
+    /// Arrival times, guarded against steps of the system clock.
+    clock: crate::clock::ArrivalClock,
 }
 
 /// The first `keep` bytes of `payload`, copied so the rest of a large one
@@ -185,6 +187,7 @@ impl MqttSource {
                 metrics,
                 broker: format!("{}:{}", cfg.host, cfg.port),
                 keep_payload: usize::MAX,
+                clock: Default::default(),
             },
             acker,
         ))
@@ -315,7 +318,7 @@ impl MqttSource {
             }),
             topic: p.topic,
             payload,
-            received_ms: chrono::Utc::now().timestamp_millis(),
+            received_ms: self.clock.now_ms(),
             payload_len,
             corrupt: None,
         }
