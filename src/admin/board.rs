@@ -30,6 +30,8 @@ pub struct Board {
     tz: chrono_tz::Tz,
     started_ms: i64,
     stations: Mutex<BTreeMap<(String, String), Station>>,
+    /// The city-wide hourly AQI (observations labelled `scope=city`).
+    city: Mutex<Option<Station>>,
     alerts: Mutex<Vec<Alert>>,
 }
 
@@ -47,6 +49,7 @@ impl Board {
             tz,
             started_ms: chrono::Utc::now().timestamp_millis(),
             stations: Mutex::new(BTreeMap::new()),
+            city: Mutex::new(None),
             alerts: Mutex::new(Vec::new()),
         }
     }
@@ -54,30 +57,40 @@ impl Board {
     /// Takes the hourly AQI values of a flush (newer hours replace older).
     pub fn observe(&self, obs: &[Observation]) {
         let mut st = self.stations.lock().expect("board lock");
+        let mut city = self.city.lock().expect("board lock");
         for o in obs.iter().filter(|o| o.metric == "aqi.hour" && o.valid) {
             let key = (
                 label(&o.labels, "district").to_owned(),
                 label(&o.labels, "site").to_owned(),
             );
+            let aqi = o.value as u32;
+            let c = self.standard.category(aqi);
+            let station = Station {
+                district: key.0.clone(),
+                site: key.1.clone(),
+                aqi,
+                category: c.name.into(),
+                label: c.label.into(),
+                color: c.color.into(),
+                primary: o.details.get("primary").cloned().unwrap_or_default(),
+                hour_ms: o.start_ms,
+            };
+            if label(&o.labels, "scope") == "city" {
+                if city.as_ref().is_none_or(|s| s.hour_ms <= o.start_ms) {
+                    *city = Some(station);
+                }
+                continue;
+            }
             if st.get(&key).is_some_and(|s| s.hour_ms > o.start_ms) {
                 continue;
             }
-            let aqi = o.value as u32;
-            let c = self.standard.category(aqi);
-            st.insert(
-                key.clone(),
-                Station {
-                    district: key.0,
-                    site: key.1,
-                    aqi,
-                    category: c.name.into(),
-                    label: c.label.into(),
-                    color: c.color.into(),
-                    primary: o.details.get("primary").cloned().unwrap_or_default(),
-                    hour_ms: o.start_ms,
-                },
-            );
+            st.insert(key, station);
         }
+    }
+
+    /// The newest city-wide hourly AQI, if there is one.
+    pub fn city(&self) -> Option<Station> {
+        self.city.lock().expect("board lock").clone()
     }
 
     pub fn set_alerts(&self, firing: Vec<Alert>) {
@@ -149,8 +162,15 @@ impl Board {
                 })
             })
             .collect();
+        let city = self.city().map(|s| {
+            json!({
+                "aqi": s.aqi, "category": s.category, "label": s.label, "color": s.color,
+                "primary": s.primary, "hour": rfc3339(s.hour_ms),
+            })
+        });
         json!({
             "standard": self.standard.as_str(),
+            "city": city,
             "ready": not_ready.is_empty(),
             "not_ready": not_ready,
             "stations": stations,

@@ -74,8 +74,23 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
     o
 }
 
-/// The latest hourly AQI per station.
+/// The latest hourly AQI per station, under the city-wide one.
 fn stations(o: &mut String, board: &Board) {
+    if let Some(c) = board.city() {
+        let _ = write!(
+            o,
+            "<p id=\"city\">City-wide (mean of the national stations): \
+             <span class=\"aqi\" style=\"background:{};color:{}\">AQI {}</span> {} {}, \
+             primary {}, hour {}</p>",
+            esc(&c.color),
+            ink(&c.color),
+            c.aqi,
+            esc(&c.label),
+            esc(&c.category.replace('_', " ")),
+            esc(&crate::evaluate::aqi::pollutants(&c.primary)),
+            board.local(c.hour_ms)
+        );
+    }
     let stations = board.stations();
     let _ = write!(
         o,

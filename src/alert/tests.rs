@@ -206,9 +206,12 @@ fn state_survives_a_restart_and_ids_are_stable() {
     assert!(engine().load(b"{nonsense").is_err());
 }
 
+/// A daily AQI of the city (the observed alert level is judged on the
+/// city-wide AQI, as the plan uses it).
 fn daily(e: &mut Engine, day: i64, aqi: f64) -> Vec<Notice> {
     let s = DAY0 + day * 24 * H;
-    e.observe(&[obs("air", &site("guanyuan"), "aqi.day", s, s + 24 * H, aqi)]);
+    let city = vec![("scope".to_owned(), "city".to_owned())];
+    e.observe(&[obs("air", &city, "aqi.day", s, s + 24 * H, aqi)]);
     e.take_notices()
 }
 
@@ -894,4 +897,24 @@ fn an_unusable_alert_state_is_kept_aside() {
         std::fs::read(dir.path().join(&kept[0])).unwrap(),
         b"{ not the state"
     );
+}
+
+/// The observed alert level is the city's: one station's bad days alone
+/// raise no level (a worst-station level would overstate).
+#[test]
+fn a_single_station_does_not_raise_the_city_alert_level() {
+    let mut e = engine();
+    for d in 0..4 {
+        let s = DAY0 + d * 24 * H;
+        e.observe(&[obs(
+            "air",
+            &site("guanyuan"),
+            "aqi.day",
+            s,
+            s + 24 * H,
+            320.0,
+        )]);
+    }
+    let n = e.take_notices();
+    assert!(of_rule(&n, "air.alert-level.2016").is_empty(), "{n:#?}");
 }

@@ -479,6 +479,10 @@ pub struct AqiConfig {
     pub standard: crate::evaluate::aqi::Standard,
     /// Kinds whose sites are ambient air-quality stations.
     pub kinds: Vec<String>,
+    /// Sites whose mean concentrations make the city-wide AQI (points
+    /// with `scope=city`; the observed alert level is judged on it).
+    /// Default: Beijing's 12 national stations. Empty: none.
+    pub city_sites: Vec<String>,
 }
 
 impl Default for AqiConfig {
@@ -487,6 +491,22 @@ impl Default for AqiConfig {
             enabled: true,
             standard: crate::evaluate::aqi::Standard::Hj633_2026,
             kinds: vec!["air".into()],
+            city_sites: [
+                "dongsi",
+                "tiantan",
+                "guanyuan",
+                "wanshouxigong",
+                "aotizhongxin",
+                "nongzhanguan",
+                "wanliu",
+                "beibuxinqu",
+                "zhiwuyuan",
+                "fengtaihuayuan",
+                "yungang",
+                "gucheng",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

@@ -289,10 +289,16 @@ pub async fn compute(o: &Options) -> anyhow::Result<Report> {
 
 /// Daily AQI per station.
 fn daily_aqi(r: &mut Report, aqi: DataFrame, date: &dyn Fn(i64) -> String) -> anyhow::Result<()> {
-    if has(&aqi, "period") && has(&aqi, "aqi") {
+    if has(&aqi, "period") && has(&aqi, "aqi") && has(&aqi, "site") {
+        // Stations only: the city-wide points (scope=city) have no site.
         let day = aqi
             .lazy()
-            .filter(col("period").eq(lit("day")).and(col("aqi").is_not_null()))
+            .filter(
+                col("period")
+                    .eq(lit("day"))
+                    .and(col("aqi").is_not_null())
+                    .and(col("site").is_not_null()),
+            )
             .with_column(col("aqi").cast(DataType::Int64))
             .sort(["time"], Default::default())
             .collect()?;

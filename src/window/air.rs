@@ -266,6 +266,103 @@ pub fn rows(
     n
 }
 
+/// The city-wide AQI of every hour and day in `work` that one of the city
+/// sites (`city`) has: each key's concentration is the mean of the city
+/// sites' valid values of it (each site's own statistic: its 1 h mean, 24 h
+/// mean, or highest 8 h mean of the day), and the AQI is computed on those
+/// means, as a city-wide AQI is. Points `aqi` with `scope=city` and the
+/// number of sites in `sites`; observations labelled `scope=city`.
+pub fn city_rows(
+    engine: &Engine,
+    standard: Standard,
+    city: &[u32],
+    work: &Work,
+    out: &mut Rows,
+    mut obs: Option<&mut Vec<Observation>>,
+) -> u64 {
+    if city.is_empty() {
+        return 0;
+    }
+    let state = engine.state();
+    let of_city = |w: &BTreeSet<(u32, i64)>| -> BTreeSet<i64> {
+        w.iter()
+            .filter(|(s, _)| city.contains(s))
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    let periods = of_city(&work.hours)
+        .into_iter()
+        .map(|t| (t, false))
+        .chain(of_city(&work.days).into_iter().map(|t| (t, true)));
+    let mut n = 0;
+    for (at, daily) in periods {
+        let spec = inputs(standard, daily);
+        let mut given = Vec::new();
+        let mut sites = BTreeSet::new();
+        for (key, field, s, conv) in &spec {
+            let Some(f) = engine.field_id(field) else {
+                continue;
+            };
+            let values: Vec<f64> = city
+                .iter()
+                .filter_map(|&series| match stat(state, series, f, *s, at) {
+                    Some((v, true)) => {
+                        sites.insert(series);
+                        Some(conv.apply(v))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !values.is_empty() {
+                given.push((*key, values.iter().sum::<f64>() / values.len() as f64));
+            }
+        }
+        if given.is_empty() {
+            continue;
+        }
+        let Ok(eval) = evaluate(standard, &given) else {
+            continue;
+        };
+        let missing: Vec<&str> = spec
+            .iter()
+            .map(|i| i.0)
+            .filter(|k| !given.iter().any(|g| g.0 == *k))
+            .collect();
+        let mut fields = aqi_fields(&eval, &given, &[], &missing);
+        fields.push(("sites".into(), Value::I(sites.len() as i64)));
+        let period = if daily { "day" } else { "hour" };
+        let tags = [
+            ("scope", "city"),
+            ("standard", standard.as_str()),
+            ("period", period),
+        ];
+        out.push(Row::Derived(Derived::new("aqi", tags, fields, at)));
+        n += 1;
+        if let (Some(obs), Some(aqi)) = (obs.as_deref_mut(), eval.aqi) {
+            let end_ms = if daily {
+                state.spec().calendar.day_end(at)
+            } else {
+                at + HOUR_MS
+            };
+            obs.push(Observation {
+                kind: engine.series_key(city[0]).kind.clone(),
+                labels: vec![("scope".into(), "city".into())],
+                metric: format!("aqi.{period}"),
+                start_ms: at,
+                end_ms,
+                value: f64::from(aqi),
+                valid: true,
+                details: [
+                    ("primary".to_owned(), eval.primary.join(",")),
+                    ("sites".to_owned(), sites.len().to_string()),
+                ]
+                .into(),
+            });
+        }
+    }
+    n
+}
+
 /// The fields of one `aqi` point.
 fn aqi_fields(
     eval: &Evaluation,

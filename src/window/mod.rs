@@ -58,6 +58,8 @@ pub struct Plan {
     pub intervals: HashMap<String, i64>,
     /// AQI standard and kinds, when enabled.
     pub aqi: Option<(Standard, Vec<String>)>,
+    /// Sites whose mean concentrations make the city-wide AQI.
+    pub city_sites: Vec<String>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -138,6 +140,7 @@ impl Plan {
                 .map(|(k, d)| (k.clone(), ms(d.get()).max(1)))
                 .collect(),
             aqi: aqi_on.then(|| (a.standard, a.kinds.clone())),
+            city_sites: a.city_sites.clone(),
         })
     }
 }
@@ -495,6 +498,17 @@ impl Engine {
                 k.scope == Scope::Site && kinds.contains(&k.kind)
             });
             stats.aqi_points = air::rows(self, *standard, &work, out, obs.as_mut());
+            let city: Vec<u32> = (0..self.series.len() as u32)
+                .filter(|&s| {
+                    let k = &self.series[s as usize];
+                    k.scope == Scope::Site
+                        && kinds.contains(&k.kind)
+                        && k.tags
+                            .iter()
+                            .any(|(t, v)| t == "site" && self.plan.city_sites.contains(v))
+                })
+                .collect();
+            stats.aqi_points += air::city_rows(self, *standard, &city, &work, out, obs.as_mut());
         }
         self.observations = obs;
         // Only now: the AQI above read hours and days that closed.

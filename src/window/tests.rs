@@ -108,7 +108,10 @@ fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
     );
     // Hourly AQI: pm25 80 → 119 (HJ 633-2026); o3 1 h 120 → 38; the
     // 8 h O3 mean is no part of it (the real-time AQI has none).
-    let hourly: Vec<&str> = t.lines().filter(|l| l.contains("period=hour")).collect();
+    let hourly: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("period=hour") && l.contains("site="))
+        .collect();
     assert_eq!(hourly.len(), 24);
     assert!(hourly[0].starts_with(
         "aqi,district=dongcheng,period=hour,site=dongsi,standard=hj633-2026 aqi=119i,level=3i,category=\"lightly_polluted\",color=\"#FF7E00\",primary=\"pm25_24h\",iaqi_pm25_24h=119i,iaqi_o3_1h=38i"
@@ -122,7 +125,10 @@ fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
     assert!(hourly.iter().all(|h| !h.contains("o3_8h")), "{}", hourly[5]);
     // Daily (2026): the day's highest 8 h O3 mean 120 → 50 + 50·20/60 =
     // 66.7 → 67, and not its highest hour.
-    let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
+    let daily: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("period=day") && l.contains("site="))
+        .collect();
     assert_eq!(daily.len(), 1);
     assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
     assert!(daily[0].contains("iaqi_o3_8h=67i"), "{}", daily[0]);
@@ -150,7 +156,7 @@ fn the_hourly_aqi_leaves_out_the_8_hour_ozone_mean() {
     let hour = |h: i64| {
         let at = format!(" {}", (DAY0 + h * HOUR_MS) * 1_000_000);
         t.lines()
-            .find(|l| l.contains("period=hour") && l.ends_with(&at))
+            .find(|l| l.contains("period=hour") && l.contains("site=") && l.ends_with(&at))
             .unwrap_or_else(|| panic!("no hourly AQI for hour {h}:\n{t}"))
             .to_owned()
     };
@@ -173,11 +179,16 @@ fn a_backfill_whose_watermark_jumps_days_ahead_still_gives_the_daily_aqi() {
     let mut lines = Rows::default();
     e.flush(DAY0, &mut lines).unwrap();
     let t = text(&lines);
-    let daily: Vec<&str> = t.lines().filter(|l| l.contains("period=day")).collect();
+    let daily: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("period=day") && l.contains("site="))
+        .collect();
     assert_eq!(daily.len(), 1, "{daily:?}");
     assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
     assert_eq!(
-        t.lines().filter(|l| l.contains("period=hour")).count(),
+        t.lines()
+            .filter(|l| l.contains("period=hour") && l.contains("site="))
+            .count(),
         2 * 24 - 1
     );
     // And then it is dropped (memory stays bounded).
@@ -206,7 +217,10 @@ fn a_late_reading_rewrites_the_windows_and_the_aqi() {
     assert_eq!(stats.windows, 4, "{t}");
     let mean = (59.0 * 50.0 + 50.0 + 500.0) / 61.0;
     assert!(t.contains(&format!("pm25_mean={mean}")), "{t}");
-    let aqi: Vec<&str> = t.lines().filter(|l| l.starts_with("aqi,")).collect();
+    let aqi: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("aqi,") && l.contains("site="))
+        .collect();
     assert_eq!(aqi.len(), 1, "{t}");
     assert!(aqi[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
 }
@@ -433,4 +447,48 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
     checkpoint.send(()).unwrap();
     task.await.unwrap().unwrap();
     assert!(path.exists());
+}
+
+/// The city-wide AQI is the AQI of the city sites' mean concentrations,
+/// not the worst station's: dongsi at 80 µg/m³ PM2.5 (119) and tiantan at
+/// 20 (29) make a city mean of 50, AQI 80.
+#[test]
+fn the_city_wide_aqi_is_computed_on_the_mean_of_the_stations() {
+    let mut e = engine();
+    let at_site = |site: &str, t: i64, pm25: f64| Point {
+        kind: "air".into(),
+        tags: vec![
+            ("district".into(), "dongcheng".into()),
+            ("sensor".into(), format!("{site}-1")),
+            ("site".into(), site.into()),
+        ],
+        time_ms: t,
+        fields: vec![("pm25".into(), pm25)],
+    };
+    let points: Vec<Point> = (0..=61)
+        .flat_map(|m| {
+            [
+                at_site("dongsi", DAY0 + m * MIN, 80.0),
+                at_site("tiantan", DAY0 + m * MIN, 20.0),
+            ]
+        })
+        .collect();
+    e.add(&points, DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    let t = text(&rows);
+    let city: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("aqi,period=hour,scope=city"))
+        .collect();
+    assert_eq!(city.len(), 1, "{t}");
+    // 2026: PM2.5 50 on 35–60 → 50 + 50·15/25 = 80.
+    assert!(city[0].contains(" aqi=80i,"), "{}", city[0]);
+    assert!(city[0].contains("pm25_24h=50,"), "{}", city[0]);
+    assert!(city[0].contains("sites=2i"), "{}", city[0]);
+    let dongsi = t
+        .lines()
+        .find(|l| l.starts_with("aqi,") && l.contains("site=dongsi"))
+        .unwrap();
+    assert!(dongsi.contains(" aqi=119i,"), "{dongsi}");
 }

@@ -22,7 +22,11 @@ fn config(broker: u16, influx: &Influx, receivers: &str) -> String {
             "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
             influx.url()
         ),
-        &format!("[alerts]\nexternal_url = \"http://lantian.test/\"\n{receivers}"),
+        // Per-station alerts, counted exactly: no city-wide AQI beside them
+        // (its rules are unit-tested in `alert::tests`).
+        &format!(
+            "[aqi]\ncity_sites = []\n[alerts]\nexternal_url = \"http://lantian.test/\"\n{receivers}"
+        ),
     )
 }
 

@@ -67,7 +67,7 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     assert_eq!(got, want, "{}", lantian.logs());
     influx
         .wait_count(
-            "SELECT count(aqi) FROM aqi WHERE period = 'day'",
+            "SELECT count(aqi) FROM aqi WHERE period = 'day' AND scope != 'city'",
             12,
             Duration::from_secs(60),
         )
