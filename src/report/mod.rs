@@ -634,7 +634,7 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
     md_daily_aqi(&mut s, r, &chart);
     md_exceedance(&mut s, r);
     md_sewage(&mut s, r, &chart);
-    md_reclaimed(&mut s, r);
+    md_reclaimed(&mut s, o, r);
     md_dust(&mut s, o, r);
     s
 }
@@ -742,9 +742,18 @@ fn md_sewage(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
     s.push_str(&chart("treatment-rate.png"));
 }
 
-fn md_reclaimed(s: &mut String, r: &Report) {
+/// Days in the year of `d` (365 or 366): the alert engine's pace rule and
+/// the report use one year length, the calendar's.
+fn year_days(d: chrono::NaiveDate) -> f64 {
+    use chrono::Datelike;
+    chrono::NaiveDate::from_ymd_opt(d.year(), 12, 31)
+        .map_or(365.0, |last| f64::from(last.ordinal()))
+}
+
+fn md_reclaimed(s: &mut String, o: &Options, r: &Report) {
     let (_, _, cr) = r.city();
-    let pace_target = RECLAIMED_TARGET_M3 * r.days as f64 / 365.0;
+    let year = year_days(o.to);
+    let pace_target = RECLAIMED_TARGET_M3 * r.days as f64 / year;
     let _ = writeln!(
         s,
         "\n## Reclaimed water (target 1.2 billion m³ a year)\n\n\
@@ -752,7 +761,7 @@ fn md_reclaimed(s: &mut String, r: &Report) {
          | {cr:.0} | {pace_target:.0} | {} | {:.0} |",
         r.days,
         pct(cr, pace_target).map_or("–".into(), |x| format!("{x:.1} %")),
-        cr * 365.0 / r.days.max(1) as f64
+        cr * year / r.days.max(1) as f64
     );
 }
 
@@ -881,14 +890,15 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
         );
     }
     write("dust.csv", d)?;
-    let pace = RECLAIMED_TARGET_M3 * r.days as f64 / 365.0;
+    let year = year_days(o.to);
+    let pace = RECLAIMED_TARGET_M3 * r.days as f64 / year;
     write(
         "reclaimed.csv",
         format!(
             "days,reclaimed_m3,pace_target_m3,share_of_pace_pct,annual_at_pace_m3\n{},{cr:.0},{pace:.0},{},{:.0}\n",
             r.days,
             pct(cr, pace).map_or(String::new(), |x| format!("{x:.2}")),
-            cr * 365.0 / r.days.max(1) as f64
+            cr * year / r.days.max(1) as f64
         ),
     )?;
     Ok(files)
@@ -913,5 +923,14 @@ mod escape_tests {
         assert_eq!(md("<img src=x>"), "&lt;img src=x&gt;");
         assert_eq!(md("x\n| evil |"), "x \\| evil \\|");
         assert_eq!(md("[link](http://x)"), "\\[link\\](http://x)");
+    }
+
+    /// One year length everywhere: the calendar's, as the alert engine's
+    /// pace rule uses.
+    #[test]
+    fn the_pace_uses_the_calendar_year() {
+        let d = |y, m, day| chrono::NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(super::year_days(d(2026, 3, 1)), 365.0);
+        assert_eq!(super::year_days(d(2028, 3, 1)), 366.0);
     }
 }
