@@ -70,38 +70,23 @@ mod tests {
 
 /// A URL as it may be logged: credentials in the authority replaced
 /// (`***@host`) and every query value masked (`?key=***`: DingTalk's
-/// `access_token`, WeCom's `key`).
+/// `access_token`, WeCom's `key`). Not a URL: said so, not echoed.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest
-                .split_once('/')
-                .map_or((rest, None), |(a, p)| (a, Some(p)));
-            let authority = match authority.rsplit_once('@') {
-                Some((_, host)) => format!("***@{host}"),
-                None => authority.to_owned(),
-            };
-            match path {
-                Some(p) => format!("{scheme}://{authority}/{p}"),
-                None => format!("{scheme}://{authority}"),
-            }
-        }
-        None => base.to_owned(),
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "(not a URL)".into();
     };
-    let Some(query) = query else {
-        return base;
-    };
-    let masked: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) => format!("{k}=***"),
-            None => kv.to_owned(),
-        })
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_password(None);
+        let _ = u.set_username("***");
+    }
+    let masked: Vec<(String, &str)> = u
+        .query_pairs()
+        .map(|(k, _)| (k.into_owned(), "***"))
         .collect();
-    format!("{base}?{}", masked.join("&"))
+    if !masked.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(masked);
+    }
+    u.to_string()
 }
 
 #[cfg(test)]
@@ -118,6 +103,10 @@ mod redact_tests {
             redact_url("http://lantian:s3cret@db.example:8086/write?db=env&u=x"),
             "http://***@db.example:8086/write?db=***&u=***"
         );
-        assert_eq!(redact_url("http://127.0.0.1:8086"), "http://127.0.0.1:8086");
+        assert_eq!(
+            redact_url("http://127.0.0.1:8086"),
+            "http://127.0.0.1:8086/"
+        );
+        assert_eq!(redact_url("not a url ?token=x"), "(not a URL)");
     }
 }

@@ -309,7 +309,56 @@ async fn verify(influx: &Influx, day: i64) -> (usize, usize) {
         }
         aqi_checked += 1;
     }
+    verify_city(influx, &range, &hours).await;
     (checked, aqi_checked)
+}
+
+/// The city-wide hourly AQI (all four sites are among `aqi.city_sites`):
+/// each pollutant the mean of the sites' valid hourly means, the AQI
+/// computed on those means, `sites` the number of sites with data.
+async fn verify_city(influx: &Influx, range: &str, hours: &Hours) {
+    let city = rows(
+        influx,
+        &format!("SELECT * FROM aqi WHERE {range} AND scope = 'city' AND period = 'hour'"),
+    )
+    .await;
+    // Every hour of the day has data at some site.
+    assert_eq!(city.len(), 24);
+    let sites = ["dongsi", "tiantan", "guanyuan", "wanliu"];
+    for r in &city {
+        let t = r["time"].as_i64().unwrap();
+        let mut inputs = BTreeMap::new();
+        let mut with_data = BTreeSet::new();
+        for (key, f) in [
+            ("pm25_24h", "pm25"),
+            ("pm10_24h", "pm10"),
+            ("so2_1h", "so2"),
+            ("no2_1h", "no2"),
+            ("co_1h", "co"),
+            ("o3_1h", "o3"),
+        ] {
+            let v: Vec<f64> = sites
+                .iter()
+                .filter_map(|s| match hour_mean(hours, s, f, t) {
+                    Some((v, true)) => {
+                        with_data.insert(*s);
+                        Some(v)
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !v.is_empty() {
+                inputs.insert(key, v.iter().sum::<f64>() / v.len() as f64);
+            }
+        }
+        let (want, _) = reference_aqi(&inputs);
+        assert_eq!(r["aqi"].as_i64(), want, "city {t}: {r:?} inputs {inputs:?}");
+        assert_eq!(
+            r["sites"].as_i64(),
+            Some(with_data.len() as i64),
+            "city {t}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
