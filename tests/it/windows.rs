@@ -14,6 +14,15 @@ use crate::harness::*;
 const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 const POLLUTANTS: [&str; 6] = ["pm25", "pm10", "so2", "no2", "co", "o3"];
+/// The keys of the hourly (real-time) AQI and the field of each.
+const HOURLY: [(&str, &str); 6] = [
+    ("pm25_24h", "pm25"),
+    ("pm10_24h", "pm10"),
+    ("so2_1h", "so2"),
+    ("no2_1h", "no2"),
+    ("co_1h", "co"),
+    ("o3_1h", "o3"),
+];
 
 /// (district, site, sensor, fields it reports).
 const SENSORS: [(&str, &str, &str, &[&str]); 5] = [
@@ -172,14 +181,7 @@ fn reference_aqi(inputs: &BTreeMap<&str, f64>) -> (Option<i64>, BTreeMap<String,
 
 fn hourly_inputs(hours: &Hours, site: &str, h: i64) -> BTreeMap<&'static str, f64> {
     let mut m = BTreeMap::new();
-    for (key, f) in [
-        ("pm25_24h", "pm25"),
-        ("pm10_24h", "pm10"),
-        ("so2_1h", "so2"),
-        ("no2_1h", "no2"),
-        ("co_1h", "co"),
-        ("o3_1h", "o3"),
-    ] {
+    for (key, f) in HOURLY {
         if let Some((v, true)) = hour_mean(hours, site, f, h) {
             m.insert(key, v);
         }
@@ -329,14 +331,7 @@ async fn verify_city(influx: &Influx, range: &str, hours: &Hours) {
         let t = r["time"].as_i64().unwrap();
         let mut inputs = BTreeMap::new();
         let mut with_data = BTreeSet::new();
-        for (key, f) in [
-            ("pm25_24h", "pm25"),
-            ("pm10_24h", "pm10"),
-            ("so2_1h", "so2"),
-            ("no2_1h", "no2"),
-            ("co_1h", "co"),
-            ("o3_1h", "o3"),
-        ] {
+        for (key, f) in HOURLY {
             let v: Vec<f64> = sites
                 .iter()
                 .filter_map(|s| match hour_mean(hours, s, f, t) {
