@@ -380,16 +380,26 @@ pub struct WindowsConfig {
     /// Time zone of daily windows (IANA name).
     pub timezone: String,
     /// How long after a window's end its readings may still arrive before
-    /// it closes and is written. The watermark is the newest reading time
-    /// seen minus this.
+    /// it closes and is written. Each source (a site, or a sensor of no
+    /// site) has a watermark: the end of its newest reading's reporting
+    /// interval minus this.
     pub allowed_lateness: HumanDuration,
-    /// A reading for a closed window no older than this (behind the
-    /// watermark) rewrites the window's aggregates (InfluxDB overwrites the
-    /// point: same series and time). Older readings are stored raw only and
-    /// counted. Memory grows with it: base windows are held this long.
+    /// A reading for a closed window no older than this (behind its
+    /// source's watermark) rewrites the window's aggregates and the AQI
+    /// (InfluxDB overwrites the point: same series and time). Older
+    /// readings are stored raw only and counted. The default covers a
+    /// station that was offline for a day and then uploads its buffer.
+    /// Hourly windows are held this long (about 60 bytes an hour per
+    /// series and field).
     pub correction_horizon: HumanDuration,
-    /// When no reading has arrived for this long, the watermark moves on
-    /// with the wall clock, so windows close even if every sensor is quiet.
+    /// Windows shorter than an hour (e.g. 1 min) are held this long behind
+    /// the watermark (at most `correction_horizon`). A later reading still
+    /// corrects its hour and day, and writes its short window anew with the
+    /// late readings only.
+    pub fine_correction_horizon: HumanDuration,
+    /// When no reading has arrived from a source (a site, or a sensor of no
+    /// site) for this long, its watermark moves on with the wall clock, so
+    /// its windows close even while it is silent.
     pub idle_timeout: HumanDuration,
     /// How often buffered readings are reduced and closed windows written.
     pub flush_interval: HumanDuration,
@@ -422,7 +432,8 @@ impl Default for WindowsConfig {
             sizes: vec!["1m".into(), "1h".into(), "1d".into()],
             timezone: "Asia/Shanghai".into(),
             allowed_lateness: HumanDuration::from_secs(120),
-            correction_horizon: HumanDuration::from_secs(3600),
+            correction_horizon: HumanDuration::from_secs(48 * 3600),
+            fine_correction_horizon: HumanDuration::from_secs(3600),
             idle_timeout: HumanDuration::from_secs(300),
             flush_interval: HumanDuration::from_secs(1),
             snapshot_interval: HumanDuration::from_secs(30),

@@ -46,9 +46,9 @@ pub fn affected(state: &State, closed: &[Closed], is_aqi_site: impl Fn(u32) -> b
     let spec = state.spec();
     let hour = spec.hour_level();
     let day = spec.day_level();
-    let wm = state.watermark();
     let mut w = Work::default();
     for c in closed.iter().filter(|c| is_aqi_site(c.series)) {
+        let wm = state.watermark_of(c.series);
         if c.level == hour {
             w.hours.insert((c.series, c.start_ms));
             if c.correction {
@@ -266,8 +266,8 @@ pub fn rows(
     n
 }
 
-/// The city-wide AQI of every hour and day in `work` that one of the city
-/// sites (`city`) has: each key's concentration is the mean of the city
+/// The city-wide AQI of the hours (false) and days (true) in `periods`
+/// that one of the city sites (`city`) has: each key's concentration is the mean of the city
 /// sites' valid values of it (each site's own statistic: its 1 h mean, 24 h
 /// mean, or highest 8 h mean of the day), and the AQI is computed on those
 /// means, as a city-wide AQI is. Points `aqi` with `scope=city` and the
@@ -276,7 +276,7 @@ pub fn city_rows(
     engine: &Engine,
     standard: Standard,
     city: &[u32],
-    work: &Work,
+    periods: &[(i64, bool)],
     out: &mut Rows,
     mut obs: Option<&mut Vec<Observation>>,
 ) -> u64 {
@@ -284,18 +284,8 @@ pub fn city_rows(
         return 0;
     }
     let state = engine.state();
-    let of_city = |w: &BTreeSet<(u32, i64)>| -> BTreeSet<i64> {
-        w.iter()
-            .filter(|(s, _)| city.contains(s))
-            .map(|(_, t)| *t)
-            .collect()
-    };
-    let periods = of_city(&work.hours)
-        .into_iter()
-        .map(|t| (t, false))
-        .chain(of_city(&work.days).into_iter().map(|t| (t, true)));
     let mut n = 0;
-    for (at, daily) in periods {
+    for &(at, daily) in periods {
         let spec = inputs(standard, daily);
         let mut given = Vec::new();
         let mut sites = BTreeSet::new();

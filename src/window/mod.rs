@@ -9,9 +9,16 @@
 //!                            encode: `{kind}_{size}` and `aqi` points
 //! ```
 //!
-//! The watermark is the newest reading time seen minus
-//! `allowed_lateness`; when nothing arrives for `idle_timeout` it moves on
-//! with the wall clock. Windows are labelled by their start; fixed sizes
+//! Each source (a site, or a sensor of no site) has its own watermark: the
+//! end of the reporting interval of the newest reading it sent (an hourly
+//! mean stamped 10:00 covers the data through 11:00) minus
+//! `allowed_lateness`; when nothing
+//! arrives from it for `idle_timeout` its watermark moves on with the wall
+//! clock. A station that uploads hours of buffered readings late gets them
+//! aggregated (within `correction_horizon`) without closing or holding up
+//! anyone else's windows. The city-wide AQI of an hour or day is computed
+//! once every city site's watermark has passed it, and again when a
+//! site's late data correct it. Windows are labelled by their start; fixed sizes
 //! align to the Unix epoch (so hours are local hours in Beijing), days to
 //! local midnight.
 //!
@@ -41,7 +48,9 @@ use reduce::Rows;
 use state::{Closed, HOUR_MS, Spec, State};
 
 const DAY_MS: i64 = 86_400_000;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"LTWIN001";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"LTWIN002";
+/// Snapshots of earlier formats, recognised to say so.
+const OLD_SNAPSHOT_MAGICS: [&[u8; 8]; 1] = [b"LTWIN001"];
 
 /// The validated window configuration.
 #[derive(Clone, Debug)]
@@ -122,6 +131,7 @@ impl Plan {
             },
             lateness_ms: ms(w.allowed_lateness.get()),
             horizon_ms: ms(w.correction_horizon.get()),
+            fine_horizon_ms: ms(w.fine_correction_horizon.get()),
             hour_min_minutes: c.hour_min_minutes,
             day_min_hours: c.day_min_hours,
             eight_hour_min_hours: c.eight_hour_min_hours,
@@ -317,6 +327,12 @@ pub struct Engine {
     stream_time: Option<i64>,
     /// Wall clock of the last reading added.
     last_arrival: i64,
+    /// Per source series (indexed by series id): the end of the newest
+    /// reading's interval and the wall clock of its last reading.
+    clocks: Vec<Option<(i64, i64)>>,
+    /// City-wide hours (false) and days (true) by start, waiting for every
+    /// city site's watermark to pass them.
+    city_pending: std::collections::BTreeSet<(i64, bool)>,
     /// Hour and day values for the alert engine, when it asked for them.
     observations: Option<Vec<Observation>>,
 }
@@ -335,6 +351,8 @@ impl Engine {
             pending: Rows::default(),
             stream_time: None,
             last_arrival: 0,
+            clocks: Vec::new(),
+            city_pending: Default::default(),
             observations: None,
         }
     }
@@ -382,6 +400,15 @@ impl Engine {
                 self.pending.push(sensor, field, p.time_ms, *v);
             }
             self.stream_time = Some(self.stream_time.map_or(p.time_ms, |t| t.max(p.time_ms)));
+            // A reading covers its reporting interval: an hourly mean
+            // stamped 10:00 is the data through 11:00.
+            let through = p.time_ms.saturating_add(self.state.interval(sensor));
+            let source = self.state.source_of(sensor) as usize;
+            if self.clocks.len() <= source {
+                self.clocks.resize(source + 1, None);
+            }
+            let newest = self.clocks[source].map_or(through, |(t, _)| t.max(through));
+            self.clocks[source] = Some((newest, now_ms));
         }
         if !points.is_empty() {
             self.last_arrival = now_ms;
@@ -424,6 +451,7 @@ impl Engine {
         });
         let id = self.insert_series(key);
         self.site_of[id as usize] = site;
+        self.state.set_source(id, site.unwrap_or(id));
         id
     }
 
@@ -440,6 +468,7 @@ impl Engine {
             .copied()
             .unwrap_or(self.plan.default_interval_ms);
         self.state.set_interval(id, interval);
+        self.state.set_source(id, id);
         self.index.entry(hash).or_default().push(id);
         self.series.push(key);
         self.site_of.push(None);
@@ -456,11 +485,24 @@ impl Engine {
         id
     }
 
-    /// The watermark at wall-clock `now_ms`.
+    /// The newest source's watermark at wall-clock `now_ms`.
     pub fn watermark(&self, now_ms: i64) -> Option<i64> {
         let t = self.stream_time?;
-        let idle = (now_ms - self.last_arrival - self.plan.idle_timeout_ms).max(0);
-        Some(t.saturating_add(idle) - self.plan.spec.lateness_ms)
+        Some(self.watermark_at(t, self.last_arrival, now_ms))
+    }
+
+    /// A watermark: the newest reading time less the allowed lateness,
+    /// moving on with the wall clock after `idle_timeout` of silence.
+    fn watermark_at(&self, newest: i64, last_arrival: i64, now_ms: i64) -> i64 {
+        let idle = (now_ms - last_arrival - self.plan.idle_timeout_ms).max(0);
+        newest.saturating_add(idle) - self.plan.spec.lateness_ms
+    }
+
+    /// The watermark of the source of `series` at wall-clock `now_ms`.
+    pub fn source_watermark(&self, series: u32, now_ms: i64) -> Option<i64> {
+        let source = self.state.source_of(series) as usize;
+        let (t, arrival) = self.clocks.get(source).copied().flatten()?;
+        Some(self.watermark_at(t, arrival, now_ms))
     }
 
     /// Reduces the buffered readings, closes windows, computes the AQI,
@@ -482,17 +524,25 @@ impl Engine {
         });
         stats.corrections = merged.corrections;
         stats.too_late = merged.too_late;
-        let Some(wm) = self.watermark(now_ms) else {
+        if self.stream_time.is_none() {
             return Ok(stats);
-        };
-        let mut closed = self.state.close(wm);
+        }
+        let wms: Vec<i64> = self
+            .clocks
+            .iter()
+            .map(|c| c.map_or(i64::MIN / 2, |(t, a)| self.watermark_at(t, a, now_ms)))
+            .collect();
+        let mut closed = self
+            .state
+            .close(|source| wms.get(source as usize).copied().unwrap_or(i64::MIN / 2));
         closed.sort_by_key(|c| (c.level, c.series, c.start_ms, c.field));
         stats.windows = self.window_rows(&closed, out);
         let mut obs = self.observations.take();
         if let Some(obs) = obs.as_mut() {
             self.observe_windows(&closed, obs);
         }
-        if let Some((standard, kinds)) = &self.plan.aqi {
+        if let Some((standard, kinds)) = self.plan.aqi.clone() {
+            let (standard, kinds) = (&standard, &kinds);
             let work = air::affected(&self.state, &closed, |s| {
                 let k = &self.series[s as usize];
                 k.scope == Scope::Site && kinds.contains(&k.kind)
@@ -508,12 +558,42 @@ impl Engine {
                             .any(|(t, v)| t == "site" && self.plan.city_sites.contains(v))
                 })
                 .collect();
-            stats.aqi_points += air::city_rows(self, *standard, &city, &work, out, obs.as_mut());
+            let due = self.city_due(&city, &work);
+            stats.aqi_points += air::city_rows(self, *standard, &city, &due, out, obs.as_mut());
         }
         self.observations = obs;
         // Only now: the AQI above read hours and days that closed.
         self.state.prune();
         Ok(stats)
+    }
+
+    /// The city-wide hours and days to compute now: those the city sites
+    /// closed or corrected (in `work`) and those waiting, once every city
+    /// site's watermark has passed their end.
+    fn city_due(&mut self, city: &[u32], work: &air::Work) -> Vec<(i64, bool)> {
+        let of_city = |w: &std::collections::BTreeSet<(u32, i64)>, daily: bool| {
+            w.iter()
+                .filter(|(s, _)| city.contains(s))
+                .map(move |(_, t)| (*t, daily))
+                .collect::<Vec<_>>()
+        };
+        self.city_pending.extend(of_city(&work.hours, false));
+        self.city_pending.extend(of_city(&work.days, true));
+        let Some(city_wm) = city.iter().map(|&s| self.state.watermark_of(s)).min() else {
+            return Vec::new();
+        };
+        let cal = &self.plan.spec.calendar;
+        let end = |&(t, daily): &(i64, bool)| if daily { cal.day_end(t) } else { t + HOUR_MS };
+        let due: Vec<(i64, bool)> = self
+            .city_pending
+            .iter()
+            .copied()
+            .filter(|p| end(p) <= city_wm)
+            .collect();
+        for p in &due {
+            self.city_pending.remove(p);
+        }
+        due
     }
 
     /// Valid-or-not hour and day means of sites, and of sensors that
@@ -633,6 +713,18 @@ impl Engine {
         e.u8(u8::from(self.stream_time.is_some()));
         e.i64(self.stream_time.unwrap_or(0));
         e.i64(self.last_arrival);
+        e.u32(self.clocks.len() as u32);
+        for c in &self.clocks {
+            e.u8(u8::from(c.is_some()));
+            let (t, a) = c.unwrap_or_default();
+            e.i64(t);
+            e.i64(a);
+        }
+        e.u32(self.city_pending.len() as u32);
+        for (t, daily) in &self.city_pending {
+            e.i64(*t);
+            e.u8(u8::from(*daily));
+        }
         self.state.encode(&mut e);
         let crc = crc32fast::hash(&e.0);
         e.u32(crc);
@@ -645,6 +737,11 @@ impl Engine {
         let (body, crc) = bytes.split_last_chunk::<4>().ok_or("snapshot too short")?;
         if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
             return Err("snapshot checksum mismatch".into());
+        }
+        if OLD_SNAPSHOT_MAGICS.iter().any(|m| body.starts_with(*m)) {
+            return Err(
+                "snapshot of an earlier lantian version (one watermark for all sources)".into(),
+            );
         }
         let body = body
             .strip_prefix(SNAPSHOT_MAGIC.as_slice())
@@ -672,7 +769,9 @@ impl Engine {
             }
             let site = d.u32().ok_or_else(bad)?;
             let id = e.insert_series(SeriesKey { kind, tags, scope });
-            e.site_of[id as usize] = (site != u32::MAX).then_some(site);
+            let site = (site != u32::MAX).then_some(site);
+            e.site_of[id as usize] = site;
+            e.state.set_source(id, site.unwrap_or(id));
         }
         for _ in 0..d.len(4).ok_or_else(bad)? {
             let f = d.str().ok_or_else(bad)?;
@@ -682,6 +781,15 @@ impl Engine {
         let t = d.i64().ok_or_else(bad)?;
         e.stream_time = has_time.then_some(t);
         e.last_arrival = d.i64().ok_or_else(bad)?;
+        for _ in 0..d.len(17).ok_or_else(bad)? {
+            let some = d.u8().ok_or_else(bad)? != 0;
+            let c = (d.i64().ok_or_else(bad)?, d.i64().ok_or_else(bad)?);
+            e.clocks.push(some.then_some(c));
+        }
+        for _ in 0..d.len(9).ok_or_else(bad)? {
+            let t = d.i64().ok_or_else(bad)?;
+            e.city_pending.insert((t, d.u8().ok_or_else(bad)? != 0));
+        }
         e.state.decode(&mut d).ok_or_else(bad)?;
         Ok((e, pos))
     }

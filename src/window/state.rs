@@ -1,5 +1,10 @@
 //! Window state: base-window partials merged into every window level,
-//! closed by the watermark, corrected within the horizon, pruned after it.
+//! closed by the watermark of their source, corrected within the horizon,
+//! pruned after it.
+//!
+//! Each series belongs to a source (its site, or the sensor itself) with
+//! its own watermark: a station uploading a backlog neither closes nor
+//! delays another station's windows.
 //!
 //! Levels: 0 is the base window (e.g. 1 min); then the larger fixed sizes
 //! (always including 1 h, which the daily means and the AQI need); last,
@@ -8,9 +13,12 @@
 //! nothing of its own and is computed from its hours (the 24 h mean is the
 //! mean of the valid hourly means, STANDARDS.md §3a).
 //!
-//! Memory per (series, field): base windows for `horizon + lateness`,
-//! larger windows for their size + horizon, hours for up to a day + 8 h
-//! (the 8 h O3 means and the day's hourly means) — never a raw reading.
+//! Memory per (series, field): windows shorter than an hour for
+//! `fine_horizon + lateness`, hours for the correction horizon and up to a
+//! day + 8 h before it (the 8 h O3 means and the day's hourly means), days
+//! for the horizon — never a raw reading. A reading older than the fine
+//! horizon but within the correction horizon corrects its hour and day and
+//! writes its short windows anew (they hold that late data only).
 
 use std::collections::HashMap;
 
@@ -21,6 +29,8 @@ use super::windows::Sorted;
 use crate::calendar::Calendar;
 
 pub const HOUR_MS: i64 = 3_600_000;
+/// The watermark of a source that has closed nothing yet.
+const NO_WATERMARK: i64 = i64::MIN / 2;
 
 /// What the state needs to know about window sizes and validity.
 #[derive(Clone, Debug)]
@@ -33,7 +43,11 @@ pub struct Spec {
     pub days: bool,
     pub calendar: Calendar,
     pub lateness_ms: i64,
+    /// Hours and days are corrected this far behind the watermark.
     pub horizon_ms: i64,
+    /// Windows shorter than an hour are held this far behind it (at most
+    /// `horizon_ms`).
+    pub fine_horizon_ms: i64,
     /// A fixed window is valid with at least this many minutes of sampling
     /// per hour (STANDARDS.md §3a: 45).
     pub hour_min_minutes: u32,
@@ -55,6 +69,13 @@ impl Spec {
     }
     pub fn day_level(&self) -> Option<usize> {
         self.days.then_some(1 + self.mids.len())
+    }
+    /// How far behind the watermark windows of `level` are held.
+    fn held_for(&self, level: usize) -> i64 {
+        match self.size(level) {
+            Some(size) if size < HOUR_MS => self.fine_horizon_ms.min(self.horizon_ms),
+            _ => self.horizon_ms,
+        }
     }
     fn size(&self, level: usize) -> Option<i64> {
         match level {
@@ -133,8 +154,10 @@ pub struct State {
     tracks: HashMap<(u32, u32), Track>,
     /// Windows changed after closing: (series, field, level, start).
     dirty: Vec<(u32, u32, usize, i64)>,
-    /// Everything ending at or before this has closed.
-    watermark: i64,
+    /// Per series: the series whose watermark it follows (its source).
+    sources: Vec<u32>,
+    /// Per source series: everything ending at or before this has closed.
+    watermarks: Vec<i64>,
     /// Reporting interval per series id, ms (completeness counts).
     intervals: Vec<i64>,
 }
@@ -145,7 +168,8 @@ impl State {
             spec,
             tracks: HashMap::new(),
             dirty: Vec::new(),
-            watermark: i64::MIN / 2,
+            sources: Vec::new(),
+            watermarks: Vec::new(),
             intervals: Vec::new(),
         }
     }
@@ -159,12 +183,52 @@ impl State {
         self.intervals[i] = ms.max(1);
     }
 
+    /// Sets the source of a series: the series whose watermark closes its
+    /// windows (default: series 0).
+    pub fn set_source(&mut self, series: u32, source: u32) {
+        let i = series as usize;
+        if self.sources.len() <= i {
+            self.sources.resize(i + 1, 0);
+        }
+        self.sources[i] = source;
+        self.grow_watermarks(source.max(series));
+    }
+
+    fn grow_watermarks(&mut self, source: u32) {
+        let i = source as usize;
+        if self.watermarks.len() <= i {
+            self.watermarks.resize(i + 1, NO_WATERMARK);
+        }
+    }
+
+    pub fn source_of(&self, series: u32) -> u32 {
+        self.sources.get(series as usize).copied().unwrap_or(0)
+    }
+
     pub fn spec(&self) -> &Spec {
         &self.spec
     }
 
+    /// The watermark that closes the windows of `series`.
+    pub fn watermark_of(&self, series: u32) -> i64 {
+        self.watermarks
+            .get(self.source_of(series) as usize)
+            .copied()
+            .unwrap_or(NO_WATERMARK)
+    }
+
+    /// The newest watermark of any source.
     pub fn watermark(&self) -> i64 {
-        self.watermark
+        self.watermarks
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(NO_WATERMARK)
+    }
+
+    /// Sources with a watermark, for the snapshot.
+    pub fn sources_held(&self) -> usize {
+        self.watermarks.len()
     }
 
     /// Number of windows held, for metrics and the memory benchmark.
@@ -185,11 +249,12 @@ impl State {
         let mut m = Merged::default();
         let base = self.spec.base_ms;
         for bp in parts {
-            if bp.start_ms + base <= self.watermark - self.spec.horizon_ms {
+            let wm = self.watermark_of(bp.series);
+            if bp.start_ms + base <= wm - self.spec.horizon_ms {
                 m.too_late += bp.partial.count;
                 continue;
             }
-            if bp.start_ms + base <= self.watermark {
+            if bp.start_ms + base <= wm {
                 m.corrections += bp.partial.count;
             }
             for series in targets(bp.series).into_iter().flatten() {
@@ -200,8 +265,8 @@ impl State {
     }
 
     fn merge_one(&mut self, series: u32, field: u32, start: i64, p: &Partial) {
+        let wm = self.watermark_of(series);
         let spec = &self.spec;
-        let wm = self.watermark;
         let track = self.tracks.entry((series, field)).or_insert_with(|| Track {
             fixed: vec![Sorted::default(); 1 + spec.mids.len()],
             days: Sorted::default(),
@@ -234,23 +299,28 @@ impl State {
         }
     }
 
-    /// Moves the watermark to `wm` (never back), returning every window
-    /// that closed and every correction, then drops what is past the
-    /// horizon.
+    /// Moves every source's watermark to `wm` (never back), returning
+    /// every window that closed and every correction, then drops what is
+    /// past the horizon.
     pub fn advance(&mut self, wm: i64) -> Vec<Closed> {
-        let out = self.close(wm);
+        self.grow_watermarks(0);
+        let out = self.close(|_| wm);
         self.prune();
         out
     }
 
-    /// [`State::advance`] without the pruning: what closed can still be
-    /// read (the AQI of a day that closed far behind a watermark that
-    /// jumped ahead in one flush, as in a backfill); call
-    /// [`State::prune`] after.
-    pub fn close(&mut self, wm: i64) -> Vec<Closed> {
-        let prev = self.watermark;
-        let wm = wm.max(prev);
-        self.watermark = wm;
+    /// Moves each source's watermark to `wm_of(source)` (never back),
+    /// returning every window that closed and every correction, without
+    /// the pruning: what closed can still be read (the AQI of a day that
+    /// closed far behind a watermark that jumped ahead in one flush, as in
+    /// a backfill); call [`State::prune`] after.
+    pub fn close(&mut self, wm_of: impl Fn(u32) -> i64) -> Vec<Closed> {
+        let prev = self.watermarks.clone();
+        for (source, wm) in self.watermarks.iter_mut().enumerate() {
+            *wm = (*wm).max(wm_of(source as u32));
+        }
+        let (sources, now) = (&self.sources, &self.watermarks);
+        let source = |series: u32| sources.get(series as usize).copied().unwrap_or(0) as usize;
         let mut out = Vec::new();
         let levels = 1 + self.spec.mids.len();
         let day_level = self.spec.day_level();
@@ -259,6 +329,10 @@ impl State {
         let interval_ms = |s: u32| intervals.get(s as usize).copied().unwrap_or(spec.base_ms);
         for (&(series, field), track) in &mut self.tracks {
             let interval = interval_ms(series);
+            let src = source(series);
+            let (Some(&prev), Some(&wm)) = (prev.get(src), now.get(src)) else {
+                continue;
+            };
             for level in 0..levels {
                 let size = spec.size(level).unwrap_or(spec.base_ms);
                 let (lo, hi) = (prev.saturating_sub(size), wm - size);
@@ -330,20 +404,24 @@ impl State {
     /// Drops what is past the correction horizon.
     pub fn prune(&mut self) {
         let spec = &self.spec;
-        let x = self.watermark - spec.horizon_ms;
         let hour_level = spec.hour_level();
-        // Hours stay for the 8 h means after them and for their day.
-        let hour_cut = (x - 9 * HOUR_MS + 1).min(if spec.days {
-            spec.calendar.day_start(x)
-        } else {
-            i64::MAX
-        });
-        self.tracks.retain(|_, t| {
+        let (sources, wms) = (&self.sources, &self.watermarks);
+        self.tracks.retain(|&(series, _), t| {
+            let src = sources.get(series as usize).copied().unwrap_or(0);
+            let wm = wms.get(src as usize).copied().unwrap_or(NO_WATERMARK);
+            let x = wm - spec.horizon_ms;
             for (level, map) in t.fixed.iter_mut().enumerate() {
                 let cut = if level == hour_level {
-                    hour_cut
+                    // Hours stay for the 8 h means after them and for
+                    // their day.
+                    (x - 9 * HOUR_MS + 1).min(if spec.days {
+                        spec.calendar.day_start(x)
+                    } else {
+                        i64::MAX
+                    })
                 } else {
                     // start + size <= x  ⇔  start < x - size + 1
+                    let x = wm - spec.held_for(level);
                     x - spec.size(level).unwrap_or(0) + 1
                 };
                 map.prune_before(cut);
@@ -398,7 +476,10 @@ impl State {
 
     /// Appends the state (not the spec or intervals) to `e`.
     pub fn encode(&self, e: &mut Enc) {
-        e.i64(self.watermark);
+        e.u32(self.watermarks.len() as u32);
+        for wm in &self.watermarks {
+            e.i64(*wm);
+        }
         e.u32(self.tracks.len() as u32);
         for (&(series, field), t) in &self.tracks {
             e.u32(series);
@@ -434,7 +515,11 @@ impl State {
 
     /// Restores what `encode` wrote; None if it does not fit the spec.
     pub fn decode(&mut self, d: &mut Dec<'_>) -> Option<()> {
-        self.watermark = d.i64()?;
+        let n = d.len(8)?;
+        self.grow_watermarks(n.saturating_sub(1) as u32);
+        for i in 0..n {
+            self.watermarks[i] = d.i64()?;
+        }
         let levels = 1 + self.spec.mids.len();
         for _ in 0..d.len(12)? {
             let key = (d.u32()?, d.u32()?);
@@ -476,7 +561,8 @@ impl State {
         Some(())
     }
 
-    fn interval(&self, series: u32) -> i64 {
+    /// The reporting interval of a series, ms.
+    pub fn interval(&self, series: u32) -> i64 {
         self.intervals
             .get(series as usize)
             .copied()

@@ -82,14 +82,15 @@ fn plan_checks_every_size() {
 fn a_day_of_readings_gives_windows_and_hourly_and_daily_aqi() {
     let mut e = engine();
     let mut points = Vec::new();
-    for m in 0..24 * 60 + 1 {
+    // The reading at 23:59 covers the day through midnight: it closes.
+    for m in 0..24 * 60 {
         points.push(point("a", DAY0 + m * MIN, &[("pm25", 80.0), ("o3", 120.0)]));
     }
     e.add(&points, DAY0);
     let mut lines = Rows::default();
     let stats = e.flush(DAY0, &mut lines).unwrap();
     let t = text(&lines);
-    assert_eq!(stats.readings, 2 * (24 * 60 + 1));
+    assert_eq!(stats.readings, 2 * 24 * 60);
     // 1440 minutes, 24 hours, 1 day, per sensor and per site.
     assert_eq!(stats.windows, 2 * (1440 + 24 + 1));
     assert_eq!(t.matches("air_1m,").count(), 2 * 1440);
@@ -169,8 +170,9 @@ fn the_hourly_aqi_leaves_out_the_8_hour_ozone_mean() {
 #[test]
 fn a_backfill_whose_watermark_jumps_days_ahead_still_gives_the_daily_aqi() {
     // Two days of readings in one flush: the watermark ends a day past
-    // the first day's end, far beyond the correction horizon. The first
-    // day's windows must be read for its AQI before they are dropped.
+    // the first day's end, far beyond the (3 h) correction horizon. The
+    // first day's windows must be read for its AQI before they are
+    // dropped.
     let mut e = engine();
     let points: Vec<Point> = (0..2 * 24 * 60)
         .map(|m| point("a", DAY0 + m * MIN, &[("pm25", 80.0), ("o3", 120.0)]))
@@ -183,13 +185,14 @@ fn a_backfill_whose_watermark_jumps_days_ahead_still_gives_the_daily_aqi() {
         .lines()
         .filter(|l| l.contains("period=day") && l.contains("site="))
         .collect();
-    assert_eq!(daily.len(), 1, "{daily:?}");
+    assert_eq!(daily.len(), 2, "{daily:?}");
     assert!(daily[0].contains("aqi=119i"), "{}", daily[0]);
+    assert!(daily[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
     assert_eq!(
         t.lines()
             .filter(|l| l.contains("period=hour") && l.contains("site="))
             .count(),
-        2 * 24 - 1
+        2 * 24
     );
     // And then it is dropped (memory stays bounded).
     assert!(e.state().windows_held() < 2 * 24 * 60);
@@ -217,12 +220,16 @@ fn a_late_reading_rewrites_the_windows_and_the_aqi() {
     assert_eq!(stats.windows, 4, "{t}");
     let mean = (59.0 * 50.0 + 50.0 + 500.0) / 61.0;
     assert!(t.contains(&format!("pm25_mean={mean}")), "{t}");
+    // The hour's AQI, and the next hour's (its 8 h means take this
+    // hour in), unchanged.
     let aqi: Vec<&str> = t
         .lines()
         .filter(|l| l.starts_with("aqi,") && l.contains("site="))
         .collect();
-    assert_eq!(aqi.len(), 1, "{t}");
+    assert_eq!(aqi.len(), 2, "{t}");
     assert!(aqi[0].ends_with(&format!(" {}", DAY0 * 1_000_000)));
+    assert!(aqi[0].contains(" aqi=94i,"), "{}", aqi[0]);
+    assert!(aqi[1].contains(" aqi=80i,"), "{}", aqi[1]);
 }
 
 #[test]
@@ -491,4 +498,125 @@ fn the_city_wide_aqi_is_computed_on_the_mean_of_the_stations() {
         .find(|l| l.starts_with("aqi,") && l.contains("site=dongsi"))
         .unwrap();
     assert!(dongsi.contains(" aqi=119i,"), "{dongsi}");
+}
+
+/// Six pollutants that vary by station and minute.
+fn station_point(site: &str, t: i64) -> Point {
+    let k = (t / MIN) as f64;
+    let s = site.len() as f64;
+    let wave = |a: f64, b: f64, p: f64| a + b * ((k + 7.0 * s) / p).sin().abs();
+    Point {
+        kind: "air".into(),
+        tags: vec![
+            ("district".into(), "x".into()),
+            ("sensor".into(), format!("{site}-1")),
+            ("site".into(), site.into()),
+        ],
+        time_ms: t,
+        fields: vec![
+            ("pm25".into(), wave(20.0, 90.0, 97.0)),
+            ("pm10".into(), wave(40.0, 120.0, 131.0)),
+            ("o3".into(), wave(10.0, 220.0, 173.0)),
+            ("no2".into(), wave(15.0, 60.0, 59.0)),
+            ("so2".into(), wave(2.0, 9.0, 41.0)),
+            ("co".into(), wave(0.3, 1.2, 71.0)),
+        ],
+    }
+}
+
+/// Every line written, flush by flush.
+type Flushes = Vec<Vec<String>>;
+
+/// 25 hours of readings a minute from three stations, flushed every 5
+/// minutes; readings of `late` between `from` and `to` are held back and
+/// arrive together at `to` (a station whose uplink was down). Returns the
+/// lines of each flush and the corrections counted.
+fn run_with_outage(late: &str, from: i64, to: i64) -> (Flushes, u64) {
+    let mut e = Engine::new(Plan::new(&WindowsConfig::default(), &AqiConfig::default()).unwrap());
+    let sites = ["dongsi", "tiantan", "guanyuan"];
+    let mut held = Vec::new();
+    let mut flushes = Vec::new();
+    let mut corrections = 0;
+    let end = DAY0 + 25 * HOUR_MS;
+    let mut flush = |e: &mut Engine, now: i64, flushes: &mut Flushes| {
+        let mut rows = Rows::default();
+        corrections += e.flush(now, &mut rows).unwrap().corrections;
+        flushes.push(text(&rows).lines().map(str::to_owned).collect());
+    };
+    let mut t = DAY0;
+    while t < end {
+        if t == to {
+            e.add(&std::mem::take(&mut held), t);
+        }
+        for site in sites {
+            let p = station_point(site, t);
+            if site == late && (from..to).contains(&t) {
+                held.push(p);
+            } else {
+                e.add(&[p], t);
+            }
+        }
+        t += MIN;
+        if (t - DAY0) % (5 * MIN) == 0 {
+            flush(&mut e, t, &mut flushes);
+        }
+    }
+    // Everything closes once the wall clock has moved on.
+    flush(&mut e, end + 3 * HOUR_MS, &mut flushes);
+    (flushes, corrections)
+}
+
+/// The last value written of each point (InfluxDB keeps the last write of
+/// a series and time).
+fn last_writes(flushes: &Flushes) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for line in flushes.iter().flatten() {
+        let (series, rest) = line.split_once(' ').unwrap();
+        let (fields, time) = rest.rsplit_once(' ').unwrap();
+        out.insert((series.to_owned(), time.to_owned()), fields.to_owned());
+    }
+    out
+}
+
+use std::collections::BTreeMap;
+
+/// Issue 12 item 7: guanyuan's uplink is down from 02:30 to 05:30 and its
+/// buffered readings arrive at 05:30, up to 3 hours late, while dongsi and
+/// tiantan stream live. Its hourly means, the AQI and the city-wide AQI
+/// end up as in an on-time run, and the other stations' windows are
+/// written in the same flushes with the same values as on time.
+#[test]
+fn a_station_uploading_three_hours_late_gets_the_windows_and_aqi_of_an_on_time_run() {
+    let (on_time, none) = run_with_outage("guanyuan", 0, 0);
+    let (late, corrections) = run_with_outage("guanyuan", DAY0 + 150 * MIN, DAY0 + 330 * MIN);
+    assert_eq!(none, 0);
+    assert!(
+        corrections > 0,
+        "the backlog arrived after its windows closed"
+    );
+    let (a, b) = (last_writes(&on_time), last_writes(&late));
+    let guanyuan_hours = a
+        .keys()
+        .filter(|(s, _)| {
+            s.starts_with("aqi,") && s.contains("site=guanyuan") && s.contains("period=hour")
+        })
+        .count();
+    assert_eq!(guanyuan_hours, 25, "one hourly AQI an hour");
+    for (key, fields) in &a {
+        assert_eq!(b.get(key), Some(fields), "{key:?}");
+    }
+    assert_eq!(a.len(), b.len());
+    // The others' windows and AQI: the same lines in the same flushes.
+    let others = |f: &Flushes| -> Flushes {
+        f.iter()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| !l.contains("guanyuan") && !l.contains("scope=city"))
+                    .cloned()
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(others(&on_time), others(&late));
 }

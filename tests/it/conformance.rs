@@ -170,10 +170,12 @@ async fn the_daemon_reproduces_the_published_hourly_aqi_of_a_dust_storm_day() {
             influx.url()
         ),
         // Stations report one value an hour, stamped with the start of
-        // the hour it averages; the data is from 2023.
+        // the hour it averages (so it covers the data through the hour's
+        // end, and with no allowed lateness it closes its hour); the data
+        // is from 2023.
         "[validation]\nmax_age = \"3650d\"\n\
          [aqi]\nstandard = \"hj633-2012\"\n\
-         [windows]\nflush_interval = \"200ms\"\n\
+         [windows]\nflush_interval = \"200ms\"\nallowed_lateness = \"0s\"\n\
          [windows.intervals]\nair = \"1h\"\n\
          [alerts]\nenabled = false\n",
     );
@@ -196,15 +198,6 @@ async fn the_daemon_reproduces_the_published_hourly_aqi_of_a_dust_storm_day() {
             .await;
         hours_with_data += 1;
     }
-    // A dust monitor's reading just past the day moves the (global)
-    // watermark beyond its last hour, as the next day's data would.
-    let last = all.iter().map(|p| p.start_ms).max().unwrap();
-    publisher
-        .publish(
-            "env/beijing/closer/dust/closer",
-            format!("{{\"ts\":{},\"pm10\":80}}", last + 2 * HOUR + 5 * 60_000),
-        )
-        .await;
     publisher.flush().await;
     // An hourly AQI point for every station-hour with data.
     let n = influx

@@ -14,6 +14,7 @@ fn spec() -> Spec {
         },
         lateness_ms: 0,
         horizon_ms: 2 * HOUR_MS,
+        fine_horizon_ms: 2 * HOUR_MS,
         hour_min_minutes: 45,
         day_min_hours: 20,
         eight_hour_min_hours: 6,
@@ -226,4 +227,47 @@ fn memory_stays_flat_as_hours_pass() {
     let max = *held.iter().max().unwrap();
     assert!(max <= 10 * (120 + 60 + 34 + 2), "{max}");
     assert_eq!(held[71], held[47], "day 3 holds what day 2 held");
+}
+
+#[test]
+fn each_source_closes_only_its_own_windows() {
+    let mut st = State::new(spec());
+    st.set_source(0, 0);
+    st.set_source(1, 1);
+    st.merge(&[bp(0, DAY0, 1.0), bp(1, DAY0, 2.0)], alone);
+    // Source 0 is an hour on; source 1 (a station uploading late) is not.
+    let out = st.close(|s| if s == 0 { DAY0 + HOUR_MS } else { DAY0 });
+    assert!(out.iter().all(|c| c.series == 0), "{out:?}");
+    assert_eq!(out.len(), 2, "minute and hour: {out:?}");
+    assert_eq!(st.watermark_of(1), DAY0);
+    let out = st.close(|_| DAY0 + HOUR_MS);
+    assert!(
+        out.iter().all(|c| c.series == 1 && !c.correction),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn past_the_fine_horizon_a_reading_still_corrects_its_hour() {
+    let mut st = State::new(Spec {
+        horizon_ms: 48 * HOUR_MS,
+        fine_horizon_ms: HOUR_MS,
+        ..spec()
+    });
+    let parts: Vec<_> = (0..60).map(|m| bp(0, DAY0 + m * MIN, 10.0)).collect();
+    st.merge(&parts, alone);
+    st.advance(DAY0 + 5 * HOUR_MS);
+    // The minutes are gone; the hour and the day are held.
+    assert_eq!(st.windows_held(), 2);
+    let m = st.merge(&[bp(0, DAY0 + 30 * MIN, 40.0)], alone);
+    assert_eq!(m.corrections, 1);
+    let out = st.advance(DAY0 + 5 * HOUR_MS);
+    let h = hour_of(&out, DAY0).unwrap();
+    assert!(h.correction);
+    assert_eq!(h.stats.count, 61);
+    // The minute is written anew with the late reading only.
+    let minute = out.iter().find(|c| c.level == 0).unwrap();
+    assert_eq!(minute.stats.mean, Some(40.0));
+    assert_eq!(st.windows_held(), 2, "pruned again");
 }
