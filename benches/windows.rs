@@ -9,8 +9,9 @@
 //! - `alert_observe`: one hour's observations of 500 sites (hourly means
 //!   of 6 pollutants and the hourly AQI) judged by the shipped rules.
 //! - Before criterion runs, a memory sweep feeds 1,000 sensors a reading a
-//!   minute for 48 simulated hours and prints windows held and RSS by hour
-//!   (`cargo bench --bench windows`; 3 hours under `cargo test --benches`).
+//!   minute for 96 simulated hours (twice the 48 h correction horizon) and
+//!   prints windows held and RSS by hour (`cargo bench --bench windows`;
+//!   3 hours under `cargo test --benches`; `LANTIAN_SWEEP_HOURS` to set).
 
 use std::hint::black_box;
 
@@ -214,7 +215,11 @@ fn alerts(c: &mut Criterion) {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    memory_sweep(if full { 48 } else { 3 });
+    let hours = std::env::var("LANTIAN_SWEEP_HOURS")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(if full { 96 } else { 3 });
+    memory_sweep(hours);
     let mut c = Criterion::default().configure_from_args();
     window_flush(&mut c);
     aqi(&mut c);

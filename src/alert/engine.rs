@@ -177,6 +177,7 @@ impl Conditions {
         let metrics: Vec<&str> = rules
             .iter()
             .filter_map(|r| r.target.when.as_ref().map(|w| w.metric.as_str()))
+            .filter(|m| !m.is_empty())
             .collect();
         let mut map = HashMap::new();
         if metrics.is_empty() {
@@ -197,6 +198,12 @@ impl Conditions {
         let Some(w) = &rule.target.when else {
             return true;
         };
+        if !w.label.is_empty() {
+            return match w.label_value(&o.labels) {
+                Some(v) => w.op.holds(v, w.value),
+                None => w.if_missing,
+            };
+        }
         let key = (
             super::derive::key(&o.kind, &o.labels),
             o.start_ms,

@@ -918,3 +918,47 @@ fn a_single_station_does_not_raise_the_city_alert_level() {
     let n = e.take_notices();
     assert!(of_rule(&n, "air.alert-level.2016").is_empty(), "{n:#?}");
 }
+
+/// GB 18918's TP limit depends on the plant's build year: 1 mg/L for a
+/// plant built before 2006, 0.5 otherwise. The year comes from a tag
+/// `built` or from `[alerts.site_labels]`; a plant with neither is judged
+/// by the stricter 0.5.
+#[test]
+fn the_phosphorus_limit_follows_the_plant_build_year() {
+    let mut targets = targets(&[]);
+    let site_labels = [(
+        "gaobeidian".to_owned(),
+        [("built".to_owned(), "1993".to_owned())].into(),
+    )]
+    .into();
+    crate::evaluate::targets::resolve_site_labels(&mut targets, &site_labels);
+    let mut e = Engine::new(
+        Rule::from_targets(&targets, std::time::Duration::from_secs(4 * 3600)),
+        cal(),
+    );
+    let tp = |labels: &[(String, String)], v: f64| {
+        obs("sewage", labels, "tp.day", DAY0, DAY0 + 24 * H, v)
+    };
+    let mut new_plant = plant("yongfeng");
+    new_plant.push(("built".into(), "2012".into()));
+    // 0.8 mg/L: within 1 for the 1993 plant (configured), above 0.5 for
+    // the 2012 plant (tagged) and for one whose year nobody gave.
+    e.observe(&[
+        tp(&plant("gaobeidian"), 0.8),
+        tp(&new_plant, 0.8),
+        tp(&plant("qinghe"), 0.8),
+    ]);
+    let n = e.take_notices();
+    let mut strict: Vec<&str> = of_rule(&n, "water.effluent.tp")
+        .iter()
+        .map(|a| a.alert.labels["site"].as_str())
+        .collect();
+    strict.sort();
+    assert_eq!(strict, ["qinghe", "yongfeng"], "{n:#?}");
+    assert!(of_rule(&n, "water.effluent.tp.pre2006").is_empty());
+    // 1.2 mg/L at the 1993 plant: above 1.
+    e.observe(&[tp(&plant("gaobeidian"), 1.2)]);
+    let n = e.take_notices();
+    assert_eq!(of_rule(&n, "water.effluent.tp.pre2006").len(), 1, "{n:#?}");
+    assert!(of_rule(&n, "water.effluent.tp").is_empty());
+}

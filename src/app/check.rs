@@ -81,6 +81,17 @@ fn check_alerts(s: &Settings, p: &mut Vec<Problem>) {
             problem(p, format!("alerts.targets[{i}]"), message);
         }
     }
+    for (site, labels) in &s.alerts.site_labels {
+        for (label, v) in labels {
+            if v.trim().parse::<f64>().is_err() {
+                problem(
+                    p,
+                    format!("alerts.site_labels.{site}.{label}"),
+                    format!("{v:?} is not a number (conditions compare it with one)"),
+                );
+            }
+        }
+    }
     if let Err(errors) = crate::alert::outbox::receivers(&s.alerts) {
         for (key, message) in errors {
             problem(p, key, message);

@@ -571,6 +571,11 @@ pub struct AlertsConfig {
     pub max_queued: usize,
     /// Overrides of shipped targets (by id) and new targets.
     pub targets: Vec<crate::evaluate::targets::TargetPatch>,
+    /// Labels of sites that their readings do not carry, for targets'
+    /// `when = { label = ... }` conditions, e.g.
+    /// `[alerts.site_labels.gaobeidian] built = "1993"` (GB 18918's TP
+    /// limit is 1 mg/L for plants built before 2006, 0.5 otherwise).
+    pub site_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Webhook receivers.
     pub receivers: Vec<ReceiverConfig>,
 }
@@ -585,6 +590,7 @@ impl Default for AlertsConfig {
             external_url: "http://127.0.0.1:9184/".into(),
             max_queued: 100_000,
             targets: Vec::new(),
+            site_labels: BTreeMap::new(),
             receivers: Vec::new(),
         }
     }

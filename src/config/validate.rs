@@ -248,7 +248,9 @@ impl Settings {
         use crate::evaluate::targets::{merge, select_gb3095, shipped};
         let mut shipped = shipped();
         select_gb3095(&mut shipped, self.gb3095());
-        merge(shipped, &self.alerts.targets)
+        let mut targets = merge(shipped, &self.alerts.targets)?;
+        crate::evaluate::targets::resolve_site_labels(&mut targets, &self.alerts.site_labels);
+        Ok(targets)
     }
 
     /// The GB 3095 edition whose limits apply: `alerts.gb3095`, or with

@@ -103,19 +103,59 @@ impl Cmp {
 }
 
 /// When a target applies: another metric of the same series and window
-/// compared with a value (GB 18918's NH3-N limit depends on the water
-/// temperature). Where it does not hold, the target does not judge, and
-/// an alert it had firing for that series resolves.
+/// (GB 18918's NH3-N limit depends on the water temperature), or a label
+/// of the series or its site (its TP limit on the plant's build year),
+/// compared with a value. Where it does not hold, the target does not
+/// judge, and an alert it had firing for that series resolves.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct When {
     /// E.g. `temperature.day`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub metric: String,
+    /// E.g. `built`: a tag of the series, or else the value of
+    /// `[alerts.site_labels.<site>]`, read as a number.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
     pub op: Cmp,
     pub value: f64,
     /// Whether the target applies to a series that has no such value.
     #[serde(default)]
     pub if_missing: bool,
+    /// The label's value per site, from `alerts.site_labels`.
+    #[serde(skip)]
+    pub sites: std::collections::BTreeMap<String, f64>,
+}
+
+impl When {
+    /// The label's number for a series with `labels`: its own tag, or its
+    /// site's configured value; None when neither is a number.
+    pub fn label_value(&self, labels: &[(String, String)]) -> Option<f64> {
+        let tag = |k: &str| labels.iter().find(|(t, _)| t == k).map(|(_, v)| v);
+        if let Some(v) = tag(&self.label) {
+            return v.trim().parse().ok();
+        }
+        tag("site").and_then(|s| self.sites.get(s)).copied()
+    }
+}
+
+/// Resolves the `label` conditions of `targets` against the per-site
+/// labels (`alerts.site_labels`; values that are not numbers are left out:
+/// `check-config` reports them).
+pub fn resolve_site_labels(
+    targets: &mut [Target],
+    site_labels: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+) {
+    for w in targets.iter_mut().filter_map(|t| t.when.as_mut()) {
+        if w.label.is_empty() {
+            continue;
+        }
+        for (site, labels) in site_labels {
+            if let Some(Ok(n)) = labels.get(&w.label).map(|v| v.trim().parse()) {
+                w.sites.insert(site.clone(), n);
+            }
+        }
+    }
 }
 
 /// One target.
@@ -326,13 +366,18 @@ fn check(t: &Target, problem: &mut impl FnMut(String)) {
             t.id, t.metric
         ));
     }
-    if let Some(w) = &t.when
-        && !metric_known(&w.metric)
-    {
-        problem(format!(
-            "{}: when: unknown metric {:?} (see README, Alerts)",
-            t.id, w.metric
-        ));
+    if let Some(w) = &t.when {
+        if w.metric.is_empty() == w.label.is_empty() {
+            problem(format!(
+                "{}: when: give either a metric or a label, not both",
+                t.id
+            ));
+        } else if !w.metric.is_empty() && !metric_known(&w.metric) {
+            problem(format!(
+                "{}: when: unknown metric {:?} (see README, Alerts)",
+                t.id, w.metric
+            ));
+        }
     }
 }
 
