@@ -32,6 +32,9 @@ pub struct Board {
     stations: Mutex<BTreeMap<(String, String), Station>>,
     /// The city-wide hourly AQI (observations labelled `scope=city`).
     city: Mutex<Option<Station>>,
+    /// The city's observed heavy-pollution level per rule set: (start of
+    /// the day it is for, level 0–4), newest day.
+    city_levels: Mutex<BTreeMap<String, (i64, u32)>>,
     alerts: Mutex<Vec<Alert>>,
 }
 
@@ -50,12 +53,26 @@ impl Board {
             started_ms: chrono::Utc::now().timestamp_millis(),
             stations: Mutex::new(BTreeMap::new()),
             city: Mutex::new(None),
+            city_levels: Mutex::new(BTreeMap::new()),
             alerts: Mutex::new(Vec::new()),
         }
     }
 
-    /// Takes the hourly AQI values of a flush (newer hours replace older).
+    /// Takes the hourly AQI values of a flush (newer hours replace older),
+    /// and the city's observed alert levels.
     pub fn observe(&self, obs: &[Observation]) {
+        {
+            let mut levels = self.city_levels.lock().expect("board lock");
+            for o in obs.iter().filter(|o| label(&o.labels, "scope") == "city") {
+                let Some(set) = o.metric.strip_prefix("alert_level.") else {
+                    continue;
+                };
+                let newest = levels.get(set).is_none_or(|(day, _)| *day <= o.start_ms);
+                if newest {
+                    levels.insert(set.to_owned(), (o.start_ms, o.value as u32));
+                }
+            }
+        }
         let mut st = self.stations.lock().expect("board lock");
         let mut city = self.city.lock().expect("board lock");
         for o in obs.iter().filter(|o| o.metric == "aqi.hour" && o.valid) {
@@ -91,6 +108,17 @@ impl Board {
     /// The newest city-wide hourly AQI, if there is one.
     pub fn city(&self) -> Option<Station> {
         self.city.lock().expect("board lock").clone()
+    }
+
+    /// The city's observed heavy-pollution level per rule set: (rule set,
+    /// start of the day, level 0 none … 4 red).
+    pub fn city_levels(&self) -> Vec<(String, i64, u32)> {
+        self.city_levels
+            .lock()
+            .expect("board lock")
+            .iter()
+            .map(|(set, (day, level))| (set.clone(), *day, *level))
+            .collect()
     }
 
     pub fn set_alerts(&self, firing: Vec<Alert>) {
@@ -168,9 +196,20 @@ impl Board {
                 "primary": s.primary, "hour": rfc3339(s.hour_ms),
             })
         });
+        let levels: Vec<Value> = self
+            .city_levels()
+            .into_iter()
+            .map(|(set, day, level)| {
+                json!({
+                    "rule_set": set, "day": rfc3339(day), "level": level,
+                    "name": crate::alert::derive::level_name(level),
+                })
+            })
+            .collect();
         json!({
             "standard": self.standard.as_str(),
             "city": city,
+            "city_observed_level": levels,
             "ready": not_ready.is_empty(),
             "not_ready": not_ready,
             "stations": stations,

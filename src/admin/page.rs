@@ -91,6 +91,27 @@ fn stations(o: &mut String, board: &Board) {
             board.local(c.hour_ms)
         );
     }
+    let levels = board.city_levels();
+    if !levels.is_empty() {
+        o.push_str(
+            "<p id=\"level\">Observed heavy-pollution level, city-wide (what the measured \
+             days call for; Beijing declares levels on forecasts):",
+        );
+        for (set, day, level) in levels {
+            let _ = write!(
+                o,
+                " <b>{}</b> by the {} plan (day of {});",
+                crate::alert::derive::level_name(level),
+                esc(match set.as_str() {
+                    "beijing-2016" => "2016–2018",
+                    "beijing-2023" => "2023 (unconfirmed)",
+                    other => other,
+                }),
+                board.local(day).get(..10).unwrap_or_default()
+            );
+        }
+        o.push_str("</p>");
+    }
     let stations = board.stations();
     let _ = write!(
         o,
@@ -300,6 +321,42 @@ mod tests {
         let j = b.to_json(&m, &[]);
         assert_eq!(j["stations"].as_array().unwrap().len(), 2);
         assert_eq!(j["ready"], true);
+    }
+
+    /// The city's observed level is shown with its rule set and day; a
+    /// station's level is not (it is detail, not the headline), and an
+    /// older day does not replace a newer one.
+    #[test]
+    fn the_page_shows_the_city_observed_level() {
+        let b = Board::new(Standard::Hj633_2026, chrono_tz::Asia::Shanghai);
+        // 2026-11-26 00:00 and the day before, in Beijing.
+        let (day, before) = (1_795_622_400_000, 1_795_536_000_000);
+        let level = |scope: &str, set: &str, start: i64, v: f64| Observation {
+            kind: "air".into(),
+            labels: vec![(
+                if scope == "city" { "scope" } else { "site" }.into(),
+                scope.into(),
+            )],
+            metric: format!("alert_level.{set}"),
+            start_ms: start,
+            end_ms: start + 86_400_000,
+            value: v,
+            valid: true,
+            details: Default::default(),
+        };
+        b.observe(&[
+            level("city", "beijing-2016", day, 2.0),
+            level("city", "beijing-2016", before, 1.0),
+            level("dongsi", "beijing-2016", day, 4.0),
+        ]);
+        let html = render(&b, &Metrics::default(), &[]);
+        assert!(
+            html.contains("<b>yellow</b> by the 2016–2018 plan (day of 2026-11-26)"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>red</b>"), "{html}");
+        let j = b.to_json(&Metrics::default(), &[]);
+        assert_eq!(j["city_observed_level"][0]["name"], "yellow");
     }
 
     /// People see pollutant names and values with their units, not keys.

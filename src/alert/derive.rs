@@ -182,6 +182,17 @@ pub fn level(set: &str, days: &[u32]) -> u32 {
     }
 }
 
+/// A level's name: none, blue, yellow, orange, red.
+pub fn level_name(level: u32) -> &'static str {
+    match level {
+        1 => "blue",
+        2 => "yellow",
+        3 => "orange",
+        4 => "red",
+        _ => "none",
+    }
+}
+
 /// The rule sets alert levels are computed for.
 pub const LEVEL_SETS: [&str; 2] = ["beijing-2016", "beijing-2023"];
 

@@ -166,6 +166,8 @@ pub struct Engine {
     out: Vec<Notice>,
     key_buf: String,
     changed: bool,
+    /// Derived values not yet taken.
+    derived_out: Vec<Observation>,
 }
 
 /// The values that rules' `when` conditions read, from one batch of
@@ -232,13 +234,7 @@ pub fn fingerprint(rule: &str, labels: &[(String, String)]) -> String {
 }
 
 fn level_name(level: f64) -> &'static str {
-    match level as i64 {
-        1 => "blue",
-        2 => "yellow",
-        3 => "orange",
-        4 => "red",
-        _ => "none",
-    }
+    super::derive::level_name(level as u32)
 }
 
 impl Engine {
@@ -256,6 +252,7 @@ impl Engine {
             out: Vec::new(),
             key_buf: String::new(),
             changed: false,
+            derived_out: Vec::new(),
         };
         e.set_rules(rules);
         e
@@ -429,6 +426,13 @@ impl Engine {
         if !obs.is_empty() {
             self.changed = true;
         }
+        self.derived_out.extend(derived);
+    }
+
+    /// The derived values (treatment rates, capture ratios, the reclaimed
+    /// pace, observed alert levels) computed since the last call.
+    pub fn take_derived(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.derived_out)
     }
 
     fn judge_all(&mut self, o: &Observation, conditions: &Conditions) {

@@ -113,7 +113,9 @@ impl AlertStage {
         let save = checkpoint.is_some();
         let (alerting, rows, observations) = tokio::task::spawn_blocking(move || {
             let mut rows = Rows::default();
-            alerting.step(&observations, clock, &mut rows, save);
+            let mut observations = observations;
+            let derived = alerting.step(&observations, clock, &mut rows, save);
+            observations.extend(derived);
             (alerting, rows, observations)
         })
         .await
@@ -191,12 +193,21 @@ impl Alerting {
     }
 
     /// One step after a window flush. `save`: the window snapshot is being
-    /// saved (the alert state must never be older than it).
-    pub fn step(&mut self, obs: &[Observation], clock: Option<i64>, rows: &mut Rows, save: bool) {
+    /// saved (the alert state must never be older than it). Returns the
+    /// derived values, also written to `rows` (measurement `derived`).
+    pub fn step(
+        &mut self,
+        obs: &[Observation],
+        clock: Option<i64>,
+        rows: &mut Rows,
+        save: bool,
+    ) -> Vec<Observation> {
         self.engine.observe(obs);
         if let Some(c) = clock {
             self.engine.tick(c);
         }
+        let derived = self.engine.take_derived();
+        rows.extend(derived.iter().map(derived_row));
         let fresh = self.engine.take_notices();
         rows.extend(fresh.iter().map(notice_row));
         for n in &fresh {
@@ -233,7 +244,26 @@ impl Alerting {
                 warn!(path = %self.state_path.display(), error = %e, "cannot save the alert state");
             }
         }
+        derived
     }
+}
+
+/// One `derived` point: the series' labels and `kind` as tags, the metric
+/// (e.g. `alert_level.beijing-2016`, `treatment_rate.day`) as the field,
+/// at the start of its period. A value computed again (a correction, a
+/// replay) overwrites its point.
+fn derived_row(o: &Observation) -> Row {
+    let tags = o
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("kind", o.kind.as_str())]);
+    Row::Derived(Derived::new(
+        "derived",
+        tags,
+        vec![(o.metric.clone(), Value::F(o.value))],
+        o.start_ms,
+    ))
 }
 
 /// One `alerts` point (for dashboard annotations): tags rule, severity,

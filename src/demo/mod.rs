@@ -301,8 +301,18 @@ fn summary(v: &serde_json::Value) -> String {
         })
         .unwrap_or_default();
     let p = &v["pipeline"];
+    let city = match v["city"]["aqi"].as_u64() {
+        Some(aqi) => format!(" · city AQI {aqi}"),
+        None => String::new(),
+    };
+    let level = v["city_observed_level"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["rule_set"] == "beijing-2016"))
+        .and_then(|x| x["name"].as_str())
+        .map(|n| format!(" · observed level {n}"))
+        .unwrap_or_default();
     format!(
-        "readings stored {} · stations with an hourly AQI {stations}/12 · alerts firing {}{}",
+        "readings stored {}{city}{level} · stations with an hourly AQI {stations}/12 · alerts firing {}{}",
         p["points_written"],
         alerts.len(),
         if alerts.is_empty() {
@@ -462,10 +472,14 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
     pipeline_stop.cancel();
     let _ = app.await;
     broker_stop.cancel();
+    let today = chrono::Local::now().date_naive();
     println!(
-        "\nstopped. {}\nThe archive stays in {} (readings, windows, AQI, alerts).",
+        "\nstopped. {}\nThe archive stays in {} (readings, windows, AQI, alerts).\n         A report of it, with the city-wide level and the annual means so far:\n           lantian report --archive {} --from {} --to {}",
         final_status.as_ref().map(summary).unwrap_or_default(),
-        archive.display()
+        archive.display(),
+        archive.display(),
+        today - chrono::Days::new(2),
+        today,
     );
     res
 }

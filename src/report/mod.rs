@@ -9,13 +9,20 @@
 //!   a chart;
 //! - reclaimed water: volume in the range, and the annual volume at that
 //!   pace against 1.2 billion m³;
-//! - construction dust per district.
+//! - construction dust per district;
+//! - the city-wide daily AQI with the observed heavy-pollution level (2016
+//!   and 2023 rule sets, consecutive days, runs reaching back 30 days
+//!   before the range);
+//! - annual (year-to-date) means of PM2.5, PM10, NO2 and SO2 per station
+//!   and district, against GB 3095's annual limits, valid with ≥ 324
+//!   daily means.
 //!
 //! Markdown (one `report.md` with the charts beside it) or CSV (one file
 //! per table). Dates are local (Asia/Shanghai by default), both ends
 //! included.
 
 pub mod chart;
+pub mod year;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -142,7 +149,7 @@ async fn load(src: &Source, m: &str, from: i64, to: i64) -> anyhow::Result<Optio
 }
 
 /// One InfluxQL result series as a frame (numbers → f64, text → string,
-/// booleans → bool; `time` → i64 ms).
+/// booleans → bool; `time` → i64 ms; columns with no value left out).
 fn json_frame(s: &serde_json::Value) -> anyhow::Result<DataFrame> {
     let names: Vec<&str> = s["columns"]
         .as_array()
@@ -155,6 +162,11 @@ fn json_frame(s: &serde_json::Value) -> anyhow::Result<DataFrame> {
     for (i, name) in names.iter().enumerate() {
         let cells: Vec<&serde_json::Value> = rows.iter().map(|r| &r[i]).collect();
         let first = cells.iter().find(|c| !c.is_null());
+        if first.is_none() && *name != "time" {
+            // All null (a field no point of this day has): its type is
+            // unknown, and the other days' frames give it.
+            continue;
+        }
         let col = if *name == "time" {
             Column::new(
                 "time".into(),
@@ -238,6 +250,14 @@ pub struct Report {
     /// district → (sites, mean PM10, highest hourly PM10, hours above limit).
     pub dust: BTreeMap<String, (usize, f64, f64, Option<i64>)>,
     pub days: i64,
+    /// date → the city-wide daily AQI and the observed level.
+    pub city: BTreeMap<String, year::CityDay>,
+    /// The first day of the year-to-date means (1 January of `to`'s year).
+    pub year_from: String,
+    /// (station, pollutant index into `year::ANNUAL`) → year-to-date mean.
+    pub annual_stations: BTreeMap<(String, usize), year::Annual>,
+    /// (district, pollutant) → year-to-date mean.
+    pub annual_districts: BTreeMap<(String, usize), year::Annual>,
 }
 
 impl Report {
@@ -269,12 +289,24 @@ pub async fn compute(o: &Options) -> anyhow::Result<Report> {
         d = d + chrono::Days::new(1);
     }
 
-    if let Some(aqi) = load(&o.source, "aqi", from, to).await? {
-        daily_aqi(&mut r, aqi, &date)?;
+    // The city's level looks back at the run of days before the range.
+    let run_from = from - 30 * DAY_MS;
+    if let Some(aqi) = load(&o.source, "aqi", run_from, to).await? {
+        city_days(&mut r, &aqi, o.tz, from)?;
+        let range = aqi.lazy().filter(col("time").gt_eq(lit(from))).collect()?;
+        daily_aqi(&mut r, range, &date)?;
     }
 
-    if let Some(air) = load(&o.source, "air_1d", from, to).await? {
-        pm25_days(&mut r, air)?;
+    // Daily means from 1 January of the last date's year, for the annual
+    // means; the range's own days for the exceedances.
+    let year_start =
+        chrono::NaiveDate::from_ymd_opt(chrono::Datelike::year(&o.to), 1, 1).unwrap_or(o.from);
+    r.year_from = year_start.to_string();
+    let ys = midnight(o.tz, year_start);
+    if let Some(air) = load(&o.source, "air_1d", ys.min(from), to).await? {
+        annual_means(&mut r, &air, o.tz, ys)?;
+        let range = air.lazy().filter(col("time").gt_eq(lit(from))).collect()?;
+        pm25_days(&mut r, range)?;
     }
 
     if let Some(sw) = load(&o.source, "sewage_1d", from, to).await? {
@@ -359,6 +391,116 @@ fn daily_aqi(r: &mut Report, aqi: DataFrame, date: &dyn Fn(i64) -> String) -> an
             }
         }
     }
+    Ok(())
+}
+
+/// The city-wide daily AQI (`aqi` points with scope=city) from `from`, with
+/// the observed level of each day (runs may start before `from`).
+fn city_days(r: &mut Report, aqi: &DataFrame, tz: chrono_tz::Tz, from: i64) -> anyhow::Result<()> {
+    if !(has(aqi, "scope") && has(aqi, "period") && has(aqi, "aqi")) {
+        return Ok(());
+    }
+    let day = aqi
+        .clone()
+        .lazy()
+        .filter(
+            col("scope")
+                .eq(lit("city"))
+                .and(col("period").eq(lit("day")))
+                .and(col("aqi").is_not_null()),
+        )
+        .with_column(col("aqi").cast(DataType::Int64))
+        .sort(["time"], Default::default())
+        .collect()?;
+    let (t, v) = (i64s(&day, "time"), i64s(&day, "aqi"));
+    let (cat, prim) = (strs(&day, "category"), strs(&day, "primary"));
+    let sites = if has(&day, "sites") {
+        i64s(&day, "sites")
+    } else {
+        vec![None; day.height()]
+    };
+    let local = |ms: i64| tz.timestamp_millis_opt(ms).single().map(|t| t.date_naive());
+    let mut by_date = BTreeMap::new();
+    let mut rows = BTreeMap::new();
+    for i in 0..day.height() {
+        let (Some(t), Some(v)) = (t[i], v[i]) else {
+            continue;
+        };
+        let Some(d) = local(t) else { continue };
+        by_date.insert(d, v);
+        if t >= from {
+            rows.insert(d, i);
+        }
+    }
+    let levels = year::levels(&by_date);
+    for (d, i) in rows {
+        r.city.insert(
+            d.to_string(),
+            year::CityDay {
+                aqi: by_date[&d],
+                category: cat[i].clone().unwrap_or_default(),
+                primary: prim[i].clone().unwrap_or_default(),
+                sites: sites[i].unwrap_or(0),
+                levels: levels.get(&d).copied().unwrap_or_default(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Year-to-date means per station and district from the daily windows
+/// (`air_1d`, scope=site, valid days only) from `year_start`.
+fn annual_means(
+    r: &mut Report,
+    air: &DataFrame,
+    tz: chrono_tz::Tz,
+    year_start: i64,
+) -> anyhow::Result<()> {
+    if !(has(air, "scope") && has(air, "site")) {
+        return Ok(());
+    }
+    let sites = air
+        .clone()
+        .lazy()
+        .filter(
+            col("scope")
+                .eq(lit("site"))
+                .and(col("time").gt_eq(lit(year_start))),
+        )
+        .collect()?;
+    let (t, site) = (i64s(&sites, "time"), strs(&sites, "site"));
+    let district = if has(&sites, "district") {
+        strs(&sites, "district")
+    } else {
+        vec![None; sites.height()]
+    };
+    let mut m = year::DailyMeans::default();
+    for (p, (field, ..)) in year::ANNUAL.iter().enumerate() {
+        let mean = format!("{field}_mean");
+        if !has(&sites, &mean) {
+            continue;
+        }
+        let values = f64s(&sites, &mean);
+        let valid: Vec<Option<bool>> = match sites.column(&format!("{field}_valid")) {
+            Ok(c) => c.bool()?.iter().collect(),
+            Err(_) => vec![Some(true); sites.height()],
+        };
+        for i in 0..sites.height() {
+            let (Some(t), Some(s), Some(v), Some(true)) =
+                (t[i], site[i].clone(), values[i], valid[i])
+            else {
+                continue;
+            };
+            let Some(d) = tz.timestamp_millis_opt(t).single().map(|t| t.date_naive()) else {
+                continue;
+            };
+            m.district
+                .insert(s.clone(), district[i].clone().unwrap_or_default());
+            m.by_site.entry((s, p)).or_default().insert(d, v);
+        }
+    }
+    r.annual_stations = m.stations();
+    r.annual_districts = m.districts();
     Ok(())
 }
 
@@ -632,11 +774,118 @@ fn markdown(o: &Options, r: &Report, charts: &[PathBuf]) -> String {
         r.days
     );
     md_daily_aqi(&mut s, r, &chart);
+    md_city(&mut s, r);
     md_exceedance(&mut s, r);
+    md_annual(&mut s, r);
     md_sewage(&mut s, r, &chart);
     md_reclaimed(&mut s, o, r);
     md_dust(&mut s, o, r);
     s
+}
+
+fn md_city(s: &mut String, r: &Report) {
+    let _ = writeln!(
+        s,
+        "\n## City-wide daily AQI and observed heavy-pollution level\n\n\
+         The city-wide AQI is computed on the mean concentrations of the city's stations \
+         (`aqi.city_sites`). The level is *observed*: Beijing's plan declares levels on \
+         forecasts, so this is what the measured days would have called for, not a level \
+         that was declared. Days count when consecutive.\n"
+    );
+    if r.city.is_empty() {
+        let _ = writeln!(s, "No city-wide daily AQI in this range.\n");
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "| date | AQI | category | primary | stations | level (2016–2018 plan) | level (2023 plan, unconfirmed) |\n\
+         |---|---:|---|---|---:|---|---|"
+    );
+    for (d, c) in &r.city {
+        let _ = writeln!(
+            s,
+            "| {d} | {} | {} | {} | {} | {} | {} |",
+            if c.aqi > 200 {
+                format!("**{}**", c.aqi)
+            } else {
+                c.aqi.to_string()
+            },
+            md(&c.category.replace('_', " ")),
+            md(&pollutant_names(&c.primary)),
+            c.sites,
+            crate::alert::derive::level_name(c.levels[0]),
+            crate::alert::derive::level_name(c.levels[1]),
+        );
+    }
+}
+
+/// `pm25_24h,o3_8h` → `PM2.5, O₃`.
+fn pollutant_names(keys: &str) -> String {
+    keys.split(',')
+        .filter(|k| !k.is_empty())
+        .map(crate::evaluate::aqi::pollutant)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn md_annual(s: &mut String, r: &Report) {
+    let _ = writeln!(
+        s,
+        "\n## Annual means, year to date ({} to the last date)\n\n\
+         The mean of the valid daily means (µg/m³), with their number. An annual mean is \
+         valid (GB 3095-2012's data rule) with at least {} valid days and at least 27 in \
+         every month (25 in February); until then it is provisional (*italic*). **Bold**: \
+         above the annual limit of GB 3095-2026, Grade II: {}. GB 3095-2012's: {}.\n",
+        r.year_from,
+        year::MIN_DAYS,
+        year::ANNUAL
+            .iter()
+            .map(|(_, n, l26, _)| format!("{n} {l26}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        year::ANNUAL
+            .iter()
+            .map(|(_, n, _, l12)| format!("{n} {l12}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for (title, table) in [
+        ("station", &r.annual_stations),
+        ("district", &r.annual_districts),
+    ] {
+        let names: std::collections::BTreeSet<&String> = table.keys().map(|(n, _)| n).collect();
+        if names.is_empty() {
+            continue;
+        }
+        let _ = write!(s, "| {title} |");
+        for (_, n, ..) in year::ANNUAL {
+            let _ = write!(s, " {n} |");
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in year::ANNUAL {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for name in names {
+            let _ = write!(s, "| {} |", md(name));
+            for (p, (_, _, limit, _)) in year::ANNUAL.iter().enumerate() {
+                match table.get(&(name.clone(), p)) {
+                    None => s.push_str(" – |"),
+                    Some(a) => {
+                        let v = format!("{:.1} ({} d)", a.mean, a.days);
+                        let v = if a.valid { v } else { format!("*{v}*") };
+                        if a.mean > *limit {
+                            let _ = write!(s, " **{v}** |");
+                        } else {
+                            let _ = write!(s, " {v} |");
+                        }
+                    }
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
 }
 
 fn md_daily_aqi(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
@@ -864,6 +1113,42 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
         );
     }
     write("stations.csv", e)?;
+    let mut c =
+        String::from("date,aqi,category,primary,stations,level_beijing_2016,level_beijing_2023\n");
+    for (d, x) in &r.city {
+        let _ = writeln!(
+            c,
+            "{d},{},{},{},{},{},{}",
+            x.aqi,
+            cell(&x.category),
+            cell(&x.primary),
+            x.sites,
+            crate::alert::derive::level_name(x.levels[0]),
+            crate::alert::derive::level_name(x.levels[1])
+        );
+    }
+    write("city.csv", c)?;
+    let mut a = String::from(
+        "scope,name,pollutant,from,mean_ug_m3,valid_days,valid,limit_gb3095_2026,limit_gb3095_2012\n",
+    );
+    for (scope, table) in [
+        ("station", &r.annual_stations),
+        ("district", &r.annual_districts),
+    ] {
+        for ((name, p), x) in table {
+            let (field, _, l26, l12) = year::ANNUAL[*p];
+            let _ = writeln!(
+                a,
+                "{scope},{},{field},{},{:.2},{},{},{l26},{l12}",
+                cell(name),
+                r.year_from,
+                x.mean,
+                x.days,
+                x.valid
+            );
+        }
+    }
+    write("annual_means.csv", a)?;
     let mut w = String::from("plant,days,inflow_m3,treated_m3,reclaimed_m3,treatment_rate_pct\n");
     for (p, (i, t, rc, n)) in &r.plants {
         let _ = writeln!(

@@ -184,4 +184,78 @@ async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influx
     for f in ["stations.csv", "dust.csv", "reclaimed.csv"] {
         assert!(csv_dir.join(f).exists(), "{f}");
     }
+
+    // The city-wide daily AQI, as InfluxDB has it, with a level.
+    let mut city_want = BTreeMap::new();
+    for s in influx
+        .query("SELECT aqi FROM aqi WHERE period = 'day' AND scope = 'city'")
+        .await
+    {
+        for row in s["values"].as_array().unwrap() {
+            let d = beijing_date(row[0].as_i64().unwrap());
+            if d >= from && d <= to {
+                city_want.insert(d.to_string(), row[1].as_i64().unwrap());
+            }
+        }
+    }
+    assert_eq!(city_want.len(), 6, "{city_want:?}");
+    let city_csv = std::fs::read_to_string(csv_dir.join("city.csv")).unwrap();
+    let city_got: BTreeMap<String, i64> = city_csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            // date,aqi,category,"primary, maybe quoted",stations,level,level
+            let c: Vec<&str> = l.split(',').collect();
+            let level = c[c.len() - 2];
+            assert!(
+                ["none", "blue", "yellow", "orange", "red"].contains(&level),
+                "{l}"
+            );
+            (c[0].to_owned(), c[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(city_got, city_want, "{city_csv}");
+    assert!(md.contains("## City-wide daily AQI and observed heavy-pollution level"));
+
+    // Year-to-date PM2.5 per station: the mean of the valid daily means
+    // InfluxDB holds since 1 January.
+    let year_start = format!("{}-01-01T00:00:00+08:00", chrono::Datelike::year(&to));
+    let mut annual_want = BTreeMap::new();
+    for s in influx
+        .query(&format!(
+            "SELECT mean(pm25_mean), count(pm25_mean) FROM air_1d WHERE scope = 'site' \
+             AND pm25_valid = true AND time >= '{year_start}' AND time < '{}T00:00:00+08:00' GROUP BY site",
+            to + chrono::Days::new(1)
+        ))
+        .await
+    {
+        let site = s["tags"]["site"].as_str().unwrap().to_owned();
+        let v = &s["values"][0];
+        annual_want.insert(site, (v[1].as_f64().unwrap(), v[2].as_i64().unwrap()));
+    }
+    assert_eq!(annual_want.len(), 12, "{annual_want:?}");
+    let annual = std::fs::read_to_string(csv_dir.join("annual_means.csv")).unwrap();
+    let mut annual_got = BTreeMap::new();
+    for l in annual
+        .lines()
+        .filter(|l| l.starts_with("station,") && l.contains(",pm25,"))
+    {
+        let c: Vec<&str> = l.split(',').collect();
+        annual_got.insert(
+            c[1].to_owned(),
+            (c[4].parse::<f64>().unwrap(), c[5].parse::<i64>().unwrap()),
+        );
+        assert_eq!(c[6], "false", "a few days are not a valid annual mean: {l}");
+    }
+    assert_eq!(annual_got.len(), 12, "{annual}");
+    for (site, (mean, days)) in &annual_want {
+        let (m, d) = annual_got[site];
+        assert_eq!(d, *days, "{site}");
+        assert!((m - mean).abs() < 0.005, "{site}: {m} vs {mean}");
+    }
+    assert!(md.contains("## Annual means, year to date"), "{md}");
+    assert!(
+        annual.lines().any(|l| l.starts_with("district,")),
+        "{annual}"
+    );
 }
