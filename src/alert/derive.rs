@@ -1,14 +1,19 @@
 //! Values lantian derives from daily windows (STANDARDS.md §4–5):
 //!
-//! - per plant and day, volumes (m³) from the day's mean flows (m³/h) ×
-//!   the day's hours: inflow, treated, reclaimed, rainfall, runoff;
+//! - per plant and day, volumes (m³) integrated over the time the meters
+//!   covered: the day's mean of valid hourly means (m³/h) × the number of
+//!   those hours (a step integral of the hourly means; a gap is not filled
+//!   with the mean), with the covered hours carried: inflow, treated,
+//!   reclaimed, rainfall, runoff;
 //! - `treatment_rate.day` and `treatment_rate.month_to_date` = treated ÷
 //!   max(inflow, treated + bypass) × 100 (an inflow meter downstream of an
 //!   overflow would otherwise read 100 %), per plant and city-wide (labels
 //!   `scope=city`: the metered plants' treatment ratio, a proxy for the
 //!   city's rate, which also counts sewage never collected);
 //! - `capture_ratio.day` = (1 − runoff ÷ rainfall) × 100 where both are
-//!   measured and it rained;
+//!   measured and it rained, and `capture_ratio.year_to_date` per
+//!   catchment over the year's such days (the sponge-city 70 % is an
+//!   annual ratio);
 //! - `reclaimed.year_to_date_pace`: the city's year-to-date reclaimed
 //!   volume ÷ the elapsed fraction of the year (the annual volume at this
 //!   pace), compared with 1.2 billion m³;
@@ -50,6 +55,9 @@ pub struct Volumes {
     /// from `m3` so alert state saved before it still loads.
     #[serde(default)]
     pub bypass_m3: Option<f64>,
+    /// Hours each volume of `m3` covers (valid hourly means).
+    #[serde(default)]
+    pub hours: [Option<f64>; 5],
     pub end_ms: i64,
 }
 
@@ -295,9 +303,19 @@ impl Derived {
             days: BTreeMap::new(),
         });
         let day = plant.days.entry(o.start_ms).or_default();
-        let m3 = Some(o.value * (o.end_ms - o.start_ms) as f64 / HOUR_MS);
+        // The hours the day's mean covers (the window stage says; else the
+        // whole day).
+        let hours = o
+            .details
+            .get("hours")
+            .and_then(|h| h.parse::<f64>().ok())
+            .unwrap_or((o.end_ms - o.start_ms) as f64 / HOUR_MS);
+        let m3 = Some(o.value * hours);
         match ix {
-            Some(ix) => day.m3[ix] = m3,
+            Some(ix) => {
+                day.m3[ix] = m3;
+                day.hours[ix] = Some(hours);
+            }
             None => day.bypass_m3 = m3,
         }
         day.end_ms = o.end_ms;
@@ -334,7 +352,11 @@ impl Derived {
             };
             if let Some(s) = Sewage::of(v) {
                 if let Some(r) = s.rate() {
-                    out.push(obs("treatment_rate.day", *day, r, s.details()));
+                    let mut d = s.details();
+                    if let (Some(a), Some(b)) = (v.hours[0], v.hours[1]) {
+                        d.insert("covered_hours".into(), format!("{}", a.min(b)));
+                    }
+                    out.push(obs("treatment_rate.day", *day, r, d));
                 }
                 let ms = month_start(cal, *day);
                 let month = p
@@ -354,6 +376,25 @@ impl Derived {
                     out.push(obs(
                         "capture_ratio.day",
                         *day,
+                        (1.0 - runoff / rain) * 100.0,
+                        d,
+                    ));
+                }
+                // The year to date: every day of the year so far with
+                // both measured.
+                let (ys, _) = year_bounds(cal, *day);
+                let (rain, runoff) = p
+                    .days
+                    .range(ys..=*day)
+                    .filter_map(|(_, v)| Some((v.m3[3]?, v.m3[4]?)))
+                    .fold((0.0, 0.0), |a, (r, o)| (a.0 + r, a.1 + o));
+                if rain > 0.0 {
+                    let mut d = BTreeMap::new();
+                    d.insert("rainfall_m3".into(), format!("{rain:.0}"));
+                    d.insert("runoff_m3".into(), format!("{runoff:.0}"));
+                    out.push(obs(
+                        "capture_ratio.year_to_date",
+                        ys,
                         (1.0 - runoff / rain) * 100.0,
                         d,
                     ));

@@ -35,6 +35,7 @@ pub const DERIVED: &[&str] = &[
     "treatment_rate.month_to_date",
     "reclaimed.year_to_date_pace",
     "capture_ratio.day",
+    "capture_ratio.year_to_date",
     "alert_level.observed",
     "silence_minutes",
     "flat_readings",

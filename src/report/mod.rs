@@ -245,7 +245,8 @@ pub struct Report {
     pub exceed: BTreeMap<String, [i64; 5]>,
     /// site → (valid PM2.5 days, > 75, > 60).
     pub pm25: BTreeMap<String, (i64, i64, i64)>,
-    /// plant → (inflow m³, treated m³, reclaimed m³, days).
+    /// plant → (total sewage m³: max(inflow, treated + bypass) per day,
+    /// treated m³, reclaimed m³, days).
     pub plants: BTreeMap<String, (f64, f64, f64, i64)>,
     /// district → (sites, mean PM10, highest hourly PM10, hours above limit).
     pub dust: BTreeMap<String, (usize, f64, f64, Option<i64>)>,
@@ -553,15 +554,32 @@ fn pm25_days(r: &mut Report, air: DataFrame) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sewage: daily means (m³/h) × 24 h = m³.
+/// Sewage: each day's volume is its mean of valid hourly means (m³/h) ×
+/// the number of those hours (`{field}_received`; 24 when absent), so a
+/// gap is not filled with the mean; the day's total sewage is the larger
+/// of the inflow and treated + bypassed volume.
 fn sewage(r: &mut Report, sw: DataFrame) -> anyhow::Result<()> {
     if has(&sw, "inflow_m3h_mean") && has(&sw, "treated_m3h_mean") && has(&sw, "scope") {
-        let reclaimed = if has(&sw, "reclaimed_m3h_mean") {
-            col("reclaimed_m3h_mean")
-        } else {
-            lit(0.0)
+        let volume = |field: &str| -> Expr {
+            let mean = format!("{field}_mean");
+            if !has(&sw, &mean) {
+                return lit(0.0);
+            }
+            let hours = format!("{field}_received");
+            let hours = if has(&sw, &hours) {
+                col(hours.as_str()).cast(DataType::Float64)
+            } else {
+                lit(24.0)
+            };
+            (col(mean.as_str()) * hours).fill_null(lit(0.0))
         };
+        let (inflow, treated) = (volume("inflow_m3h"), volume("treated_m3h"));
+        let accounted = treated.clone() + volume("bypass_m3h");
+        let total = when(inflow.clone().gt_eq(accounted.clone()))
+            .then(inflow)
+            .otherwise(accounted);
         let g = sw
+            .clone()
             .lazy()
             .filter(
                 col("scope")
@@ -571,11 +589,9 @@ fn sewage(r: &mut Report, sw: DataFrame) -> anyhow::Result<()> {
             )
             .group_by([col("site")])
             .agg([
-                (col("inflow_m3h_mean") * lit(24.0)).sum().alias("inflow"),
-                (col("treated_m3h_mean") * lit(24.0)).sum().alias("treated"),
-                (reclaimed.fill_null(lit(0.0)) * lit(24.0))
-                    .sum()
-                    .alias("reclaimed"),
+                total.sum().alias("inflow"),
+                treated.sum().alias("treated"),
+                volume("reclaimed_m3h").sum().alias("reclaimed"),
                 col("inflow_m3h_mean")
                     .count()
                     .cast(DataType::Int64)
@@ -960,7 +976,9 @@ fn md_sewage(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
     let _ = writeln!(
         s,
         "\n## Sewage treatment rate (target {TREATMENT_TARGET} %)\n\n\
-         | plant | days | inflow m³ | treated m³ | rate % | meets 95 % |\n|---|---:|---:|---:|---:|---|"
+         Total sewage is the larger of the metered inflow and treated + bypassed volume; \
+         volumes cover the hours the meters reported (no gap is filled).\n\n\
+         | plant | days | sewage m³ | treated m³ | rate % | meets 95 % |\n|---|---:|---:|---:|---:|---|"
     );
     for (p, (i, t, _, n)) in &r.plants {
         let rate = pct(*t, *i);
@@ -1149,7 +1167,7 @@ fn csv(o: &Options, r: &Report) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     write("annual_means.csv", a)?;
-    let mut w = String::from("plant,days,inflow_m3,treated_m3,reclaimed_m3,treatment_rate_pct\n");
+    let mut w = String::from("plant,days,sewage_m3,treated_m3,reclaimed_m3,treatment_rate_pct\n");
     for (p, (i, t, rc, n)) in &r.plants {
         let _ = writeln!(
             w,

@@ -627,7 +627,12 @@ impl Engine {
                 end_ms,
                 value: mean,
                 valid: c.stats.valid,
-                details: Default::default(),
+                // A day's hours with a valid mean: the time its mean covers.
+                details: if period == "day" {
+                    [("hours".to_owned(), c.stats.received.to_string())].into()
+                } else {
+                    Default::default()
+                },
             });
         }
     }
