@@ -30,6 +30,7 @@ pub struct Observation {
 pub const DERIVED: &[&str] = &[
     "aqi.hour",
     "aqi.day",
+    "aqi.rolling_24h",
     "o3.day_max_8h",
     "treatment_rate.day",
     "treatment_rate.month_to_date",

@@ -86,6 +86,43 @@ enum Stat {
     DayMaxHour,
     /// The day's highest valid 8 h mean.
     DayMaxEight,
+    /// Mean of the valid 1 h means of the 24 hours ending with the hour.
+    Rolling,
+    /// The highest valid 1 h mean of those 24 hours.
+    RollingMaxHour,
+    /// The highest valid 8 h mean inside those 24 hours.
+    RollingMaxEight,
+}
+
+impl Stat {
+    /// The rolling 24 h counterpart of a daily statistic.
+    fn rolling(self) -> Stat {
+        match self {
+            Stat::Day => Stat::Rolling,
+            Stat::DayMaxHour => Stat::RollingMaxHour,
+            Stat::DayMaxEight => Stat::RollingMaxEight,
+            s => s,
+        }
+    }
+}
+
+/// What a city-wide AQI is computed for: an hour, a local day, or the 24
+/// hours ending with an hour (composed as a daily AQI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Span {
+    Hour,
+    Day,
+    Rolling24,
+}
+
+impl Span {
+    fn as_str(self) -> &'static str {
+        match self {
+            Span::Hour => "hour",
+            Span::Day => "day",
+            Span::Rolling24 => "rolling_24h",
+        }
+    }
 }
 
 /// Conversion from the stored unit to the key's unit.
@@ -197,6 +234,34 @@ fn stat(state: &State, series: u32, field: u32, s: Stat, at: i64) -> Option<(f64
                 .reduce(f64::max)?;
             Some((max, day_complete))
         }
+        Stat::Rolling | Stat::RollingMaxHour | Stat::RollingMaxEight => {
+            let first = at - 23 * HOUR_MS;
+            let hours: Vec<f64> = (0..24)
+                .filter_map(|k| state.hour_mean(series, field, first + k * HOUR_MS))
+                .filter(|(_, valid)| *valid)
+                .map(|(m, _)| m)
+                .collect();
+            let complete = hours.len() as u32 >= spec.day_min_hours;
+            match s {
+                Stat::Rolling => {
+                    if hours.is_empty() {
+                        return None;
+                    }
+                    Some((hours.iter().sum::<f64>() / hours.len() as f64, complete))
+                }
+                Stat::RollingMaxHour => Some((hours.into_iter().reduce(f64::max)?, complete)),
+                _ => {
+                    let max = (0..17)
+                        .filter_map(|k| {
+                            state.eight_hour_mean(series, field, first + (7 + k) * HOUR_MS)
+                        })
+                        .filter(|(_, valid)| *valid)
+                        .map(|(m, _)| m)
+                        .reduce(f64::max)?;
+                    Some((max, complete))
+                }
+            }
+        }
     }
 }
 
@@ -266,8 +331,8 @@ pub fn rows(
     n
 }
 
-/// The city-wide AQI of the hours (false) and days (true) in `periods`
-/// that one of the city sites (`city`) has: each key's concentration is the mean of the city
+/// The city-wide AQI of the hours, days and rolling 24 hours (by the hour
+/// they end with) in `periods` that one of the city sites (`city`) has: each key's concentration is the mean of the city
 /// sites' valid values of it (each site's own statistic: its 1 h mean, 24 h
 /// mean, or highest 8 h mean of the day), and the AQI is computed on those
 /// means, as a city-wide AQI is. Points `aqi` with `scope=city` and the
@@ -276,7 +341,7 @@ pub fn city_rows(
     engine: &Engine,
     standard: Standard,
     city: &[u32],
-    periods: &[(i64, bool)],
+    periods: &[(i64, Span)],
     out: &mut Rows,
     mut obs: Option<&mut Vec<Observation>>,
 ) -> u64 {
@@ -285,8 +350,13 @@ pub fn city_rows(
     }
     let state = engine.state();
     let mut n = 0;
-    for &(at, daily) in periods {
-        let spec = inputs(standard, daily);
+    for &(at, span) in periods {
+        let mut spec = inputs(standard, span != Span::Hour);
+        if span == Span::Rolling24 {
+            for i in &mut spec {
+                i.2 = i.2.rolling();
+            }
+        }
         let mut given = Vec::new();
         let mut sites = BTreeSet::new();
         for (key, field, s, conv) in &spec {
@@ -320,7 +390,7 @@ pub fn city_rows(
             .collect();
         let mut fields = aqi_fields(&eval, &given, &[], &missing);
         fields.push(("sites".into(), Value::I(sites.len() as i64)));
-        let period = if daily { "day" } else { "hour" };
+        let period = span.as_str();
         let tags = [
             ("scope", "city"),
             ("standard", standard.as_str()),
@@ -329,16 +399,16 @@ pub fn city_rows(
         out.push(Row::Derived(Derived::new("aqi", tags, fields, at)));
         n += 1;
         if let (Some(obs), Some(aqi)) = (obs.as_deref_mut(), eval.aqi) {
-            let end_ms = if daily {
-                state.spec().calendar.day_end(at)
-            } else {
-                at + HOUR_MS
+            let (start_ms, end_ms) = match span {
+                Span::Hour => (at, at + HOUR_MS),
+                Span::Day => (at, state.spec().calendar.day_end(at)),
+                Span::Rolling24 => (at - 23 * HOUR_MS, at + HOUR_MS),
             };
             obs.push(Observation {
                 kind: engine.series_key(city[0]).kind.clone(),
                 labels: vec![("scope".into(), "city".into())],
                 metric: format!("aqi.{period}"),
-                start_ms: at,
+                start_ms,
                 end_ms,
                 value: f64::from(aqi),
                 valid: true,

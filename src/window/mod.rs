@@ -333,6 +333,9 @@ pub struct Engine {
     /// City-wide hours (false) and days (true) by start, waiting for every
     /// city site's watermark to pass them.
     city_pending: std::collections::BTreeSet<(i64, bool)>,
+    /// The end of the newest city-wide hour computed (rolling 24 h values
+    /// after a corrected hour are recomputed up to it).
+    city_done: i64,
     /// Hour and day values for the alert engine, when it asked for them.
     observations: Option<Vec<Observation>>,
 }
@@ -353,6 +356,7 @@ impl Engine {
             last_arrival: 0,
             clocks: Vec::new(),
             city_pending: Default::default(),
+            city_done: i64::MIN / 2,
             observations: None,
         }
     }
@@ -569,8 +573,34 @@ impl Engine {
 
     /// The city-wide hours and days to compute now: those the city sites
     /// closed or corrected (in `work`) and those waiting, once every city
-    /// site's watermark has passed their end.
-    fn city_due(&mut self, city: &[u32], work: &air::Work) -> Vec<(i64, bool)> {
+    /// site's watermark has passed their end; and the rolling 24 hours
+    /// ending with each such hour and with the 23 after it that were
+    /// computed already (a corrected hour is in them).
+    fn city_due(&mut self, city: &[u32], work: &air::Work) -> Vec<(i64, air::Span)> {
+        use air::Span;
+        let due = self.city_due_periods(city, work);
+        let mut rolling = std::collections::BTreeSet::new();
+        for &(t, daily) in &due {
+            if daily {
+                continue;
+            }
+            self.city_done = self.city_done.max(t + HOUR_MS);
+            rolling.insert(t);
+        }
+        for t in rolling.clone() {
+            rolling.extend(
+                (1..24)
+                    .map(|k| t + k * HOUR_MS)
+                    .take_while(|h| h + HOUR_MS <= self.city_done),
+            );
+        }
+        due.into_iter()
+            .map(|(t, daily)| (t, if daily { Span::Day } else { Span::Hour }))
+            .chain(rolling.into_iter().map(|t| (t, Span::Rolling24)))
+            .collect()
+    }
+
+    fn city_due_periods(&mut self, city: &[u32], work: &air::Work) -> Vec<(i64, bool)> {
         let of_city = |w: &std::collections::BTreeSet<(u32, i64)>, daily: bool| {
             w.iter()
                 .filter(|(s, _)| city.contains(s))
@@ -725,6 +755,7 @@ impl Engine {
             e.i64(t);
             e.i64(a);
         }
+        e.i64(self.city_done);
         e.u32(self.city_pending.len() as u32);
         for (t, daily) in &self.city_pending {
             e.i64(*t);
@@ -791,6 +822,7 @@ impl Engine {
             let c = (d.i64().ok_or_else(bad)?, d.i64().ok_or_else(bad)?);
             e.clocks.push(some.then_some(c));
         }
+        e.city_done = d.i64().ok_or_else(bad)?;
         for _ in 0..d.len(9).ok_or_else(bad)? {
             let t = d.i64().ok_or_else(bad)?;
             e.city_pending.insert((t, d.u8().ok_or_else(bad)? != 0));

@@ -462,16 +462,7 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
 #[test]
 fn the_city_wide_aqi_is_computed_on_the_mean_of_the_stations() {
     let mut e = engine();
-    let at_site = |site: &str, t: i64, pm25: f64| Point {
-        kind: "air".into(),
-        tags: vec![
-            ("district".into(), "dongcheng".into()),
-            ("sensor".into(), format!("{site}-1")),
-            ("site".into(), site.into()),
-        ],
-        time_ms: t,
-        fields: vec![("pm25".into(), pm25)],
-    };
+    let at_site = |site: &str, t: i64, pm25: f64| site_point(site, t, &[("pm25", pm25)]);
     let points: Vec<Point> = (0..=61)
         .flat_map(|m| {
             [
@@ -500,28 +491,37 @@ fn the_city_wide_aqi_is_computed_on_the_mean_of_the_stations() {
     assert!(dongsi.contains(" aqi=119i,"), "{dongsi}");
 }
 
+/// A reading of station `site`'s one sensor.
+fn site_point(site: &str, t: i64, fields: &[(&str, f64)]) -> Point {
+    Point {
+        kind: "air".into(),
+        tags: vec![
+            ("district".into(), "dongcheng".into()),
+            ("sensor".into(), format!("{site}-1")),
+            ("site".into(), site.into()),
+        ],
+        time_ms: t,
+        fields: fields.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    }
+}
+
 /// Six pollutants that vary by station and minute.
 fn station_point(site: &str, t: i64) -> Point {
     let k = (t / MIN) as f64;
     let s = site.len() as f64;
     let wave = |a: f64, b: f64, p: f64| a + b * ((k + 7.0 * s) / p).sin().abs();
-    Point {
-        kind: "air".into(),
-        tags: vec![
-            ("district".into(), "x".into()),
-            ("sensor".into(), format!("{site}-1")),
-            ("site".into(), site.into()),
+    site_point(
+        site,
+        t,
+        &[
+            ("pm25", wave(20.0, 90.0, 97.0)),
+            ("pm10", wave(40.0, 120.0, 131.0)),
+            ("o3", wave(10.0, 220.0, 173.0)),
+            ("no2", wave(15.0, 60.0, 59.0)),
+            ("so2", wave(2.0, 9.0, 41.0)),
+            ("co", wave(0.3, 1.2, 71.0)),
         ],
-        time_ms: t,
-        fields: vec![
-            ("pm25".into(), wave(20.0, 90.0, 97.0)),
-            ("pm10".into(), wave(40.0, 120.0, 131.0)),
-            ("o3".into(), wave(10.0, 220.0, 173.0)),
-            ("no2".into(), wave(15.0, 60.0, 59.0)),
-            ("so2".into(), wave(2.0, 9.0, 41.0)),
-            ("co".into(), wave(0.3, 1.2, 71.0)),
-        ],
-    }
+    )
 }
 
 /// Every line written, flush by flush.
@@ -619,4 +619,49 @@ fn a_station_uploading_three_hours_late_gets_the_windows_and_aqi_of_an_on_time_r
             .collect()
     };
     assert_eq!(others(&on_time), others(&late));
+}
+
+/// The city-wide rolling 24 h AQI of an hour is the daily composition over
+/// the 24 hours ending with it, across midnight: at 11:00 on day 1 it
+/// covers 12:00 on day 0 to 12:00 on day 1. Dongsi's hours there average
+/// 51.5 µg/m³ PM2.5, tiantan's 60: the city's 55.75 → 56 → 50 + 50·21/25
+/// = 92 (HJ 633-2026).
+#[test]
+fn the_city_rolling_24_hour_aqi_crosses_midnight() {
+    let w = WindowsConfig {
+        allowed_lateness: crate::config::HumanDuration::from_secs(0),
+        intervals: [(
+            "air".to_owned(),
+            crate::config::HumanDuration::from_secs(3600),
+        )]
+        .into(),
+        ..WindowsConfig::default()
+    };
+    let mut e = Engine::new(Plan::new(&w, &AqiConfig::default()).unwrap());
+    let at = |site: &str, t: i64, pm25: f64| site_point(site, t, &[("pm25", pm25)]);
+    let noon = DAY0 + 12 * HOUR_MS;
+    let points: Vec<Point> = (0..30)
+        .flat_map(|h| {
+            let t = noon + h * HOUR_MS;
+            [at("dongsi", t, 40.0 + h as f64), at("tiantan", t, 60.0)]
+        })
+        .collect();
+    e.add(&points, DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    let t = text(&rows);
+    let rolling: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("aqi,period=rolling_24h,scope=city"))
+        .collect();
+    // From the 20th hour on, the 24 hours have enough valid hours.
+    assert_eq!(rolling.len(), 30 - 19, "{t}");
+    let eleven = noon + 23 * HOUR_MS;
+    let row = rolling
+        .iter()
+        .find(|l| l.ends_with(&format!(" {}", eleven * 1_000_000)))
+        .unwrap();
+    assert!(row.contains("pm25_24h=55.75,"), "{row}");
+    assert!(row.contains(" aqi=92i,"), "{row}");
+    assert!(row.contains("sites=2i"), "{row}");
 }
