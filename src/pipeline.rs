@@ -52,41 +52,78 @@ pub struct Pipeline {
     pub series: SeriesBound,
 }
 
-/// The distinct series (kind and tags) taken in, up to a bound: a point of
-/// a new series past it is quarantined as `cardinality`. Series are held
-/// as 64-bit hashes (8 bytes each, not their names).
+/// The distinct series (kind and tags) and field names taken in, up to a
+/// bound each: a point of a new series, or with a new field name, past it
+/// is quarantined as `cardinality`. Both are held as 64-bit hashes (8
+/// bytes each, not their names).
 #[derive(Debug, Default)]
 pub struct SeriesBound {
     known: std::collections::HashSet<u64>,
     /// 0: no bound.
     max: usize,
+    fields: std::collections::HashSet<u64>,
+    /// 0: no bound.
+    max_fields: usize,
+}
+
+/// Why a point was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Series,
+    Field,
 }
 
 impl SeriesBound {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, max_fields: usize) -> Self {
         SeriesBound {
             known: Default::default(),
             max,
+            fields: Default::default(),
+            max_fields,
         }
     }
 
-    /// Whether `p`'s series is known or may still be added (it is then).
-    fn admit(&mut self, p: &Point) -> bool {
-        use std::hash::{Hash, Hasher};
-        if self.max == 0 {
-            return true;
-        }
+    fn hash(x: impl std::hash::Hash) -> u64 {
+        use std::hash::Hasher;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&p.kind, &p.tags).hash(&mut h);
-        let key = h.finish();
+        x.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether `p`'s series and field names are known or may still be
+    /// added (they are then).
+    fn admit(&mut self, p: &Point) -> Result<(), Refused> {
+        if self.max_fields > 0 {
+            let new: Vec<u64> = p
+                .fields
+                .iter()
+                .map(|(name, _)| Self::hash(name))
+                .filter(|h| !self.fields.contains(h))
+                .collect();
+            if !new.is_empty() && self.fields.len() + new.len() > self.max_fields {
+                return Err(Refused::Field);
+            }
+            if self.max == 0 || self.known.contains(&Self::hash((&p.kind, &p.tags))) {
+                self.fields.extend(new);
+                return Ok(());
+            }
+            if self.known.len() >= self.max {
+                return Err(Refused::Series);
+            }
+            self.fields.extend(new);
+        }
+        if self.max == 0 {
+            return Ok(());
+        }
+        let key = Self::hash((&p.kind, &p.tags));
         if self.known.contains(&key) {
-            return true;
+            return Ok(());
         }
         if self.known.len() >= self.max {
-            return false;
+            return Err(Refused::Series);
         }
         self.known.insert(key);
-        true
+        Ok(())
     }
 }
 
@@ -144,16 +181,23 @@ impl Pipeline {
                 .decoder
                 .decode(&msg.topic, &msg.payload, msg.received_ms),
         };
-        let max = self.series.max;
-        decoded.points.retain(|p| {
-            let admitted = self.series.admit(p);
-            if !admitted {
+        let (max, max_fields) = (self.series.max, self.series.max_fields);
+        decoded.points.retain(|p| match self.series.admit(p) {
+            Ok(()) => true,
+            Err(why) => {
                 decoded.rejects.push(Reject::new(
                     Reason::Cardinality,
-                    format!("{max} series taken in already (validation.max_series); a new one is not stored"),
+                    match why {
+                        Refused::Series => format!(
+                            "{max} series taken in already (validation.max_series); a new one is not stored"
+                        ),
+                        Refused::Field => format!(
+                            "{max_fields} field names taken in already (validation.max_fields); a reading with a new one is not stored"
+                        ),
+                    },
                 ));
+                false
             }
-            admitted
         });
         let in_windows =
             matches!((msg.ack, self.windows_after), (Ack::Spool(p), Some(after)) if p <= after);
@@ -229,13 +273,36 @@ mod tests {
     /// Past the bound, a new series is refused; the known ones go on.
     #[test]
     fn new_series_past_the_bound_are_refused_and_known_ones_go_on() {
-        let mut b = SeriesBound::new(2);
-        assert!(b.admit(&point("a")));
-        assert!(b.admit(&point("b")));
-        assert!(!b.admit(&point("c")));
-        assert!(b.admit(&point("a")));
-        assert!(b.admit(&point("b")));
-        let mut free = SeriesBound::new(0);
-        assert!((0..1000).all(|i| free.admit(&point(&i.to_string()))));
+        let mut b = SeriesBound::new(2, 0);
+        assert_eq!(b.admit(&point("a")), Ok(()));
+        assert_eq!(b.admit(&point("b")), Ok(()));
+        assert_eq!(b.admit(&point("c")), Err(Refused::Series));
+        assert_eq!(b.admit(&point("a")), Ok(()));
+        assert_eq!(b.admit(&point("b")), Ok(()));
+        let mut free = SeriesBound::new(0, 0);
+        assert!((0..1000).all(|i| free.admit(&point(&i.to_string())).is_ok()));
+    }
+
+    /// Past the field-name bound, a reading with a new field name is
+    /// refused, whatever its series; known names go on. A refused series
+    /// adds no field names.
+    #[test]
+    fn new_field_names_past_the_bound_are_refused() {
+        let with = |sensor: &str, fields: &[&str]| Point {
+            fields: fields.iter().map(|f| (f.to_string(), 1.0)).collect(),
+            ..point(sensor)
+        };
+        let mut b = SeriesBound::new(2, 3);
+        assert_eq!(b.admit(&with("a", &["pm25", "pm10"])), Ok(()));
+        assert_eq!(
+            b.admit(&with("a", &["pm25", "x1", "x2"])),
+            Err(Refused::Field)
+        );
+        assert_eq!(b.admit(&with("b", &["x1"])), Ok(()));
+        assert_eq!(b.admit(&with("b", &["x2"])), Err(Refused::Field));
+        assert_eq!(b.admit(&with("c", &["pm25"])), Err(Refused::Series));
+        assert_eq!(b.admit(&with("a", &["pm10", "x1", "pm25"])), Ok(()));
+        let mut free = SeriesBound::new(0, 0);
+        assert!((0..1000).all(|i| free.admit(&with("a", &[&i.to_string()])).is_ok()));
     }
 }

@@ -352,8 +352,15 @@ impl Engine {
             sensor.readings = sensor.readings.saturating_add(1);
             self.changed = true;
             let mut judged = Vec::new();
-            for (name, v) in &p.fields {
-                let run = match sensor.fields.iter_mut().find(|r| &r.field == name) {
+            for (i, (name, v)) in p.fields.iter().enumerate() {
+                // A sensor sends its fields in the same order: look where
+                // this one was last time before searching (no O(fields²)
+                // per point).
+                let at = match sensor.fields.get(i) {
+                    Some(r) if &r.field == name => Some(i),
+                    _ => sensor.fields.iter().position(|r| &r.field == name),
+                };
+                let run = match at.map(|i| &mut sensor.fields[i]) {
                     Some(r) => r,
                     None => {
                         sensor.fields.push(Run {

@@ -433,7 +433,7 @@ fn build_pipeline(
         metrics: metrics.clone(),
         windows,
         windows_after,
-        series: crate::pipeline::SeriesBound::new(s.validation.max_series),
+        series: crate::pipeline::SeriesBound::new(s.validation.max_series, s.validation.max_fields),
         cursor: spool.cursor.clone(),
     };
     let done = CancellationToken::new();

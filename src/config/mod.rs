@@ -278,6 +278,11 @@ pub struct ValidationConfig {
     /// is quarantined (reason `cardinality`), so a publisher inventing
     /// sensors cannot exhaust memory. 0: no bound.
     pub max_series: usize,
+    /// Distinct field names taken in (all kinds together); a reading with
+    /// a new one past this is quarantined (reason `cardinality`): every
+    /// name is kept per sensor by the windows and the flatline check.
+    /// 0: no bound.
+    pub max_fields: usize,
     /// Readings stamped further than this into the future are rejected.
     pub max_future: HumanDuration,
     /// Readings older than this are rejected.
@@ -293,6 +298,7 @@ impl Default for ValidationConfig {
         Self {
             max_payload_bytes: ByteSize(64 << 10),
             max_series: 100_000,
+            max_fields: 1_000,
             max_future: HumanDuration::from_secs(300),
             max_age: HumanDuration::from_secs(7 * 86_400),
             unknown_fields: UnknownFields::Store,

@@ -3,7 +3,9 @@
 //! no persistent sessions (every CONNACK says session_present = false, so
 //! clients subscribe again). Packets are encoded and decoded by rumqttc's
 //! own codec. A subscriber that falls behind holds up its publishers
-//! (bounded queues), so nothing is dropped in the demo.
+//! (bounded queues), so nothing is dropped in the demo; one that takes
+//! nothing for `stall_limit` (30 s) is disconnected, so a stopped client
+//! cannot stall every publisher.
 //!
 //! Not for production: use Mosquitto (deploy/mosquitto/).
 
@@ -25,16 +27,23 @@ use tracing::debug;
 const MAX_PACKET: usize = 1 << 20;
 const QUEUE: usize = 4096;
 
+/// How long a publish may wait for a subscriber's full queue before the
+/// subscriber is disconnected.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 struct Sub {
     client: u64,
     filter: String,
     qos: QoS,
     tx: mpsc::Sender<Packet>,
     pkid: Arc<AtomicU16>,
+    /// Ends the client's connection.
+    cut: CancellationToken,
 }
 
 #[derive(Default)]
 struct Shared {
+    stall_limit: std::time::Duration,
     subs: Mutex<Vec<Sub>>,
     next_client: AtomicU64,
     /// Messages routed (for the demo's summary).
@@ -49,19 +58,41 @@ pub struct Broker {
 impl Broker {
     /// Binds `addr` (port 0: any free port) and serves until `stop`.
     pub async fn start(addr: SocketAddr, stop: CancellationToken) -> std::io::Result<Broker> {
+        Self::start_with(addr, stop, STALL_LIMIT).await
+    }
+
+    /// [`Broker::start`], disconnecting a subscriber whose queue stays full
+    /// for `stall_limit`.
+    pub async fn start_with(
+        addr: SocketAddr,
+        stop: CancellationToken,
+        stall_limit: std::time::Duration,
+    ) -> std::io::Result<Broker> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            stall_limit,
+            ..Shared::default()
+        });
         let s = shared.clone();
         tokio::spawn(async move {
+            let mut backoff = crate::backoff::Backoff::new(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_secs(1),
+            );
             loop {
                 let sock = tokio::select! {
                     r = listener.accept() => match r {
                         Ok((sock, _)) => sock,
-                        Err(_) => continue,
+                        // Out of file descriptors, say: wait, do not spin.
+                        Err(_) => {
+                            tokio::time::sleep(backoff.next_wait()).await;
+                            continue;
+                        }
                     },
                     _ = stop.cancelled() => return,
                 };
+                backoff.reset();
                 let _ = sock.set_nodelay(true);
                 let (s, stop) = (s.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -90,6 +121,7 @@ async fn client(
 ) -> Result<(), String> {
     let (mut rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::channel::<Packet>(QUEUE);
+    let cut = CancellationToken::new();
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::new();
         while let Some(p) = rx.recv().await {
@@ -108,6 +140,7 @@ async fn client(
                 let n = tokio::select! {
                     r = rd.read_buf(&mut buf) => r.map_err(|e| e.to_string())?,
                     _ = stop.cancelled() => break Ok(()),
+                    _ = cut.cancelled() => break Err("took nothing for the stall limit: disconnected".into()),
                 };
                 if n == 0 {
                     break Ok(());
@@ -129,7 +162,7 @@ async fn client(
                 .await?
             }
             Packet::Subscribe(s) => {
-                let codes = subscribe(shared, id, &s, &tx, &pkid);
+                let codes = subscribe(shared, id, &s, &tx, &pkid, &cut);
                 send(Packet::SubAck(SubAck::new(s.pkid, codes))).await?
             }
             Packet::Publish(p) => {
@@ -160,6 +193,7 @@ fn subscribe(
     s: &rumqttc::Subscribe,
     tx: &mpsc::Sender<Packet>,
     pkid: &Arc<AtomicU16>,
+    cut: &CancellationToken,
 ) -> Vec<SubscribeReasonCode> {
     let mut codes = Vec::new();
     {
@@ -177,6 +211,7 @@ fn subscribe(
                 qos,
                 tx: tx.clone(),
                 pkid: pkid.clone(),
+                cut: cut.clone(),
             });
             codes.push(SubscribeReasonCode::Success(qos));
         }
@@ -208,7 +243,14 @@ fn topic_matches(topic: &str, filter: &str) -> bool {
 
 /// Sends a publish on to every matching subscription.
 async fn route(shared: &Shared, p: &rumqttc::Publish) {
-    let targets: Vec<(mpsc::Sender<Packet>, QoS, Arc<AtomicU16>)> = shared
+    type Target = (
+        mpsc::Sender<Packet>,
+        QoS,
+        Arc<AtomicU16>,
+        u64,
+        CancellationToken,
+    );
+    let targets: Vec<Target> = shared
         .subs
         .lock()
         .expect("subs")
@@ -220,10 +262,10 @@ async fn route(shared: &Shared, p: &rumqttc::Publish) {
             } else {
                 QoS::AtLeastOnce
             };
-            (x.tx.clone(), qos, x.pkid.clone())
+            (x.tx.clone(), qos, x.pkid.clone(), x.client, x.cut.clone())
         })
         .collect();
-    for (to, qos, ids) in targets {
+    for (to, qos, ids, client, cut) in targets {
         let mut out = p.clone();
         out.qos = qos;
         out.dup = false;
@@ -239,15 +281,88 @@ async fn route(shared: &Shared, p: &rumqttc::Publish) {
                 n
             }
         };
-        // A closed subscriber is simply skipped.
-        let _ = to.send(Packet::Publish(out)).await;
-        shared.routed.fetch_add(1, Relaxed);
+        // A closed subscriber is simply skipped; one that has taken
+        // nothing for the stall limit is disconnected.
+        match tokio::time::timeout(shared.stall_limit, to.send(Packet::Publish(out))).await {
+            Ok(_) => {
+                shared.routed.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    client,
+                    "demo broker: a subscriber took nothing for {:?}; disconnected",
+                    shared.stall_limit
+                );
+                shared
+                    .subs
+                    .lock()
+                    .expect("subs")
+                    .retain(|x| x.client != client);
+                cut.cancel();
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::topic_matches;
+
+    /// A subscriber that stops reading (a paused `mosquitto_sub`) is
+    /// disconnected after the stall limit instead of holding up every
+    /// publisher: 20,000 publishes of 1 KB (more than its queue and socket
+    /// buffers hold) are all acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscriber_that_stops_reading_does_not_stall_publishers() {
+        use bytes::BytesMut;
+        use rumqttc::mqttbytes::v4::{Connect, Subscribe};
+        use tokio::io::AsyncWriteExt;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let broker = super::Broker::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            stop.clone(),
+            std::time::Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        // The stalled subscriber: connects, subscribes, never reads.
+        let mut stalled = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        Connect::new("stalled").write(&mut buf).unwrap();
+        Subscribe::new("env/#", rumqttc::mqttbytes::QoS::AtLeastOnce)
+            .write(&mut buf)
+            .unwrap();
+        stalled.write_all(&buf).await.unwrap();
+        // Subscribed once a publish is routed to it.
+        let mut p = crate::demo::Publisher::connect("127.0.0.1", broker.addr.port(), "pub").await;
+        while broker.routed() == 0 {
+            p.publish("env/a/b/air/c".into(), "{}".into())
+                .await
+                .unwrap();
+            assert!(p.flush(std::time::Duration::from_secs(60)).await);
+        }
+        let body = "x".repeat(1000);
+        // A guard against hanging for ever, not a timing assumption: the
+        // publishes wait only while the subscriber is given its chance.
+        let all = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+            for _ in 0..20_000 {
+                p.publish("env/a/b/air/c".into(), body.clone())
+                    .await
+                    .unwrap();
+            }
+            while p.acked() < p.sent {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(all.is_ok(), "{} of {} acknowledged", p.acked(), p.sent);
+        println!(
+            "routed to the stalled subscriber before it was cut: {}",
+            broker.routed()
+        );
+        stop.cancel();
+        drop(stalled);
+    }
 
     #[test]
     fn topics_match_filters_and_any_text_is_safe() {

@@ -334,11 +334,12 @@ async fn v2_api_writes_to_a_real_v2_endpoint() {
     );
 }
 
-/// A publisher that invents sensors cannot grow lantian without bound:
-/// past `validation.max_series` a new series is quarantined as
-/// `cardinality`, counted, and the known sensors go on being stored.
+/// A publisher that invents sensors or field names cannot grow lantian
+/// without bound: past `validation.max_series` a new series, and past
+/// `validation.max_fields` a reading with a new field name, is quarantined
+/// as `cardinality`, counted, and the known sensors go on being stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publisher_inventing_sensors_meets_the_series_bound() {
+async fn a_publisher_inventing_sensors_or_fields_meets_the_bounds() {
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
     let section = format!(
@@ -348,7 +349,7 @@ async fn a_publisher_inventing_sensors_meets_the_series_bound() {
     let lantian = Lantian::start(&Lantian::config(
         broker.port,
         &section,
-        "[validation]\nmax_series = 100\n",
+        "[validation]\nmax_series = 100\nmax_fields = 50\n",
     ));
     let mut publisher = Publisher::connect(broker.port, "inventor").await;
     lantian.wait_subscribed().await;
@@ -398,4 +399,32 @@ async fn a_publisher_inventing_sensors_meets_the_series_bound() {
             .await,
         Some(1000.0)
     );
+    // 200 invented field names from a known sensor: pm10 and 49 more make
+    // the 50 the bound allows; the other 151 readings are refused.
+    for i in 0..200 {
+        publisher
+            .publish(
+                "env/haidian/site01/dust/real-0",
+                format!(r#"{{"ts":{},"f{i}":1}}"#, base + 2000 + i),
+            )
+            .await;
+    }
+    publisher.flush().await;
+    let refused = influx
+        .wait_count(
+            "SELECT count(payload_bytes) FROM quarantine WHERE reason = 'cardinality'",
+            1151,
+            t,
+        )
+        .await;
+    let fields = influx
+        .query("SHOW FIELD KEYS FROM dust")
+        .await
+        .first()
+        .map_or(0, |s| s["values"].as_array().map_or(0, Vec::len));
+    println!(
+        "field bound 50: {fields} field names stored, {} readings with new ones refused",
+        refused - 1000
+    );
+    assert_eq!((refused, fields), (1151, 50), "{}", lantian.logs());
 }
