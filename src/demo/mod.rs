@@ -472,14 +472,56 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
     pipeline_stop.cancel();
     let _ = app.await;
     broker_stop.cancel();
-    let today = chrono::Local::now().date_naive();
     println!(
-        "\nstopped. {}\nThe archive stays in {} (readings, windows, AQI, alerts).\n         A report of it, with the city-wide level and the annual means so far:\n           lantian report --archive {} --from {} --to {}",
+        "\nstopped. {}\nThe archive stays in {} (readings, windows, AQI, alerts).",
         final_status.as_ref().map(summary).unwrap_or_default(),
         archive.display(),
-        archive.display(),
-        today - chrono::Days::new(2),
-        today,
     );
+    closing_report(&archive, &o.state_dir.join("report")).await;
     res
+}
+
+/// The compliance report of the demo's days, from its archive, written to
+/// `out`; its city-wide level and annual-means sections printed.
+async fn closing_report(archive: &std::path::Path, out: &std::path::Path) {
+    use chrono::TimeZone;
+    let tz = chrono_tz::Asia::Shanghai;
+    let now = chrono::Utc::now();
+    let today = tz
+        .timestamp_millis_opt(now.timestamp_millis())
+        .single()
+        .map_or_else(|| now.date_naive(), |t| t.date_naive());
+    let from = today - chrono::Days::new(2);
+    let o = crate::report::Options {
+        source: crate::report::Source::Archive(archive.to_owned()),
+        from,
+        to: today,
+        format: crate::report::Format::Md,
+        out: out.to_owned(),
+        tz,
+        dust_limit: None,
+    };
+    let md = match crate::report::run(&o).await {
+        Ok(files) => files
+            .first()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .unwrap_or_default(),
+        Err(e) => {
+            println!("report: {e:#}");
+            return;
+        }
+    };
+    let section = |title: &str| -> String {
+        md.split("\n## ")
+            .find(|s| s.starts_with(title))
+            .map(|s| format!("## {}", s.trim_end()))
+            .unwrap_or_default()
+    };
+    println!(
+        "\n{}\n\n{}\n\nThe whole report: {} (again: lantian report --archive {} --from {from} --to {today})",
+        section("City-wide daily AQI"),
+        section("Annual means"),
+        out.join("report.md").display(),
+        archive.display(),
+    );
 }

@@ -138,6 +138,8 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
         "archive",
         "stopped.",
         "alerts firing",
+        "## City-wide daily AQI and observed heavy-pollution level",
+        "## Annual means, year to date",
     ] {
         assert!(out.contains(want), "{want:?} not printed:\n{out}");
     }
