@@ -144,27 +144,23 @@ pub struct Alerting {
 }
 
 impl Alerting {
-    /// Loads the saved state from `state_path` if there is one.
+    /// Loads the saved state from `state_path` if there is one; if it
+    /// cannot be used (or is missing after a crash mid-save), the previous
+    /// save (`state.json.prev`), so alerts that were firing are still
+    /// known and get resolved.
     pub fn new(
         mut engine: Engine,
         outbox: Arc<Outbox>,
         state_path: PathBuf,
         metrics: Arc<Metrics>,
     ) -> Self {
-        match std::fs::read(&state_path) {
+        let prev = prev_path(&state_path);
+        let current = match std::fs::read(&state_path) {
             Ok(b) => match engine.load(&b) {
-                Ok(()) => {
-                    let c = engine.counts();
-                    info!(
-                        firing = c.firing,
-                        pending = c.pending,
-                        "alert state restored"
-                    );
-                }
+                Ok(()) => Ok(()),
                 Err(why) => {
                     // Kept aside, not overwritten by the next save: the
-                    // alerts it held as firing are in it (and in the
-                    // receivers' history), for whoever resolves them.
+                    // alerts it held as firing are in it.
                     let aside = state_path.with_extension(format!(
                         "json.unusable-{}",
                         chrono::Utc::now().timestamp_millis()
@@ -174,14 +170,36 @@ impl Alerting {
                         path = %state_path.display(),
                         kept_as = %if kept { aside.display().to_string() } else { "(could not be moved)".into() },
                         %why,
-                        "alert state cannot be used; alerts start fresh (alerts it had firing will not be resolved by lantian)"
-                    )
+                        "alert state cannot be used; trying the previous save"
+                    );
+                    Err(())
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(()),
             Err(e) => {
-                warn!(path = %state_path.display(), error = %e, "cannot read the alert state; alerts start fresh")
+                warn!(path = %state_path.display(), error = %e, "cannot read the alert state; trying the previous save");
+                Err(())
             }
+        };
+        let restored = match current {
+            Ok(()) => Some(state_path.clone()),
+            Err(()) => match std::fs::read(&prev).map(|b| engine.load(&b)) {
+                Ok(Ok(())) => Some(prev.clone()),
+                Ok(Err(why)) => {
+                    error!(path = %prev.display(), %why, "the previous alert state cannot be used either; alerts start fresh");
+                    None
+                }
+                Err(_) => None,
+            },
+        };
+        if let Some(from) = restored {
+            let c = engine.counts();
+            info!(
+                firing = c.firing,
+                pending = c.pending,
+                from = %from.display(),
+                "alert state restored"
+            );
         }
         Alerting {
             engine,
@@ -240,12 +258,26 @@ impl Alerting {
         // with a new id) and with every window snapshot.
         if self.unsent.is_empty() && (save || produced) && self.engine.dirty() {
             let bytes = self.engine.save();
+            // The last save stays as the previous one, for a state file
+            // that turns out unusable.
+            if let Err(e) = std::fs::rename(&self.state_path, prev_path(&self.state_path))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(path = %self.state_path.display(), error = %e, "cannot keep the previous alert state");
+            }
             if let Err(e) = crate::durable::write_atomically(&self.state_path, &bytes) {
                 warn!(path = %self.state_path.display(), error = %e, "cannot save the alert state");
             }
         }
         derived
     }
+}
+
+/// Where the previous save of the alert state is kept.
+fn prev_path(state: &std::path::Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_owned();
+    name.push(".prev");
+    state.with_file_name(name)
 }
 
 /// One `derived` point: the series' labels and `kind` as tags, the metric

@@ -935,6 +935,56 @@ fn an_unusable_alert_state_is_kept_aside() {
     );
 }
 
+/// An alert state that turns out unusable does not strand what was
+/// firing: the previous save is restored, and the alert it held resolves
+/// (receivers get "resolved") when the condition clears.
+#[test]
+fn a_corrupt_alert_state_falls_back_to_the_previous_save() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let outbox =
+        Arc::new(super::outbox::Outbox::open(dir.path(), Vec::new(), 10, metrics.clone()).unwrap());
+    let mut a =
+        super::stage::Alerting::new(engine(), outbox.clone(), path.clone(), metrics.clone());
+    let mut rows = crate::row::Rows::default();
+    // Two saves: heavy pollution fires at 11:00; 12:00 is still heavy.
+    for h in [10, 11, 12] {
+        let t = DAY0 + h * H;
+        let o = obs("air", &site("dongsi"), "aqi.hour", t, t + H, 240.0);
+        a.step(&[o], None, &mut rows, true);
+    }
+    assert_eq!(a.engine.counts().firing, 1);
+    assert!(dir.path().join("state.json.prev").exists());
+    drop(a);
+    // The disk corrupts the newest save.
+    std::fs::write(&path, b"{ torn").unwrap();
+    let mut b = super::stage::Alerting::new(engine(), outbox, path.clone(), metrics);
+    assert_eq!(
+        b.engine.counts().firing,
+        1,
+        "the firing alert is known again"
+    );
+    let t = DAY0 + 13 * H;
+    b.step(
+        &[obs("air", &site("dongsi"), "aqi.hour", t, t + H, 90.0)],
+        None,
+        &mut rows,
+        true,
+    );
+    assert_eq!(b.engine.counts().firing, 0);
+    let resolved = rows
+        .as_slice()
+        .iter()
+        .filter(|r| {
+            matches!(r, crate::row::Row::Derived(d) if d.measurement == "alerts"
+            && format!("{d:?}").contains("resolved"))
+        })
+        .count();
+    assert_eq!(resolved, 1, "{rows:?}");
+}
+
 /// The observed alert level is the city's: one station's bad days alone
 /// raise no level (a worst-station level would overstate).
 #[test]
