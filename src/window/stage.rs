@@ -77,8 +77,14 @@ pub struct Persist {
     pub every: Duration,
 }
 
+/// The wall clock the stage closes idle sources and ticks the alert
+/// clock by, guarded against steps (`crate::clock`): a clock set an hour
+/// ahead must not close every source's windows or make every sensor look
+/// silent.
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    static CLOCK: std::sync::LazyLock<crate::clock::ArrivalClock> =
+        std::sync::LazyLock::new(Default::default);
+    CLOCK.now_ms()
 }
 
 impl WindowStage {
