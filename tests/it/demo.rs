@@ -73,24 +73,31 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
     ] {
         assert!(sites.contains(&s), "{s} missing: {sites:?}");
     }
-    // The episode: heavy pollution fires alerts, shown on the page.
+    // The episode: heavy pollution fires alerts. (Whether they are still
+    // firing depends on the hour of day the test runs at: near midnight
+    // the night's lower traffic can take a station below 200 in the last
+    // closed hour, and its alert has fired and resolved.)
     let t = Instant::now();
-    let firing = loop {
-        let v: Value = http()
-            .get(format!("http://127.0.0.1:{admin}/api/status"))
+    let notices = loop {
+        let text = http()
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
             .send()
             .await
             .unwrap()
-            .json()
+            .text()
             .await
             .unwrap();
-        let n = v["alerts"].as_array().map_or(0, |a| a.len());
-        if n > 0 || t.elapsed() > Duration::from_secs(20) {
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("lantian_alert_notices_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if n > 0.0 || t.elapsed() > Duration::from_secs(120) {
             break n;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert!(firing > 0, "{}", output());
+    assert!(notices > 0.0, "{}", output());
     let url = format!("http://127.0.0.1:{admin}/");
     let dom = chromium_dom(&url);
     assert_eq!(dom.matches("data-site=").count(), 12, "{dom}");

@@ -65,11 +65,17 @@ async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influx
     // would reach past validation.max_age and be quarantined as too_old).
     let today = beijing_date(now_ms());
     let (from, to) = (today - chrono::Days::new(6), today - chrono::Days::new(1));
+    // Those days' AQI (near midnight in Beijing, the last one closes
+    // after the earlier days have all been counted).
     influx
         .wait_count(
-            "SELECT count(aqi) FROM aqi WHERE period = 'day' AND scope != 'city'",
+            &format!(
+                "SELECT count(aqi) FROM aqi WHERE period = 'day' AND scope != 'city' \
+                 AND time >= '{from}T00:00:00+08:00' AND time < '{}T00:00:00+08:00'",
+                to + chrono::Days::new(1)
+            ),
             12 * 6,
-            Duration::from_secs(60),
+            Duration::from_secs(120),
         )
         .await;
     // InfluxDB's own daily AQI points: (date, site) → AQI.
