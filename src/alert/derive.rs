@@ -368,18 +368,17 @@ impl Derived {
                     out.push(obs("treatment_rate.month_to_date", ms, r, month.details()));
                 }
             }
-            if let (Some(rain), Some(runoff)) = (v.m3[3], v.m3[4]) {
-                if rain > 0.0 {
+            // (1 − runoff ÷ rainfall) × 100, where it rained.
+            let capture = |metric: &str, start: i64, rain: f64, runoff: f64| {
+                (rain > 0.0).then(|| {
                     let mut d = BTreeMap::new();
                     d.insert("rainfall_m3".into(), format!("{rain:.0}"));
                     d.insert("runoff_m3".into(), format!("{runoff:.0}"));
-                    out.push(obs(
-                        "capture_ratio.day",
-                        *day,
-                        (1.0 - runoff / rain) * 100.0,
-                        d,
-                    ));
-                }
+                    obs(metric, start, (1.0 - runoff / rain) * 100.0, d)
+                })
+            };
+            if let (Some(rain), Some(runoff)) = (v.m3[3], v.m3[4]) {
+                out.extend(capture("capture_ratio.day", *day, rain, runoff));
                 // The year to date: every day of the year so far with
                 // both measured.
                 let (ys, _) = year_bounds(cal, *day);
@@ -388,17 +387,7 @@ impl Derived {
                     .range(ys..=*day)
                     .filter_map(|(_, v)| Some((v.m3[3]?, v.m3[4]?)))
                     .fold((0.0, 0.0), |a, (r, o)| (a.0 + r, a.1 + o));
-                if rain > 0.0 {
-                    let mut d = BTreeMap::new();
-                    d.insert("rainfall_m3".into(), format!("{rain:.0}"));
-                    d.insert("runoff_m3".into(), format!("{runoff:.0}"));
-                    out.push(obs(
-                        "capture_ratio.year_to_date",
-                        ys,
-                        (1.0 - runoff / rain) * 100.0,
-                        d,
-                    ));
-                }
+                out.extend(capture("capture_ratio.year_to_date", ys, rain, runoff));
             }
         }
         // City-wide, for each day touched.

@@ -484,13 +484,9 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
 /// The compliance report of the demo's days, from its archive, written to
 /// `out`; its city-wide level and annual-means sections printed.
 async fn closing_report(archive: &std::path::Path, out: &std::path::Path) {
-    use chrono::TimeZone;
     let tz = chrono_tz::Asia::Shanghai;
     let now = chrono::Utc::now();
-    let today = tz
-        .timestamp_millis_opt(now.timestamp_millis())
-        .single()
-        .map_or_else(|| now.date_naive(), |t| t.date_naive());
+    let today = crate::report::local_date(tz, now.timestamp_millis()).unwrap_or(now.date_naive());
     let from = today - chrono::Days::new(2);
     let o = crate::report::Options {
         source: crate::report::Source::Archive(archive.to_owned()),

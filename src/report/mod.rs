@@ -70,6 +70,11 @@ fn midnight(tz: chrono_tz::Tz, d: chrono::NaiveDate) -> i64 {
         .map_or(0, |t| t.timestamp_millis())
 }
 
+/// The local date of `ms` in `tz`.
+pub fn local_date(tz: chrono_tz::Tz, ms: i64) -> Option<chrono::NaiveDate> {
+    tz.timestamp_millis_opt(ms).single().map(|t| t.date_naive())
+}
+
 fn progress(msg: String) {
     eprintln!("report: {msg}");
 }
@@ -279,9 +284,8 @@ pub async fn compute(o: &Options) -> anyhow::Result<Report> {
         ..Report::default()
     };
     let date = |ms: i64| {
-        o.tz.timestamp_millis_opt(ms)
-            .single()
-            .map(|t| t.date_naive().to_string())
+        local_date(o.tz, ms)
+            .map(|d| d.to_string())
             .unwrap_or_default()
     };
     let mut d = o.from;
@@ -420,14 +424,13 @@ fn city_days(r: &mut Report, aqi: &DataFrame, tz: chrono_tz::Tz, from: i64) -> a
     } else {
         vec![None; day.height()]
     };
-    let local = |ms: i64| tz.timestamp_millis_opt(ms).single().map(|t| t.date_naive());
     let mut by_date = BTreeMap::new();
     let mut rows = BTreeMap::new();
     for i in 0..day.height() {
         let (Some(t), Some(v)) = (t[i], v[i]) else {
             continue;
         };
-        let Some(d) = local(t) else { continue };
+        let Some(d) = local_date(tz, t) else { continue };
         by_date.insert(d, v);
         if t >= from {
             rows.insert(d, i);
@@ -492,7 +495,7 @@ fn annual_means(
             else {
                 continue;
             };
-            let Some(d) = tz.timestamp_millis_opt(t).single().map(|t| t.date_naive()) else {
+            let Some(d) = local_date(tz, t) else {
                 continue;
             };
             m.district

@@ -502,13 +502,6 @@ impl Engine {
         newest.saturating_add(idle) - self.plan.spec.lateness_ms
     }
 
-    /// The watermark of the source of `series` at wall-clock `now_ms`.
-    pub fn source_watermark(&self, series: u32, now_ms: i64) -> Option<i64> {
-        let source = self.state.source_of(series) as usize;
-        let (t, arrival) = self.clocks.get(source).copied().flatten()?;
-        Some(self.watermark_at(t, arrival, now_ms))
-    }
-
     /// Reduces the buffered readings, closes windows, computes the AQI,
     /// and adds what is to be written to `out`.
     pub fn flush(

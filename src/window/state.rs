@@ -226,11 +226,6 @@ impl State {
             .unwrap_or(NO_WATERMARK)
     }
 
-    /// Sources with a watermark, for the snapshot.
-    pub fn sources_held(&self) -> usize {
-        self.watermarks.len()
-    }
-
     /// Number of windows held, for metrics and the memory benchmark.
     pub fn windows_held(&self) -> usize {
         self.tracks

@@ -665,3 +665,41 @@ fn the_city_rolling_24_hour_aqi_crosses_midnight() {
     assert!(row.contains(" aqi=92i,"), "{row}");
     assert!(row.contains("sites=2i"), "{row}");
 }
+
+/// The city-wide hour waits for every city station: while tiantan's
+/// readings lag dongsi's, no city value is written from dongsi alone; once
+/// tiantan's hour closes, one value of both is.
+#[test]
+fn the_city_hour_waits_for_every_city_station() {
+    let mut e = engine();
+    let minutes = |site: &str, to: i64, pm25: f64| -> Vec<Point> {
+        (0..to)
+            .map(|m| site_point(site, DAY0 + m * MIN, &[("pm25", pm25)]))
+            .collect()
+    };
+    let city_hours = |rows: &Rows| -> Vec<String> {
+        text(rows)
+            .lines()
+            .filter(|l| l.starts_with("aqi,period=hour,scope=city"))
+            .map(str::to_owned)
+            .collect()
+    };
+    e.add(&minutes("dongsi", 66, 80.0), DAY0);
+    e.add(&minutes("tiantan", 59, 20.0), DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    assert!(text(&rows).contains("site=dongsi"), "dongsi's hour closed");
+    assert_eq!(city_hours(&rows), Vec::<String>::new());
+    e.add(
+        &(59..66)
+            .map(|m| site_point("tiantan", DAY0 + m * MIN, &[("pm25", 20.0)]))
+            .collect::<Vec<_>>(),
+        DAY0,
+    );
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    let city = city_hours(&rows);
+    assert_eq!(city.len(), 1, "{city:?}");
+    assert!(city[0].contains("sites=2i"), "{}", city[0]);
+    assert!(city[0].contains(" aqi=80i,"), "{}", city[0]);
+}

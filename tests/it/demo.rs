@@ -57,20 +57,7 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
         .iter()
         .map(|s| s["site"].as_str().unwrap())
         .collect();
-    for s in [
-        "dongsi",
-        "tiantan",
-        "guanyuan",
-        "wanshouxigong",
-        "aotizhongxin",
-        "nongzhanguan",
-        "wanliu",
-        "beibuxinqu",
-        "zhiwuyuan",
-        "fengtaihuayuan",
-        "yungang",
-        "gucheng",
-    ] {
+    for (s, ..) in lantian::demo::fleet::STATIONS {
         assert!(sites.contains(&s), "{s} missing: {sites:?}");
     }
     // The episode: heavy pollution fires alerts. (Whether they are still
