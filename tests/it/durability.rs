@@ -523,3 +523,174 @@ async fn a_full_spool_disk_pauses_intake_and_loses_nothing() {
         assert_eq!(s["values"][0][1].as_i64(), Some(readings as i64), "{s}");
     }
 }
+
+/// Fills the file system of `file` with it, to the last byte it takes.
+fn fill(file: &std::path::Path) {
+    use std::io::Write as _;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+    else {
+        return;
+    };
+    for chunk in [1 << 20, 4096, 1] {
+        let bytes = vec![0u8; chunk];
+        while f.write_all(&bytes).is_ok() {}
+    }
+}
+
+/// The chaos run: 300,000 readings at 5,000 msg/s while, in turn, a proxy
+/// in front of InfluxDB answers 400 for 30 s, lantian is kill -9'd, the
+/// spool's disk (a 48 MiB tmpfs) fills and frees, lantian is kill -9'd
+/// again, and the admin port is flooded with 200 idle connections.
+/// InfluxDB ends with exactly the published readings, nothing is
+/// quarantined, and between the kills the process never exited on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_a_400_proxy_a_full_disk_an_admin_flood_and_two_kills_lose_nothing() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let proxy = FaultProxy::start(influx.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _disk = Tmpfs::mount(&disk, "48m");
+    let filler = disk.join("filler");
+    let section = format!(
+        "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"\nretry_initial = \"50ms\"\n\
+         request_timeout = \"5s\"",
+        proxy.url()
+    );
+    let config = Lantian::config(broker.port, &section, "")
+        + &format!(
+            "[spool]\ndir = \"{}\"\nsegment_bytes = \"1MiB\"\n",
+            disk.join("spool").display()
+        );
+    let mut lantian = Lantian::start(&config);
+    let publisher = Publisher::connect(broker.port, "chaos-publisher").await;
+    lantian.wait_subscribed().await;
+
+    let t0 = Instant::now();
+    let say = |what: &str| println!("{:>6.1} s  {what}", t0.elapsed().as_secs_f64());
+    let per_sensor = 300;
+    let base = now_ms() - 3_600_000;
+    let streaming = tokio::spawn(async move {
+        let mut publisher = publisher;
+        stream(&mut publisher, base, 0, per_sensor, 5_000).await;
+        publisher
+    });
+    let alive = |l: &mut Lantian| {
+        let exited = l.proc.child.try_wait().unwrap();
+        assert!(exited.is_none(), "lantian exited: {exited:?}\n{}", l.logs());
+    };
+    let count = |l: &Lantian, line: &str| l.logs().matches(line).count();
+
+    // 1. A gateway in front of InfluxDB answers 400 for 30 s.
+    lantian
+        .wait_metric(
+            "lantian_messages_acked_total",
+            5_000.0,
+            Duration::from_secs(120),
+        )
+        .await;
+    proxy.set(Fault::Answer400);
+    let refused = Instant::now();
+    say("the proxy answers 400");
+    wait_for(
+        "a 400 kept and retried, /readyz 503",
+        Duration::from_secs(60),
+        async || {
+            proxy.met.answered_400.load(Relaxed) >= 1 && lantian.admin("/readyz").await.0 == 503
+        },
+    )
+    .await;
+    // The fault's length is the scenario's, not a wait for lantian.
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(refused.elapsed())).await;
+    proxy.set(Fault::Forward);
+    say(&format!(
+        "the proxy forwards again ({} requests answered 400)",
+        proxy.met.answered_400.load(Relaxed)
+    ));
+    alive(&mut lantian);
+
+    // 2. kill -9.
+    lantian.restart();
+    lantian.wait_subscribed().await;
+    say("kill -9; subscribed again");
+
+    // 3. The spool's disk fills (kept full until lantian says so), then frees.
+    let blocked = count(&lantian, "cannot write the spool");
+    wait_for(
+        "the spool blocked on a full disk, /readyz 503",
+        Duration::from_secs(120),
+        async || {
+            fill(&filler);
+            count(&lantian, "cannot write the spool") > blocked
+                && lantian.admin("/readyz").await.1.contains("spool")
+        },
+    )
+    .await;
+    say("the spool's disk is full; lantian paused intake");
+    std::fs::remove_file(&filler).unwrap();
+    let freed = count(&lantian, "spool writable again");
+    wait_for(
+        "the spool writable again",
+        Duration::from_secs(120),
+        async || count(&lantian, "spool writable again") > freed,
+    )
+    .await;
+    say("space freed; intake resumed");
+    alive(&mut lantian);
+
+    // 4. kill -9 again.
+    lantian.restart();
+    lantian.wait_subscribed().await;
+    say("kill -9; subscribed again");
+
+    // 5. 200 idle connections on the admin port: they are closed after the
+    // header timeout, 64 at a time, and the endpoint answers through them.
+    // (Past the 64 and the listen backlog the kernel drops the SYNs and the
+    // last connects here complete on a retransmission, after ~10 s.)
+    let port = lantian.admin_port().await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    say("200 idle connections on the admin port");
+    wait_for(
+        "the admin endpoint answering through the flood",
+        Duration::from_secs(180),
+        async || lantian.admin("/metrics").await.0 == 200,
+    )
+    .await;
+    say("the admin endpoint answered");
+    alive(&mut lantian);
+    drop(idle);
+
+    let publisher = streaming.await.unwrap();
+    say("all 300,000 published");
+    publisher.flush().await;
+    assert_exact(&influx, per_sensor).await;
+    say("InfluxDB holds exactly the 300,000 readings");
+    alive(&mut lantian);
+    assert_eq!(
+        influx
+            .scalar("SELECT count(payload_bytes) FROM quarantine")
+            .await,
+        0,
+        "nothing quarantined"
+    );
+    let logs = lantian.logs();
+    assert_eq!(logs.matches("lantian starting").count(), 3, "two kills");
+    for line in [
+        "InfluxDB refused the write; keeping the data",
+        "cannot write the spool",
+        "spool writable again",
+    ] {
+        assert!(logs.contains(line), "{line}\n{logs}");
+    }
+}

@@ -230,3 +230,95 @@ async fn a_gateway_answering_400_is_not_bad_data_and_loses_nothing() {
         Some(0.0)
     );
 }
+
+/// A TCP fault proxy between lantian and InfluxDB first stalls every
+/// request (reads it, never answers), then resets every connection, then
+/// forwards. The request timeout ends each stalled write; lantian retries,
+/// says it is not ready, logs why, and in the end stores every reading
+/// once, with nothing quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_influxdb_path_that_stalls_then_resets_loses_nothing() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let proxy = FaultProxy::start(influx.port).await;
+    proxy.set(Fault::Stall);
+    let section = format!(
+        "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"\nretry_initial = \"50ms\"\n\
+         request_timeout = \"2s\"",
+        proxy.url()
+    );
+    let lantian = Lantian::start(&Lantian::config(broker.port, &section, ""));
+    let mut publisher = Publisher::connect(broker.port, "stall-publisher").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - 60_000;
+    for sensor in 0..50 {
+        let topic = format!("env/haidian/site01/dust/d-{sensor:03}");
+        publish_range(&mut publisher, &topic, base, 0..10).await;
+    }
+    publisher.flush().await;
+
+    let retries = async || {
+        lantian
+            .metric("lantian_influx_write_retries_total")
+            .await
+            .unwrap_or(0.0)
+    };
+    wait_for(
+        "writes stalled, timed out and retried",
+        Duration::from_secs(120),
+        async || proxy.met.stalled.load(Relaxed) >= 2 && retries().await >= 2.0,
+    )
+    .await;
+    let (code, why) = lantian.admin("/readyz").await;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("influxdb"), "{why}");
+    assert_eq!(influx.scalar("SELECT count(pm25) FROM dust").await, 0);
+
+    let before = retries().await;
+    proxy.set(Fault::Reset);
+    wait_for(
+        "connections reset and writes retried",
+        Duration::from_secs(120),
+        async || proxy.met.reset.load(Relaxed) >= 2 && retries().await >= before + 2.0,
+    )
+    .await;
+    assert_eq!(lantian.admin("/readyz").await.0, 503);
+
+    proxy.set(Fault::Forward);
+    let stored = influx
+        .wait_count(
+            "SELECT count(pm25) FROM dust",
+            500,
+            Duration::from_secs(120),
+        )
+        .await;
+    println!(
+        "stalled {} requests, reset {} connections, {} retries; then {stored} of 500 readings stored",
+        proxy.met.stalled.load(Relaxed),
+        proxy.met.reset.load(Relaxed),
+        retries().await
+    );
+    assert_eq!(stored, 500, "{}", lantian.logs());
+    let per_sensor = influx
+        .query("SELECT count(pm25) FROM dust GROUP BY sensor")
+        .await;
+    assert_eq!(per_sensor.len(), 50);
+    assert!(
+        per_sensor
+            .iter()
+            .all(|s| s["values"][0][1].as_i64() == Some(10))
+    );
+    assert_eq!(
+        lantian
+            .metric("lantian_quarantined_total{reason=\"rejected\"}")
+            .await,
+        Some(0.0)
+    );
+    lantian.wait_ready().await;
+    assert!(
+        lantian.logs().contains("InfluxDB write failed; retrying"),
+        "{}",
+        lantian.logs()
+    );
+}

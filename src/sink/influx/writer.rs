@@ -248,11 +248,15 @@ impl Writer {
     /// once written, Err with the answer when the batch must be split. A
     /// single line too large for the server is retried (`single`). The
     /// first failure of an outage is logged (an error when the server
-    /// answered, a warning when it could not be reached); later ones are
-    /// debug lines, and the recovery is logged with the outage's length.
+    /// answered, a warning when it could not be reached), and again
+    /// whenever its cause changes (unreachable, then a gateway's 400: the
+    /// operator sees the cause of now, not of the outage's first second);
+    /// repeats are debug lines, and the recovery is logged with the
+    /// outage's length.
     async fn post_until_answered(&self, body: &[u8], single: bool) -> Result<(), Outcome> {
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         let mut failures = 0u32;
+        let mut cause_logged: Option<String> = None;
         let started = std::time::Instant::now();
         loop {
             let outcome = match self.post(body).await {
@@ -270,13 +274,19 @@ impl Writer {
                     self.metrics.sink_state(false);
                     self.metrics.write_retried();
                     let wait = retry_wait(after, backoff.next_wait(), self.retry_max);
-                    if failures == 0 && msg.starts_with("HTTP ") {
-                        error!(error = %msg, url = %crate::units::redact_url(self.url.as_str()), "InfluxDB refused the write; keeping the data and retrying until it succeeds");
-                    } else if failures == 0 {
-                        warn!(error = %msg, url = %crate::units::redact_url(self.url.as_str()), "InfluxDB write failed; retrying until it succeeds");
-                    } else {
+                    // "HTTP 400", "HTTP 503", or unreachable.
+                    let cause = msg
+                        .strip_prefix("HTTP ")
+                        .map_or("unreachable", |m| m.get(..3).unwrap_or(m));
+                    let url = crate::units::redact_url(self.url.as_str());
+                    if cause_logged.as_deref() == Some(cause) {
                         debug!(error = %msg, retry_in = ?wait, failures, "InfluxDB write failed again");
+                    } else if cause == "unreachable" {
+                        warn!(error = %msg, %url, failures, "InfluxDB write failed; retrying until it succeeds");
+                    } else {
+                        error!(error = %msg, %url, failures, "InfluxDB refused the write; keeping the data and retrying until it succeeds");
                     }
+                    cause_logged = Some(cause.to_owned());
                     failures += 1;
                     tokio::time::sleep(wait).await;
                 }

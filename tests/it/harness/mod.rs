@@ -1,10 +1,10 @@
 //! Real services for the integration tests, one file a concern: processes
 //! (killed when their handle drops, ports read back from /proc), the
 //! Mosquitto broker, InfluxDB 1.x and VictoriaMetrics, the real `lantian`
-//! binary, an MQTT publisher, a webhook receiver, headless Chromium, and
-//! test data. Services listen on loopback ports in temp dirs; readiness is
-//! asked of each service (a connection, `/ping`, `/health`, lantian's
-//! `/metrics` and `/readyz`), never read from its log.
+//! binary, an MQTT publisher, a webhook receiver, a TCP fault proxy,
+//! headless Chromium, and test data. Services listen on loopback ports in
+//! temp dirs; readiness is asked of each service (a connection, `/ping`,
+//! `/health`, lantian's `/metrics` and `/readyz`), never read from its log.
 
 #![allow(dead_code, unused_imports)]
 
@@ -14,6 +14,7 @@ mod daemon;
 mod data;
 mod database;
 mod process;
+mod proxy;
 mod publisher;
 mod receiver;
 
@@ -26,6 +27,7 @@ pub use daemon::*;
 pub use data::*;
 pub use database::*;
 pub use process::*;
+pub use proxy::*;
 pub use publisher::*;
 pub use receiver::*;
 
