@@ -230,4 +230,54 @@ mod tests {
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
         stop.cancel();
     }
+
+    /// At most `MAX_CONNECTIONS` are served at once: with that many silent
+    /// clients connected, a further request waits (in the kernel's
+    /// backlog, holding no descriptor of ours), and is answered as soon as
+    /// one of them goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_cap_wait_for_a_free_slot() {
+        let state = State {
+            metrics: Arc::new(Metrics::default()),
+            board: Arc::new(Board::new(
+                crate::evaluate::aqi::Standard::Hj633_2026,
+                chrono_tz::Asia::Shanghai,
+            )),
+        };
+        let stop = CancellationToken::new();
+        let (addr, _task) = serve("127.0.0.1:0".parse().unwrap(), state, stop.clone())
+            .await
+            .unwrap();
+        let mut silent = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Each silent one is accepted (a request on one of them would be
+        // answered): shown by the last, which asks and gets its answer.
+        let mut last = silent.pop().unwrap();
+        last.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = last.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // Now all the slots are held; one more client waits. (Without the
+        // cap it is answered at once: "answered past the cap: Ok(Ok(163))".)
+        let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+        waiting
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            waiting.read(&mut buf),
+        )
+        .await;
+        assert!(early.is_err(), "answered past the cap: {early:?}");
+        drop(last);
+        let mut answer = String::new();
+        waiting.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        stop.cancel();
+    }
 }

@@ -42,6 +42,18 @@ pub struct BasePartial {
     pub partial: Partial,
 }
 
+/// Runs one tiny reduction, so polars creates its global thread pools
+/// and async runtime (an epoll and an eventfd) now. Created lazily by the
+/// first real batch instead, they panicked inside polars when that batch
+/// met a process out of file descriptors (EMFILE), and the window stage
+/// failed with it.
+pub fn warm_up() -> PolarsResult<()> {
+    let mut rows = Rows::default();
+    rows.push(0, 0, 0, 1.0);
+    rows.push(0, 0, 1, 2.0);
+    reduce(rows, 60_000).map(drop)
+}
+
 /// Reduces `rows` to base windows of `base_ms`, aligned to the epoch.
 pub fn reduce(rows: Rows, base_ms: i64) -> PolarsResult<Vec<BasePartial>> {
     if rows.is_empty() {

@@ -120,6 +120,11 @@ impl WindowStage {
             return Ok(());
         };
         let (every, max_pending) = (engine.plan().flush_interval, engine.plan().max_pending);
+        match tokio::task::spawn_blocking(super::reduce::warm_up).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("polars cannot start: {e}")),
+            Err(e) => return Err(format!("polars cannot start: {e}")),
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {

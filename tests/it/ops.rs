@@ -452,3 +452,118 @@ fn the_systemd_unit_verifies_and_scores_well() {
     eprintln!("systemd-analyze security: exposure {score}");
     assert!(score <= 2.0, "exposure {score}:\n{text}");
 }
+
+/// `ulimit -n` reached (issue 13 item 8): the admin port is flooded while
+/// lantian's descriptor limit (lowered with `prlimit`) is 8 above what it
+/// uses. Accepting fails with EMFILE and backs off instead of spinning;
+/// the spool's next segment cannot be opened, so intake pauses (an error
+/// line) instead of the process ending; once the flood goes, the spool
+/// resumes and every reading is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_admin_port_backs_off_and_the_spool_pauses_then_resumes() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Lantian::v1(broker.port, &influx)
+        + &format!(
+            "[spool]\ndir = \"{}\"\nsegment_bytes = \"64KiB\"\n",
+            dir.path().join("spool").display()
+        );
+    let lantian = Lantian::start(&config);
+    let mut publisher = Publisher::connect(broker.port, "emfile-publisher").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - HOUR;
+    let publish = async |p: &mut Publisher, from: i64, to: i64| {
+        for j in from..to {
+            let topic = format!("env/haidian/site01/dust/d-{:03}", j % 100);
+            p.publish(
+                &topic,
+                format!(r#"{{"ts":{},"pm10":{}}}"#, base + j, j % 500),
+            )
+            .await;
+        }
+    };
+    publish(&mut publisher, 0, 100).await;
+    influx
+        .wait_count("SELECT count(pm10) FROM dust", 100, Duration::from_secs(60))
+        .await;
+
+    let pid = lantian.pid();
+    let port = lantian.admin_port().await;
+    let in_use = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let limit = in_use + 8;
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    let refusals = || {
+        lantian
+            .logs()
+            .matches("admin endpoint cannot accept a connection")
+            .count()
+    };
+    wait_for(
+        "accept failing with EMFILE",
+        Duration::from_secs(60),
+        async || refusals() > 0,
+    )
+    .await;
+    // 2,000 readings: the 64 KiB segments roll, which needs a descriptor.
+    publish(&mut publisher, 100, 2_100).await;
+    wait_for(
+        "the spool paused for want of a descriptor",
+        Duration::from_secs(120),
+        async || lantian.logs().contains("cannot write the spool"),
+    )
+    .await;
+    let flood = Instant::now();
+    // Held a while so a spinning accept loop would show (thousands of lines).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = refusals();
+    let held = flood.elapsed();
+    drop(idle);
+
+    publisher.flush().await;
+    let stored = influx
+        .wait_count(
+            "SELECT count(pm10) FROM dust",
+            2_100,
+            Duration::from_secs(120),
+        )
+        .await;
+    wait_for(
+        "the spool writable again",
+        Duration::from_secs(60),
+        async || lantian.logs().contains("spool writable again"),
+    )
+    .await;
+    println!(
+        "limit {limit} descriptors ({in_use} in use): {during} accept failures logged \
+         (the last {held:.1?} of them with the spool paused); {stored} of 2100 readings stored"
+    );
+    assert_eq!(stored, 2_100, "{}", lantian.logs());
+    assert!(
+        during < 200,
+        "the accept loop backs off: {during} failures logged"
+    );
+    let mut lantian = lantian;
+    assert!(
+        lantian.proc.child.try_wait().unwrap().is_none(),
+        "{}",
+        lantian.logs()
+    );
+    // The limit stays low: the endpoint serves again once descriptors free.
+    lantian.wait_ready().await;
+}
