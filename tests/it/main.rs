@@ -6,6 +6,7 @@ mod alerts;
 mod aqi_cli;
 mod aqi_ref;
 mod cli;
+mod clock;
 mod conformance;
 mod demo;
 mod deploy;
