@@ -428,3 +428,60 @@ async fn a_publisher_inventing_sensors_or_fields_meets_the_bounds() {
     );
     assert_eq!((refused, fields), (1151, 50), "{}", lantian.logs());
 }
+
+/// A hostile publisher invents 200,000 sensors against the default bound
+/// (`validation.max_series` = 100,000): the first 100,000 series are taken
+/// (10 real ones among them), every later new one is quarantined
+/// (`cardinality`), the real sensors go on being stored, and the process
+/// stays within a bounded memory (printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_thousand_invented_sensors_meet_the_default_bound() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    let mut publisher = Publisher::connect(broker.port, "inventor-200k").await;
+    lantian.wait_subscribed().await;
+    let base = now_ms() - 60_000;
+    let real = async |p: &mut Publisher, ts: i64| {
+        for i in 0..10 {
+            let topic = format!("env/haidian/site01/dust/real-{i}");
+            p.publish(&topic, format!(r#"{{"ts":{ts},"pm10":{i}}}"#))
+                .await;
+        }
+    };
+    real(&mut publisher, base).await;
+    for i in 0..200_000 {
+        let topic = format!("env/haidian/site01/dust/fake-{i:06}");
+        publisher
+            .publish(&topic, format!(r#"{{"ts":{base},"pm10":1}}"#))
+            .await;
+    }
+    real(&mut publisher, base + 1000).await;
+    publisher.flush().await;
+    let t = Duration::from_secs(600);
+    lantian
+        .wait_metric(
+            "lantian_quarantined_total{reason=\"cardinality\"}",
+            100_010.0,
+            t,
+        )
+        .await;
+    let stored = influx
+        .wait_count("SELECT count(pm10) FROM dust", 100_010, t)
+        .await;
+    let real_stored = influx
+        .scalar("SELECT count(pm10) FROM dust WHERE sensor =~ /^real/")
+        .await;
+    let refused = lantian
+        .metric("lantian_quarantined_total{reason=\"cardinality\"}")
+        .await;
+    let rss_mib = peak_rss_kib(lantian.pid()) / 1024;
+    println!(
+        "200,000 invented sensors, bound 100,000: {stored} readings stored ({real_stored} of 20 \
+         from the real sensors), {refused:?} refused as cardinality; peak RSS {rss_mib} MiB"
+    );
+    assert_eq!(stored, 100_010, "{}", lantian.logs());
+    assert_eq!(real_stored, 20);
+    assert_eq!(refused, Some(100_010.0));
+    assert!(rss_mib < 1024, "memory stays bounded: {rss_mib} MiB");
+}
