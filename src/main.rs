@@ -113,6 +113,9 @@ enum Command {
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// HJ 212 tools (the national protocol of monitoring equipment).
+    #[command(subcommand)]
+    Hj212(Hj212Command),
     /// Compute the Air Quality Index for given concentrations.
     ///
     /// Prints one JSON object: aqi, iaqi per key, primary pollutant(s),
@@ -154,6 +157,56 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Hj212Command {
+    /// Decode HJ 212 packets from standard input into JSON lines.
+    ///
+    /// One packet a line on standard input (`##`, length, data segment,
+    /// CRC; CR LF optional), one JSON object a line
+    /// on standard output: qn, st, cn, mn, flag {raw, ack, split,
+    /// version}, data_time (RFC 3339, Beijing time: the start of the
+    /// period for minute, hour and day data), crc (ok, or mismatch under
+    /// --crc any), values {code: {Rtd/Avg/Min/Max/Cou: number, Flag:
+    /// letter, …}}, and fields, codes_2005 (old codes mapped), notes when
+    /// there are any. A packet it refuses gives {"error": "..."} and the
+    /// next line is read. Passwords (PW, and NewPW in the data area) are
+    /// never printed. Exits 0 when
+    /// every packet decoded, 1 when any was refused.
+    ///
+    /// Example:
+    ///   printf '%s\r\n' '##0137QN=20160801085857223;ST=32;CN=2081;PW=123456;MN=010000A8900016F000169DC0;Flag=5;CP=&&DataTime=20160801085857;RestartTime=20160801085624&&9AC1' | lantian hj212 parse
+    #[command(verbatim_doc_comment)]
+    Parse {
+        /// The CRC the device writes: hj212 (the standard's), modbus,
+        /// modbus-swapped, arc, or any (not checked; a mismatch is
+        /// reported, not refused).
+        #[arg(long, default_value = "hj212", value_parser = lantian::decode::hj212::CrcPolicy::NAMES)]
+        crc: String,
+    },
+}
+
+fn hj212(cmd: Hj212Command) -> ExitCode {
+    use lantian::decode::hj212::{CrcPolicy, parse_lines};
+    let Hj212Command::Parse { crc } = cmd;
+    let policy = CrcPolicy::parse(&crc).unwrap_or_default();
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    match parse_lines(policy, stdin, stdout) {
+        Ok((_, 0)) => ExitCode::SUCCESS,
+        Ok((parsed, refused)) => {
+            eprintln!(
+                "lantian hj212 parse: {refused} of {} packets refused",
+                parsed + refused
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("lantian hj212 parse: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // polars sizes its thread pool from this on first use; by default it
     // takes every core, which would starve the async runtime on small
@@ -165,6 +218,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Targets { all, config } => targets(all, config),
+        Command::Hj212(cmd) => hj212(cmd),
         Command::Aqi {
             standard,
             json_lines,

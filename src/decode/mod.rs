@@ -2,6 +2,7 @@
 //! payload → readings, each reading checked against the quantity registry
 //! and the time window. Pure: the clock is a parameter.
 
+pub mod hj212;
 pub mod payload;
 pub mod time;
 pub mod topic;

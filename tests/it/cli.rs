@@ -172,3 +172,65 @@ fn targets_apply_the_operators_overrides_and_check_them() {
     );
     assert!(err.contains("alerts.targets[1]"), "{err}");
 }
+
+/// `lantian hj212 parse` over the sample files: one JSON object a line
+/// in, each a packet or an error; exit 0 only when every packet decoded;
+/// no password in the output.
+#[test]
+fn hj212_parse_reads_the_field_samples_line_by_line() {
+    let run = |file: &str, crc: &str| -> (i32, Vec<serde_json::Value>, String) {
+        let input = std::fs::read(format!(
+            "{}/tests/data/hj212/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lantian"))
+            .args(["hj212", "parse", "--crc", crc])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Comment lines are not packets; CR LF as a logger sends them.
+        let packets: Vec<u8> = String::from_utf8(input)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("##"))
+            .flat_map(|l| format!("{l}\r\n").into_bytes())
+            .collect();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&packets).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.contains("BF470F88957588DE902D1A52"),
+            "a password printed"
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run("samples-verified.txt", "hj212");
+    assert_eq!((code, out.len()), (0, 40));
+    assert!(
+        out.iter()
+            .all(|o| o["crc"] == "ok" && o.get("error").is_none())
+    );
+    let (code, out, _) = run("samples-from-the-standard.txt", "hj212");
+    assert_eq!((code, out.len()), (0, 12));
+    // MODBUS devices under the default policy: refused, one error a line.
+    let (code, out, stderr) = run("samples-other-crc.txt", "hj212");
+    assert_eq!((code, out.len()), (1, 23));
+    let errors = out.iter().filter(|o| o["error"].is_string()).count();
+    assert_eq!(errors, 23, "{stderr}");
+    assert!(stderr.contains("23 of 23 packets refused"), "{stderr}");
+    let (_, out, _) = run("samples-other-crc.txt", "modbus");
+    assert_eq!(out.iter().filter(|o| o["crc"] == "ok").count(), 13);
+    let (code, out, _) = run("samples-other-crc.txt", "any");
+    assert_eq!((code, out.len()), (0, 23));
+    assert!(out.iter().all(|o| o["crc"] == "mismatch"));
+}
