@@ -25,6 +25,7 @@ fn decoder() -> Decoder {
         max_payload_bytes: 65536,
         max_future_ms: 300_000,
         max_age_ms: 7 * 86_400_000,
+        hj212: Default::default(),
     }
 }
 

@@ -41,6 +41,7 @@ fn points(t0: i64, seconds: i64, step_s: i64) -> Vec<Point> {
         for i in 0..SENSORS {
             out.push(Point {
                 kind: "air".into(),
+                coverage: Default::default(),
                 tags: vec![
                     ("district".into(), format!("d{}", i % 16)),
                     ("sensor".into(), format!("aq-{i:04}")),

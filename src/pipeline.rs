@@ -264,6 +264,7 @@ mod tests {
     fn point(sensor: &str) -> Point {
         Point {
             kind: "air".into(),
+            coverage: Default::default(),
             tags: vec![("sensor".into(), sensor.into())],
             time_ms: 0,
             fields: vec![("pm25".into(), 1.0)],

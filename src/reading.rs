@@ -12,6 +12,23 @@ pub struct Point {
     pub time_ms: i64,
     /// Quantity name → value in its canonical unit. Never NaN or infinite.
     pub fields: Vec<(String, f64)>,
+    /// How the windows take it.
+    pub coverage: Coverage,
+}
+
+/// What period a point stands for, for the windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Coverage {
+    /// Its kind's reporting interval (`windows.intervals`).
+    #[default]
+    Kind,
+    /// A mean over this many ms from its time (an HJ 212 hourly value
+    /// stamped 08:00 is 08:00–09:00).
+    Interval(i64),
+    /// Stored, not aggregated: an HJ 212 value flagged other than `N`
+    /// (maintenance, calibration, fault…), or data of a period the device
+    /// does not aggregate.
+    Raw,
 }
 
 /// Why input was quarantined. The names are the `reason` tag values in the
@@ -58,10 +75,21 @@ pub enum Reason {
     /// A new series past `validation.max_series` (a publisher inventing
     /// sensors must not exhaust memory).
     Cardinality,
+    /// An HJ 212 packet that cannot be framed or read.
+    BadPacket,
+    /// An HJ 212 packet whose CRC does not match its device's policy.
+    BadCrc,
+    /// An HJ 212 packet from an MN that no `[[hj212.devices]]` names.
+    UnknownDevice,
+    /// An HJ 212 packet whose PW is not its device's password.
+    BadPassword,
+    /// An HJ 212-2025 packet with an encrypted (SM4) data area and no key
+    /// configured for its device.
+    Encrypted,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 24] = [
         Reason::UnknownTopic,
         Reason::UnknownKind,
         Reason::BadTopic,
@@ -81,6 +109,11 @@ impl Reason {
         Reason::Rejected,
         Reason::SpoolCorrupt,
         Reason::Cardinality,
+        Reason::BadPacket,
+        Reason::BadCrc,
+        Reason::UnknownDevice,
+        Reason::BadPassword,
+        Reason::Encrypted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +137,11 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::SpoolCorrupt => "spool_corrupt",
             Reason::Cardinality => "cardinality",
+            Reason::BadPacket => "bad_packet",
+            Reason::BadCrc => "bad_crc",
+            Reason::UnknownDevice => "unknown_device",
+            Reason::BadPassword => "bad_password",
+            Reason::Encrypted => "encrypted",
         }
     }
 

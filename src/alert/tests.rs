@@ -485,6 +485,7 @@ fn a_day_volume_covers_only_the_hours_with_data() {
 fn point(sensor: &str, t: i64, pm25: f64) -> Point {
     Point {
         kind: "air".into(),
+        coverage: Default::default(),
         tags: vec![
             ("district".into(), "dongcheng".into()),
             ("sensor".into(), sensor.into()),

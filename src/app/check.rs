@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use crate::config::{self, Problem, Problems, Settings};
-use crate::decode::Template;
 use crate::validate::Registry;
 
 /// Loads the settings from `path` (or the defaults) and the environment,
@@ -28,6 +27,7 @@ pub fn check(s: &Settings) -> Vec<Problem> {
     check_quantities(s, &mut p);
     check_windows(s, &mut p);
     check_spool_record(s, &mut p);
+    check_hj212(s, &mut p);
     if s.alerts.enabled {
         check_alerts(s, &mut p);
     }
@@ -53,9 +53,72 @@ fn check_spool_record(s: &Settings, p: &mut Vec<Problem>) {
 
 fn check_topics(s: &Settings, p: &mut Vec<Problem>) {
     for (n, tpl) in s.topics.templates.iter().enumerate() {
-        if let Err(e) = Template::parse(tpl) {
-            problem(p, format!("topics.templates[{n}]"), format!("{tpl:?}: {e}"));
+        if let Err(e) = tpl.parse() {
+            problem(
+                p,
+                format!("topics.templates[{n}]"),
+                format!("{:?}: {e}", tpl.text()),
+            );
         }
+    }
+}
+
+/// The device registry (MN, CRC policy, units, password file), each
+/// device's kind, and the listener's address and bounds.
+fn check_hj212(s: &Settings, p: &mut Vec<Problem>) {
+    let h = &s.hj212;
+    if let Err(errors) = crate::decode::hj212::devices::Devices::from_config(h) {
+        for (key, message) in errors {
+            problem(p, key, message);
+        }
+    }
+    for (i, d) in h.devices.iter().enumerate() {
+        if !s.topics.kinds.contains(&d.kind) {
+            problem(
+                p,
+                format!("hj212.devices[{i}].kind"),
+                format!("{:?} is not in topics.kinds {:?}", d.kind, s.topics.kinds),
+            );
+        }
+    }
+    if let Some(addr) = &h.listen
+        && addr.parse::<std::net::SocketAddr>().is_err()
+    {
+        problem(
+            p,
+            "hj212.listen".into(),
+            format!("{addr:?} is not an address:port (e.g. \"0.0.0.0:9212\")"),
+        );
+    }
+    if h.max_connections == 0 {
+        problem(
+            p,
+            "hj212.max_connections".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if !(h.max_packets_per_second > 0.0 && h.max_packets_per_second.is_finite()) {
+        problem(
+            p,
+            "hj212.max_packets_per_second".into(),
+            "must be a number above 0".into(),
+        );
+    }
+    let least = 64;
+    if h.max_packet_bytes < least {
+        problem(
+            p,
+            "hj212.max_packet_bytes".into(),
+            format!("must be at least {least}"),
+        );
+    }
+    let spool = crate::spool::format::MAX_PAYLOAD;
+    if h.max_packet_bytes > spool {
+        problem(
+            p,
+            "hj212.max_packet_bytes".into(),
+            format!("must be at most {spool} (a spool record)"),
+        );
     }
 }
 

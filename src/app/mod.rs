@@ -38,7 +38,7 @@ use crate::alert::engine::Rule;
 use crate::alert::outbox::Outbox;
 use crate::alert::stage::{AlertStage, Alerting};
 use crate::config::Settings;
-use crate::decode::{Decoder, Template, TopicMap};
+use crate::decode::{Decoder, TopicMap};
 use crate::envelope::{Message, Pos};
 use crate::metrics::Metrics;
 use crate::pipeline::{BatchLimits, Pipeline};
@@ -56,7 +56,7 @@ pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
         .topics
         .templates
         .iter()
-        .map(|t| Template::parse(t))
+        .map(|t| t.parse())
         .collect::<Result<Vec<_>, _>>()?;
     let registry = Registry::new(&s.quantities, s.validation.unknown_fields)
         .map_err(|e| anyhow::anyhow!("quantities: {e:?}"))?;
@@ -67,6 +67,10 @@ pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
             .unwrap_or(usize::MAX),
         max_future_ms: millis(s.validation.max_future.get()),
         max_age_ms: millis(s.validation.max_age.get()),
+        hj212: std::sync::Arc::new(
+            crate::decode::hj212::devices::Devices::from_config(&s.hj212)
+                .map_err(|e| anyhow::anyhow!("hj212.devices: {e:?}"))?,
+        ),
     })
 }
 

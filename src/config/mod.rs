@@ -50,6 +50,100 @@ pub struct Settings {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// HJ 212 data loggers: the device registry and the TCP listener.
+    pub hj212: Hj212Config,
+}
+
+/// HJ 212 (HJ 212-2017/2025, HJ/T 212-2005) equipment: the devices lantian
+/// takes packets from, and a TCP listener for data loggers (off unless
+/// `listen` is set). Packets may also arrive over MQTT, on a topic
+/// template with `payload = "hj212"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hj212Config {
+    /// Address the TCP listener binds, e.g. "0.0.0.0:9212"; off when unset.
+    pub listen: Option<String>,
+    /// Loggers connected at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection silent this long is closed (loggers reconnect).
+    pub idle_timeout: HumanDuration,
+    /// The longest packet taken, bytes (`##`, length, data, CRC, CR LF).
+    pub max_packet_bytes: usize,
+    /// Packets a second taken from one device (MN); faster senders are
+    /// read more slowly (TCP pushes back), never dropped.
+    pub max_packets_per_second: f64,
+    /// The devices; a packet from any other MN is quarantined
+    /// (`unknown_device`).
+    pub devices: Vec<Hj212Device>,
+}
+
+impl Default for Hj212Config {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_connections: 1024,
+            idle_timeout: HumanDuration::from_secs(600),
+            max_packet_bytes: crate::decode::hj212::MAX_PACKET,
+            max_packets_per_second: 20.0,
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// One HJ 212 device (data logger), known by its MN.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hj212Device {
+    /// The device's MN (unique).
+    pub mn: String,
+    /// Its access password (PW); packets with another are quarantined
+    /// (`bad_password`). Unset: not checked. Prefer `password_file`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Tags of its readings, as a topic would give them.
+    pub district: String,
+    pub site: String,
+    /// The sensor network (measurement): one of `topics.kinds`.
+    pub kind: String,
+    /// The `sensor` tag; the MN when unset.
+    #[serde(default)]
+    pub sensor: Option<String>,
+    /// The CRC it writes: "hj212" (the standard's), "modbus",
+    /// "modbus-swapped", "arc", or "any" (not checked).
+    #[serde(default = "Hj212Device::default_crc")]
+    pub crc: String,
+    /// Units it sends, per pollutant code, where they differ from the
+    /// defaults (PM and gases µg/m³, CO, NMHC and oil fume mg/m³, water
+    /// mg/L, flow L/s), e.g. `{ a34002 = "mg/m3" }`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    /// Field names per pollutant code, where they differ from the built-in
+    /// map (w01018 cod, w21003 nh3n, …), e.g. `{ w00000 = "inflow_m3h" }`
+    /// for the flow meter at a plant's inlet.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Which data feeds the windows, the AQI and the alerts: "hour" (CN
+    /// 2061, the default), "minute" (2051), "day" (2031), "realtime"
+    /// (2011) or "none". The others are stored, not aggregated.
+    #[serde(default = "Hj212Device::default_aggregate")]
+    pub aggregate: String,
+    /// The period of its minute data (CN 2051), when it aggregates them.
+    #[serde(default = "Hj212Device::default_minute_interval")]
+    pub minute_interval: HumanDuration,
+}
+
+impl Hj212Device {
+    fn default_crc() -> String {
+        "hj212".into()
+    }
+    fn default_aggregate() -> String {
+        "hour".into()
+    }
+    fn default_minute_interval() -> HumanDuration {
+        HumanDuration::from_secs(600)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -242,7 +336,7 @@ pub struct TopicsConfig {
     /// Topic templates, tried in order; the first that matches wins.
     /// `{name}` captures one topic level as tag `name`; `{kind}` is required
     /// and becomes the measurement; other levels must match literally.
-    pub templates: Vec<String>,
+    pub templates: Vec<TemplateEntry>,
     /// Accepted kinds (sensor networks). A topic with another kind is
     /// quarantined as `unknown_kind`.
     pub kinds: Vec<String>,
@@ -252,11 +346,42 @@ impl Default for TopicsConfig {
     fn default() -> Self {
         Self {
             templates: vec![
-                "env/{district}/{site}/{kind}/{sensor}".into(),
-                "env/{district}/{site}/{kind}/{industry}/{sensor}".into(),
+                TemplateEntry::Text("env/{district}/{site}/{kind}/{sensor}".into()),
+                TemplateEntry::Text("env/{district}/{site}/{kind}/{industry}/{sensor}".into()),
             ],
             kinds: ["air", "dust", "voc", "sewage"].map(String::from).to_vec(),
         }
+    }
+}
+
+/// A topic template: a string (JSON readings), or a table that names the
+/// payload, e.g. `{ template = "gw/{gateway}/hj212", payload = "hj212" }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TemplateEntry {
+    Text(String),
+    Table {
+        template: String,
+        #[serde(default)]
+        payload: crate::decode::topic::Payload,
+    },
+}
+
+impl TemplateEntry {
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Text(t) | Self::Table { template: t, .. } => t,
+        }
+    }
+    pub fn payload(&self) -> crate::decode::topic::Payload {
+        match self {
+            Self::Text(_) => Default::default(),
+            Self::Table { payload, .. } => *payload,
+        }
+    }
+    /// Parsed (the error names what is wrong).
+    pub fn parse(&self) -> Result<crate::decode::Template, crate::decode::TemplateError> {
+        crate::decode::Template::parse_for(self.text(), self.payload())
     }
 }
 

@@ -19,6 +19,13 @@ use std::collections::BTreeMap;
 
 use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 
+pub mod devices;
+
+/// The topic of packets taken by lantian's own TCP listener, in the spool
+/// (`$hj212/tcp/<peer address>`): MQTT subscriptions never match a `$`
+/// topic, so no publisher can forge one.
+pub const TCP_TOPIC: &str = "$hj212/tcp";
+
 /// Beijing time, UTC+8, as HJ 212 times are written (no zone in the text).
 pub fn beijing() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")

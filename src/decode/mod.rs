@@ -30,6 +30,8 @@ pub struct Decoder {
     pub max_future_ms: i64,
     /// Oldest accepted reading, ms before now.
     pub max_age_ms: i64,
+    /// HJ 212 devices (empty: every packet is `unknown_device`).
+    pub hj212: std::sync::Arc<hj212::devices::Devices>,
 }
 
 impl Decoder {
@@ -48,7 +50,13 @@ impl Decoder {
         if payload.len() > self.max_payload_bytes {
             return self.oversized(payload.len());
         }
+        if topic.starts_with(hj212::TCP_TOPIC) {
+            return self.decode_hj212(payload, now_ms);
+        }
         let info = match self.topics.resolve(topic) {
+            Ok(info) if info.payload == topic::Payload::Hj212 => {
+                return self.decode_hj212(payload, now_ms);
+            }
             Ok(info) => info,
             Err(TopicError::NoTemplate) => {
                 return Decoded::rejected(Reason::UnknownTopic, "no topic template matches");
@@ -114,6 +122,7 @@ impl Decoder {
                 fields.sort_by(|a, b| a.0.cmp(&b.0));
                 Point {
                     kind: info.kind.clone(),
+                    coverage: Default::default(),
                     tags: info.tags.clone(),
                     time_ms,
                     fields,
@@ -122,6 +131,49 @@ impl Decoder {
             .collect();
         if points.is_empty() && rejects.is_empty() {
             rejects.push(Reject::new(Reason::Empty, "the payload holds no readings"));
+        }
+        Decoded { points, rejects }
+    }
+
+    /// An HJ 212 packet: checked against its device (CRC, password), its
+    /// data values as points at `DataTime` (Beijing time; the start of the
+    /// period for minute, hour and day data). A packet without readings
+    /// (equipment state, restart time, ACKs) gives nothing and no reject.
+    pub fn decode_hj212(&self, payload: &[u8], now_ms: i64) -> Decoded {
+        let (packet, device) = match self.hj212.check(payload) {
+            Ok(x) => x,
+            Err(reject) => return Decoded::rejected(reject.reason, reject.detail),
+        };
+        let cn = packet.cn.as_deref().unwrap_or_default();
+        let Some((coverage, suffix)) = hj212::devices::route(cn, device) else {
+            return Decoded::default();
+        };
+        let Some(time) = packet.data_time else {
+            return Decoded::rejected(
+                Reason::BadTimestamp,
+                format!(
+                    "MN {:?} CN {cn}: no readable DataTime ({})",
+                    device.mn,
+                    packet.fields.get("DataTime").map_or("none", String::as_str)
+                ),
+            );
+        };
+        let time_ms = time.timestamp_millis();
+        if let Err(reject) = self.check_time(time_ms, now_ms) {
+            return Decoded::rejected(reject.reason, reject.detail);
+        }
+        let mut rejects = Vec::new();
+        let points = hj212::devices::points(
+            &packet,
+            device,
+            time_ms,
+            coverage,
+            suffix,
+            |name, v, unit| self.registry.check(name, v, unit),
+            &mut rejects,
+        );
+        if points.is_empty() && rejects.is_empty() {
+            rejects.push(Reject::new(Reason::Empty, "the packet holds no values"));
         }
         Decoded { points, rejects }
     }
@@ -183,6 +235,7 @@ mod tests {
             max_payload_bytes: 1024,
             max_future_ms: 300_000,
             max_age_ms: 7 * 86_400_000,
+            hj212: Default::default(),
         }
     }
 

@@ -9,6 +9,19 @@ pub struct Template {
     /// The text as configured, for messages.
     source: String,
     levels: Vec<Level>,
+    payload: Payload,
+}
+
+/// What the payload of a matching topic is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// lantian's JSON reading or a SenML pack.
+    #[default]
+    Json,
+    /// A raw HJ 212 packet (a gateway forwarding a data logger): the
+    /// device registry gives kind and tags, so `{kind}` is not needed.
+    Hj212,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,10 +33,12 @@ enum Level {
 /// What a topic says about its readings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicInfo {
-    /// The sensor network, used as the InfluxDB measurement.
+    /// The sensor network, used as the InfluxDB measurement (empty for an
+    /// HJ 212 topic: the device says).
     pub kind: String,
     /// Every other capture, sorted by key (InfluxDB's preferred order).
     pub tags: Vec<(String, String)>,
+    pub payload: Payload,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +58,12 @@ pub enum TemplateError {
 }
 
 impl Template {
+    /// A template of JSON readings (`{kind}` required).
     pub fn parse(s: &str) -> Result<Self, TemplateError> {
+        Self::parse_for(s, Payload::Json)
+    }
+
+    pub fn parse_for(s: &str, payload: Payload) -> Result<Self, TemplateError> {
         if s.is_empty() {
             return Err(TemplateError::Empty);
         }
@@ -72,12 +92,13 @@ impl Template {
                 levels.push(Level::Literal(level.to_owned()));
             }
         }
-        if !names.contains(&"kind") {
+        if payload == Payload::Json && !names.contains(&"kind") {
             return Err(TemplateError::NoKind);
         }
         Ok(Self {
             source: s.to_owned(),
             levels,
+            payload,
         })
     }
 
@@ -101,7 +122,15 @@ impl Template {
             return None;
         }
         tags.sort();
-        Some(TopicInfo { kind: kind?, tags })
+        let kind = match self.payload {
+            Payload::Json => kind?,
+            Payload::Hj212 => kind.unwrap_or_default(),
+        };
+        Some(TopicInfo {
+            kind,
+            tags,
+            payload: self.payload,
+        })
     }
 }
 
@@ -143,7 +172,7 @@ impl TopicMap {
             .iter()
             .find_map(|t| t.capture(topic))
             .ok_or(TopicError::NoTemplate)?;
-        if self.kinds.contains(&info.kind) {
+        if info.payload == Payload::Hj212 || self.kinds.contains(&info.kind) {
             Ok(info)
         } else {
             Err(TopicError::UnknownKind(info.kind))

@@ -167,6 +167,7 @@ mod tests {
         let mut rows = Rows::default();
         rows.push(Row::Reading(Point {
             kind: "air".into(),
+            coverage: Default::default(),
             tags: vec![("site".into(), "dongsi".into())],
             time_ms: t0,
             fields: vec![("pm25".into(), 35.0)],

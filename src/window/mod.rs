@@ -42,7 +42,7 @@ use crate::calendar::Calendar;
 use crate::config::{AqiConfig, WindowsConfig};
 use crate::evaluate::Observation;
 use crate::evaluate::aqi::Standard;
-use crate::reading::Point;
+use crate::reading::{Coverage, Point};
 use crate::row::{self, Derived, Row, Value};
 use reduce::Rows;
 use state::{Closed, HOUR_MS, Spec, State};
@@ -398,7 +398,16 @@ impl Engine {
     /// Buffers the readings of `points`; `now_ms` is the wall clock.
     pub fn add(&mut self, points: &[Point], now_ms: i64) {
         for p in points {
+            if p.coverage == Coverage::Raw {
+                continue;
+            }
             let sensor = self.intern_series(p);
+            if let Coverage::Interval(ms) = p.coverage {
+                self.state.set_interval(sensor, ms);
+                if let Some(site) = self.site_of[sensor as usize] {
+                    self.state.set_interval(site, ms);
+                }
+            }
             for (name, v) in &p.fields {
                 let field = self.intern_field(name);
                 self.pending.push(sensor, field, p.time_ms, *v);

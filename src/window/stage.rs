@@ -136,6 +136,10 @@ impl WindowStage {
                     self.last_pos = self.last_pos.max(pos);
                     let pending = engine.pending();
                     if let Some(d) = self.downstream.as_ref().filter(|d| d.points) {
+                        // Values stored but not aggregated (a flag other
+                        // than normal) do not feed deadman or flatline.
+                        let mut points = points;
+                        points.retain(|p| p.coverage != crate::reading::Coverage::Raw);
                         // Waits while the alert stage is behind.
                         let _ = d.tx.send(Output::Points(points)).await;
                     }

@@ -20,6 +20,7 @@ fn engine() -> Engine {
 fn point(sensor: &str, t: i64, fields: &[(&str, f64)]) -> Point {
     Point {
         kind: "air".into(),
+        coverage: Default::default(),
         tags: vec![
             ("district".into(), "dongcheng".into()),
             ("sensor".into(), sensor.into()),
@@ -495,6 +496,7 @@ fn the_city_wide_aqi_is_computed_on_the_mean_of_the_stations() {
 fn site_point(site: &str, t: i64, fields: &[(&str, f64)]) -> Point {
     Point {
         kind: "air".into(),
+        coverage: Default::default(),
         tags: vec![
             ("district".into(), "dongcheng".into()),
             ("sensor".into(), format!("{site}-1")),

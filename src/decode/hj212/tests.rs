@@ -383,3 +383,191 @@ fn garbage_is_refused_with_a_reason() {
         assert!(e.to_string().contains(why), "{bad:?}: {e}");
     }
 }
+
+mod through_the_decoder {
+    //! Packets through the daemon's decoder: the device registry from a
+    //! configuration, points with the registry's tags, the code map and
+    //! units, data flags, and the HJ 212 quarantine reasons.
+
+    use super::*;
+    use crate::reading::{Coverage, Reason};
+
+    const MN: &str = "010000A8900016F000169DC0";
+    /// 2016-08-01 09:30 Beijing: the packets' hours are recent.
+    const NOW: i64 = 1_470_015_000_000;
+
+    fn decoder(extra: &str) -> crate::decode::Decoder {
+        let toml = format!(
+            "[topics]\ntemplates = [\"env/{{district}}/{{site}}/{{kind}}/{{sensor}}\", \
+             {{ template = \"gw/{{gateway}}/hj212\", payload = \"hj212\" }}]\n\
+             [[hj212.devices]]\nmn = \"{MN}\"\npassword = \"123456\"\ndistrict = \"chaoyang\"\n\
+             site = \"gaobeidian\"\nkind = \"sewage\"\nfields = {{ w00000 = \"inflow_m3h\" }}\n\
+             [[hj212.devices]]\nmn = \"MODBUS-1\"\ndistrict = \"tongzhou\"\nsite = \"s1\"\n\
+             kind = \"dust\"\ncrc = \"modbus\"\naggregate = \"realtime\"\n{extra}"
+        );
+        let s = crate::app::load_from_str(&toml).unwrap();
+        crate::app::decoder(&s).unwrap()
+    }
+
+    fn hour(cp: &str) -> Vec<u8> {
+        build(&format!(
+            "QN=20160801090000001;ST=32;CN=2061;PW=123456;MN={MN};Flag=5;CP=&&DataTime=20160801080000;{cp}&&"
+        ))
+        .into_bytes()
+    }
+
+    #[test]
+    fn hourly_data_becomes_one_point_of_the_hour_with_the_devices_tags() {
+        let d = decoder("");
+        let out = d.decode(
+            "$hj212/tcp/10.0.0.7:50412",
+            &hour("w00000-Avg=17.5,w00000-Flag=N;w01018-Avg=40.1,w01018-Flag=N;w21003-Avg=1.2,w21003-Flag=N"),
+            NOW,
+        );
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        assert_eq!(out.points.len(), 1);
+        let p = &out.points[0];
+        assert_eq!(p.kind, "sewage");
+        assert_eq!(
+            p.tags,
+            [
+                ("cn", "2061"),
+                ("district", "chaoyang"),
+                ("sensor", MN),
+                ("site", "gaobeidian")
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // 08:00 Beijing = 00:00 UTC; the hour 08:00–09:00.
+        assert_eq!(p.time_ms, 1_470_009_600_000);
+        assert_eq!(p.coverage, Coverage::Interval(3_600_000));
+        // 17.5 L/s is 63 m³/h; the device maps its flow to inflow.
+        let f: Vec<(&str, f64)> = p.fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0], ("cod", 40.1));
+        assert!(
+            (f[1].1 - 63.0).abs() < 1e-9 && f[1].0 == "inflow_m3h",
+            "{f:?}"
+        );
+        assert_eq!(f[2], ("nh3n", 1.2));
+    }
+
+    #[test]
+    fn a_value_flagged_other_than_normal_is_stored_apart_and_not_aggregated() {
+        let out = decoder("").decode(
+            "$hj212/tcp/x",
+            &hour("w01018-Avg=40.1,w01018-Flag=N;w21011-Avg=9.9,w21011-Flag=M"),
+            NOW,
+        );
+        assert_eq!(out.points.len(), 2);
+        let normal = out
+            .points
+            .iter()
+            .find(|p| p.coverage != Coverage::Raw)
+            .unwrap();
+        assert_eq!(normal.fields, vec![("cod".to_owned(), 40.1)]);
+        let flagged = out
+            .points
+            .iter()
+            .find(|p| p.coverage == Coverage::Raw)
+            .unwrap();
+        assert_eq!(flagged.fields, vec![("tp".to_owned(), 9.9)]);
+        assert!(
+            flagged
+                .tags
+                .contains(&("data_flag".to_owned(), "M".to_owned()))
+        );
+    }
+
+    #[test]
+    fn each_failed_check_has_its_reason() {
+        let d = decoder("");
+        let reason = |raw: &[u8]| d.decode("$hj212/tcp/x", raw, NOW).rejects[0].reason;
+        let good = hour("w01018-Avg=40.1,w01018-Flag=N");
+        assert!(d.decode("$hj212/tcp/x", &good, NOW).rejects.is_empty());
+        assert_eq!(reason(b"not a packet"), Reason::BadPacket);
+        let mut bad_crc = good.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 3] = if bad_crc[n - 3] == b'0' { b'1' } else { b'0' };
+        assert_eq!(reason(&bad_crc), Reason::BadCrc);
+        let other = build(
+            "QN=1;ST=32;CN=2061;PW=123456;MN=NOBODY;Flag=4;CP=&&DataTime=20160801080000;w01018-Avg=1&&",
+        );
+        assert_eq!(reason(other.as_bytes()), Reason::UnknownDevice);
+        let wrong_pw = build(&format!(
+            "QN=1;ST=32;CN=2061;PW=654321;MN={MN};Flag=4;CP=&&DataTime=20160801080000;w01018-Avg=1&&"
+        ));
+        assert_eq!(reason(wrong_pw.as_bytes()), Reason::BadPassword);
+        let sealed = build(&format!(
+            "QN=1;ST=32;CN=2061;PW=123456;MN={MN};Flag=9;CP=&&{{0xE4,0x3E,0x11}}&&"
+        ));
+        assert_eq!(reason(sealed.as_bytes()), Reason::Encrypted);
+        let no_time = build(&format!(
+            "QN=1;ST=32;CN=2061;PW=123456;MN={MN};Flag=4;CP=&&w01018-Avg=1&&"
+        ));
+        assert_eq!(reason(no_time.as_bytes()), Reason::BadTimestamp);
+        // A packet of no readings (the logger restarted) is neither.
+        let restart = build(&format!(
+            "QN=1;ST=32;CN=2081;PW=123456;MN={MN};Flag=4;CP=&&DataTime=20160801085857;RestartTime=20160801085624&&"
+        ));
+        let out = d.decode("$hj212/tcp/x", restart.as_bytes(), NOW);
+        assert!(out.points.is_empty() && out.rejects.is_empty());
+    }
+
+    #[test]
+    fn a_modbus_device_over_mqtt_and_data_it_does_not_aggregate() {
+        let d = decoder("");
+        let data = "QN=20160801092000000;ST=39;CN=2011;PW=123456;MN=MODBUS-1;Flag=4;CP=&&DataTime=20160801092000;a34002-Rtd=62.7,a34002-Flag=N&&";
+        let modbus = format!(
+            "##{:04}{data}{:04x}",
+            data.len(),
+            crc_modbus(data.as_bytes())
+        );
+        let out = d.decode("gw/gw-7/hj212", modbus.as_bytes(), NOW);
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        assert_eq!(out.points[0].kind, "dust");
+        assert_eq!(out.points[0].fields, vec![("pm10".to_owned(), 62.7)]);
+        assert_eq!(
+            out.points[0].coverage,
+            Coverage::Kind,
+            "aggregates real-time data"
+        );
+        // The same under the standard's CRC is refused for this device.
+        let hj = build(data);
+        assert_eq!(
+            d.decode("gw/gw-7/hj212", hj.as_bytes(), NOW).rejects[0].reason,
+            Reason::BadCrc
+        );
+        // The sewage plant's real-time data is stored, not aggregated.
+        let rtd = build(&format!(
+            "QN=1;ST=32;CN=2011;PW=123456;MN={MN};Flag=4;CP=&&DataTime=20160801092000;w01018-Rtd=41&&"
+        ));
+        let out = d.decode("$hj212/tcp/x", rtd.as_bytes(), NOW);
+        assert_eq!(out.points[0].coverage, Coverage::Raw);
+        assert!(
+            out.points[0]
+                .tags
+                .contains(&("cn".to_owned(), "2011".to_owned()))
+        );
+    }
+
+    #[test]
+    fn check_config_names_every_device_mistake() {
+        let toml = "[hj212]\nlisten = \"nowhere\"\n\
+            [[hj212.devices]]\nmn = \"A\"\ndistrict = \"d\"\nsite = \"s\"\nkind = \"noise\"\ncrc = \"crc32\"\n\
+            units = { a34002 = \"furlongs\" }\naggregate = \"weekly\"\n\
+            [[hj212.devices]]\nmn = \"A\"\ndistrict = \"d\"\nsite = \"s\"\nkind = \"air\"\n";
+        let problems = crate::app::load_from_str(toml).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "hj212.listen",
+            "hj212.devices[0].kind",
+            "hj212.devices[0].crc",
+            "hj212.devices[0].units.a34002",
+            "hj212.devices[0].aggregate",
+            "hj212.devices[1].mn",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {problems:?}");
+        }
+    }
+}

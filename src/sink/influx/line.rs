@@ -159,6 +159,7 @@ mod tests {
     fn point(kind: &str, tags: &[(&str, &str)], fields: &[(&str, f64)]) -> Point {
         Point {
             kind: kind.into(),
+            coverage: Default::default(),
             tags: tags
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
