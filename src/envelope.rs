@@ -45,6 +45,59 @@ pub enum Ack {
     /// To the spool: delivered up to here (the pipeline's input with a
     /// spool).
     Spool(Pos),
+    /// To a sender waiting on [`Tickets`] (an HJ 212 data logger, whose
+    /// ACK is sent only once its packet is durable).
+    Ticket(u64),
+}
+
+/// Senders waiting to hear that their message is durable (in the synced
+/// spool, or stored when there is none), by ticket. Process-wide: tickets
+/// are unique, so several pipelines in one process cannot mix them up.
+#[derive(Debug, Default)]
+pub struct Tickets {
+    next: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Tickets {
+    pub fn global() -> &'static Tickets {
+        static TICKETS: std::sync::LazyLock<Tickets> = std::sync::LazyLock::new(Tickets::default);
+        &TICKETS
+    }
+
+    /// A new ticket, and what tells its holder that the message is durable
+    /// (an error if it never will be: the stage holding it failed).
+    pub fn issue(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Tells the holders of `ids`.
+    pub fn done(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut waiting = self.lock();
+        for id in ids {
+            if let Some(tx) = waiting.remove(id) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Forgets `id` (its holder went away before it was done).
+    pub fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>
+    {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// One message from the broker (or replayed from the spool).

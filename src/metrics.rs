@@ -163,6 +163,16 @@ metrics! {
     alerts_dead: AtomicU64 => Counter "alerts_dead_total",
     /// Notices waiting in the outbox, all receivers.
     alerts_queued: AtomicU64 => Gauge "alerts_queued",
+    /// HJ 212 data loggers connected to the TCP listener.
+    hj212_connections: AtomicU64 => Gauge "hj212_connections",
+    /// HJ 212 packets taken over TCP (each goes to the spool; bad ones to
+    /// quarantine from there).
+    hj212_packets: AtomicU64 => Counter "hj212_packets_total",
+    /// HJ 212 data ACKs (CN=9014) sent, each after its packet was durable.
+    hj212_acks: AtomicU64 => Counter "hj212_acks_total",
+    /// Stretches of TCP input that were not a packet (skipped up to the
+    /// next `##`), or a packet over `hj212.max_packet_bytes`.
+    hj212_frame_errors: AtomicU64 => Counter "hj212_frame_errors_total",
     @private
     /// Quarantine records, by reason ([`Reason::index`]).
     quarantined: [AtomicU64; Reason::ALL.len()],

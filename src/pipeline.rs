@@ -136,6 +136,8 @@ struct Batch {
     /// Per row: whether it goes on to the window stage.
     to_windows: Vec<bool>,
     acks: Vec<AckToken>,
+    /// Senders told once the batch is stored (without a spool).
+    tickets: Vec<u64>,
     /// Furthest spool position in the batch.
     spooled: Option<Pos>,
 }
@@ -221,6 +223,7 @@ impl Pipeline {
         match msg.ack {
             Ack::Mqtt(t) => batch.acks.push(t),
             Ack::Spool(p) => batch.spooled = batch.spooled.max(Some(p)),
+            Ack::Ticket(id) => batch.tickets.push(id),
         }
     }
 
@@ -233,6 +236,8 @@ impl Pipeline {
             self.metrics.readings_stored(stored as u64);
         }
         self.acker.ack(&batch.acks);
+        crate::envelope::Tickets::global().done(&batch.tickets);
+        batch.tickets.clear();
         let spooled = batch.spooled.take();
         if let (Some(cursor), Some(pos)) = (&self.cursor, spooled) {
             cursor.delivered(pos);

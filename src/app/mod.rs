@@ -146,6 +146,7 @@ pub async fn run_with(
         &tasks,
     )?;
     let acks_done = spool.acks_done.unwrap_or(pipeline_done);
+    build_hj212_listener(s, &tx, &metrics, &tasks).await?;
     let intake = tasks.token(Phase::Data);
     tasks.spawn(Phase::Data, "source", async move {
         source.run(tx, intake, acks_done).await;
@@ -173,6 +174,37 @@ pub async fn run_with(
         Ok(()) => Ok(metrics),
         Err(why) => Err(anyhow::anyhow!("a stage failed: {why}")),
     }
+}
+
+/// The HJ 212 TCP listener, when `hj212.listen` is set: packets go into
+/// the same channel as MQTT messages (so to the spool), and it stops with
+/// intake.
+async fn build_hj212_listener(
+    s: &Settings,
+    tx: &mpsc::Sender<Message>,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> anyhow::Result<()> {
+    let Some(listen) = &s.hj212.listen else {
+        return Ok(());
+    };
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("hj212.listen {listen:?}"))?;
+    let devices = crate::decode::hj212::devices::Devices::from_config(&s.hj212)
+        .map_err(|e| anyhow::anyhow!("hj212.devices: {e:?}"))?;
+    let (_, task) = crate::source::hj212::serve(
+        addr,
+        crate::source::hj212::Limits::from_config(&s.hj212),
+        Arc::new(devices),
+        tx.clone(),
+        metrics.clone(),
+        tasks.token(Phase::Data),
+    )
+    .await
+    .with_context(|| format!("hj212.listen: cannot listen on {addr}"))?;
+    tasks.track(Phase::Data, task);
+    Ok(())
 }
 
 fn timezone(s: &Settings) -> chrono_tz::Tz {

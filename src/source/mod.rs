@@ -1,1 +1,2 @@
+pub mod hj212;
 pub mod mqtt;

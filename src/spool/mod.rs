@@ -328,6 +328,7 @@ impl Writer {
     ) -> Result<(), String> {
         let mut buf = Vec::with_capacity(self.limits.batch_bytes + 4096);
         let mut acks = Vec::new();
+        let mut tickets = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut next = Some(first);
             while let Some(m) = next.take() {
@@ -344,8 +345,10 @@ impl Writer {
                         payload,
                     },
                 );
-                if let Ack::Mqtt(t) = m.ack {
-                    acks.push(t);
+                match m.ack {
+                    Ack::Mqtt(t) => acks.push(t),
+                    Ack::Ticket(id) => tickets.push(id),
+                    Ack::Spool(_) => {}
                 }
                 if buf.len() < self.limits.batch_bytes {
                     next = rx.try_recv().ok();
@@ -354,9 +357,13 @@ impl Writer {
             self.wait_for_space(buf.len() as u64);
             self.append_or_wait(&buf)?;
             ack(&acks);
-            self.shared.metrics.spooled(acks.len() as u64);
+            crate::envelope::Tickets::global().done(&tickets);
+            self.shared
+                .metrics
+                .spooled((acks.len() + tickets.len()) as u64);
             buf.clear();
             acks.clear();
+            tickets.clear();
         }
         Ok(())
     }

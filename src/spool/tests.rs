@@ -66,7 +66,7 @@ fn rt() -> tokio::runtime::Runtime {
 fn pos(m: &Message) -> Pos {
     match m.ack {
         Ack::Spool(p) => p,
-        Ack::Mqtt(_) => panic!("reader hands on spool positions"),
+        Ack::Mqtt(_) | Ack::Ticket(_) => panic!("reader hands on spool positions"),
     }
 }
 

@@ -12,6 +12,7 @@ mod demo;
 mod deploy;
 mod durability;
 mod harness;
+mod hj212;
 mod ingest;
 mod ops;
 mod outage;

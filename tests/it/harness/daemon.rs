@@ -86,7 +86,9 @@ impl Lantian {
     }
 
     /// The current run's admin port (it binds port 0; read back from
-    /// /proc: its only listening socket). Waits for it to be bound.
+    /// /proc: its only listening socket, or, with the HJ 212 listener on
+    /// too, the one that answers `/healthz` — the HJ 212 port answers HTTP
+    /// with a 400). Waits for it to be bound.
     pub async fn admin_port(&self) -> u16 {
         let pid = self.pid();
         let mut port = 0;
@@ -94,7 +96,47 @@ impl Lantian {
             "lantian's admin endpoint",
             Duration::from_secs(60),
             async || {
-                port = listening_ports(pid).first().copied().unwrap_or(0);
+                let ports = listening_ports(pid);
+                port = match ports.as_slice() {
+                    [] => 0,
+                    [one] => *one,
+                    several => {
+                        let mut found = 0;
+                        for p in several {
+                            let ok = http()
+                                .get(format!("http://127.0.0.1:{p}/healthz"))
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status() == 200);
+                            if ok {
+                                found = *p;
+                                break;
+                            }
+                        }
+                        found
+                    }
+                };
+                port != 0
+            },
+        )
+        .await;
+        port
+    }
+
+    /// The current run's HJ 212 listener port (`hj212.listen` on port 0):
+    /// its listening socket that is not the admin endpoint.
+    pub async fn hj212_port(&self) -> u16 {
+        let admin = self.admin_port().await;
+        let pid = self.pid();
+        let mut port = 0;
+        wait_for(
+            "lantian's HJ 212 listener",
+            Duration::from_secs(60),
+            async || {
+                port = listening_ports(pid)
+                    .into_iter()
+                    .find(|p| *p != admin)
+                    .unwrap_or(0);
                 port != 0
             },
         )

@@ -1,10 +1,11 @@
 //! Real services for the integration tests, one file a concern: processes
 //! (killed when their handle drops, ports read back from /proc), the
 //! Mosquitto broker, InfluxDB 1.x and VictoriaMetrics, the real `lantian`
-//! binary, an MQTT publisher, a webhook receiver, a TCP fault proxy,
-//! headless Chromium, and test data. Services listen on loopback ports in
-//! temp dirs; readiness is asked of each service (a connection, `/ping`,
-//! `/health`, lantian's `/metrics` and `/readyz`), never read from its log.
+//! binary, an MQTT publisher, an HJ 212 data logger, a webhook receiver,
+//! a TCP fault proxy, headless Chromium, and test data. Services listen on
+//! loopback ports in temp dirs; readiness is asked of each service (a
+//! connection, `/ping`, `/health`, lantian's `/metrics` and `/readyz`),
+//! never read from its log.
 
 #![allow(dead_code, unused_imports)]
 
@@ -13,6 +14,7 @@ mod browser;
 mod daemon;
 mod data;
 mod database;
+mod logger;
 mod process;
 mod proxy;
 mod publisher;
@@ -26,6 +28,7 @@ pub use browser::*;
 pub use daemon::*;
 pub use data::*;
 pub use database::*;
+pub use logger::*;
 pub use process::*;
 pub use proxy::*;
 pub use publisher::*;

@@ -1,0 +1,352 @@
+//! The HJ 212 TCP listener. Data loggers connect (in HJ 212 the logger is
+//! the client) and send packets; each packet goes to the spool like an MQTT
+//! message (topic `$hj212/tcp/<peer>`; the pipeline decodes it and
+//! quarantines what fails a check), and when the packet asks for one
+//! (Flag bit A) and passes its device's checks, the data ACK (CN=9014) is
+//! sent once the packet is durable — the promise an MQTT PUBACK makes.
+//! A logger that gets no ACK sends again; the same packet gives the same
+//! points, which overwrite.
+//!
+//! Bounded: at most `max_connections` (more wait in the kernel's backlog),
+//! a packet at most `max_packet_bytes`, a silent connection closed after
+//! `idle_timeout`, and at most `max_packets_per_second` taken from one
+//! device: a faster sender is read more slowly (TCP pushes back).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::decode::hj212::{self, devices::Devices};
+use crate::envelope::{Ack, Message, Tickets};
+use crate::metrics::Metrics;
+
+/// The listener's bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_packet_bytes: usize,
+    pub max_packets_per_second: f64,
+}
+
+impl Limits {
+    pub fn from_config(c: &crate::config::Hj212Config) -> Self {
+        Self {
+            max_connections: c.max_connections.max(1),
+            idle_timeout: c.idle_timeout.get(),
+            max_packet_bytes: c.max_packet_bytes,
+            max_packets_per_second: c.max_packets_per_second,
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    limits: Limits,
+    devices: Arc<Devices>,
+    tx: mpsc::Sender<Message>,
+    metrics: Arc<Metrics>,
+    /// Per device (MN): when its next packet may be taken.
+    next_slot: Mutex<HashMap<String, Instant>>,
+    clock: crate::clock::ArrivalClock,
+}
+
+/// Binds `addr` and serves until `stop`; the bound address (with port 0,
+/// the kernel's choice) and the task. Every connection's handle on `tx`
+/// is dropped before the task ends.
+pub async fn serve(
+    addr: SocketAddr,
+    limits: Limits,
+    devices: Arc<Devices>,
+    tx: mpsc::Sender<Message>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    info!(%addr, devices = devices.len(), "HJ 212 listener taking data loggers");
+    let shared = Arc::new(Shared {
+        limits,
+        devices,
+        tx,
+        metrics,
+        next_slot: Mutex::new(HashMap::new()),
+        clock: Default::default(),
+    });
+    let task = tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(shared.limits.max_connections));
+        let mut conns = tokio::task::JoinSet::new();
+        let mut failures = 0u32;
+        loop {
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
+                _ = stop.cancelled() => break,
+            };
+            let (sock, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => { failures = 0; x }
+                    Err(e) => {
+                        failures += 1;
+                        let wait = crate::backoff::wait_after(
+                            Duration::from_millis(10), Duration::from_secs(1), failures);
+                        warn!(error = %e, retry_in = ?wait, "HJ 212 listener cannot accept a connection");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                },
+                _ = stop.cancelled() => break,
+            };
+            let (shared, stop) = (shared.clone(), stop.clone());
+            conns.spawn(async move {
+                let _slot = slot;
+                shared
+                    .metrics
+                    .hj212_connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                debug!(%peer, "HJ 212 logger connected");
+                let why = connection(sock, peer, &shared, &stop).await;
+                debug!(%peer, why, "HJ 212 logger disconnected");
+                shared
+                    .metrics
+                    .hj212_connections
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
+            while conns.try_join_next().is_some() {}
+        }
+        // Intake stops: connections end with it (a packet not yet durable
+        // was not acknowledged; the logger sends it again).
+        conns.shutdown().await;
+    });
+    Ok((addr, task))
+}
+
+/// Serves one logger until it goes, falls silent, or intake stops.
+async fn connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> &'static str {
+    let _ = sock.set_nodelay(true);
+    let topic = format!("{}/{peer}", hj212::TCP_TOPIC);
+    let max = shared.limits.max_packet_bytes;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if is_http(&buf) {
+            // Someone pointed a browser or curl here: say what this is.
+            let _ = sock.write_all(NOT_HTTP.as_bytes()).await;
+            return "an HTTP request";
+        }
+        while let Some(frame) = next_frame(&mut buf, max, &shared.metrics) {
+            tokio::select! {
+                r = take(&mut sock, &topic, frame, shared) => if let Err(why) = r { return why },
+                _ = stop.cancelled() => return "lantian is stopping",
+            }
+        }
+        if buf.len() > max {
+            // No packet start within the bound: drop what was read.
+            shared
+                .metrics
+                .hj212_frame_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(%peer, bytes = buf.len(), max, "HJ 212 input with no packet within hj212.max_packet_bytes; skipped");
+            buf.clear();
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(shared.limits.idle_timeout, sock.read_buf(&mut buf)) => r,
+            _ = stop.cancelled() => return "lantian is stopping",
+        };
+        match read {
+            Err(_) => return "idle timeout",
+            Ok(Ok(0)) => return "closed by the logger",
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return "connection error",
+        }
+    }
+}
+
+const NOT_HTTP: &str = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n\
+    This port takes HJ 212 packets (##<length><data><CRC>), not HTTP. \
+    lantian's admin endpoint (/healthz, /metrics, the status page) is at admin.listen.\n";
+
+/// Whether a connection opened with an HTTP request line.
+fn is_http(buf: &[u8]) -> bool {
+    ["GET ", "HEAD ", "POST ", "PUT ", "OPTIONS ", "DELETE "]
+        .iter()
+        .any(|m| buf.starts_with(m.as_bytes()))
+}
+
+/// One packet: paced per device, handed to the spool, acknowledged once
+/// durable when it asks for it and passes its device's checks.
+async fn take(
+    sock: &mut TcpStream,
+    topic: &str,
+    frame: bytes::Bytes,
+    shared: &Shared,
+) -> Result<(), &'static str> {
+    let checked = shared.devices.check(&frame).ok();
+    if let Some((packet, _)) = &checked {
+        pace(shared, packet.mn.as_deref().unwrap_or_default()).await;
+    }
+    let want_ack = checked.as_ref().is_some_and(|(p, _)| p.flag.ack());
+    let (ticket, durable) = Tickets::global().issue();
+    let msg = Message {
+        topic: topic.to_owned(),
+        payload: frame,
+        ack: Ack::Ticket(ticket),
+        received_ms: shared.clock.now_ms(),
+        payload_len: 0,
+        corrupt: None,
+    };
+    shared
+        .metrics
+        .hj212_packets
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if shared.tx.send(msg).await.is_err() {
+        Tickets::global().forget(ticket);
+        return Err("lantian is stopping");
+    }
+    if durable.await.is_err() {
+        return Err("the spool failed");
+    }
+    if want_ack && let Some((packet, _)) = checked {
+        let ack = hj212::data_ack(&packet);
+        sock.write_all(ack.as_bytes())
+            .await
+            .map_err(|_| "connection error")?;
+        shared
+            .metrics
+            .hj212_acks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Waits until device `mn` may send again (`max_packets_per_second`).
+async fn pace(shared: &Shared, mn: &str) {
+    let gap = Duration::from_secs_f64(1.0 / shared.limits.max_packets_per_second);
+    let at = {
+        let mut next = shared.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let slot = next.entry(mn.to_owned()).or_insert(now);
+        // A burst of up to a second's worth is taken at once.
+        let earliest = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let at = (*slot).max(earliest);
+        *slot = at + gap;
+        at
+    };
+    tokio::time::sleep_until(at.into()).await;
+}
+
+/// The next packet in `buf`, consumed with its CR LF: from `##`, by its
+/// length field when that ends in 4 hex digits after `&&`, otherwise up to
+/// the CR LF (senders whose length is wrong). Bytes before a `##` are
+/// skipped (counted). `None` until a whole packet is there.
+pub fn next_frame(buf: &mut BytesMut, max: usize, metrics: &Metrics) -> Option<bytes::Bytes> {
+    let start = find(buf, b"##", 0);
+    let skip = start.unwrap_or(buf.len().saturating_sub(1));
+    if skip > 0 {
+        if buf[..skip].iter().any(|b| !b.is_ascii_whitespace()) {
+            metrics
+                .hj212_frame_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        buf.advance(skip);
+    }
+    start?;
+    let digits = buf[2..]
+        .iter()
+        .take(4)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if buf.len() < 2 + digits + 1 {
+        return None;
+    }
+    if digits >= 2 {
+        let len: usize = std::str::from_utf8(&buf[2..2 + digits])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let end = 2 + digits + len + 4;
+        if buf.len() >= end {
+            let data = &buf[2 + digits..2 + digits + len];
+            let crc = &buf[end - 4..end];
+            if data.ends_with(b"&&") && crc.iter().all(u8::is_ascii_hexdigit) {
+                let frame = buf.split_to(end).freeze();
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
+                }
+                return Some(frame);
+            }
+        } else if end <= max && find(buf, b"\r\n", 0).is_none() {
+            return None;
+        }
+    }
+    // The length field is wrong (or absent): the packet ends at CR LF.
+    let crlf = find(buf, b"\r\n", 2)?;
+    let frame = buf.split_to(crlf).freeze();
+    buf.advance(2);
+    if frame.len() > max {
+        metrics
+            .hj212_frame_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Some(frame)
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[&[u8]]) -> Vec<String> {
+        let m = Metrics::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in input {
+            buf.extend_from_slice(chunk);
+            while let Some(f) = next_frame(&mut buf, 10_000, &m) {
+                out.push(String::from_utf8_lossy(&f).into_owned());
+            }
+        }
+        out
+    }
+
+    const A: &str = "##0087QN=20160801085857223;ST=91;CN=9014;PW=123456;MN=010000A8900016F000169DC0;Flag=4;CP=&&&&3240";
+
+    #[test]
+    fn packets_are_framed_across_reads_and_garbage() {
+        let two = format!("{A}\r\n{A}\r\n");
+        // Whole, byte by byte, and with junk before and between.
+        assert_eq!(frames(&[two.as_bytes()]), [A, A]);
+        let bytes: Vec<&[u8]> = two.as_bytes().chunks(1).collect();
+        assert_eq!(frames(&bytes), [A, A]);
+        let junk = format!("xx\r\n{A}\r\nGARBAGE{A}");
+        assert_eq!(frames(&[junk.as_bytes()]), [A, A]);
+        // A wrong length field: cut at CR LF instead.
+        let wrong = A.replace("##0087", "##0099");
+        assert_eq!(
+            frames(&[format!("{wrong}\r\n{A}\r\n").as_bytes()]),
+            [wrong.as_str(), A]
+        );
+        // A 3-digit length.
+        let short = "##299ST=22;CN=2011;PW=;MN=100000000AM1975;CP=&&DataTime=20171220040009;PM10-Rtd=69&&d042";
+        assert_eq!(frames(&[format!("{short}\r\n").as_bytes()]), [short]);
+    }
+}
