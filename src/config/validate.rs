@@ -292,7 +292,11 @@ impl Settings {
             },
             crate::units::redact_url(&self.influxdb.url),
             self.topics.kinds.join(","),
-        )
+        ) + &match (&self.hj212.listen, self.hj212.devices.len()) {
+            (None, 0) => String::new(),
+            (None, n) => format!("; hj212 {n} devices (no listener)"),
+            (Some(addr), n) => format!("; hj212 listening on {addr}, {n} devices"),
+        }
     }
 }
 

@@ -350,3 +350,140 @@ mod tests {
         assert_eq!(frames(&[format!("{short}\r\n").as_bytes()]), [short]);
     }
 }
+
+#[cfg(test)]
+mod listener_tests {
+    //! The listener on a real loopback socket, with the test standing in
+    //! for the spool: it receives the messages and says when each is
+    //! durable.
+
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    const MN: &str = "LOGGER-0001";
+
+    fn devices() -> Arc<Devices> {
+        let toml = format!(
+            "[[hj212.devices]]\nmn = \"{MN}\"\ndistrict = \"d\"\nsite = \"s\"\nkind = \"dust\"\n"
+        );
+        let s = crate::app::load_from_str(&toml).unwrap();
+        Arc::new(Devices::from_config(&s.hj212).unwrap())
+    }
+
+    fn packet(qn: u32) -> String {
+        let data = format!(
+            "QN=20261201080000{qn:03};ST=39;CN=2061;PW=123456;MN={MN};Flag=5;CP=&&DataTime=20261201080000;a34002-Avg=61&&"
+        );
+        hj212::build(&data).trim_end().to_owned()
+    }
+
+    async fn start(limits: Limits) -> (SocketAddr, mpsc::Receiver<Message>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let (addr, _task) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            limits,
+            devices(),
+            tx,
+            Arc::new(Metrics::default()),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        (addr, rx, stop)
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(600),
+            max_packet_bytes: hj212::MAX_PACKET,
+            max_packets_per_second: 1000.0,
+        }
+    }
+
+    fn ticket(m: &Message) -> u64 {
+        match m.ack {
+            Ack::Ticket(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The ACK waits for the packet to be durable: a packet the spool has
+    /// not synced gets none (without the wait it would be answered at
+    /// once); once synced, the ACK comes, echoing QN.
+    #[tokio::test]
+    async fn the_ack_comes_only_once_the_packet_is_durable() {
+        let (addr, mut rx, stop) = start(limits()).await;
+        let sock = TcpStream::connect(addr).await.unwrap();
+        let mut sock = BufReader::new(sock);
+        sock.get_mut()
+            .write_all(format!("{}\r\n", packet(1)).as_bytes())
+            .await
+            .unwrap();
+        let msg = rx.recv().await.unwrap();
+        assert!(msg.topic.starts_with("$hj212/tcp/127.0.0.1:"));
+        assert_eq!(&msg.payload[..], packet(1).as_bytes());
+        let mut line = String::new();
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), sock.read_line(&mut line)).await;
+        assert!(early.is_err(), "acknowledged before durable: {line:?}");
+        Tickets::global().done(&[ticket(&msg)]);
+        sock.read_line(&mut line).await.unwrap();
+        assert!(
+            line.contains("QN=20261201080000001;ST=91;CN=9014"),
+            "{line}"
+        );
+        assert!(line.ends_with("\r\n"));
+        stop.cancel();
+    }
+
+    /// A logger that falls silent is disconnected after `idle_timeout`.
+    #[tokio::test]
+    async fn a_silent_logger_is_disconnected() {
+        let (addr, _rx, stop) = start(Limits {
+            idle_timeout: Duration::from_millis(200),
+            ..limits()
+        })
+        .await;
+        let mut sock = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        // The bound is only so a regression fails instead of hanging.
+        let n = tokio::time::timeout(Duration::from_secs(30), sock.read(&mut buf))
+            .await
+            .expect("never disconnected");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        stop.cancel();
+    }
+
+    /// Past `max_connections`, a logger waits for a free slot: its packet
+    /// is taken once another logger goes.
+    #[tokio::test]
+    async fn loggers_past_the_cap_wait_for_a_free_slot() {
+        let (addr, mut rx, stop) = start(Limits {
+            max_connections: 1,
+            ..limits()
+        })
+        .await;
+        let first = TcpStream::connect(addr).await.unwrap();
+        // The first is served (its packet is taken).
+        let mut first = first;
+        first
+            .write_all(format!("{}\r\n", packet(1)).as_bytes())
+            .await
+            .unwrap();
+        let m = rx.recv().await.unwrap();
+        Tickets::global().done(&[ticket(&m)]);
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(format!("{}\r\n", packet(2)).as_bytes())
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(early.is_err(), "a second logger served past the cap");
+        drop(first);
+        let m = rx.recv().await.unwrap();
+        assert_eq!(&m.payload[..], packet(2).as_bytes());
+        stop.cancel();
+    }
+}
