@@ -83,11 +83,7 @@ async fn main() {
     for c in 0..connections {
         let port = port.clone();
         let mine: Vec<(String, String)> = (0..per_device)
-            .flat_map(|k| {
-                (c..devices)
-                    .step_by(connections)
-                    .map(move |d| (d, k))
-            })
+            .flat_map(|k| (c..devices).step_by(connections).map(move |d| (d, k)))
             .filter(|(d, k)| k * devices + d < n)
             .map(|(d, k)| packet(d, k))
             .collect();

@@ -48,7 +48,10 @@ use reduce::Rows;
 use state::{Closed, HOUR_MS, Spec, State};
 
 const DAY_MS: i64 = 86_400_000;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"LTWIN002";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"LTWIN003";
+/// The format before per-series reporting intervals (HJ 212 hourly data):
+/// read, its series taking their kind's interval.
+const SNAPSHOT_MAGIC_2: &[u8; 8] = b"LTWIN002";
 /// Snapshots of earlier formats, recognised to say so.
 const OLD_SNAPSHOT_MAGICS: [&[u8; 8]; 1] = [b"LTWIN001"];
 
@@ -733,7 +736,7 @@ impl Engine {
         e.u64(pos.seq);
         e.u64(pos.offset);
         e.u32(self.series.len() as u32);
-        for (k, site) in self.series.iter().zip(&self.site_of) {
+        for (id, (k, site)) in self.series.iter().zip(&self.site_of).enumerate() {
             e.str(&k.kind);
             e.u8(k.scope as u8);
             e.u32(k.tags.len() as u32);
@@ -742,6 +745,7 @@ impl Engine {
                 e.str(tv);
             }
             e.u32(site.unwrap_or(u32::MAX));
+            e.i64(self.state.interval(id as u32));
         }
         e.u32(self.fields.len() as u32);
         for f in &self.fields {
@@ -781,9 +785,14 @@ impl Engine {
                 "snapshot of an earlier lantian version (one watermark for all sources)".into(),
             );
         }
-        let body = body
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or("not a window snapshot")?;
+        let (body, intervals) = match body.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+            Some(b) => (b, true),
+            None => (
+                body.strip_prefix(SNAPSHOT_MAGIC_2.as_slice())
+                    .ok_or("not a window snapshot")?,
+                false,
+            ),
+        };
         let mut e = Engine::new(plan);
         let mut d = codec::Dec(body);
         let bad = || "snapshot truncated or malformed".to_owned();
@@ -810,6 +819,9 @@ impl Engine {
             let site = (site != u32::MAX).then_some(site);
             e.site_of[id as usize] = site;
             e.state.set_source(id, site.unwrap_or(id));
+            if intervals {
+                e.state.set_interval(id, d.i64().ok_or_else(bad)?);
+            }
         }
         for _ in 0..d.len(4).ok_or_else(bad)? {
             let f = d.str().ok_or_else(bad)?;

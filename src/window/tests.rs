@@ -705,3 +705,48 @@ fn the_city_hour_waits_for_every_city_station() {
     assert!(city[0].contains("sites=2i"), "{}", city[0]);
     assert!(city[0].contains(" aqi=80i,"), "{}", city[0]);
 }
+
+/// An hourly value (an HJ 212 hour, `Coverage::Interval`) is the whole
+/// hour: the hour is complete and valid from one reading, and stays so
+/// when it closes after a restore from a snapshot taken before any later
+/// reading set the interval again. Values stored raw (a data flag other
+/// than N) are not aggregated.
+#[test]
+fn an_hourly_value_is_a_whole_hour_across_a_restore() {
+    // 30 minutes of lateness: the hour is still open at the snapshot.
+    let w = WindowsConfig {
+        allowed_lateness: crate::config::HumanDuration::from_secs(1800),
+        correction_horizon: crate::config::HumanDuration::from_secs(3 * 3600),
+        ..WindowsConfig::default()
+    };
+    let mut a = Engine::new(Plan::new(&w, &AqiConfig::default()).unwrap());
+    let hourly = |t: i64, v: f64| Point {
+        coverage: crate::reading::Coverage::Interval(3_600_000),
+        ..point("hj212", t, &[("pm25", v)])
+    };
+    let raw = Point {
+        coverage: crate::reading::Coverage::Raw,
+        ..point("hj212", DAY0, &[("pm25", 900.0)])
+    };
+    a.add(&[hourly(DAY0, 40.0), raw], DAY0);
+    let mut rows = Rows::default();
+    a.flush(DAY0, &mut rows).unwrap();
+    let bytes = a.snapshot(crate::envelope::Pos::default());
+    let (mut b, _) = Engine::restore(a.plan().clone(), &bytes).unwrap();
+    assert!(!text(&rows).contains("air_1h,"), "the hour closed early");
+    // A reading of another sensor moves time past the hour.
+    let later = point("other", DAY0 + 91 * MIN, &[("pm25", 1.0)]);
+    b.add(std::slice::from_ref(&later), DAY0 + 91 * MIN);
+    let mut rows = Rows::default();
+    b.flush(DAY0 + 91 * MIN, &mut rows).unwrap();
+    let out = text(&rows);
+    let hour = out
+        .lines()
+        .find(|l| l.starts_with("air_1h,") && l.contains("sensor=hj212"))
+        .unwrap_or_else(|| panic!("no hour for the hourly sensor:\n{out}"));
+    assert!(
+        hour.contains("pm25_mean=40,"),
+        "the raw 900 was not aggregated: {hour}"
+    );
+    assert!(hour.contains("pm25_valid=true"), "{hour}");
+}
