@@ -117,6 +117,12 @@ struct Sensor {
     fields: Vec<Run>,
     /// Deadman rules with an instance open for this sensor.
     silent_for: Vec<String>,
+    /// Silence expected after its newest reading: two of its reporting
+    /// intervals for a sensor whose readings each stand for one (an HJ 212
+    /// hourly value stamped 08:00 arrives after 09:00, the next after
+    /// 10:00); 0 for readings of an instant.
+    #[serde(default)]
+    grace_ms: i64,
 }
 
 fn known() -> u8 {
@@ -343,12 +349,17 @@ impl Engine {
                         readings: 0,
                         fields: Vec::new(),
                         silent_for: Vec::new(),
+                        grace_ms: 0,
                     }),
             };
             if p.time_ms <= sensor.last_ms {
                 continue;
             }
             sensor.last_ms = p.time_ms;
+            sensor.grace_ms = match p.coverage {
+                crate::reading::Coverage::Interval(ms) => 2 * ms,
+                _ => 0,
+            };
             sensor.readings = sensor.readings.saturating_add(1);
             self.changed = true;
             let mut judged = Vec::new();
@@ -503,7 +514,9 @@ impl Engine {
                 if s.readings < KNOWN_AFTER && s.silent_for.is_empty() {
                     continue;
                 }
-                let silence = (now - s.last_ms) as f64 / MINUTE_MS as f64;
+                // Minutes silent beyond what the sensor's own reporting
+                // interval leads to expect.
+                let silence = (now - s.last_ms - s.grace_ms) as f64 / MINUTE_MS as f64;
                 for &r in &self.deadman {
                     let rule = &self.rules[r];
                     let open = s.silent_for.contains(&rule.target.id);

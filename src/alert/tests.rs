@@ -552,6 +552,40 @@ fn deadman_fires_after_the_silence_and_resolves_when_the_sensor_returns() {
     assert_eq!(n[0].alert.rule, "sensor.deadman");
 }
 
+/// A sensor whose readings each stand for an hour (an HJ 212 hourly
+/// value, stamped at the hour's start and sent after it ends) is not
+/// silent between them; it is once its next hour is 15 minutes overdue.
+#[test]
+fn deadman_allows_an_hourly_sensor_its_hour() {
+    let mut e = engine();
+    let hourly = |h: i64| Point {
+        coverage: crate::reading::Coverage::Interval(60 * MIN),
+        ..point("h", DAY0 + h * 60 * MIN, 30.0 + h as f64)
+    };
+    let mut fired = Vec::new();
+    // A minute sensor drives the clock; the hourly one sends hours 0–3,
+    // each a minute after it ends, then stops (hour 4 never comes).
+    for m in 0..=6 * 60 {
+        let t = DAY0 + m * MIN;
+        let mut pts = vec![point("a", t, 30.0 + (m % 7) as f64)];
+        if m % 60 == 1 && (1..=4).contains(&(m / 60)) {
+            pts.push(hourly(m / 60 - 1));
+        }
+        e.points(&pts);
+        e.tick(t);
+        for n in e.take_notices() {
+            fired.push((m, n.alert.labels["sensor"].clone(), n.event));
+        }
+    }
+    // Hour 3 (stamped 03:00) came at 04:01; hour 4 was due by 05:00+;
+    // overdue by 15 min at 05:16.
+    assert_eq!(
+        fired,
+        [(5 * 60 + 16, "h".to_owned(), Event::Firing)],
+        "{fired:?}"
+    );
+}
+
 #[test]
 fn a_flat_lined_sensor_fires_after_n_identical_readings() {
     let mut e = engine();

@@ -94,6 +94,8 @@ pub struct Hooks {
     /// Told the admin endpoint's address once it listens (with port 0,
     /// the port the kernel chose).
     pub admin_bound: Option<oneshot::Sender<SocketAddr>>,
+    /// Told the HJ 212 listener's address once it listens.
+    pub hj212_bound: Option<oneshot::Sender<SocketAddr>>,
 }
 
 /// [`run`], with [`Hooks`].
@@ -146,7 +148,7 @@ pub async fn run_with(
         &tasks,
     )?;
     let acks_done = spool.acks_done.unwrap_or(pipeline_done);
-    build_hj212_listener(s, &tx, &metrics, &tasks).await?;
+    build_hj212_listener(s, &tx, &metrics, &tasks, hooks.hj212_bound).await?;
     let intake = tasks.token(Phase::Data);
     tasks.spawn(Phase::Data, "source", async move {
         source.run(tx, intake, acks_done).await;
@@ -184,6 +186,7 @@ async fn build_hj212_listener(
     tx: &mpsc::Sender<Message>,
     metrics: &Arc<Metrics>,
     tasks: &Shutdown,
+    bound: Option<oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let Some(listen) = &s.hj212.listen else {
         return Ok(());
@@ -193,7 +196,7 @@ async fn build_hj212_listener(
         .with_context(|| format!("hj212.listen {listen:?}"))?;
     let devices = crate::decode::hj212::devices::Devices::from_config(&s.hj212)
         .map_err(|e| anyhow::anyhow!("hj212.devices: {e:?}"))?;
-    let (_, task) = crate::source::hj212::serve(
+    let (addr, task) = crate::source::hj212::serve(
         addr,
         crate::source::hj212::Limits::from_config(&s.hj212),
         Arc::new(devices),
@@ -203,6 +206,9 @@ async fn build_hj212_listener(
     )
     .await
     .with_context(|| format!("hj212.listen: cannot listen on {addr}"))?;
+    if let Some(tell) = bound {
+        let _ = tell.send(addr);
+    }
     tasks.track(Phase::Data, task);
     Ok(())
 }

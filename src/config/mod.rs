@@ -110,6 +110,10 @@ pub struct Hj212Device {
     /// The `sensor` tag; the MN when unset.
     #[serde(default)]
     pub sensor: Option<String>,
+    /// More tags of its readings, e.g. `{ industry = "catering" }` (which
+    /// the VOC targets match on).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// The CRC it writes: "hj212" (the standard's), "modbus",
     /// "modbus-swapped", "arc", or "any" (not checked).
     #[serde(default = "Hj212Device::default_crc")]

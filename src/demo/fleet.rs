@@ -58,6 +58,94 @@ impl Sensor {
     }
 }
 
+/// HJ 212 codes of the emission sources' fields, with the units the demo
+/// sends them in: the standard's codes where there is one (a34002 PM10,
+/// a24088 NMHC, w01018 COD, w00000 the discharged flow, e10101 the inlet
+/// flow, …); a34041 and a34000 for catering oil fume and particulate, as
+/// field devices send them (HJ 212 names no oil-fume code); and private
+/// codes for a plant's reclaimed and bypassed flows (`xr0001`, `xb0001`),
+/// as vendors add their own. The demo's devices map them back with
+/// `fields`.
+pub const HJ212_CODES: &[(&str, &str, &str)] = &[
+    ("pm10", "a34002", "ug/m3"),
+    ("nmhc", "a24088", "mg/m3"),
+    ("tvoc", "a99054", "mg/m3"),
+    ("oil_fume", "a34041", "mg/m3"),
+    ("pm", "a34000", "mg/m3"),
+    ("inflow_m3h", "e10101", "m3/h"),
+    ("treated_m3h", "w00000", "m3/h"),
+    ("reclaimed_m3h", "xr0001", "m3/h"),
+    ("bypass_m3h", "xb0001", "m3/h"),
+    ("cod", "w01018", "mg/l"),
+    ("bod5", "w01017", "mg/l"),
+    ("ss", "w01012", "mg/l"),
+    ("tn", "w21001", "mg/l"),
+    ("nh3n", "w21003", "mg/l"),
+    ("tp", "w21011", "mg/l"),
+];
+
+/// The password of the demo's HJ 212 devices.
+pub const HJ212_PASSWORD: &str = "123456";
+
+impl Sensor {
+    /// An emission source (dust, VOC, catering, sewage): it speaks HJ 212
+    /// in the demo.
+    pub fn is_emission(&self) -> bool {
+        !matches!(self.kind, Kind::Air(_))
+    }
+
+    /// Its HJ 212 MN (24 characters, as HJ 212-2017 has them).
+    pub fn mn(&self) -> String {
+        format!("LTDEMO{:018}", self.seed)
+    }
+
+    /// Its HJ 212 system code.
+    fn st(&self) -> &'static str {
+        match self.kind {
+            Kind::Dust => "39",
+            Kind::Sewage(_) => "32",
+            _ => "31",
+        }
+    }
+
+    /// Its entry of `[[hj212.devices]]`: tags as its topic gives them,
+    /// hourly data aggregated (one packet an hour, as regulators take
+    /// them).
+    pub fn hj212_device(&self) -> crate::config::Hj212Device {
+        let (kind, industry) = match self.kind {
+            Kind::Dust => ("dust", None),
+            Kind::Voc(industry) => ("voc", Some(industry)),
+            Kind::Sewage(_) => ("sewage", None),
+            Kind::Air(_) => ("air", None),
+        };
+        let topic = self.topic();
+        let sensor = topic.rsplit('/').next().map(str::to_owned);
+        crate::config::Hj212Device {
+            mn: self.mn(),
+            password: Some(crate::units::Secret::new(HJ212_PASSWORD)),
+            password_file: None,
+            district: self.district.into(),
+            site: self.site.into(),
+            kind: kind.into(),
+            sensor,
+            tags: industry
+                .map(|i| [("industry".to_owned(), i.to_owned())].into())
+                .unwrap_or_default(),
+            crc: "hj212".into(),
+            units: HJ212_CODES
+                .iter()
+                .map(|(_, c, u)| ((*c).to_owned(), (*u).to_owned()))
+                .collect(),
+            fields: HJ212_CODES
+                .iter()
+                .map(|(f, c, _)| ((*c).to_owned(), (*f).to_owned()))
+                .collect(),
+            aggregate: "hour".into(),
+            minute_interval: crate::config::HumanDuration::from_secs(600),
+        }
+    }
+}
+
 pub struct Fleet {
     pub sensors: Vec<Sensor>,
     /// Centre of the pollution episode (epoch ms).
@@ -171,6 +259,49 @@ impl Fleet {
             Kind::Voc(_) => voc(&m),
             Kind::Sewage(treated) => sewage(&m, treated),
         }
+    }
+}
+
+impl Fleet {
+    /// Sensor `i`'s hour starting at `t` as an HJ 212 hourly-data packet
+    /// (CN=2061, DataTime the hour's start in Beijing time, asking for an
+    /// ACK), with its QN: each value the mean of its 60 minute payloads.
+    pub fn hj212_packet(&self, i: usize, t: i64) -> (String, String) {
+        let s = &self.sensors[i];
+        let t = t - t.rem_euclid(HOUR);
+        let mut sums = vec![0.0; HJ212_CODES.len()];
+        let mut counts = vec![0u32; HJ212_CODES.len()];
+        for m in 0..60 {
+            let json: serde_json::Value =
+                serde_json::from_str(&self.payload(i, t + m * MIN)).unwrap_or_default();
+            for (k, (field, _, _)) in HJ212_CODES.iter().enumerate() {
+                if let Some(v) = json.get(*field).and_then(serde_json::Value::as_f64) {
+                    sums[k] += v;
+                    counts[k] += 1;
+                }
+            }
+        }
+        let cp: Vec<String> = HJ212_CODES
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| counts[*k] > 0)
+            .map(|(k, (_, code, _))| {
+                let v = round(sums[k] / f64::from(counts[k]), 3);
+                format!("{code}-Avg={v},{code}-Flag=N")
+            })
+            .collect();
+        let local = chrono::DateTime::from_timestamp_millis(t + 8 * HOUR)
+            .unwrap_or_default()
+            .format("%Y%m%d%H%M%S")
+            .to_string();
+        let qn = format!("{local}{:03}", i % 1000);
+        let data = format!(
+            "QN={qn};ST={};CN=2061;PW={HJ212_PASSWORD};MN={};Flag=5;CP=&&DataTime={local};{}&&",
+            s.st(),
+            s.mn(),
+            cp.join(";")
+        );
+        (crate::decode::hj212::build(&data), qn)
     }
 }
 

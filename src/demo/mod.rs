@@ -23,6 +23,7 @@ use crate::config::{HumanDuration, ReceiverConfig, Settings};
 use fleet::Fleet;
 
 const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
 
 /// A QoS 1 publisher that counts the broker's acks.
 pub struct Publisher {
@@ -95,12 +96,166 @@ impl Drop for Publisher {
     }
 }
 
+/// The demo's HJ 212 data loggers: one TCP connection per emission
+/// source to lantian's listener; each packet is sent and its data ACK
+/// awaited, and a logger that loses its connection reconnects and sends
+/// the packet again, as field loggers do.
+pub struct Loggers {
+    /// Per fleet sensor: its logger's queue (emission sources only).
+    queues: Vec<Option<tokio::sync::mpsc::Sender<String>>>,
+    pub sent: u64,
+    acked: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loggers {
+    pub fn connect(addr: SocketAddr, fleet: &Fleet) -> Loggers {
+        let acked = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        let queues = fleet
+            .sensors
+            .iter()
+            .map(|s| {
+                if !s.is_emission() {
+                    return None;
+                }
+                // A short queue: the history goes out minute by minute in
+                // step with the stations (a logger far behind would look
+                // silent to the deadman rule).
+                let (tx, rx) = tokio::sync::mpsc::channel::<String>(2);
+                let acked = acked.clone();
+                tasks.push(tokio::spawn(log_to(addr, rx, acked)));
+                Some(tx)
+            })
+            .collect();
+        Loggers {
+            queues,
+            sent: 0,
+            acked,
+            tasks,
+        }
+    }
+
+    /// Whether sensor `i` sends over HJ 212.
+    pub fn has(&self, i: usize) -> bool {
+        self.queues.get(i).is_some_and(Option::is_some)
+    }
+
+    pub async fn send(&mut self, i: usize, packet: String) -> anyhow::Result<()> {
+        if let Some(Some(q)) = self.queues.get(i) {
+            q.send(packet).await.context("HJ 212 logger stopped")?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Relaxed)
+    }
+
+    /// Waits (up to `timeout`) until lantian acknowledged everything.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let t = Instant::now();
+        while self.acked() < self.sent {
+            if t.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+impl Drop for Loggers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Packets a demo logger sends before it waits for their ACKs (a logger
+/// sending its backlog); they come back in order.
+const IN_FLIGHT: usize = 8;
+
+/// One demo logger: sends what `rx` gives to `addr`, counting ACKs; on a
+/// broken connection it reconnects and sends again everything not yet
+/// acknowledged.
+async fn log_to(
+    addr: SocketAddr,
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+    acked: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut pending: std::collections::VecDeque<String> = Default::default();
+    // How many of `pending` went out on the current connection.
+    let mut written = 0;
+    let mut conn: Option<tokio::io::BufReader<tokio::net::TcpStream>> = None;
+    let mut closed = false;
+    loop {
+        if pending.is_empty() {
+            if closed {
+                return;
+            }
+            match rx.recv().await {
+                Some(p) => pending.push_back(p),
+                None => return,
+            }
+        }
+        while !closed && pending.len() < IN_FLIGHT {
+            match rx.try_recv() {
+                Ok(p) => pending.push_back(p),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match tokio::net::TcpStream::connect(addr).await {
+                // A new connection: everything pending goes (again).
+                Ok(sock) => {
+                    written = 0;
+                    conn.insert(tokio::io::BufReader::new(sock))
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let mut broken = false;
+        while written < pending.len() {
+            if c.get_mut()
+                .write_all(pending[written].as_bytes())
+                .await
+                .is_err()
+            {
+                broken = true;
+                break;
+            }
+            written += 1;
+        }
+        let mut line = String::new();
+        if !broken
+            && matches!(c.read_line(&mut line).await, Ok(n) if n > 0)
+            && line.contains("CN=9014")
+        {
+            pending.pop_front();
+            written -= 1;
+            acked.fetch_add(1, Relaxed);
+        } else {
+            conn = None;
+        }
+    }
+}
+
 /// Publishes the fleet's minutes from `from` up to (not including) `to`,
 /// at most `rate` messages a second (0: as fast as the broker takes them).
 /// Returns how many were published; stops early on `stop`.
 pub async fn publish_span(
     fleet: &Fleet,
     p: &mut Publisher,
+    mut hj: Option<&mut Loggers>,
     from: i64,
     to: i64,
     rate: u64,
@@ -114,7 +269,14 @@ pub async fn publish_span(
             if stop.is_cancelled() {
                 return Ok(n);
             }
-            p.publish(s.topic(), fleet.payload(i, t)).await?;
+            match hj.as_deref_mut().filter(|h| h.has(i)) {
+                // An HJ 212 logger sends each hour once it has ended.
+                Some(h) if t.rem_euclid(HOUR) == 0 && t - HOUR >= from => {
+                    h.send(i, fleet.hj212_packet(i, t - HOUR).0).await?;
+                }
+                Some(_) => continue,
+                None => p.publish(s.topic(), fleet.payload(i, t)).await?,
+            }
             n += 1;
             if rate > 0 {
                 let due = Duration::from_secs_f64(n as f64 / rate as f64);
@@ -122,6 +284,13 @@ pub async fn publish_span(
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+        if t.rem_euclid(HOUR) == 0
+            && let Some(h) = hj.as_deref()
+        {
+            // The hour's packets are in before the stations go on: a
+            // logger hours behind would look silent to the deadman rule.
+            h.flush(Duration::from_secs(120)).await;
         }
         t += MIN;
     }
@@ -132,14 +301,24 @@ pub async fn publish_span(
 async fn publish_live(
     fleet: &Fleet,
     p: &mut Publisher,
+    mut hj: Option<&mut Loggers>,
     every: Duration,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // The hour the HJ 212 loggers sent last (the history sent the hours
+    // before the current one).
+    let mut hour_sent = chrono::Utc::now().timestamp_millis().div_euclid(HOUR) * HOUR - HOUR;
     loop {
         let now = chrono::Utc::now().timestamp_millis();
+        let ended = now.div_euclid(HOUR) * HOUR - HOUR;
         for (i, s) in fleet.sensors.iter().enumerate() {
-            p.publish(s.topic(), fleet.payload(i, now)).await?;
+            match hj.as_deref_mut().filter(|h| h.has(i)) {
+                Some(h) if ended > hour_sent => h.send(i, fleet.hj212_packet(i, ended).0).await?,
+                Some(_) => {}
+                None => p.publish(s.topic(), fleet.payload(i, now)).await?,
+            }
         }
+        hour_sent = hour_sent.max(ended);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return Ok(()),
@@ -179,7 +358,7 @@ pub async fn simulate(
         }
     );
     let started = Instant::now();
-    let n = publish_span(&fleet, &mut p, from, now, rate, &stop).await?;
+    let n = publish_span(&fleet, &mut p, None, from, now, rate, &stop).await?;
     p.flush(Duration::from_secs(60)).await;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -188,7 +367,7 @@ pub async fn simulate(
         p.acked()
     );
     if live && !stop.is_cancelled() {
-        publish_live(&fleet, &mut p, Duration::from_secs(60), &stop).await?;
+        publish_live(&fleet, &mut p, None, Duration::from_secs(60), &stop).await?;
         p.flush(Duration::from_secs(10)).await;
     }
     Ok(())
@@ -232,6 +411,10 @@ pub struct DemoOptions {
     /// Interval of live readings after the history.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub every: Duration,
+    /// Send the emission sources (dust, VOC, catering, sewage) as JSON over
+    /// MQTT like the stations, instead of HJ 212 over TCP.
+    #[arg(long)]
+    pub json_only: bool,
 }
 
 /// The settings the demo runs the pipeline with.
@@ -256,6 +439,16 @@ pub fn settings(o: &DemoOptions, broker: SocketAddr) -> Settings {
     // Bigger batches: fewer, larger Parquet files.
     s.influxdb.batch_linger = HumanDuration::from_millis(500);
     s.log.level = "warn,lantian::alert::stage=info".into();
+    if !o.json_only {
+        // The emission sources are HJ 212 data loggers.
+        s.hj212.listen = Some("127.0.0.1:0".into());
+        s.hj212.devices = Fleet::beijing(0)
+            .sensors
+            .iter()
+            .filter(|x| x.is_emission())
+            .map(|x| x.hj212_device())
+            .collect();
+    }
     if let Some(url) = &o.webhook {
         s.alerts.receivers.push(ReceiverConfig {
             name: "demo".into(),
@@ -332,6 +525,7 @@ fn banner(o: &DemoOptions, addr: std::net::SocketAddr, fleet: &Fleet, archive: &
          \n  archive       {}   (Parquet: <measurement>/date=YYYY-MM-DD/*.parquet;\
          \n                e.g. python3 -c 'import polars as pl; print(pl.read_parquet(\"{}/aqi/**/*.parquet\"))')\
          \n  broker        {}   (MQTT 3.1.1; publish to env/<district>/<site>/<kind>/<sensor>)\
+         \n  hj212         the emission sources are HJ 212 data loggers: hourly data over TCP (--json-only: MQTT instead)\
          \n  influxdb      {}\
          \n\nPublishing {} of history for {} sensors ({} stations, dust, VOC, sewage), then readings every {}. Ctrl-C stops.",
         archive.display(),
@@ -382,12 +576,13 @@ async fn wait_ready(
 async fn live(
     fleet: &Fleet,
     p: &mut Publisher,
+    hj: Option<&mut Loggers>,
     o: &DemoOptions,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut report = tokio::time::interval(Duration::from_secs(15));
     let mut last = String::new();
-    let sim = publish_live(fleet, p, o.every, stop);
+    let sim = publish_live(fleet, p, hj, o.every, stop);
     tokio::pin!(sim);
     loop {
         tokio::select! {
@@ -422,8 +617,10 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
     let archive = settings.archive.dir.clone();
     let pipeline_stop = CancellationToken::new();
     let (bound, admin) = tokio::sync::oneshot::channel();
+    let (hj212_bound, hj212) = tokio::sync::oneshot::channel();
     let hooks = crate::app::Hooks {
         admin_bound: Some(bound),
+        hj212_bound: Some(hj212_bound),
         ..Default::default()
     };
     let app = tokio::spawn(crate::app::run_with(settings, pipeline_stop.clone(), hooks));
@@ -450,11 +647,16 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
         "lantian-demo-fleet",
     )
     .await;
+    let mut loggers = match hj212.await {
+        Ok(addr) => Some(Loggers::connect(addr, &fleet)),
+        Err(_) => None, // --json-only: no listener
+    };
     let started = Instant::now();
     let sim_stop = stop.clone();
     let n = publish_span(
         &fleet,
         &mut p,
+        loggers.as_mut(),
         now - o.history.as_millis() as i64,
         now,
         0,
@@ -462,11 +664,21 @@ pub async fn demo(o: DemoOptions, stop: CancellationToken) -> anyhow::Result<()>
     )
     .await?;
     p.flush(Duration::from_secs(120)).await;
+    if let Some(l) = &loggers {
+        l.flush(Duration::from_secs(120)).await;
+    }
     println!(
-        "history published: {n} readings in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "history published: {n} readings in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        match &loggers {
+            Some(l) => format!(
+                " ({} of them hourly HJ 212 packets over TCP, each acknowledged)",
+                l.acked()
+            ),
+            None => String::new(),
+        }
     );
-    let res = live(&fleet, &mut p, &o, &sim_stop).await;
+    let res = live(&fleet, &mut p, loggers.as_mut(), &o, &sim_stop).await;
 
     let final_status = status(o.admin).await;
     pipeline_stop.cancel();

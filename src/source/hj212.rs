@@ -130,48 +130,73 @@ pub async fn serve(
     Ok((addr, task))
 }
 
-/// Serves one logger until it goes, falls silent, or intake stops.
+/// Serves one logger until it goes, falls silent, or intake stops. The
+/// reading half hands packets to the spool as they come; the writing half
+/// sends their ACKs in order, each once its packet is durable (a logger
+/// sending several before waiting shares a sync among them).
 async fn connection(
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     stop: &CancellationToken,
 ) -> &'static str {
     let _ = sock.set_nodelay(true);
-    let topic = format!("{}/{peer}", hj212::TCP_TOPIC);
-    let max = shared.limits.max_packet_bytes;
-    let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        if is_http(&buf) {
-            // Someone pointed a browser or curl here: say what this is.
-            let _ = sock.write_all(NOT_HTTP.as_bytes()).await;
-            return "an HTTP request";
-        }
-        while let Some(frame) = next_frame(&mut buf, max, &shared.metrics) {
-            tokio::select! {
-                r = take(&mut sock, &topic, frame, shared) => if let Err(why) = r { return why },
-                _ = stop.cancelled() => return "lantian is stopping",
+    let (mut rd, mut wr) = sock.into_split();
+    let (taken_tx, mut taken_rx) = mpsc::channel::<Taken>(64);
+    let reading = async move {
+        let topic = format!("{}/{peer}", hj212::TCP_TOPIC);
+        let max = shared.limits.max_packet_bytes;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            if is_http(&buf) {
+                return Err(("an HTTP request", true));
+            }
+            while let Some(frame) = next_frame(&mut buf, max, &shared.metrics) {
+                let t = take(&topic, frame, shared).await.map_err(|w| (w, false))?;
+                if taken_tx.send(t).await.is_err() {
+                    return Err(("connection error", false));
+                }
+            }
+            if buf.len() > max {
+                // No packet start within the bound: drop what was read.
+                shared
+                    .metrics
+                    .hj212_frame_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(%peer, bytes = buf.len(), max, "HJ 212 input with no packet within hj212.max_packet_bytes; skipped");
+                buf.clear();
+            }
+            match tokio::time::timeout(shared.limits.idle_timeout, rd.read_buf(&mut buf)).await {
+                Err(_) => return Err(("idle timeout", false)),
+                Ok(Ok(0)) => return Ok("closed by the logger"),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(("connection error", false)),
             }
         }
-        if buf.len() > max {
-            // No packet start within the bound: drop what was read.
-            shared
-                .metrics
-                .hj212_frame_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(%peer, bytes = buf.len(), max, "HJ 212 input with no packet within hj212.max_packet_bytes; skipped");
-            buf.clear();
+    };
+    let writing = async move {
+        while let Some(t) = taken_rx.recv().await {
+            acknowledge(&mut wr, t, shared).await?;
         }
-        let read = tokio::select! {
-            r = tokio::time::timeout(shared.limits.idle_timeout, sock.read_buf(&mut buf)) => r,
-            _ = stop.cancelled() => return "lantian is stopping",
-        };
-        match read {
-            Err(_) => return "idle timeout",
-            Ok(Ok(0)) => return "closed by the logger",
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return "connection error",
+        Ok::<_, &'static str>(wr)
+    };
+    let both = async {
+        let (read, write) = tokio::join!(reading, writing);
+        match (read, write) {
+            (_, Err(why)) => why,
+            (Ok(why), Ok(_)) => why,
+            (Err((why, http)), Ok(mut wr)) => {
+                if http {
+                    // Someone pointed a browser or curl here: say what this is.
+                    let _ = wr.write_all(NOT_HTTP.as_bytes()).await;
+                }
+                why
+            }
         }
+    };
+    tokio::select! {
+        why = both => why,
+        _ = stop.cancelled() => "lantian is stopping",
     }
 }
 
@@ -186,19 +211,20 @@ fn is_http(buf: &[u8]) -> bool {
         .any(|m| buf.starts_with(m.as_bytes()))
 }
 
-/// One packet: paced per device, handed to the spool, acknowledged once
-/// durable when it asks for it and passes its device's checks.
-async fn take(
-    sock: &mut TcpStream,
-    topic: &str,
-    frame: bytes::Bytes,
-    shared: &Shared,
-) -> Result<(), &'static str> {
+/// A packet handed to the spool: what tells when it is durable, and the
+/// packet to acknowledge then (when it asked and passed its checks).
+struct Taken {
+    durable: tokio::sync::oneshot::Receiver<()>,
+    ack: Option<hj212::Packet>,
+}
+
+/// One packet: paced per device, handed to the spool.
+async fn take(topic: &str, frame: bytes::Bytes, shared: &Shared) -> Result<Taken, &'static str> {
     let checked = shared.devices.check(&frame).ok();
     if let Some((packet, _)) = &checked {
         pace(shared, packet.mn.as_deref().unwrap_or_default()).await;
     }
-    let want_ack = checked.as_ref().is_some_and(|(p, _)| p.flag.ack());
+    let ack = checked.and_then(|(p, _)| p.flag.ack().then_some(p));
     let (ticket, durable) = Tickets::global().issue();
     let msg = Message {
         topic: topic.to_owned(),
@@ -216,10 +242,19 @@ async fn take(
         Tickets::global().forget(ticket);
         return Err("lantian is stopping");
     }
-    if durable.await.is_err() {
+    Ok(Taken { durable, ack })
+}
+
+/// Waits for a taken packet to be durable, then sends its data ACK.
+async fn acknowledge(
+    sock: &mut tokio::net::tcp::OwnedWriteHalf,
+    taken: Taken,
+    shared: &Shared,
+) -> Result<(), &'static str> {
+    if taken.durable.await.is_err() {
         return Err("the spool failed");
     }
-    if want_ack && let Some((packet, _)) = checked {
+    if let Some(packet) = taken.ack {
         let ack = hj212::data_ack(&packet);
         sock.write_all(ack.as_bytes())
             .await

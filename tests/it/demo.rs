@@ -103,6 +103,29 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
         .unwrap()
         .expect("AQI in the archive");
     assert!(aqi.height() >= 12);
+    // The emission sources are HJ 212 data loggers: hourly data over TCP,
+    // each packet acknowledged; their readings carry CN 2061.
+    let metrics = http()
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let acks: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lantian_hj212_acks_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    // 14 loggers, an hour each for the 2 hours of history before this one.
+    assert!(acks >= 14.0 * 2.0, "{acks} HJ 212 ACKs\n{}", output());
+    let sewage = lantian::sink::archive::read_measurement(&archive, "sewage")
+        .unwrap()
+        .expect("sewage readings in the archive");
+    let cn = sewage.column("cn").unwrap().str().unwrap();
+    assert!(cn.iter().all(|v| v == Some("2061")), "sewage data via HJ 212");
+    assert!(sewage.column("treated_m3h").is_ok());
 
     // Ctrl-C stops it cleanly.
     let pid = child.id().to_string();

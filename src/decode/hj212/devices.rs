@@ -128,6 +128,19 @@ impl Devices {
                 ),
                 ("site".to_owned(), d.site.clone()),
             ];
+            for (k, v) in &d.tags {
+                if matches!(
+                    k.as_str(),
+                    "district" | "site" | "sensor" | "cn" | "data_flag"
+                ) {
+                    errors.push((
+                        key(&format!("tags.{k}")),
+                        "is set by lantian; use the device's own key for it".into(),
+                    ));
+                } else {
+                    tags.push((k.clone(), v.clone()));
+                }
+            }
             tags.sort();
             for (k, v) in &tags {
                 if v.is_empty() || v.chars().any(char::is_control) {
