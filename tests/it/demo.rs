@@ -124,7 +124,10 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
         .unwrap()
         .expect("sewage readings in the archive");
     let cn = sewage.column("cn").unwrap().str().unwrap();
-    assert!(cn.iter().all(|v| v == Some("2061")), "sewage data via HJ 212");
+    assert!(
+        cn.iter().all(|v| v == Some("2061")),
+        "sewage data via HJ 212"
+    );
     assert!(sewage.column("treated_m3h").is_ok());
 
     // Ctrl-C stops it cleanly.
