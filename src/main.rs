@@ -59,6 +59,16 @@ enum Command {
         /// Stop after the history.
         #[arg(long)]
         no_live: bool,
+        /// Send the emission sources (dust, VOC, catering, sewage) as HJ 212
+        /// data loggers to this lantian listener (`hj212.listen`): hourly
+        /// data over TCP, each packet waiting for its ACK. Register them
+        /// first: --print-hj212-devices.
+        #[arg(long, value_name = "HOST:PORT")]
+        hj212: Option<String>,
+        /// Print the fleet's `[[hj212.devices]]` (TOML for lantian.toml)
+        /// and exit.
+        #[arg(long)]
+        print_hj212_devices: bool,
     },
     /// A compliance report for a date range, from the Parquet archive or
     /// InfluxDB: daily AQI per station, exceedance and heavy-pollution
@@ -228,14 +238,30 @@ fn main() -> ExitCode {
             async_main(|stop| async move { lantian::demo::demo(opts, stop).await })
         }
         Command::Simulate {
+            print_hj212_devices: true,
+            ..
+        } => {
+            print!("{}", lantian::demo::hj212_devices_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Simulate {
             broker,
             rate,
             history,
             no_live,
+            hj212,
+            ..
         } => {
             lantian::telemetry::init(LogFormat::Human, "warn");
             async_main(|stop| async move {
-                lantian::demo::simulate(&broker, rate, history, !no_live, stop).await
+                let o = lantian::demo::Simulation {
+                    broker,
+                    rate,
+                    history,
+                    live: !no_live,
+                    hj212,
+                };
+                lantian::demo::simulate(o, stop).await
             })
         }
         Command::Report {

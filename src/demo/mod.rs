@@ -326,14 +326,55 @@ async fn publish_live(
     }
 }
 
+/// What `lantian simulate` is asked to do.
+pub struct Simulation {
+    /// The broker, HOST:PORT.
+    pub broker: String,
+    /// Messages a second while publishing history (0: as fast as taken).
+    pub rate: u64,
+    pub history: Duration,
+    /// A reading a minute after the history, until stopped.
+    pub live: bool,
+    /// A lantian HJ 212 listener, HOST:PORT: the emission sources go there
+    /// as data loggers instead of over MQTT.
+    pub hj212: Option<String>,
+}
+
+/// The fleet's emission sources as `[[hj212.devices]]` TOML, for a
+/// lantian that `simulate --hj212` sends to.
+pub fn hj212_devices_toml() -> String {
+    let q = |s: &str| format!("{s:?}");
+    let table = |m: &std::collections::BTreeMap<String, String>| {
+        let items: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {}", q(v))).collect();
+        format!("{{ {} }}", items.join(", "))
+    };
+    let mut out = String::from(
+        "# The simulated fleet's emission sources as HJ 212 data loggers\n\
+         # (lantian simulate --hj212 HOST:PORT sends their hourly data).\n",
+    );
+    for s in Fleet::beijing(0).sensors.iter().filter(|s| s.is_emission()) {
+        let d = s.hj212_device();
+        out += &format!(
+            "\n[[hj212.devices]]\nmn = {}\npassword = {}\ndistrict = {}\nsite = {}\nkind = {}\n\
+             sensor = {}\ntags = {}\naggregate = {}\nunits = {}\nfields = {}\n",
+            q(&d.mn),
+            q(fleet::HJ212_PASSWORD),
+            q(&d.district),
+            q(&d.site),
+            q(&d.kind),
+            q(d.sensor.as_deref().unwrap_or(&d.mn)),
+            table(&d.tags),
+            q(&d.aggregate),
+            table(&d.units),
+            table(&d.fields),
+        );
+    }
+    out
+}
+
 /// `lantian simulate`.
-pub async fn simulate(
-    broker: &str,
-    rate: u64,
-    history: Duration,
-    live: bool,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn simulate(o: Simulation, stop: CancellationToken) -> anyhow::Result<()> {
+    let broker = &o.broker;
     let (host, port) = broker
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
@@ -341,33 +382,62 @@ pub async fn simulate(
     let now = chrono::Utc::now().timestamp_millis();
     let fleet = Fleet::beijing(now - 2 * 3_600_000);
     let mut p = Publisher::connect(&host, port, "lantian-simulator").await;
-    let from = now - history.as_millis() as i64;
+    let mut loggers = match &o.hj212 {
+        Some(addr) => {
+            let at = tokio::net::lookup_host(addr.as_str())
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .with_context(|| format!("--hj212 {addr:?}: expected HOST:PORT"))?;
+            Some(Loggers::connect(at, &fleet))
+        }
+        None => None,
+    };
+    let from = now - o.history.as_millis() as i64;
     eprintln!(
-        "simulating {} sensors against {broker}: {} of history at {} msg/s{}",
+        "simulating {} sensors against {broker}{}: {} of history at {} msg/s{}",
         fleet.sensors.len(),
-        hours(history),
-        if rate == 0 {
+        match &o.hj212 {
+            Some(a) => format!(" (emission sources as HJ 212 loggers to {a})"),
+            None => String::new(),
+        },
+        hours(o.history),
+        if o.rate == 0 {
             "max".into()
         } else {
-            rate.to_string()
+            o.rate.to_string()
         },
-        if live {
+        if o.live {
             ", then a reading a minute (Ctrl-C stops)"
         } else {
             ""
         }
     );
     let started = Instant::now();
-    let n = publish_span(&fleet, &mut p, None, from, now, rate, &stop).await?;
+    let n = publish_span(&fleet, &mut p, loggers.as_mut(), from, now, o.rate, &stop).await?;
     p.flush(Duration::from_secs(60)).await;
+    if let Some(l) = &loggers {
+        l.flush(Duration::from_secs(60)).await;
+    }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "history: {n} messages in {secs:.1} s ({:.0} msg/s), {} acknowledged by the broker",
+        "history: {n} messages in {secs:.1} s ({:.0} msg/s), {} acknowledged by the broker{}",
         n as f64 / secs.max(1e-9),
-        p.acked()
+        p.acked(),
+        match &loggers {
+            Some(l) => format!(", {} HJ 212 packets acknowledged by lantian", l.acked()),
+            None => String::new(),
+        }
     );
-    if live && !stop.is_cancelled() {
-        publish_live(&fleet, &mut p, None, Duration::from_secs(60), &stop).await?;
+    if o.live && !stop.is_cancelled() {
+        publish_live(
+            &fleet,
+            &mut p,
+            loggers.as_mut(),
+            Duration::from_secs(60),
+            &stop,
+        )
+        .await?;
         p.flush(Duration::from_secs(10)).await;
     }
     Ok(())

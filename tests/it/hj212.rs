@@ -283,3 +283,124 @@ async fn a_wrong_password_an_unknown_device_and_a_bad_crc_are_quarantined_unackn
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("HJ 212"));
 }
+
+/// A gateway forwards raw packets over MQTT: a template declares the
+/// payload, the packet's MN finds the device, and the broker's PUBACK is
+/// the acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_forwarded_over_mqtt_by_a_gateway_are_stored() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let hook = Receiver::start().await;
+    let config = config(broker.port, &influx, &hook)
+        .replace(
+            "[hj212]\n",
+            "[topics]\ntemplates = [\"env/{district}/{site}/{kind}/{sensor}\", \
+             { template = \"gw/{gateway}/hj212\", payload = \"hj212\" }]\n[hj212]\n",
+        )
+        .replace(
+            "[influxdb]\n",
+            "[[mqtt.subscriptions]]\nfilter = \"gw/#\"\nqos = 1\n[influxdb]\n",
+        );
+    let lantian = Lantian::start(&config);
+    let mut p = Publisher::connect(broker.port, "gateway-7").await;
+    lantian.wait_subscribed().await;
+    let day = two_days_ago_beijing();
+    for h in 0..5 {
+        let (packet, _) = hourly(
+            DUST,
+            "pw-dust",
+            "39",
+            day,
+            h,
+            &format!("a34002-Avg={},a34002-Flag=N", 70 + h),
+        );
+        p.publish("gw/gw-7/hj212", packet).await;
+    }
+    // And one from an MN nobody registered.
+    let (stranger, _) = hourly("NOBODY-0001", "pw", "39", day, 0, "a34002-Avg=1");
+    p.publish("gw/gw-7/hj212", stranger).await;
+    p.flush().await;
+    let n = influx
+        .wait_count("SELECT count(pm10) FROM dust", 5, Duration::from_secs(60))
+        .await;
+    assert_eq!(n, 5, "{}", lantian.logs());
+    assert_eq!(
+        influx
+            .wait_count(
+                "SELECT count(payload_bytes) FROM quarantine WHERE reason = 'unknown_device'",
+                1,
+                Duration::from_secs(60)
+            )
+            .await,
+        1
+    );
+    let sum = influx.query("SELECT sum(pm10) FROM dust").await;
+    assert_eq!(
+        sum[0]["values"][0][1].as_f64(),
+        Some(70.0 + 71.0 + 72.0 + 73.0 + 74.0)
+    );
+}
+
+/// `lantian simulate --hj212` sends the fleet's emission sources as data
+/// loggers to a real lantian, whose devices come from
+/// `lantian simulate --print-hj212-devices`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_sends_the_fleets_emission_sources_as_loggers() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let devices = std::process::Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["simulate", "--print-hj212-devices"])
+        .output()
+        .unwrap();
+    assert!(devices.status.success());
+    let devices = String::from_utf8(devices.stdout).unwrap();
+    assert_eq!(devices.matches("[[hj212.devices]]").count(), 14);
+    let config =
+        Lantian::v1(broker.port, &influx) + "[hj212]\nlisten = \"127.0.0.1:0\"\n" + &devices;
+    let lantian = Lantian::start(&config);
+    lantian.wait_subscribed().await;
+    let port = lantian.hj212_port().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args([
+            "simulate",
+            "--broker",
+            &format!("127.0.0.1:{}", broker.port),
+        ])
+        .args(["--hj212", &format!("127.0.0.1:{port}")])
+        .args(["--history", "3h", "--no-live", "--rate", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    // Each of the 14 loggers sent the hours that ended within the 3 h.
+    let acks = lantian
+        .metric("lantian_hj212_acks_total")
+        .await
+        .unwrap_or(0.0);
+    println!("{stderr}");
+    assert!(
+        acks >= 14.0 * 2.0 && acks % 14.0 == 0.0,
+        "{acks} ACKs\n{stderr}"
+    );
+    let hours = (acks / 14.0) as i64;
+    for (q, per_hour) in [
+        ("SELECT count(pm10) FROM dust WHERE cn = '2061'", 5),
+        ("SELECT count(treated_m3h) FROM sewage WHERE cn = '2061'", 4),
+        (
+            "SELECT count(oil_fume) FROM voc WHERE industry = 'catering'",
+            2,
+        ),
+    ] {
+        let n = influx
+            .wait_count(q, per_hour * hours, Duration::from_secs(60))
+            .await;
+        assert_eq!(n, per_hour * hours, "{q}\n{}", lantian.logs());
+    }
+    assert_eq!(
+        influx
+            .scalar("SELECT count(payload_bytes) FROM quarantine")
+            .await,
+        0
+    );
+}
