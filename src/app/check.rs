@@ -53,7 +53,7 @@ fn check_spool_record(s: &Settings, p: &mut Vec<Problem>) {
 
 fn check_topics(s: &Settings, p: &mut Vec<Problem>) {
     for (n, tpl) in s.topics.templates.iter().enumerate() {
-        if let Err(e) = tpl.parse() {
+        if let Err(e) = crate::decode::Template::from_entry(tpl) {
             problem(
                 p,
                 format!("topics.templates[{n}]"),

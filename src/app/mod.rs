@@ -56,7 +56,7 @@ pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
         .topics
         .templates
         .iter()
-        .map(|t| t.parse())
+        .map(crate::decode::Template::from_entry)
         .collect::<Result<Vec<_>, _>>()?;
     let registry = Registry::new(&s.quantities, s.validation.unknown_fields)
         .map_err(|e| anyhow::anyhow!("quantities: {e:?}"))?;

@@ -54,6 +54,10 @@ pub struct Settings {
     pub hj212: Hj212Config,
 }
 
+/// The longest HJ 212 packet: `##`, 4 digits of length, 9,999 bytes of
+/// data, the CRC and CR LF.
+pub const HJ212_MAX_PACKET: usize = 2 + 4 + 9999 + 4 + 2;
+
 /// HJ 212 (HJ 212-2017/2025, HJ/T 212-2005) equipment: the devices lantian
 /// takes packets from, and a TCP listener for data loggers (off unless
 /// `listen` is set). Packets may also arrive over MQTT, on a topic
@@ -83,7 +87,7 @@ impl Default for Hj212Config {
             listen: None,
             max_connections: 1024,
             idle_timeout: HumanDuration::from_secs(600),
-            max_packet_bytes: crate::decode::hj212::MAX_PACKET,
+            max_packet_bytes: HJ212_MAX_PACKET,
             max_packets_per_second: 20.0,
             devices: Vec::new(),
         }
@@ -367,8 +371,20 @@ pub enum TemplateEntry {
     Table {
         template: String,
         #[serde(default)]
-        payload: crate::decode::topic::Payload,
+        payload: Payload,
     },
+}
+
+/// What the payload of a topic is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// lantian's JSON reading or a SenML pack.
+    #[default]
+    Json,
+    /// A raw HJ 212 packet (a gateway forwarding a data logger): the
+    /// device registry gives kind and tags, so `{kind}` is not needed.
+    Hj212,
 }
 
 impl TemplateEntry {
@@ -377,15 +393,11 @@ impl TemplateEntry {
             Self::Text(t) | Self::Table { template: t, .. } => t,
         }
     }
-    pub fn payload(&self) -> crate::decode::topic::Payload {
+    pub fn payload(&self) -> Payload {
         match self {
             Self::Text(_) => Default::default(),
             Self::Table { payload, .. } => *payload,
         }
-    }
-    /// Parsed (the error names what is wrong).
-    pub fn parse(&self) -> Result<crate::decode::Template, crate::decode::TemplateError> {
-        crate::decode::Template::parse_for(self.text(), self.payload())
     }
 }
 

@@ -32,7 +32,7 @@ pub fn beijing() -> FixedOffset {
 }
 
 /// The longest packet taken: `##`, 4 digits, 9999 bytes, CRC, CR LF.
-pub const MAX_PACKET: usize = 2 + 4 + 9999 + 4 + 2;
+pub const MAX_PACKET: usize = crate::config::HJ212_MAX_PACKET;
 
 /// The HJ 212 CRC (HJ 212-2017 Appendix A, "ANSI CRC16").
 pub fn crc_hj212(data: &[u8]) -> u16 {

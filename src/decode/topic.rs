@@ -12,17 +12,7 @@ pub struct Template {
     payload: Payload,
 }
 
-/// What the payload of a matching topic is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Payload {
-    /// lantian's JSON reading or a SenML pack.
-    #[default]
-    Json,
-    /// A raw HJ 212 packet (a gateway forwarding a data logger): the
-    /// device registry gives kind and tags, so `{kind}` is not needed.
-    Hj212,
-}
+pub use crate::config::Payload;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Level {
@@ -61,6 +51,11 @@ impl Template {
     /// A template of JSON readings (`{kind}` required).
     pub fn parse(s: &str) -> Result<Self, TemplateError> {
         Self::parse_for(s, Payload::Json)
+    }
+
+    /// A configured template (a string, or a table naming the payload).
+    pub fn from_entry(e: &crate::config::TemplateEntry) -> Result<Self, TemplateError> {
+        Self::parse_for(e.text(), e.payload())
     }
 
     pub fn parse_for(s: &str, payload: Payload) -> Result<Self, TemplateError> {
