@@ -274,13 +274,20 @@ async fn pace(shared: &Shared, mn: &str) {
         let mut next = shared.next_slot.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let slot = next.entry(mn.to_owned()).or_insert(now);
-        // A burst of up to a second's worth is taken at once.
-        let earliest = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
-        let at = (*slot).max(earliest);
-        *slot = at + gap;
+        let (at, following) = next_slot(*slot, now, gap);
+        *slot = following;
         at
     };
     tokio::time::sleep_until(at.into()).await;
+}
+
+/// When a device's packet may be taken, given its `slot` (when the one
+/// after its last may be), and its next slot: one packet a `gap`, and
+/// after a pause a burst of up to a second's worth at once.
+fn next_slot(slot: Instant, now: Instant, gap: Duration) -> (Instant, Instant) {
+    let earliest = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+    let at = slot.max(earliest);
+    (at, at + gap)
 }
 
 /// The next packet in `buf`, consumed with its CR LF: from `##`, by its
@@ -364,6 +371,33 @@ mod tests {
     }
 
     const A: &str = "##0087QN=20160801085857223;ST=91;CN=9014;PW=123456;MN=010000A8900016F000169DC0;Flag=4;CP=&&&&3240";
+
+    /// One packet a gap from a steady sender; after a pause, a second's
+    /// worth at once, then one a gap again.
+    #[test]
+    fn a_device_is_paced_to_its_packet_rate() {
+        let gap = Duration::from_millis(100);
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut slot = t0;
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            let (a, next) = next_slot(slot, t0, gap);
+            at.push(a - t0);
+            slot = next;
+        }
+        assert_eq!(at, [0, 100, 200].map(Duration::from_millis));
+        // Silent for a minute: the next 11 are taken at once (not later
+        // than now), the 12th a gap after.
+        let now = t0 + Duration::from_secs(60);
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            let (a, next) = next_slot(slot, now, gap);
+            waits.push(a.saturating_duration_since(now));
+            slot = next;
+        }
+        assert!(waits[..11].iter().all(Duration::is_zero), "{waits:?}");
+        assert_eq!(waits[11], gap);
+    }
 
     #[test]
     fn packets_are_framed_across_reads_and_garbage() {
