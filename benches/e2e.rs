@@ -19,26 +19,6 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 
-fn proc_stat(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let cpu = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    (cpu / ticks, peak_rss_kib(pid))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -120,7 +100,7 @@ async fn main() {
         )
         .await;
     let total = t.elapsed();
-    let (cpu, rss_kb) = proc_stat(pid);
+    let (cpu, rss_kb) = (cpu_seconds(pid), peak_rss_kib(pid));
     assert_eq!(got, n as i64, "lost or extra readings: {}", lantian.logs());
     println!(
         "e2e: {n} QoS 1 messages from {sensors} sensors queued at the broker (published in {:.2}s)\n\

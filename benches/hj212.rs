@@ -19,18 +19,6 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
 fn env(name: &str, bench: usize, smoke: usize, is_bench: bool) -> usize {
     std::env::var(name)
         .ok()

@@ -196,11 +196,8 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A client that connects and sends nothing is disconnected (the
-    /// header timeout), so idle clients cannot pile up; requests are still
-    /// answered meanwhile.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_silent_client_is_disconnected_and_others_are_served() {
+    /// The endpoint on a loopback port of its own.
+    async fn start() -> (SocketAddr, CancellationToken) {
         let state = State {
             metrics: Arc::new(Metrics::default()),
             board: Arc::new(Board::new(
@@ -212,6 +209,15 @@ mod tests {
         let (addr, _task) = serve("127.0.0.1:0".parse().unwrap(), state, stop.clone())
             .await
             .unwrap();
+        (addr, stop)
+    }
+
+    /// A client that connects and sends nothing is disconnected (the
+    /// header timeout), so idle clients cannot pile up; requests are still
+    /// answered meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_client_is_disconnected_and_others_are_served() {
+        let (addr, stop) = start().await;
         let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut other = tokio::net::TcpStream::connect(addr).await.unwrap();
         other
@@ -237,17 +243,7 @@ mod tests {
     /// one of them goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_past_the_cap_wait_for_a_free_slot() {
-        let state = State {
-            metrics: Arc::new(Metrics::default()),
-            board: Arc::new(Board::new(
-                crate::evaluate::aqi::Standard::Hj633_2026,
-                chrono_tz::Asia::Shanghai,
-            )),
-        };
-        let stop = CancellationToken::new();
-        let (addr, _task) = serve("127.0.0.1:0".parse().unwrap(), state, stop.clone())
-            .await
-            .unwrap();
+        let (addr, stop) = start().await;
         let mut silent = Vec::new();
         for _ in 0..MAX_CONNECTIONS {
             silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());

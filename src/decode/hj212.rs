@@ -14,6 +14,11 @@
 //! XORed into the register shifted right by 8. Devices in the field use
 //! MODBUS, MODBUS with its bytes swapped, or ARC, so the policy is per
 //! device ([`CrcPolicy`]).
+//!
+//! A split packet (PNUM/PNO) is read part by part: each part is a whole
+//! data segment with its own `DataTime`, so its values become fields of
+//! the same points as the other parts' (same tags and time), and
+//! InfluxDB holds them as one; nothing waits for the missing parts.
 
 use std::collections::BTreeMap;
 
@@ -34,33 +39,25 @@ pub fn beijing() -> FixedOffset {
 /// The longest packet taken: `##`, 4 digits, 9999 bytes, CRC, CR LF.
 pub const MAX_PACKET: usize = crate::config::HJ212_MAX_PACKET;
 
-/// The HJ 212 CRC (HJ 212-2017 Appendix A, "ANSI CRC16").
+/// The HJ 212 CRC (HJ 212-2017 Appendix A, "ANSI CRC16"): each byte is
+/// XORed into the register shifted right by 8, not into the register.
 pub fn crc_hj212(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in data {
-        crc = (crc >> 8) ^ u16::from(b);
-        for _ in 0..8 {
-            let low = crc & 1;
-            crc >>= 1;
-            if low != 0 {
-                crc ^= 0xA001;
-            }
-        }
-    }
-    crc
+    data.iter()
+        .fold(0xFFFF, |crc, &b| shift8((crc >> 8) ^ u16::from(b)))
 }
 
 /// Reflected CRC-16, polynomial 0xA001, from `init`.
 fn crc16_reflected(data: &[u8], init: u16) -> u16 {
-    let mut crc = init;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            let low = crc & 1;
-            crc >>= 1;
-            if low != 0 {
-                crc ^= 0xA001;
-            }
+    data.iter().fold(init, |crc, &b| shift8(crc ^ u16::from(b)))
+}
+
+/// Eight reflected shifts of the register, polynomial 0xA001.
+fn shift8(mut crc: u16) -> u16 {
+    for _ in 0..8 {
+        let low = crc & 1;
+        crc >>= 1;
+        if low != 0 {
+            crc ^= 0xA001;
         }
     }
     crc
@@ -252,15 +249,9 @@ pub const CODES_2005: &[(&str, &str)] = &[
     ("18", "a25005"),
 ];
 
-/// Splits a packet into its data segment and CRC, checking the CRC
-/// under `policy`. Returns the data segment and whether the CRC matched
-/// (false only under [`CrcPolicy::Any`]); notes a length field that
-/// disagrees with the data.
-pub fn frame<'a>(
-    raw: &'a [u8],
-    policy: CrcPolicy,
-    notes: &mut Vec<String>,
-) -> Result<(&'a str, bool), Error> {
+/// Splits a packet into its data segment and the CRC it carries; notes a
+/// length field that disagrees with the data.
+pub fn split<'a>(raw: &'a [u8], notes: &mut Vec<String>) -> Result<(&'a str, u16), Error> {
     let line = raw
         .strip_suffix(b"\r\n")
         .or_else(|| raw.strip_suffix(b"\n"))
@@ -309,14 +300,31 @@ pub fn frame<'a>(
             data.len()
         ));
     }
+    Ok((data, received))
+}
+
+/// Whether `received` is the CRC of `data` under `policy`: `Ok(true)`, or
+/// `Ok(false)` for a mismatch under [`CrcPolicy::Any`]; an error otherwise.
+pub fn check_crc(data: &str, received: u16, policy: CrcPolicy) -> Result<bool, Error> {
     let expected = policy.expected(data.as_bytes());
     if expected == received {
-        return Ok((data, true));
+        Ok(true)
+    } else if policy == CrcPolicy::Any {
+        Ok(false)
+    } else {
+        Err(Error::Crc { expected, received })
     }
-    if policy == CrcPolicy::Any {
-        return Ok((data, false));
-    }
-    Err(Error::Crc { expected, received })
+}
+
+/// A packet's data segment, its CRC checked under `policy`: with whether
+/// it matched (false only under [`CrcPolicy::Any`]).
+pub fn frame<'a>(
+    raw: &'a [u8],
+    policy: CrcPolicy,
+    notes: &mut Vec<String>,
+) -> Result<(&'a str, bool), Error> {
+    let (data, received) = split(raw, notes)?;
+    Ok((data, check_crc(data, received, policy)?))
 }
 
 /// Decodes one packet (`##…`, CR LF optional) under `policy`.
@@ -494,69 +502,6 @@ pub fn data_ack(p: &Packet) -> String {
         p.pw.as_deref().unwrap_or_default(),
         p.mn.as_deref().unwrap_or_default(),
     ))
-}
-
-/// Parts of split packets (PNUM/PNO), held until every part of a QN has
-/// come; bounded in the number of packets held.
-#[derive(Debug, Default)]
-pub struct Reassembly {
-    held: BTreeMap<(String, String), BTreeMap<u32, Packet>>,
-    /// Arrival order, for dropping the oldest past the bound.
-    order: std::collections::VecDeque<(String, String)>,
-}
-
-impl Reassembly {
-    /// The most incomplete packets held at once.
-    pub const MAX_HELD: usize = 1024;
-
-    /// Takes one packet: a whole one is returned as it is; a part is held
-    /// and, once every part of its (MN, QN) has come, the merged packet is
-    /// returned (values of later parts added to the first's). Returns the
-    /// packets given up on (the oldest, past [`Self::MAX_HELD`]) too.
-    pub fn push(&mut self, p: Packet) -> (Option<Packet>, Vec<Packet>) {
-        let Some((total, no)) = p.part.filter(|(n, _)| *n > 1) else {
-            return (Some(p), Vec::new());
-        };
-        let key = (
-            p.mn.clone().unwrap_or_default(),
-            p.qn.clone().unwrap_or_default(),
-        );
-        let parts = self.held.entry(key.clone()).or_default();
-        if parts.is_empty() {
-            self.order.push_back(key.clone());
-        }
-        parts.insert(no, p);
-        if parts.len() as u32 >= total {
-            let parts = self.held.remove(&key).unwrap_or_default();
-            self.order.retain(|k| *k != key);
-            let mut parts = parts.into_values();
-            let Some(mut whole) = parts.next() else {
-                return (None, Vec::new());
-            };
-            for part in parts {
-                for (code, v) in part.values {
-                    let into = whole.values.entry(code).or_default();
-                    into.numbers.extend(v.numbers);
-                    into.text.extend(v.text);
-                }
-                for (k, v) in part.fields {
-                    whole.fields.entry(k).or_insert(v);
-                }
-                whole.notes.extend(part.notes);
-                whole.crc_ok &= part.crc_ok;
-            }
-            whole.part = None;
-            return (Some(whole), Vec::new());
-        }
-        let mut dropped = Vec::new();
-        while self.held.len() > Self::MAX_HELD {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            dropped.extend(self.held.remove(&oldest).unwrap_or_default().into_values());
-        }
-        (None, dropped)
-    }
 }
 
 /// The packet as one JSON object (`lantian hj212 parse`); never the

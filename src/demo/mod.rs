@@ -79,15 +79,20 @@ impl Publisher {
 
     /// Waits (up to `timeout`) until the broker acknowledged everything.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let t = Instant::now();
-        while self.acked() < self.sent {
-            if t.elapsed() > timeout {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        all_acked(&self.acked, self.sent, timeout).await
     }
+}
+
+/// Waits (up to `timeout`) until `acked` reaches `sent`.
+async fn all_acked(acked: &AtomicU64, sent: u64, timeout: Duration) -> bool {
+    let t = Instant::now();
+    while acked.load(Relaxed) < sent {
+        if t.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 impl Drop for Publisher {
@@ -155,14 +160,7 @@ impl Loggers {
 
     /// Waits (up to `timeout`) until lantian acknowledged everything.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let t = Instant::now();
-        while self.acked() < self.sent {
-            if t.elapsed() > timeout {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        all_acked(&self.acked, self.sent, timeout).await
     }
 }
 

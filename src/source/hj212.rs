@@ -292,58 +292,73 @@ fn next_slot(slot: Instant, now: Instant, gap: Duration) -> (Instant, Instant) {
 
 /// The next packet in `buf`, consumed with its CR LF: from `##`, by its
 /// length field when that ends in 4 hex digits after `&&`, otherwise up to
-/// the CR LF (senders whose length is wrong). Bytes before a `##` are
-/// skipped (counted). `None` until a whole packet is there.
+/// the CR LF (senders whose length is wrong), resyncing at a later `##`
+/// before it. Bytes before a `##`, and packets over `max`, are dropped
+/// (counted). `None` until a whole packet is there.
 pub fn next_frame(buf: &mut BytesMut, max: usize, metrics: &Metrics) -> Option<bytes::Bytes> {
-    let start = find(buf, b"##", 0);
-    let skip = start.unwrap_or(buf.len().saturating_sub(1));
-    if skip > 0 {
-        if buf[..skip].iter().any(|b| !b.is_ascii_whitespace()) {
-            metrics
-                .hj212_frame_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        buf.advance(skip);
-    }
-    start?;
-    let digits = buf[2..]
-        .iter()
-        .take(4)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    if buf.len() < 2 + digits + 1 {
-        return None;
-    }
-    if digits >= 2 {
-        let len: usize = std::str::from_utf8(&buf[2..2 + digits])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let end = 2 + digits + len + 4;
-        if buf.len() >= end {
-            let data = &buf[2 + digits..2 + digits + len];
-            let crc = &buf[end - 4..end];
-            if data.ends_with(b"&&") && crc.iter().all(u8::is_ascii_hexdigit) {
-                let frame = buf.split_to(end).freeze();
-                if buf.starts_with(b"\r\n") {
-                    buf.advance(2);
-                }
-                return Some(frame);
-            }
-        } else if end <= max && find(buf, b"\r\n", 0).is_none() {
-            return None;
-        }
-    }
-    // The length field is wrong (or absent): the packet ends at CR LF.
-    let crlf = find(buf, b"\r\n", 2)?;
-    let frame = buf.split_to(crlf).freeze();
-    buf.advance(2);
-    if frame.len() > max {
+    let junk = || {
         metrics
             .hj212_frame_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
+    loop {
+        let start = find(buf, b"##", 0);
+        let skip = start.unwrap_or(buf.len().saturating_sub(1));
+        if skip > 0 {
+            if buf[..skip].iter().any(|b| !b.is_ascii_whitespace()) {
+                junk();
+            }
+            buf.advance(skip);
+        }
+        start?;
+        let digits = buf[2..]
+            .iter()
+            .take(4)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if buf.len() < 2 + digits + 1 {
+            return None;
+        }
+        if digits >= 2 {
+            let len: usize = std::str::from_utf8(&buf[2..2 + digits])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let end = 2 + digits + len + 4;
+            if buf.len() >= end {
+                let data = &buf[2 + digits..2 + digits + len];
+                let crc = &buf[end - 4..end];
+                if data.ends_with(b"&&") && crc.iter().all(u8::is_ascii_hexdigit) {
+                    let frame = buf.split_to(end).freeze();
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                    }
+                    if frame.len() > max {
+                        junk();
+                        continue;
+                    }
+                    return Some(frame);
+                }
+            } else if end <= max && find(buf, b"\r\n", 0).is_none() {
+                return None;
+            }
+        }
+        // The length field is wrong (or absent): the packet ends at CR LF,
+        // unless another packet starts before it (this one was cut off).
+        let crlf = find(buf, b"\r\n", 2)?;
+        if let Some(next) = find(&buf[..crlf], b"##", 2) {
+            junk();
+            buf.advance(next);
+            continue;
+        }
+        let frame = buf.split_to(crlf).freeze();
+        buf.advance(2);
+        if frame.len() > max {
+            junk();
+            continue;
+        }
+        return Some(frame);
     }
-    Some(frame)
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -357,7 +372,9 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn frames(input: &[&[u8]]) -> Vec<String> {
+    /// The packets framed from `input`, read in its chunks, and the
+    /// stretches of junk counted.
+    fn framed(input: &[&[u8]]) -> (Vec<String>, u64) {
         let m = Metrics::default();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
@@ -367,7 +384,14 @@ mod tests {
                 out.push(String::from_utf8_lossy(&f).into_owned());
             }
         }
-        out
+        let junk = m
+            .hj212_frame_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (out, junk)
+    }
+
+    fn frames(input: &[&[u8]]) -> Vec<String> {
+        framed(input).0
     }
 
     const A: &str = "##0087QN=20160801085857223;ST=91;CN=9014;PW=123456;MN=010000A8900016F000169DC0;Flag=4;CP=&&&&3240";
@@ -407,7 +431,19 @@ mod tests {
         let bytes: Vec<&[u8]> = two.as_bytes().chunks(1).collect();
         assert_eq!(frames(&bytes), [A, A]);
         let junk = format!("xx\r\n{A}\r\nGARBAGE{A}");
-        assert_eq!(frames(&[junk.as_bytes()]), [A, A]);
+        assert_eq!(
+            framed(&[junk.as_bytes()]),
+            (vec![A.to_owned(), A.to_owned()], 2)
+        );
+        // Line ends between packets are not junk.
+        assert_eq!(framed(&[two.as_bytes()]).1, 0);
+        // A packet cut off by the next one: dropped (counted), the next
+        // taken.
+        let cut = &A[..40];
+        assert_eq!(
+            framed(&[format!("{cut}{A}\r\n").as_bytes()]),
+            (vec![A.to_owned()], 1)
+        );
         // A wrong length field: cut at CR LF instead.
         let wrong = A.replace("##0087", "##0099");
         assert_eq!(
@@ -504,6 +540,43 @@ mod listener_tests {
             "{line}"
         );
         assert!(line.ends_with("\r\n"));
+        stop.cancel();
+    }
+
+    /// A packet start with no packet within `max_packet_bytes` is
+    /// dropped and counted; the logger's next packet is taken.
+    #[tokio::test]
+    async fn an_endless_packet_is_dropped_and_the_next_taken() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, mut rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let (addr, _task) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Limits {
+                max_packet_bytes: 256,
+                ..limits()
+            },
+            devices(),
+            tx,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let mut sock = TcpStream::connect(addr).await.unwrap();
+        let endless = format!("##0999{}", "x".repeat(400));
+        sock.write_all(endless.as_bytes()).await.unwrap();
+        sock.write_all(format!("{}\r\n", packet(1)).as_bytes())
+            .await
+            .unwrap();
+        let m = rx.recv().await.unwrap();
+        assert_eq!(&m.payload[..], packet(1).as_bytes());
+        assert!(
+            metrics
+                .hj212_frame_errors
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
         stop.cancel();
     }
 

@@ -750,3 +750,27 @@ fn an_hourly_value_is_a_whole_hour_across_a_restore() {
     );
     assert!(hour.contains("pm25_valid=true"), "{hour}");
 }
+
+/// A snapshot of the format before per-series intervals (LTWIN002) is
+/// still read. (Built here from an engine with no series, where the two
+/// formats differ only in their magic.)
+#[test]
+fn a_snapshot_of_the_previous_format_is_still_read() {
+    let a = engine();
+    let pos = crate::envelope::Pos { seq: 7, offset: 9 };
+    let mut bytes = a.snapshot(pos);
+    bytes.truncate(bytes.len() - 4);
+    assert!(bytes.starts_with(b"LTWIN003"));
+    bytes[..8].copy_from_slice(b"LTWIN002");
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let (_, got) = Engine::restore(a.plan().clone(), &bytes).unwrap();
+    assert_eq!(got, pos);
+    // And one older still is refused with its reason.
+    bytes.truncate(bytes.len() - 4);
+    bytes[..8].copy_from_slice(b"LTWIN001");
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let why = Engine::restore(a.plan().clone(), &bytes).err().unwrap();
+    assert!(why.contains("earlier lantian version"), "{why}");
+}

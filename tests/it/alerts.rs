@@ -15,21 +15,6 @@ const MIN: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
 const SECRET_B64: &str = "bGFudGlhbi10ZXN0LXNlY3JldC0yNC1ieXRlcw==";
 
-fn config(broker: u16, influx: &Influx, receivers: &str) -> String {
-    Lantian::config(
-        broker,
-        &format!(
-            "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
-            influx.url()
-        ),
-        // Per-station alerts, counted exactly: no city-wide AQI beside them
-        // (its rules are unit-tested in `alert::tests`).
-        &format!(
-            "[aqi]\ncity_sites = []\n[alerts]\nexternal_url = \"http://lantian.test/\"\n{receivers}"
-        ),
-    )
-}
-
 /// Verifies a Standard Webhooks signature with Python's own hmac module
 /// (an implementation independent of lantian's).
 fn signature_verifies(r: &Received) -> bool {
@@ -120,7 +105,7 @@ async fn two_hours_above_200_give_one_signed_firing_and_one_resolve() {
         duty.url(),
         critical.url()
     );
-    let lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let lantian = Lantian::start(&Lantian::alerting(broker.port, &influx, &receivers));
     let mut p = Publisher::connect(broker.port, "alert-publisher").await;
     lantian.wait_subscribed().await;
 
@@ -240,7 +225,7 @@ async fn a_receiver_down_for_ten_minutes_gets_every_alert_in_order_across_a_rest
          retry_initial = \"200ms\"\nretry_max = \"5s\"\n",
         hook.url()
     );
-    let mut lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut lantian = Lantian::start(&Lantian::alerting(broker.port, &influx, &receivers));
     let mut p = Publisher::connect(broker.port, "outage-publisher").await;
     lantian.wait_subscribed().await;
 
@@ -368,7 +353,7 @@ async fn a_silent_sensor_fires_deadman_which_neither_backfill_nor_replay_clears(
         "[[alerts.receivers]]\nname = \"ops\"\nurl = \"{}\"\nrules = [\"sensor.deadman\"]\nretry_max = \"1s\"\n",
         hook.url()
     );
-    let mut lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let mut lantian = Lantian::start(&Lantian::alerting(broker.port, &influx, &receivers));
     let mut p = Publisher::connect(broker.port, "deadman-publisher").await;
     lantian.wait_subscribed().await;
     let t0 = two_days_ago_beijing() + 9 * HOUR;
@@ -458,7 +443,7 @@ async fn a_plant_treating_90_percent_for_a_day_fires_the_treatment_and_reclaimed
          [windows.intervals]\nsewage = \"10m\"\n",
         hook.url()
     );
-    let lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let lantian = Lantian::start(&Lantian::alerting(broker.port, &influx, &receivers));
     let mut p = Publisher::connect(broker.port, "plant-publisher").await;
     lantian.wait_subscribed().await;
     let day = two_days_ago_beijing();
@@ -539,7 +524,7 @@ async fn a_notice_refused_five_times_goes_to_dead_and_does_not_block_the_next() 
          retry_initial = \"100ms\"\nretry_max = \"200ms\"\n",
         hook.url()
     );
-    let lantian = Lantian::start(&config(broker.port, &influx, &receivers));
+    let lantian = Lantian::start(&Lantian::alerting(broker.port, &influx, &receivers));
     let mut p = Publisher::connect(broker.port, "dead-publisher").await;
     lantian.wait_subscribed().await;
     publish_pm25_hours(
@@ -597,7 +582,7 @@ async fn a_full_outbox_holds_readings_back_instead_of_dropping_alerts() {
          [windows]\nallowed_lateness = \"0s\"\n",
         hook.url()
     );
-    let config = config(broker.port, &influx, &receivers)
+    let config = Lantian::alerting(broker.port, &influx, &receivers)
         .replace("[alerts]\n", "[alerts]\nmax_queued = 2\n");
     let lantian = Lantian::start(&config);
     let mut p = Publisher::connect(broker.port, "full-publisher").await;

@@ -59,6 +59,18 @@ fn shipped_config_is_valid_and_env_overrides_it() {
         stdout.contains("127.0.0.1:1884") && stdout.contains("http://influx.internal:8086"),
         "{stdout}"
     );
+    // The summary names the HJ 212 listener when one is on.
+    assert!(!stdout.contains("hj212"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["check-config", "--config", cfg])
+        .env("LANTIAN__HJ212__LISTEN", "0.0.0.0:9212")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("; hj212 listening on 0.0.0.0:9212, 0 devices"),
+        "{stdout}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
         .args(["check-config", "--config", cfg])
         .env("LANTIAN__MQTT__NOSUCHKEY", "1")

@@ -66,18 +66,8 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
     // closed hour, and its alert has fired and resolved.)
     let t = Instant::now();
     let notices = loop {
-        let text = http()
-            .get(format!("http://127.0.0.1:{admin}/metrics"))
-            .send()
+        let n = metric_at(admin, "lantian_alert_notices_total")
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let n: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("lantian_alert_notices_total "))
-            .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0);
         if n > 0.0 || t.elapsed() > Duration::from_secs(120) {
             break n;
@@ -105,18 +95,8 @@ async fn the_demo_shows_all_twelve_stations_within_a_minute_and_archives_reading
     assert!(aqi.height() >= 12);
     // The emission sources are HJ 212 data loggers: hourly data over TCP,
     // each packet acknowledged; their readings carry CN 2061.
-    let metrics = http()
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
+    let acks = metric_at(admin, "lantian_hj212_acks_total")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let acks: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("lantian_hj212_acks_total "))
-        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     // 14 loggers, an hour each for the 2 hours of history before this one.
     assert!(acks >= 14.0 * 2.0, "{acks} HJ 212 ACKs\n{}", output());

@@ -18,15 +18,11 @@ const VOC: &str = "VOC-YZ-0001";
 const DUST: &str = "DUST-TZ-0001";
 
 fn config(broker: u16, influx: &Influx, hook: &Receiver) -> String {
-    Lantian::config(
+    Lantian::alerting(
         broker,
+        influx,
         &format!(
-            "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
-            influx.url()
-        ),
-        &format!(
-            "[aqi]\ncity_sites = []\n[alerts]\nexternal_url = \"http://lantian.test/\"\n\
-             [[alerts.receivers]]\nname = \"water\"\nurl = \"{}\"\nrules = [\"water.*\"]\nretry_max = \"1s\"\n\
+            "[[alerts.receivers]]\nname = \"water\"\nurl = \"{}\"\nrules = [\"water.*\"]\nretry_max = \"1s\"\n\
              [hj212]\nlisten = \"127.0.0.1:0\"\n\
              [[hj212.devices]]\nmn = \"{PLANT}\"\npassword = \"pw-plant\"\ndistrict = \"chaoyang\"\n\
              site = \"gaobeidian\"\nkind = \"sewage\"\n\

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{CrcPolicy, Error, Packet, frame, parse_data};
+use super::{CrcPolicy, Error, Packet, check_crc, parse_data, split};
 use crate::reading::{Coverage, Point, Reason, Reject};
 
 /// Pollutant code → (field, default unit). The units are what the
@@ -186,8 +186,8 @@ impl Devices {
     /// which check failed.
     pub fn check(&self, raw: &[u8]) -> Result<(Packet, &Device), Reject> {
         let mut notes = Vec::new();
-        let (data, _) = frame(raw, CrcPolicy::Any, &mut notes)
-            .map_err(|e| Reject::new(Reason::BadPacket, e.to_string()))?;
+        let (data, received) =
+            split(raw, &mut notes).map_err(|e| Reject::new(Reason::BadPacket, e.to_string()))?;
         let head_mn = || {
             data.split(';')
                 .find_map(|kv| kv.strip_prefix("MN="))
@@ -212,13 +212,13 @@ impl Devices {
                 format!("MN {mn:?} is not in [[hj212.devices]]"),
             ));
         };
-        match frame(raw, device.crc, &mut Vec::new()) {
-            Ok(_) => {}
+        let crc_ok = match check_crc(data, received, device.crc) {
+            Ok(ok) => ok,
             Err(e @ Error::Crc { .. }) => {
                 return Err(Reject::new(Reason::BadCrc, format!("MN {mn:?}: {e}")));
             }
             Err(e) => return Err(Reject::new(Reason::BadPacket, e.to_string())),
-        }
+        };
         if let Some(pw) = &device.password
             && packet.pw.as_deref() != Some(pw.as_str())
         {
@@ -228,7 +228,7 @@ impl Devices {
             ));
         }
         let mut packet = packet;
-        packet.crc_ok = true;
+        packet.crc_ok = crc_ok;
         Ok((packet, device))
     }
 }

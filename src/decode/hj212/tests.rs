@@ -303,39 +303,19 @@ fn the_data_ack_equals_the_standards_example_byte_for_byte() {
 }
 
 #[test]
-fn split_packets_are_reassembled() {
+fn a_split_packets_parts_say_so() {
     let part1 = one(
         "##0260QN=20160801085857534;ST=32;CN=2061;PW=123456;MN=010000A8900016F000169DC0;Flag=7;PNUM=2;PNO=1;CP=&&DataTime=20160801080000;w00000-Cou=63.0,w00000-Min=16.4,w00000-Avg=17.5,w00000-Max=20.1,w00000-Flag=N;w01001-Min=7.1,w01001-Avg=7.5,w01001-Max=7.8,w01001-Flag=N&&D941",
         CrcPolicy::Hj212,
     );
     assert!(part1.flag.split() && part1.flag.ack());
     assert_eq!(part1.part, Some((2, 1)));
-    // Part 2, in the order seen in the field (PNO before PNUM).
-    let part2 = one(
-        &build(
-            "QN=20160801085857534;ST=32;CN=2061;PW=123456;MN=010000A8900016F000169DC0;Flag=7;PNO=2;PNUM=2;CP=&&DataTime=20160801080000;w01018-Cou=63.0,w01018-Avg=40.1,w01018-Flag=N&&",
-        ),
-        CrcPolicy::Hj212,
-    );
-    let mut r = Reassembly::default();
-    // The second part first: nothing yet.
-    assert_eq!(r.push(part2).0, None);
-    let (whole, dropped) = r.push(part1);
-    let whole = whole.expect("both parts");
-    assert!(dropped.is_empty());
-    assert_eq!(whole.part, None);
+    assert_eq!(part1.data_time, Some(bj("2016-08-01T08:00:00+08:00")));
+    let json = to_json(&part1);
     assert_eq!(
-        whole.values.keys().collect::<Vec<_>>(),
-        ["w00000", "w01001", "w01018"]
+        (json["pnum"].as_u64(), json["pno"].as_u64()),
+        (Some(2), Some(1))
     );
-    assert_eq!(whole.values["w01018"].numbers["Avg"], 40.1);
-    assert_eq!(whole.data_time, Some(bj("2016-08-01T08:00:00+08:00")));
-    // A whole packet passes straight through.
-    let plain = one(
-        &samples("samples-from-the-standard.txt")[5],
-        CrcPolicy::Hj212,
-    );
-    assert_eq!(r.push(plain.clone()).0, Some(plain));
 }
 
 #[test]
@@ -551,9 +531,41 @@ mod through_the_decoder {
         );
     }
 
+    /// The parts of a split packet (PNO before PNUM in the second, as
+    /// seen in the field) become points of the same tags and time with
+    /// their own fields: stored, they are one point with all of them.
+    #[test]
+    fn a_split_packets_parts_become_fields_of_the_same_points() {
+        let d = decoder("");
+        let part = |no: u32, cp: &str| {
+            build(&format!(
+                "QN=20160801090000534;ST=32;CN=2061;PW=123456;MN={MN};Flag=7;PNO={no};PNUM=2;\
+                 CP=&&DataTime=20160801080000;{cp}&&"
+            ))
+        };
+        let one = d.decode(
+            "$hj212/tcp/x",
+            part(1, "w01018-Avg=40.1,w01018-Flag=N").as_bytes(),
+            NOW,
+        );
+        let two = d.decode(
+            "$hj212/tcp/x",
+            part(2, "w21003-Avg=1.2,w21003-Flag=N").as_bytes(),
+            NOW,
+        );
+        let (a, b) = (&one.points[0], &two.points[0]);
+        assert_eq!(
+            (&a.tags, a.time_ms, a.coverage),
+            (&b.tags, b.time_ms, b.coverage)
+        );
+        assert_eq!(a.fields, vec![("cod".to_owned(), 40.1)]);
+        assert_eq!(b.fields, vec![("nh3n".to_owned(), 1.2)]);
+    }
+
     #[test]
     fn check_config_names_every_device_mistake() {
-        let toml = "[hj212]\nlisten = \"nowhere\"\n\
+        let toml = "[hj212]\nlisten = \"nowhere\"\nmax_connections = 0\nmax_packets_per_second = 0.0\n\
+            max_packet_bytes = 10\n\
             [[hj212.devices]]\nmn = \"A\"\ndistrict = \"d\"\nsite = \"s\"\nkind = \"noise\"\ncrc = \"crc32\"\n\
             units = { a34002 = \"furlongs\" }\naggregate = \"weekly\"\n\
             [[hj212.devices]]\nmn = \"A\"\ndistrict = \"d\"\nsite = \"s\"\nkind = \"air\"\n";
@@ -561,6 +573,9 @@ mod through_the_decoder {
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         for key in [
             "hj212.listen",
+            "hj212.max_connections",
+            "hj212.max_packets_per_second",
+            "hj212.max_packet_bytes",
             "hj212.devices[0].kind",
             "hj212.devices[0].crc",
             "hj212.devices[0].units.a34002",

@@ -256,7 +256,7 @@ impl Writer {
     async fn post_until_answered(&self, body: &[u8], single: bool) -> Result<(), Outcome> {
         let mut backoff = Backoff::new(self.retry_initial, self.retry_max);
         let mut failures = 0u32;
-        let mut cause_logged: Option<String> = None;
+        let mut causes = Causes::default();
         let started = std::time::Instant::now();
         loop {
             let outcome = match self.post(body).await {
@@ -274,19 +274,18 @@ impl Writer {
                     self.metrics.sink_state(false);
                     self.metrics.write_retried();
                     let wait = retry_wait(after, backoff.next_wait(), self.retry_max);
-                    // "HTTP 400", "HTTP 503", or unreachable.
-                    let cause = msg
-                        .strip_prefix("HTTP ")
-                        .map_or("unreachable", |m| m.get(..3).unwrap_or(m));
                     let url = crate::units::redact_url(self.url.as_str());
-                    if cause_logged.as_deref() == Some(cause) {
-                        debug!(error = %msg, retry_in = ?wait, failures, "InfluxDB write failed again");
-                    } else if cause == "unreachable" {
-                        warn!(error = %msg, %url, failures, "InfluxDB write failed; retrying until it succeeds");
-                    } else {
-                        error!(error = %msg, %url, failures, "InfluxDB refused the write; keeping the data and retrying until it succeeds");
+                    match causes.note(&msg) {
+                        None => {
+                            debug!(error = %msg, retry_in = ?wait, failures, "InfluxDB write failed again")
+                        }
+                        Some(Cause::Unreachable) => {
+                            warn!(error = %msg, %url, failures, "InfluxDB write failed; retrying until it succeeds")
+                        }
+                        Some(Cause::Answered) => {
+                            error!(error = %msg, %url, failures, "InfluxDB refused the write; keeping the data and retrying until it succeeds")
+                        }
                     }
-                    cause_logged = Some(cause.to_owned());
                     failures += 1;
                     tokio::time::sleep(wait).await;
                 }
@@ -356,6 +355,41 @@ impl Writer {
         } else {
             self.metrics.lines_stored(1);
         }
+    }
+}
+
+/// Why a write failed, as logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// InfluxDB (or something in its place) answered with an HTTP error.
+    Answered,
+    /// No answer: connection refused, reset, timed out.
+    Unreachable,
+}
+
+/// The causes of one outage's failures: each is logged when it differs
+/// from the one logged before (unreachable, then a gateway's 400, then
+/// a 503…), so the log says the cause of now, not only of the first
+/// second; repeats are not.
+#[derive(Default)]
+struct Causes {
+    /// "HTTP 400", "HTTP 503", or "unreachable".
+    last: Option<String>,
+}
+
+impl Causes {
+    /// The failure `msg` (a retry's message): its cause when it is to be
+    /// logged, `None` for a repeat.
+    fn note(&mut self, msg: &str) -> Option<Cause> {
+        let (key, cause) = match msg.strip_prefix("HTTP ") {
+            Some(m) => (m.get(..3).unwrap_or(m), Cause::Answered),
+            None => ("unreachable", Cause::Unreachable),
+        };
+        if self.last.as_deref() == Some(key) {
+            return None;
+        }
+        self.last = Some(key.to_owned());
+        Some(cause)
     }
 }
 
@@ -486,6 +520,36 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "air pm25=1 1\n");
+    }
+
+    /// An outage whose cause changes is logged at each change: a
+    /// connection cut, then a gateway's 400s, then a 503.
+    #[test]
+    fn each_new_cause_of_an_outage_is_logged_once() {
+        let mut c = Causes::default();
+        let seen: Vec<Option<Cause>> = [
+            "request failed: connection closed before message completed",
+            "request failed: connection refused",
+            "HTTP 400: <html>400 Bad Request</html> (not InfluxDB refusing points: the data is kept)",
+            "HTTP 400: <html>400 Bad Request</html> (not InfluxDB refusing points: the data is kept)",
+            "HTTP 503: unavailable",
+            "request failed: timed out",
+        ]
+        .iter()
+        .map(|m| c.note(m))
+        .collect();
+        use Cause::*;
+        assert_eq!(
+            seen,
+            [
+                Some(Unreachable),
+                None,
+                Some(Answered),
+                None,
+                Some(Answered),
+                Some(Unreachable)
+            ]
+        );
     }
 
     #[test]

@@ -41,6 +41,23 @@ impl Lantian {
         )
     }
 
+    /// [`Lantian::v1`] with alerts to `extra`'s receivers (and whatever
+    /// else `extra` adds): per-station alerts, counted exactly, with no
+    /// city-wide AQI beside them (its rules are unit-tested in
+    /// `alert::tests`).
+    pub fn alerting(mqtt_port: u16, influx: &Influx, extra: &str) -> String {
+        Self::config(
+            mqtt_port,
+            &format!(
+                "api = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"",
+                influx.url()
+            ),
+            &format!(
+                "[aqi]\ncity_sites = []\n[alerts]\nexternal_url = \"http://lantian.test/\"\n{extra}"
+            ),
+        )
+    }
+
     pub fn start(config: &str) -> Self {
         Self::start_with_env(config, &[])
     }
@@ -158,12 +175,7 @@ impl Lantian {
     /// A metric of the current run (`name` as on /metrics, without labels);
     /// `None` when it cannot be read.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let (status, text) = self.admin("/metrics").await;
-        if status != 200 {
-            return None;
-        }
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        metric_at(self.admin_port().await, name).await
     }
 
     /// Wait until the current run reports `name` at `at_least` or more:
@@ -226,6 +238,24 @@ impl Lantian {
         }
         out
     }
+}
+
+/// A metric (`name` as on /metrics, without labels) of the lantian whose
+/// admin endpoint is on `port`; `None` when it cannot be read.
+pub async fn metric_at(port: u16, name: &str) -> Option<f64> {
+    let r = http()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.text()
+        .await
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Broker, InfluxDB 1.x, lantian (subscribed) and a publisher.
