@@ -264,7 +264,11 @@ async fn a_wrong_password_an_unknown_device_and_a_bad_crc_are_quarantined_unackn
         [("bad_crc", 1), ("bad_password", 1), ("unknown_device", 1)]
             .map(|(r, n)| (r.to_owned(), n))
     );
-    assert_eq!(influx.scalar("SELECT count(pm10) FROM dust").await, 1);
+    // The ACK says the packet is in the spool; InfluxDB gets it after.
+    let stored = influx
+        .wait_count("SELECT count(pm10) FROM dust", 1, Duration::from_secs(60))
+        .await;
+    assert_eq!(stored, 1);
     assert_eq!(lantian.metric("lantian_hj212_acks_total").await, Some(1.0));
     assert_eq!(
         lantian.metric("lantian_hj212_packets_total").await,
