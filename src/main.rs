@@ -177,8 +177,10 @@ enum Hj212Command {
     /// version}, data_time (RFC 3339, Beijing time: the start of the
     /// period for minute, hour and day data), crc (ok, or mismatch under
     /// --crc any), values {code: {Rtd/Avg/Min/Max/Cou: number, Flag:
-    /// letter, …}}, and fields, codes_2005 (old codes mapped), notes when
-    /// there are any. A packet it refuses gives {"error": "..."} and the
+    /// letter, …}}, and fields, codes_2005 (old codes mapped), encrypted
+    /// (an HJ 212-2025 SM4-encrypted data area, decrypted with
+    /// --sm4-key-file), notes when there are any. A packet it refuses
+    /// (CRC mismatch, encrypted without a key) gives {"error": "..."} and the
     /// next line is read. Passwords (PW, and NewPW in the data area) are
     /// never printed. Exits 0 when
     /// every packet decoded, 1 when any was refused.
@@ -192,16 +194,32 @@ enum Hj212Command {
         /// reported, not refused).
         #[arg(long, default_value = "hj212", value_parser = lantian::decode::hj212::CrcPolicy::NAMES)]
         crc: String,
+        /// A file holding the device's SM4 key (32 hex digits, or 16
+        /// characters), to decrypt HJ 212-2025 encrypted data areas.
+        #[arg(long, value_name = "PATH")]
+        sm4_key_file: Option<std::path::PathBuf>,
     },
 }
 
 fn hj212(cmd: Hj212Command) -> ExitCode {
-    use lantian::decode::hj212::{CrcPolicy, parse_lines};
-    let Hj212Command::Parse { crc } = cmd;
+    use lantian::decode::hj212::{CrcPolicy, crypt::Key, parse_lines};
+    let Hj212Command::Parse { crc, sm4_key_file } = cmd;
     let policy = CrcPolicy::parse(&crc).unwrap_or_default();
+    let key = match sm4_key_file.map(|path| {
+        std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|text| Key::parse(&text).map_err(|e| format!("{}: {e}", path.display())))
+    }) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(e)) => {
+            eprintln!("lantian hj212 parse: --sm4-key-file {e}");
+            return ExitCode::from(2);
+        }
+    };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    match parse_lines(policy, stdin, stdout) {
+    match parse_lines(policy, key.as_ref(), stdin, stdout) {
         Ok((_, 0)) => ExitCode::SUCCESS,
         Ok((parsed, refused)) => {
             eprintln!(

@@ -106,6 +106,13 @@ pub struct Hj212Device {
     pub password: Option<Secret>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Its SM4 key, when it encrypts its data area (HJ 212-2025 §6.4): 32
+    /// hex digits, or 16 characters. Without one, its encrypted packets
+    /// are quarantined (`encrypted`). Prefer `sm4_key_file`.
+    #[serde(default)]
+    pub sm4_key: Option<Secret>,
+    #[serde(default)]
+    pub sm4_key_file: Option<PathBuf>,
     /// Tags of its readings, as a topic would give them.
     pub district: String,
     pub site: String,

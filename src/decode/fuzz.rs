@@ -264,12 +264,17 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..300),
         which in 0usize..1000, cut in 0usize..2000, flip in 0usize..2000, bit in 0u8..8,
     ) {
-        use super::hj212::{decode, to_json, CrcPolicy};
+        use super::hj212::{crypt::Key, decode, decode_with_key, to_json, CrcPolicy};
+        let key = Key::parse("0000000000000000").unwrap();
         let mut raw = b"##0100".to_vec();
         raw.extend_from_slice(&tail);
         for policy in [CrcPolicy::Hj212, CrcPolicy::Any] {
             let _ = decode(&raw, policy);
         }
+        // An "encrypted" data area of arbitrary bytes and a key.
+        let mut sealed = b"##0100QN=1;MN=X;Flag=9;CP=&&{".to_vec();
+        sealed.extend_from_slice(&tail);
+        let _ = decode_with_key(&sealed, CrcPolicy::Any, Some(&key));
         let lines: Vec<&str> = HJ212_SAMPLES.lines().filter(|l| l.starts_with("##")).collect();
         let mut b = lines[which % lines.len()].as_bytes().to_vec();
         let i = flip % b.len();

@@ -19,11 +19,15 @@
 //! data segment with its own `DataTime`, so its values become fields of
 //! the same points as the other parts' (same tags and time), and
 //! InfluxDB holds them as one; nothing waits for the missing parts.
+//!
+//! An HJ 212-2025 data area encrypted with SM4 is decrypted with the
+//! device's key ([`crypt`]).
 
 use std::collections::BTreeMap;
 
 use chrono::{FixedOffset, NaiveDateTime, TimeZone};
 
+pub mod crypt;
 pub mod devices;
 
 /// The topic of packets taken by lantian's own TCP listener, in the spool
@@ -124,6 +128,10 @@ pub enum Error {
     Crc { expected: u16, received: u16 },
     /// The data segment cannot be read.
     Data(String),
+    /// The data area is SM4-encrypted (HJ 212-2025) and no key is given.
+    Encrypted,
+    /// The data area does not decrypt to text with the key given.
+    Key,
 }
 
 impl std::fmt::Display for Error {
@@ -134,6 +142,10 @@ impl std::fmt::Display for Error {
                 write!(f, "crc: received {received:04X}, expected {expected:04X}")
             }
             Error::Data(m) => write!(f, "data: {m}"),
+            Error::Encrypted => {
+                f.write_str("the data area is SM4-encrypted (HJ 212-2025) and no key is given")
+            }
+            Error::Key => f.write_str("the data area does not decrypt to text with the SM4 key"),
         }
     }
 }
@@ -203,6 +215,8 @@ pub struct Packet {
     pub part: Option<(u32, u32)>,
     /// HJ 212-2025 `RF=1`: data sent again.
     pub resent: bool,
+    /// The data area came SM4-encrypted (HJ 212-2025) and was decrypted.
+    pub encrypted: bool,
     /// `DataTime`: the start of the period for minute, hour and day data
     /// (2051, 2061, 2031, 2041), the instant for real-time data (2011).
     pub data_time: Option<chrono::DateTime<FixedOffset>>,
@@ -249,9 +263,32 @@ pub const CODES_2005: &[(&str, &str)] = &[
     ("18", "a25005"),
 ];
 
-/// Splits a packet into its data segment and the CRC it carries; notes a
-/// length field that disagrees with the data.
-pub fn split<'a>(raw: &'a [u8], notes: &mut Vec<String>) -> Result<(&'a str, u16), Error> {
+/// A packet's parts as framed: the data segment as sent, the CRC it
+/// carries and its length field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment<'a> {
+    pub data: &'a str,
+    pub received: u16,
+    pub declared: usize,
+}
+
+impl Segment<'_> {
+    /// Notes a length field that is neither the data segment's length as
+    /// sent nor, for an encrypted one, its length in clear (`clear`).
+    pub fn check_length(&self, clear: &str, notes: &mut Vec<String>) {
+        if self.declared != self.data.len() && self.declared != clear.len() {
+            notes.push(format!(
+                "length field {} but the data segment has {} bytes",
+                self.declared,
+                self.data.len()
+            ));
+        }
+    }
+}
+
+/// Splits a packet into its data segment, the CRC it carries and its
+/// length field.
+pub fn split(raw: &[u8]) -> Result<Segment<'_>, Error> {
     let line = raw
         .strip_suffix(b"\r\n")
         .or_else(|| raw.strip_suffix(b"\n"))
@@ -294,13 +331,11 @@ pub fn split<'a>(raw: &'a [u8], notes: &mut Vec<String>) -> Result<(&'a str, u16
         })?;
     let data = std::str::from_utf8(data)
         .map_err(|_| Error::Frame("the data segment is not UTF-8".into()))?;
-    if declared != data.len() {
-        notes.push(format!(
-            "length field {declared} but the data segment has {} bytes",
-            data.len()
-        ));
-    }
-    Ok((data, received))
+    Ok(Segment {
+        data,
+        received,
+        declared,
+    })
 }
 
 /// Whether `received` is the CRC of `data` under `policy`: `Ok(true)`, or
@@ -316,23 +351,27 @@ pub fn check_crc(data: &str, received: u16, policy: CrcPolicy) -> Result<bool, E
     }
 }
 
-/// A packet's data segment, its CRC checked under `policy`: with whether
-/// it matched (false only under [`CrcPolicy::Any`]).
-pub fn frame<'a>(
-    raw: &'a [u8],
-    policy: CrcPolicy,
-    notes: &mut Vec<String>,
-) -> Result<(&'a str, bool), Error> {
-    let (data, received) = split(raw, notes)?;
-    Ok((data, check_crc(data, received, policy)?))
+/// Decodes one packet (`##…`, CR LF optional) under `policy`; an
+/// encrypted data area is an error ([`decode_with_key`] decrypts it).
+pub fn decode(raw: &[u8], policy: CrcPolicy) -> Result<Packet, Error> {
+    decode_with_key(raw, policy, None)
 }
 
-/// Decodes one packet (`##…`, CR LF optional) under `policy`.
-pub fn decode(raw: &[u8], policy: CrcPolicy) -> Result<Packet, Error> {
+/// Decodes one packet under `policy`, decrypting an encrypted data area
+/// with `key`; the CRC is checked on the data segment in clear.
+pub fn decode_with_key(
+    raw: &[u8],
+    policy: CrcPolicy,
+    key: Option<&crypt::Key>,
+) -> Result<Packet, Error> {
+    let segment = split(raw)?;
+    let data = crypt::clear(segment.data, key)?;
     let mut notes = Vec::new();
-    let (data, crc_ok) = frame(raw, policy, &mut notes)?;
-    let mut packet = parse_data(data, notes)?;
+    segment.check_length(&data, &mut notes);
+    let crc_ok = check_crc(&data, segment.received, policy)?;
+    let mut packet = parse_data(&data, notes)?;
     packet.crc_ok = crc_ok;
+    packet.encrypted = matches!(data, std::borrow::Cow::Owned(_));
     Ok(packet)
 }
 
@@ -391,6 +430,7 @@ pub fn parse_data(data: &str, mut notes: Vec<String>) -> Result<Packet, Error> {
         flag,
         part,
         resent: header.get("RF") == Some(&"1"),
+        encrypted: false,
         data_time: None,
         crc_ok: true,
         values: BTreeMap::new(),
@@ -545,6 +585,9 @@ pub fn to_json(p: &Packet) -> serde_json::Value {
     if p.resent {
         o.insert("resent".into(), json!(true));
     }
+    if p.encrypted {
+        o.insert("encrypted".into(), json!(true));
+    }
     let fields: Map<String, Value> = p
         .fields
         .iter()
@@ -569,6 +612,7 @@ pub fn to_json(p: &Packet) -> serde_json::Value {
 /// packet refused under `policy`. Returns (parsed, refused).
 pub fn parse_lines(
     policy: CrcPolicy,
+    key: Option<&crypt::Key>,
     input: impl std::io::BufRead,
     mut out: impl std::io::Write,
 ) -> std::io::Result<(u64, u64)> {
@@ -579,7 +623,7 @@ pub fn parse_lines(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let json = match decode(line, policy) {
+        let json = match decode_with_key(line, policy, key) {
             Ok(p) => {
                 parsed += 1;
                 to_json(&p)

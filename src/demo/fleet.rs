@@ -124,6 +124,8 @@ impl Sensor {
             mn: self.mn(),
             password: Some(crate::units::Secret::new(HJ212_PASSWORD)),
             password_file: None,
+            sm4_key: None,
+            sm4_key_file: None,
             district: self.district.into(),
             site: self.site.into(),
             kind: kind.into(),

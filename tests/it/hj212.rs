@@ -31,11 +31,15 @@ fn config(broker: u16, influx: &Influx, hook: &Receiver) -> String {
              [[hj212.devices]]\nmn = \"{VOC}\"\npassword = \"pw-voc\"\ndistrict = \"fangshan\"\n\
              site = \"yanshan\"\nkind = \"voc\"\n\
              [[hj212.devices]]\nmn = \"{DUST}\"\npassword = \"pw-dust\"\ndistrict = \"tongzhou\"\n\
-             site = \"site-17\"\nkind = \"dust\"\n",
+             site = \"site-17\"\nkind = \"dust\"\nsm4_key = \"{DUST_KEY}\"\n",
             hook.url()
         ),
     )
 }
+
+/// The dust monitor's SM4 key (HJ 212-2025 encryption); the others have
+/// none.
+const DUST_KEY: &str = "0123456789abcdeffedcba9876543210";
 
 /// Hour `h` of the day starting at `day` from device `mn`: an upload
 /// asking for an ACK (Flag=5), its QN unique per device and hour.
@@ -204,10 +208,11 @@ async fn three_loggers_through_a_kill_9_store_every_acknowledged_hour_once_and_f
     );
 }
 
-/// Packets that fail a check are quarantined with their reason and get no
+/// Packets that fail a check (an encrypted one from a device with no key
+/// among them) are quarantined with their reason and get no
 /// ACK; a good one on the same connection after them does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_an_unknown_device_and_a_bad_crc_are_quarantined_unacknowledged() {
+async fn a_wrong_password_an_unknown_device_a_bad_crc_and_no_key_are_quarantined_unacknowledged() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
@@ -222,28 +227,52 @@ async fn a_wrong_password_an_unknown_device_and_a_bad_crc_are_quarantined_unackn
     let (good, qn) = hourly(DUST, "pw-dust", "39", day, 2, cp);
     let (crc_of, _) = hourly(DUST, "pw-dust", "39", day, 3, cp);
     let bad_crc = format!("{}0000", &crc_of[..crc_of.len() - 4]);
+    // HJ 212-2025 encrypted data areas: the dust monitor's key is
+    // configured, the VOC monitor's is not.
+    let sealed_data = |mn: &str, pw: &str, h: i64| {
+        format!(
+            "QN={h:017};ST=39;CN=2061;PW={pw};MN={mn};Flag=9;CP=&&DataTime={};{cp}&&",
+            beijing_time(day + h * HOUR)
+        )
+    };
+    let sealed = hj212_sealed(&sealed_data(DUST, "pw-dust", 4), DUST_KEY);
+    let sealed_no_key = hj212_sealed(&sealed_data(VOC, "pw-voc", 4), DUST_KEY);
     let sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let mut sock = tokio::io::BufReader::new(sock);
-    for p in [&wrong_pw, &unknown, &bad_crc, &good] {
+    for p in [
+        &wrong_pw,
+        &unknown,
+        &bad_crc,
+        &sealed_no_key,
+        &good,
+        &sealed,
+    ] {
         sock.get_mut()
             .write_all(format!("{p}\r\n").as_bytes())
             .await
             .unwrap();
     }
-    // Packets are taken in order: the first answer is the good one's.
+    // Packets are taken in order: the answers are the good one's, then
+    // the decrypted one's.
     let mut line = String::new();
     sock.read_line(&mut line).await.unwrap();
     assert!(
         line.contains(&format!("QN={qn};")) && line.contains("CN=9014"),
         "{line}"
     );
+    line.clear();
+    sock.read_line(&mut line).await.unwrap();
+    assert!(
+        line.contains(&format!("QN={:017};", 4)) && line.contains("Flag=8"),
+        "{line}"
+    );
     let q = "SELECT count(payload_bytes) FROM quarantine GROUP BY reason";
     influx
         .wait_count(
             "SELECT count(payload_bytes) FROM quarantine",
-            3,
+            4,
             Duration::from_secs(60),
         )
         .await;
@@ -261,18 +290,25 @@ async fn a_wrong_password_an_unknown_device_and_a_bad_crc_are_quarantined_unackn
     reasons.sort();
     assert_eq!(
         reasons,
-        [("bad_crc", 1), ("bad_password", 1), ("unknown_device", 1)]
-            .map(|(r, n)| (r.to_owned(), n))
+        [
+            ("bad_crc", 1),
+            ("bad_password", 1),
+            ("encrypted", 1),
+            ("unknown_device", 1)
+        ]
+        .map(|(r, n)| (r.to_owned(), n))
     );
     // The ACK says the packet is in the spool; InfluxDB gets it after.
     let stored = influx
-        .wait_count("SELECT count(pm10) FROM dust", 1, Duration::from_secs(60))
+        .wait_count("SELECT count(pm10) FROM dust", 2, Duration::from_secs(60))
         .await;
-    assert_eq!(stored, 1);
-    assert_eq!(lantian.metric("lantian_hj212_acks_total").await, Some(1.0));
+    assert_eq!(stored, 2);
+    let sum = influx.query("SELECT sum(pm10) FROM dust").await;
+    assert_eq!(sum[0]["values"][0][1].as_f64(), Some(122.0));
+    assert_eq!(lantian.metric("lantian_hj212_acks_total").await, Some(2.0));
     assert_eq!(
         lantian.metric("lantian_hj212_packets_total").await,
-        Some(4.0)
+        Some(6.0)
     );
     // An HTTP client on the HJ 212 port is told what the port is.
     let r = http()

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{CrcPolicy, Error, Packet, check_crc, parse_data, split};
+use super::{CrcPolicy, Error, Packet, check_crc, crypt, parse_data, split};
 use crate::reading::{Coverage, Point, Reason, Reject};
 
 /// Pollutant code → (field, default unit). The units are what the
@@ -62,6 +62,8 @@ impl Aggregate {
 pub struct Device {
     pub mn: String,
     pub password: Option<String>,
+    /// Its SM4 key, for an encrypted data area.
+    pub key: Option<crypt::Key>,
     pub kind: String,
     /// district, sensor and site, sorted by key.
     pub tags: Vec<(String, String)>,
@@ -120,6 +122,16 @@ impl Devices {
                     None
                 }
             };
+            let sm4_key =
+                match crate::units::Secret::resolve(d.sm4_key.as_ref(), d.sm4_key_file.as_deref())
+                    .and_then(|k| k.map(|k| crypt::Key::parse(k.expose())).transpose())
+                {
+                    Ok(k) => k,
+                    Err(e) => {
+                        errors.push((key("sm4_key"), e));
+                        None
+                    }
+                };
             let mut tags = vec![
                 ("district".to_owned(), d.district.clone()),
                 (
@@ -150,6 +162,7 @@ impl Devices {
             let device = Device {
                 mn: d.mn.clone(),
                 password,
+                key: sm4_key,
                 kind: d.kind.clone(),
                 tags,
                 crc,
@@ -185,34 +198,48 @@ impl Devices {
     /// the CRC of the device's policy and its password. The reject says
     /// which check failed.
     pub fn check(&self, raw: &[u8]) -> Result<(Packet, &Device), Reject> {
-        let mut notes = Vec::new();
-        let (data, received) =
-            split(raw, &mut notes).map_err(|e| Reject::new(Reason::BadPacket, e.to_string()))?;
-        let head_mn = || {
-            data.split(';')
+        let segment = split(raw).map_err(|e| Reject::new(Reason::BadPacket, e.to_string()))?;
+        let device_of = |mn: &str| {
+            self.get(mn).ok_or_else(|| {
+                Reject::new(
+                    Reason::UnknownDevice,
+                    format!("MN {mn:?} is not in [[hj212.devices]]"),
+                )
+            })
+        };
+        // An encrypted data area needs the device's key; the header, with
+        // the MN, is in clear.
+        let data = if crypt::is_encrypted(segment.data) {
+            let mn = segment
+                .data
+                .split(';')
                 .find_map(|kv| kv.strip_prefix("MN="))
-                .unwrap_or_default()
-                .to_owned()
-        };
-        if data.contains("CP=&&{") {
-            return Err(Reject::new(
-                Reason::Encrypted,
-                format!(
-                    "MN {:?} sends an encrypted data area (HJ 212-2025 SM4); no key is configured for it",
-                    head_mn()
+                .unwrap_or_default();
+            let device = device_of(mn)?;
+            crypt::clear(segment.data, device.key.as_ref()).map_err(|e| match e {
+                Error::Encrypted => Reject::new(
+                    Reason::Encrypted,
+                    format!(
+                        "MN {mn:?} sends an encrypted data area (HJ 212-2025 SM4); no sm4_key is configured for it"
+                    ),
                 ),
-            ));
-        }
-        let packet =
-            parse_data(data, notes).map_err(|e| Reject::new(Reason::BadPacket, e.to_string()))?;
-        let mn = packet.mn.clone().unwrap_or_default();
-        let Some(device) = self.get(&mn) else {
-            return Err(Reject::new(
-                Reason::UnknownDevice,
-                format!("MN {mn:?} is not in [[hj212.devices]]"),
-            ));
+                Error::Key => Reject::new(
+                    Reason::Encrypted,
+                    format!("MN {mn:?}: {e}; is its sm4_key the device's?"),
+                ),
+                e => Reject::new(Reason::BadPacket, format!("MN {mn:?}: {e}")),
+            })?
+        } else {
+            std::borrow::Cow::Borrowed(segment.data)
         };
-        let crc_ok = match check_crc(data, received, device.crc) {
+        let mut notes = Vec::new();
+        segment.check_length(&data, &mut notes);
+        let mut packet =
+            parse_data(&data, notes).map_err(|e| Reject::new(Reason::BadPacket, e.to_string()))?;
+        packet.encrypted = matches!(data, std::borrow::Cow::Owned(_));
+        let mn = packet.mn.clone().unwrap_or_default();
+        let device = device_of(&mn)?;
+        let crc_ok = match check_crc(&data, segment.received, device.crc) {
             Ok(ok) => ok,
             Err(e @ Error::Crc { .. }) => {
                 return Err(Reject::new(Reason::BadCrc, format!("MN {mn:?}: {e}")));
@@ -227,7 +254,6 @@ impl Devices {
                 format!("MN {mn:?}: PW is not the device's password"),
             ));
         }
-        let mut packet = packet;
         packet.crc_ok = crc_ok;
         Ok((packet, device))
     }

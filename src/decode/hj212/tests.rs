@@ -482,6 +482,9 @@ mod through_the_decoder {
             "QN=1;ST=32;CN=2061;PW=123456;MN={MN};Flag=9;CP=&&{{0xE4,0x3E,0x11}}&&"
         ));
         assert_eq!(reason(sealed.as_bytes()), Reason::Encrypted);
+        let sealed_by_nobody =
+            build("QN=1;ST=32;CN=2061;PW=123456;MN=NOBODY;Flag=9;CP=&&{0xE4,0x3E,0x11}&&");
+        assert_eq!(reason(sealed_by_nobody.as_bytes()), Reason::UnknownDevice);
         let no_time = build(&format!(
             "QN=1;ST=32;CN=2061;PW=123456;MN={MN};Flag=4;CP=&&w01018-Avg=1&&"
         ));
@@ -492,6 +495,39 @@ mod through_the_decoder {
         ));
         let out = d.decode("$hj212/tcp/x", restart.as_bytes(), NOW);
         assert!(out.points.is_empty() && out.rejects.is_empty());
+    }
+
+    /// A device with its SM4 key: its encrypted packets become the same
+    /// points as in clear; with the wrong key they are quarantined.
+    #[test]
+    fn an_encrypted_packet_is_decrypted_with_its_devices_key() {
+        let data = "QN=20160801090000001;ST=32;CN=2061;PW=123456;MN=SEALED;Flag=9;CP=&&\
+                    DataTime=20160801080000;w00000-Avg=17.5,w00000-Flag=N;w01018-Avg=40.1,w01018-Flag=N&&";
+        let clear = build(data);
+        let wire = super::sealed_by_openssl(data, super::TEST_KEY).unwrap();
+        let keyed = |key: &str| {
+            decoder(&format!(
+                "[[hj212.devices]]\nmn = \"SEALED\"\nsm4_key = \"{key}\"\ndistrict = \"d\"\n\
+                 site = \"s\"\nkind = \"sewage\"\n"
+            ))
+        };
+        let want = keyed(super::TEST_KEY).decode("$hj212/tcp/x", clear.as_bytes(), NOW);
+        assert!(want.rejects.is_empty(), "{:?}", want.rejects);
+        let got = keyed("0000000000000000").decode("$hj212/tcp/x", wire.as_bytes(), NOW);
+        assert!(got.rejects.is_empty(), "{:?}", got.rejects);
+        assert_eq!(got.points, want.points);
+        assert_eq!(got.points[0].fields.len(), 2);
+        let wrong =
+            keyed("0123456789abcdeffedcba9876543210").decode("$hj212/tcp/x", wire.as_bytes(), NOW);
+        assert!(
+            matches!(wrong.rejects[0].reason, Reason::Encrypted | Reason::BadCrc),
+            "{:?}",
+            wrong.rejects
+        );
+        // A key that is not one is a configuration error, with its path.
+        let toml = "[[hj212.devices]]\nmn = \"K\"\nsm4_key = \"123\"\ndistrict = \"d\"\nsite = \"s\"\nkind = \"sewage\"\n";
+        let e = format!("{:?}", crate::app::load_from_str(toml).unwrap_err());
+        assert!(e.contains("hj212.devices[0].sm4_key"), "{e}");
     }
 
     #[test]
@@ -585,4 +621,124 @@ mod through_the_decoder {
             assert!(keys.contains(&key), "{key} missing from {problems:?}");
         }
     }
+}
+
+/// The standard's test key (HJ 212-2025 Appendix A.2: 16 × 0x30).
+const TEST_KEY: &str = "30303030303030303030303030303030";
+
+/// `data`'s data area encrypted as HJ 212-2025 §6.4 sends it, by OpenSSL's
+/// SM4 (an implementation independent of lantian's): whole 16-byte blocks
+/// as `{0xHH,…}`, the shorter tail in clear; the length field counts the
+/// segment in clear and the CRC is the clear segment's, as in the
+/// standard's example. `None` when the area is shorter than a block.
+fn sealed_by_openssl(data: &str, key_hex: &str) -> Option<String> {
+    use std::io::Write;
+    let at = data.find("CP=&&")? + 5;
+    let (head, area) = data.split_at(at);
+    let area = area.strip_suffix("&&")?;
+    let whole = area.len() / 16 * 16;
+    if whole == 0 {
+        return None;
+    }
+    let mut child = std::process::Command::new("openssl")
+        .args(["enc", "-sm4-ecb", "-nopad", "-K", key_hex])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl (scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&area.as_bytes()[..whole])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl enc -sm4-ecb failed");
+    assert_eq!(out.stdout.len(), whole);
+    let bytes: Vec<String> = out.stdout.iter().map(|b| format!("0x{b:02X}")).collect();
+    Some(format!(
+        "##{:04}{head}{{{}}}{}&&{:04X}",
+        data.len(),
+        bytes.join(","),
+        &area[whole..],
+        crc_hj212(data.as_bytes())
+    ))
+}
+
+#[test]
+fn packets_encrypted_by_openssl_decrypt_to_what_they_were() {
+    let key = crypt::Key::parse(TEST_KEY).unwrap();
+    let wrong = crypt::Key::parse("0123456789abcdeffedcba9876543210").unwrap();
+    let mut sealed = 0;
+    for line in samples("samples-verified.txt") {
+        let plain = one(&line, CrcPolicy::Hj212);
+        let data = split(line.as_bytes()).unwrap().data;
+        let Some(wire) = sealed_by_openssl(data, TEST_KEY) else {
+            continue;
+        };
+        sealed += 1;
+        assert!(wire.contains("CP=&&{0x"), "{wire}");
+        let opened = decode_with_key(wire.as_bytes(), CrcPolicy::Hj212, Some(&key))
+            .unwrap_or_else(|e| panic!("{wire}: {e}"));
+        assert!(opened.encrypted);
+        // The length field counts the segment in clear: not a quirk.
+        assert_eq!(opened.notes, plain.notes, "{wire}");
+        assert_eq!(
+            Packet {
+                encrypted: false,
+                ..opened
+            },
+            plain
+        );
+        assert_eq!(
+            decode(wire.as_bytes(), CrcPolicy::Hj212),
+            Err(Error::Encrypted)
+        );
+        // Another key gives bytes that are not text, or text whose CRC
+        // is not the packet's.
+        assert!(matches!(
+            decode_with_key(wire.as_bytes(), CrcPolicy::Hj212, Some(&wrong)),
+            Err(Error::Key | Error::Crc { .. } | Error::Data(_))
+        ));
+    }
+    assert!(
+        sealed >= 30,
+        "only {sealed} samples have a data area of a block"
+    );
+}
+
+#[test]
+fn hj212_parse_decrypts_with_a_key_and_refuses_without() {
+    let line = samples("samples-verified.txt")
+        .into_iter()
+        .find(|l| l.contains("CN=2061"))
+        .unwrap();
+    let data = split(line.as_bytes()).unwrap().data;
+    let wire = sealed_by_openssl(data, TEST_KEY).unwrap();
+    let input = format!("{wire}\r\n{line}\r\n");
+    let key = crypt::Key::parse("0000000000000000").unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        parse_lines(CrcPolicy::Hj212, Some(&key), input.as_bytes(), &mut out).unwrap(),
+        (2, 0)
+    );
+    let lines: Vec<serde_json::Value> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["encrypted"], true);
+    assert_eq!(lines[0]["values"], lines[1]["values"]);
+    assert!(lines[1].get("encrypted").is_none());
+    let mut out = Vec::new();
+    assert_eq!(
+        parse_lines(CrcPolicy::Hj212, None, input.as_bytes(), &mut out).unwrap(),
+        (1, 1)
+    );
+    let first: serde_json::Value =
+        serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert!(
+        first["error"].as_str().unwrap().contains("SM4-encrypted"),
+        "{first}"
+    );
 }
