@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 ///
 /// New here? `lantian demo` runs the whole pipeline on this machine with
 /// nothing installed, and prints where to look.
+/// The exit status of a configuration that has problems (sysexits.h
+/// EX_CONFIG): the unit does not restart on it.
+const EX_CONFIG: u8 = 78;
+
 #[derive(Parser)]
 #[command(version, about, long_about, propagate_version = true)]
 struct Cli {
@@ -105,7 +109,7 @@ enum Command {
         dust_limit: Option<f64>,
     },
     /// Check a configuration: print every problem with its key path and
-    /// exit 2, or print a one-line summary and exit 0.
+    /// exit 78 (EX_CONFIG), or print a one-line summary and exit 0.
     CheckConfig {
         /// Configuration file (TOML).
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
@@ -318,7 +322,7 @@ fn targets(all: bool, config: Option<PathBuf>) -> ExitCode {
             for p in &problems.0 {
                 eprintln!("lantian targets: {p}");
             }
-            return ExitCode::from(2);
+            return ExitCode::from(EX_CONFIG);
         }
     };
     match settings.targets().map_err(|e| format!("{e:?}")) {
@@ -403,7 +407,7 @@ fn check_config(config: Option<PathBuf>) -> ExitCode {
             for p in &problems.0 {
                 eprintln!("  {p}");
             }
-            ExitCode::from(2)
+            ExitCode::from(EX_CONFIG)
         }
     }
 }
@@ -417,7 +421,9 @@ fn run(config: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
             for p in &problems.0 {
                 eprintln!("  {p}");
             }
-            return ExitCode::from(2);
+            // Not restarted by systemd (RestartPreventExitStatus=78):
+            // the same file would fail the same way.
+            return ExitCode::from(EX_CONFIG);
         }
     };
     lantian::telemetry::init(
@@ -500,6 +506,9 @@ async fn reload_on_sighup(
                 for p in &problems.0 {
                     tracing::warn!(problem = %p, "reload refused");
                 }
+                lantian::systemd::notify(
+                    "STATUS=reload refused: the file has problems (see the log); running the previous configuration",
+                );
             }
         }
     }

@@ -586,7 +586,7 @@ fn build_housekeeping(
         tasks.spawn(
             Phase::Service,
             "reload",
-            reload_loop(rx, rules, outbox, stop, t),
+            reload_loop(s.source.clone(), rx, rules, outbox, stop, t),
         );
     }
 }
@@ -620,9 +620,31 @@ async fn prune_archive(a: &crate::config::ArchiveConfig, m: &Metrics) {
     }
 }
 
+/// What a reload applies: the targets and the webhook receivers (and the
+/// keys the targets are resolved with). Any other change needs a restart.
+pub const RELOADABLE: [&str; 5] = [
+    "alerts.targets",
+    "alerts.receivers",
+    "alerts.repeat_interval",
+    "alerts.site_labels",
+    "alerts.gb3095",
+];
+
+/// The keys changed since the start (`started`) that a reload does not
+/// apply.
+pub fn needs_restart(started: &crate::config::Source, new: &Settings) -> Vec<String> {
+    started
+        .changed(&new.source)
+        .into_iter()
+        .filter(|k| !RELOADABLE.contains(&k.as_str()))
+        .collect()
+}
+
 /// SIGHUP: new targets go to the alert stage, new receivers to the outbox
 /// (new queues get delivery workers); a refused file keeps the running set.
+/// Changes a reload cannot apply are named (log and `systemctl status`).
 async fn reload_loop(
+    started: crate::config::Source,
     mut rx: mpsc::Receiver<Settings>,
     rules: mpsc::Sender<Vec<Rule>>,
     outbox: Option<Arc<Outbox>>,
@@ -653,12 +675,30 @@ async fn reload_loop(
                     receivers = new.alerts.receivers.len(),
                     "configuration reloaded (targets and receivers)"
                 );
+                let pending = needs_restart(&started, &new);
+                if pending.is_empty() {
+                    crate::systemd::notify("STATUS=configuration reloaded");
+                } else {
+                    let keys = pending.join(", ");
+                    warn!(
+                        changed = %keys,
+                        "reload: these changed and are NOT applied until a restart (systemctl restart lantian)"
+                    );
+                    crate::systemd::notify(&format!(
+                        "STATUS=reloaded targets and receivers; restart to apply: {keys}"
+                    ));
+                }
             }
-            (t, r) => warn!(
-                targets = ?t.err(),
-                receivers = ?r.err(),
-                "reload refused: the configuration has problems; keeping the running one"
-            ),
+            (t, r) => {
+                warn!(
+                    targets = ?t.err(),
+                    receivers = ?r.err(),
+                    "reload refused: the configuration has problems; keeping the running one"
+                );
+                crate::systemd::notify(
+                    "STATUS=reload refused: see the log; running the previous configuration",
+                );
+            }
         }
         crate::systemd::notify("READY=1");
     }

@@ -91,6 +91,51 @@ pub fn load_from_str_checked(toml: &str, check: Check) -> Result<Settings, Probl
     )
 }
 
+/// The merged configuration tree settings were read from. Its `Debug`
+/// shows nothing: it holds the secrets as written.
+#[derive(Clone, Default)]
+pub struct Source(Option<Value>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Source(..)")
+    }
+}
+
+impl Source {
+    /// The keys whose values differ between two trees: a top-level
+    /// section (`mqtt`), or `alerts.<key>` within `alerts` (whose targets
+    /// and receivers a reload applies), sorted.
+    pub fn changed(&self, new: &Source) -> Vec<String> {
+        fn table(v: Option<&Value>) -> std::collections::HashMap<String, Value> {
+            match v.map(|v| &v.kind) {
+                Some(ValueKind::Table(t)) => t.clone(),
+                _ => Default::default(),
+            }
+        }
+        fn diff(old: Option<&Value>, new: Option<&Value>, prefix: &str, out: &mut Vec<String>) {
+            let (old, new) = (table(old), table(new));
+            let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (a, b) = (old.get(k), new.get(k));
+                if a == b {
+                    continue;
+                }
+                if prefix.is_empty() && k == "alerts" {
+                    diff(a, b, "alerts.", out);
+                } else {
+                    out.push(format!("{prefix}{k}"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        diff(self.0.as_ref(), new.0.as_ref(), "", &mut out);
+        out
+    }
+}
+
 /// Checks beyond one section's own, supplied by the application.
 pub type Check = fn(&Settings) -> Vec<Problem>;
 
@@ -113,7 +158,11 @@ fn build(
                 message: e.to_string(),
             }])
         })?;
-    let (settings, mut problems) = deserialize_collecting(raw);
+    let source = Source(Some(raw.clone()));
+    let (mut settings, mut problems) = deserialize_collecting(raw);
+    if let Some(s) = &mut settings {
+        s.source = source;
+    }
     // The raw tree is a hash map: sort so the report is stable.
     problems.sort_by(|a, b| a.key.cmp(&b.key));
     if let Some(settings) = &settings {
@@ -221,6 +270,26 @@ fn remove(root: &mut Value, path: &[Segment]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload names what changed: top-level sections, and keys within
+    /// `alerts`; a secret's change counts though it is never shown.
+    #[test]
+    fn the_source_tells_which_sections_changed() {
+        let a = load_from_str("[mqtt]\nport = 1883\nusername = \"u\"\npassword = \"x\"\n[alerts]\nrepeat_interval = \"4h\"\n")
+            .unwrap();
+        let same = load_from_str("[alerts]\nrepeat_interval = \"4h\"\n[mqtt]\npassword = \"x\"\nusername = \"u\"\nport = 1883\n")
+            .unwrap();
+        assert!(a.source.changed(&same.source).is_empty());
+        let b = load_from_str(
+            "[mqtt]\nport = 1883\nusername = \"u\"\npassword = \"y\"\n[alerts]\nrepeat_interval = \"1h\"\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            a.source.changed(&b.source),
+            ["alerts.repeat_interval", "log", "mqtt"]
+        );
+        assert_eq!(format!("{:?}", b.source), "Source(..)");
+    }
 
     #[test]
     fn shipped_reference_config_states_the_defaults() {

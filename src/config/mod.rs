@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub use crate::units::{ByteSize, HumanDuration, Secret};
 pub use load::{
-    Check, Problem, Problems, load, load_checked, load_from_str, load_from_str_checked,
+    Check, Problem, Problems, Source, load, load_checked, load_from_str, load_from_str_checked,
 };
 
 /// The whole configuration. Unknown keys anywhere are errors.
@@ -52,6 +52,10 @@ pub struct Settings {
     pub log: LogConfig,
     /// HJ 212 data loggers: the device registry and the TCP listener.
     pub hj212: Hj212Config,
+    /// The merged tree these settings were read from (file and
+    /// environment): what a reload compares.
+    #[serde(skip)]
+    pub source: Source,
 }
 
 /// The longest HJ 212 packet: `##`, 4 digits of length, 9,999 bytes of

@@ -76,8 +76,17 @@ fn shipped_config_is_valid_and_env_overrides_it() {
         .env("LANTIAN__MQTT__NOSUCHKEY", "1")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.nosuchkey: unknown key"));
+    // The daemon refuses to start on it with the same status (EX_CONFIG,
+    // which the unit does not restart on).
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["run", "--config", cfg])
+        .env("LANTIAN__MQTT__NOSUCHKEY", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot start"));
 }
 
 #[test]
@@ -100,7 +109,7 @@ fn secrets_never_reach_output() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert_eq!(out.status.code(), Some(78), "{all}");
     assert!(all.contains("mqtt.port"), "{all}");
     assert!(!all.contains("sup3rs3cret"), "{all}");
 }

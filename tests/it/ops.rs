@@ -318,10 +318,11 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(a.requests().is_empty());
 
-    // Reload: a second receiver, and the heavy-AQI rule without `for`.
+    // Reload: a second receiver, and the heavy-AQI rule without `for`;
+    // and a change a reload does not apply ([log]).
     let two = format!(
         "{one}[[alerts.receivers]]\nname = \"b\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n\
-         [[alerts.targets]]\nid = \"air.aqi.hour.heavy\"\nfor = \"0s\"\n",
+         [[alerts.targets]]\nid = \"air.aqi.hour.heavy\"\nfor = \"0s\"\n[log]\nlevel = \"info\"\n",
         b.url()
     );
     std::fs::write(lantian.dir.path().join("lantian.toml"), two).unwrap();
@@ -356,6 +357,13 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
         lantian.logs()
     );
     assert!(lantian.logs().contains("alert rules reloaded"));
+    // What it did not apply is named, and only that.
+    let logs = lantian.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("NOT applied until a restart"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("changed=log"), "{line}");
     // One hour above 200 at s2 now fires at once, to both receivers.
     published += publish_pm25_hours(
         &mut p,
@@ -416,7 +424,23 @@ fn the_systemd_unit_verifies_and_scores_well() {
     )
     .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
-    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // The reload checks the file before signalling (a refused file fails
+    // `systemctl reload`); a configuration error is not restarted.
+    let reload: Vec<&str> = unit
+        .lines()
+        .filter(|l| l.starts_with("ExecReload="))
+        .collect();
+    assert_eq!(
+        reload,
+        [
+            "ExecReload=/usr/local/bin/lantian check-config --config /etc/lantian/lantian.toml",
+            "ExecReload=/bin/kill -HUP $MAINPID"
+        ]
+    );
+    assert!(unit.contains("\nRestartPreventExitStatus=78\n"));
+    // The start itself checks the configuration: no ExecStartPre, whose
+    // failure RestartPreventExitStatus would not cover.
+    assert!(!unit.contains("ExecStartPre="));
     // The unit as shipped, with the binary path pointed at this build
     // (verify checks the executable exists).
     let dir = tempfile::tempdir().unwrap();
@@ -566,4 +590,75 @@ async fn out_of_descriptors_the_admin_port_backs_off_and_the_spool_pauses_then_r
     );
     // The limit stays low: the endpoint serves again once descriptors free.
     lantian.wait_ready().await;
+}
+
+/// Under systemd, stderr is the journal and `JOURNAL_STREAM` names it
+/// (device:inode): each line then starts with its syslog priority, which
+/// journald records as PRIORITY. The variable naming another stream (a
+/// child whose stderr went elsewhere) changes nothing. No journald runs
+/// here: stderr is a file, named by the variable as systemd would name
+/// the journal's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_their_syslog_priority_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens: lantian warns that the broker cannot be reached.
+    let config = format!(
+        "[mqtt]\nport = {}\n[influxdb]\napi = \"v1\"\nurl = \"http://127.0.0.1:{}\"\n\
+         [spool]\ndir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        free_port(),
+        free_port(),
+        dir.path().join("spool").display()
+    );
+    let cfg = dir.path().join("lantian.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let run = |name: &str, stream: &dyn Fn(&std::fs::Metadata) -> String| {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        let value = stream(&file.metadata().unwrap());
+        let child = Command::new(env!("CARGO_BIN_EXE_lantian"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("JOURNAL_STREAM", value)
+            .env("RUST_LOG", "info")
+            .env_remove("LANTIAN_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        (child, path)
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (mut journal, journal_log) = run("journal.log", &|m| format!("{}:{}", m.dev(), m.ino()));
+    let (mut other, other_log) = run("other.log", &|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    for log in [&journal_log, &other_log] {
+        wait_for(
+            "a warning and an info line",
+            Duration::from_secs(60),
+            async || {
+                let text = read(log);
+                text.contains("WARN") && text.contains("INFO")
+            },
+        )
+        .await;
+    }
+    for c in [&mut journal, &mut other] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let text = read(&journal_log);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with('<')),
+        "every line has a priority:\n{text}"
+    );
+    let warn = lines.iter().find(|l| l.contains("WARN")).unwrap();
+    assert!(warn.starts_with("<4>"), "{warn}");
+    let info = lines.iter().find(|l| l.contains("INFO")).unwrap();
+    assert!(info.starts_with("<6>"), "{info}");
+    let text = read(&other_log);
+    assert!(
+        text.lines().all(|l| !l.starts_with('<')),
+        "no priorities when stderr is not the journal:\n{text}"
+    );
 }
