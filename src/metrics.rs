@@ -181,6 +181,23 @@ metrics! {
     write_buckets: [AtomicU64; WRITE_BUCKETS.len() + 1],
     /// Their total duration in microseconds.
     write_micros: AtomicU64,
+    /// Webhook delivery per receiver, by name.
+    receivers: std::sync::Mutex<std::collections::BTreeMap<String, ReceiverStats>>,
+}
+
+/// One webhook receiver's deliveries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReceiverStats {
+    /// Notices it accepted.
+    pub sent: u64,
+    /// Attempts that failed (each retried).
+    pub failed: u64,
+    /// Notices it refused for good (moved to its dead/).
+    pub dead: u64,
+    /// Notices waiting in its queue.
+    pub queued: u64,
+    /// When it last accepted one (Unix seconds).
+    pub last_success: Option<f64>,
 }
 
 /// Upper bounds (seconds) of the write-latency histogram.
@@ -339,21 +356,58 @@ impl Metrics {
         self.alert_notices.fetch_add(notices as u64, Relaxed);
     }
 
-    /// Notices waiting in the outbox: `n` were added (or, at start, found).
-    pub fn notices_queued(&self, n: u64) {
-        self.alerts_queued.fetch_add(n, Relaxed);
+    fn receiver(&self, name: &str, f: impl FnOnce(&mut ReceiverStats)) {
+        let mut all = self.receivers.lock().expect("metrics lock");
+        match all.get_mut(name) {
+            Some(r) => f(r),
+            None => f(all.entry(name.to_owned()).or_default()),
+        }
     }
 
-    /// A notice left a queue (delivered, or moved to dead/).
-    pub fn notice_dequeued(&self) {
+    /// Per receiver, by name.
+    pub fn receiver_stats(&self) -> std::collections::BTreeMap<String, ReceiverStats> {
+        self.receivers.lock().expect("metrics lock").clone()
+    }
+
+    /// Notices waiting in `receiver`'s queue: `n` were added (or, at
+    /// start, found).
+    pub fn notices_queued(&self, receiver: &str, n: u64) {
+        self.alerts_queued.fetch_add(n, Relaxed);
+        self.receiver(receiver, |r| r.queued += n);
+    }
+
+    /// A receiver was removed by a reload: its queue no longer counts (its
+    /// files stay on disk).
+    pub fn receiver_removed(&self, receiver: &str) {
+        let gone = self
+            .receivers
+            .lock()
+            .expect("metrics lock")
+            .remove(receiver)
+            .map_or(0, |r| r.queued);
+        let _ = self
+            .alerts_queued
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(gone)));
+    }
+
+    /// A notice left `receiver`'s queue (delivered, or moved to dead/).
+    pub fn notice_dequeued(&self, receiver: &str) {
         let _ = self
             .alerts_queued
             .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+        self.receiver(receiver, |r| r.queued = r.queued.saturating_sub(1));
     }
 
     /// A receiver accepted a notice. `after`: failed attempts before it.
     pub fn notice_delivered(&self, receiver: &str, id: &str, after: u32) {
         self.alerts_sent.fetch_add(1, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.receiver(receiver, |r| {
+            r.sent += 1;
+            r.last_success = Some(now);
+        });
         if after > 0 {
             info!(receiver, after, "webhook receiver accepts again");
         }
@@ -364,6 +418,7 @@ impl Metrics {
     /// failure and then at powers of two.
     pub fn notice_failed(&self, receiver: &str, id: &str, failures: u32, why: &str) {
         self.alerts_failed.fetch_add(1, Relaxed);
+        self.receiver(receiver, |r| r.failed += 1);
         if failures == 0 || failures.is_power_of_two() {
             warn!(
                 receiver,
@@ -378,6 +433,7 @@ impl Metrics {
     /// A receiver refused a notice (4xx); it is retried.
     pub fn notice_refused(&self, receiver: &str, id: &str, why: &str) {
         self.alerts_failed.fetch_add(1, Relaxed);
+        self.receiver(receiver, |r| r.failed += 1);
         warn!(receiver, id, why, "webhook refused; retrying");
     }
 
@@ -385,6 +441,10 @@ impl Metrics {
     pub fn notice_dead(&self, receiver: &str, id: &str, times: u32, why: &str) {
         self.alerts_failed.fetch_add(1, Relaxed);
         self.alerts_dead.fetch_add(1, Relaxed);
+        self.receiver(receiver, |r| {
+            r.failed += 1;
+            r.dead += 1;
+        });
         error!(
             receiver,
             id, why, "webhook receiver refused this notice {times} times; moved to dead/"

@@ -39,6 +39,7 @@ pub fn render(m: &Metrics, ready: bool) -> String {
         one(&mut o, &name, e.kind.as_str(), e.help, (e.read)(m));
     }
     quarantine(&mut o, m);
+    receivers(&mut o, m);
     write_latency(&mut o, m);
     process(&mut o);
     o
@@ -58,6 +59,60 @@ fn quarantine(o: &mut String, m: &Metrics) {
             r.as_str(),
             m.quarantined_count(r)
         );
+    }
+}
+
+/// A label value as the text format writes it: `\\`, `\"` and `\n`
+/// escaped.
+pub fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Webhook delivery per receiver.
+fn receivers(o: &mut String, m: &Metrics) {
+    let stats = m.receiver_stats();
+    type Read = fn(&crate::metrics::ReceiverStats) -> Option<f64>;
+    let families: [(&str, &str, &str, Read); 5] = [
+        (
+            "lantian_webhook_sent_total",
+            "counter",
+            "Notices the receiver accepted",
+            |r| Some(r.sent as f64),
+        ),
+        (
+            "lantian_webhook_failed_total",
+            "counter",
+            "Delivery attempts to the receiver that failed (each is retried)",
+            |r| Some(r.failed as f64),
+        ),
+        (
+            "lantian_webhook_dead_total",
+            "counter",
+            "Notices the receiver refused for good (kept in its dead directory)",
+            |r| Some(r.dead as f64),
+        ),
+        (
+            "lantian_webhook_queued",
+            "gauge",
+            "Notices waiting in the receiver's queue",
+            |r| Some(r.queued as f64),
+        ),
+        (
+            "lantian_webhook_last_success_timestamp_seconds",
+            "gauge",
+            "When the receiver last accepted a notice (Unix time)",
+            |r| r.last_success,
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        header(o, name, kind, help);
+        for (receiver, r) in &stats {
+            if let Some(v) = read(r) {
+                let _ = writeln!(o, "{name}{{receiver=\"{}\"}} {v}", label_value(receiver));
+            }
+        }
     }
 }
 
@@ -209,5 +264,47 @@ mod tests {
             assert!(text.contains(&format!("\n{name} 0\n")), "{name}");
         }
         assert!(text.contains("process_resident_memory_bytes "));
+    }
+
+    /// Deliveries per receiver: counted by name, the queue going up and
+    /// down, the last success stamped; a removed receiver's queue leaves
+    /// the total.
+    #[test]
+    fn webhook_deliveries_are_counted_per_receiver() {
+        let m = Metrics::default();
+        m.notices_queued("duty", 3);
+        m.notices_queued("ops \"x\"", 1);
+        m.notice_failed("duty", "id1", 0, "timeout");
+        m.notice_delivered("duty", "id1", 1);
+        m.notice_dequeued("duty");
+        m.notice_dead("duty", "id2", 5, "400");
+        m.notice_dequeued("duty");
+        let text = render(&m, true);
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{series} ")))
+                .unwrap_or_else(|| panic!("{series} in\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(value("lantian_webhook_sent_total{receiver=\"duty\"}"), 1.0);
+        assert_eq!(
+            value("lantian_webhook_failed_total{receiver=\"duty\"}"),
+            2.0
+        );
+        assert_eq!(value("lantian_webhook_dead_total{receiver=\"duty\"}"), 1.0);
+        assert_eq!(value("lantian_webhook_queued{receiver=\"duty\"}"), 1.0);
+        assert_eq!(
+            value("lantian_webhook_queued{receiver=\"ops \\\"x\\\"\"}"),
+            1.0
+        );
+        let last = value("lantian_webhook_last_success_timestamp_seconds{receiver=\"duty\"}");
+        assert!(last > 1.7e9, "{last}");
+        assert!(!text.contains("lantian_webhook_last_success_timestamp_seconds{receiver=\"ops"));
+        assert_eq!(value("lantian_alerts_queued"), 2.0);
+        m.receiver_removed("duty");
+        let text = render(&m, true);
+        assert!(!text.contains("receiver=\"duty\""));
+        assert!(text.contains("\nlantian_alerts_queued 1\n"));
     }
 }

@@ -273,11 +273,10 @@ impl Outbox {
         for r in receivers {
             queues.push(Arc::new(open_queue(dir, r, room.clone())?));
         }
-        let total: usize = queues
-            .iter()
-            .map(|q| q.inner.lock().expect("outbox lock").pending.len())
-            .sum();
-        metrics.notices_queued(total as u64);
+        for q in &queues {
+            let n = q.inner.lock().expect("outbox lock").pending.len();
+            metrics.notices_queued(&q.receiver().name, n as u64);
+        }
         Ok(Outbox {
             dir: dir.to_owned(),
             queues: Mutex::new(queues),
@@ -300,6 +299,7 @@ impl Outbox {
             if !keep {
                 let left = q.inner.lock().expect("outbox lock").pending.len();
                 info!(receiver = %name, left, "receiver removed; its queued notices stay in the outbox directory");
+                self.metrics.receiver_removed(&name);
                 q.stop.cancel();
             }
             keep
@@ -314,6 +314,8 @@ impl Outbox {
             match open_queue(&self.dir, r.clone(), self.room.clone()) {
                 Ok(q) => {
                     let q = Arc::new(q);
+                    let found = q.inner.lock().expect("outbox lock").pending.len();
+                    self.metrics.notices_queued(&r.name, found as u64);
                     if let Some(h) = self.spawn_one(&q) {
                         started.push(h);
                     }
@@ -378,7 +380,7 @@ impl Outbox {
             inner.remember(n.event_id.clone());
             drop(inner);
             q.notify.notify_one();
-            self.metrics.notices_queued(1);
+            self.metrics.notices_queued(&r.name, 1);
             taken += 1;
         }
         Ok(taken)
@@ -514,7 +516,7 @@ async fn deliver(q: Arc<Queue>, m: Arc<Metrics>, external_url: String, stop: Can
 fn pop(q: &Queue, m: &Metrics) {
     q.inner.lock().expect("outbox lock").pending.pop_front();
     q.room.notify_waiters();
-    m.notice_dequeued();
+    m.notice_dequeued(&q.receiver().name);
 }
 
 fn append_delivered(dir: &Path, id: &str) {

@@ -745,6 +745,25 @@ fn signatures_match_the_standard_webhooks_test_vector() {
 }
 
 #[test]
+fn values_are_rounded_for_people() {
+    use super::webhook::for_people;
+    let cases = [
+        (81.27083333333333, "81.3"),
+        (245.0, "245"),
+        (1234.56, "1235"),
+        (1.2345, "1.23"),
+        (0.05234, "0.0523"),
+        (90.0, "90"),
+        (0.0, "0"),
+        (-3.2468, "-3.25"),
+        (-0.0001, "-0.0001"),
+    ];
+    for (v, want) in cases {
+        assert_eq!(for_people(v), want, "{v}");
+    }
+}
+
+#[test]
 fn the_alertmanager_body_has_the_v4_shape() {
     use super::webhook::{Format, body};
     let mut e = engine();
@@ -759,6 +778,31 @@ fn the_alertmanager_body_has_the_v4_shape() {
     assert_eq!(b["receiver"], "duty");
     assert_eq!(b["truncatedAlerts"], 0);
     assert_eq!(b["groupLabels"]["alertname"], "air.aqi.hour.heavy");
+    // One group per alert instance: the station is in it.
+    assert_eq!(b["groupLabels"], b["alerts"][0]["labels"]);
+    assert_eq!(b["groupLabels"]["site"], "dongsi");
+    let key = b["groupKey"].as_str().unwrap();
+    assert!(
+        key.starts_with("{}:{alertname=\"air.aqi.hour.heavy\", ")
+            && key.contains("site=\"dongsi\""),
+        "{key}"
+    );
+    let mut other = engine();
+    let at_tiantan: Vec<_> = [(10, 230.0), (11, 245.0)]
+        .into_iter()
+        .flat_map(|(h, aqi)| hour_aqi(&mut other, "tiantan", h, aqi))
+        .collect();
+    let t: serde_json::Value = serde_json::from_slice(&body(
+        Format::Alertmanager,
+        &at_tiantan[0],
+        "duty",
+        "http://x/",
+    ))
+    .unwrap();
+    assert_ne!(
+        t["groupKey"], b["groupKey"],
+        "stations are separate incidents"
+    );
     let a = &b["alerts"][0];
     assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
     assert_eq!(a["startsAt"], "2026-01-05T02:00:00.000Z");

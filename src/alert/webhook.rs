@@ -4,7 +4,12 @@
 //!   "Webhooks").
 //! - `alertmanager`: the Alertmanager webhook body, `"version": "4"`, with
 //!   the one alert of the notice in `alerts`, so receivers written for
-//!   Prometheus Alertmanager work unchanged.
+//!   Prometheus Alertmanager work unchanged. Each alert instance (rule and
+//!   series labels) is its own group (`groupKey`, `groupLabels`).
+//!
+//! Values in text (descriptions, annotations) are rounded for people
+//! ([`for_people`]); the exact value stays in `value` (lantian) or the
+//! `value_exact` annotation (Alertmanager).
 //!
 //! Signing follows Standard Webhooks: headers `webhook-id` (the notice's
 //! event id: the same on every retry, for deduplication),
@@ -26,6 +31,54 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 fn number(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+/// A value for people: three significant digits, never fewer than the
+/// integer part has (245, 81.3, 1.23, 0.052), no trailing zeros.
+pub fn for_people(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let magnitude = if v == 0.0 {
+        0
+    } else {
+        v.abs().log10().floor() as i32
+    };
+    let decimals = (2 - magnitude).clamp(0, 6) as usize;
+    let text = format!("{v:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// "aqi.hour = 245 AQI (threshold > 200 AQI)", values for people.
+pub fn description(a: &super::Alert) -> String {
+    format!(
+        "{} = {} {} (threshold {} {} {})",
+        a.metric,
+        for_people(a.value),
+        a.unit,
+        a.op.as_str(),
+        for_people(a.threshold),
+        a.unit
+    )
+}
+
+/// The labels of an alert instance as Alertmanager writes a label set:
+/// `{alertname="…", site="…"}`, sorted by name.
+fn label_set(labels: &std::collections::BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", Value::String(v.clone())))
+        .collect();
+    format!("{{{}}}", pairs.join(", "))
 }
 
 /// The request body for a notice.
@@ -55,6 +108,7 @@ pub fn body(format: Format, n: &Notice, receiver: &str, external_url: &str) -> V
                 "op": a.op.as_str(),
                 "threshold": number(a.threshold),
                 "unit": a.unit,
+                "description": description(a),
                 "window": { "start": rfc3339(a.window_start_ms), "end": rfc3339(a.window_end_ms) },
                 "starts_at": rfc3339(a.starts_at_ms),
                 "ends_at": a.ends_at_ms.map(rfc3339),
@@ -66,20 +120,11 @@ pub fn body(format: Format, n: &Notice, receiver: &str, external_url: &str) -> V
             let mut ann = serde_json::Map::new();
             let text = |s: String| Value::String(s);
             ann.insert("summary".into(), text(a.name.clone()));
-            ann.insert(
-                "description".into(),
-                text(format!(
-                    "{} = {} {} (threshold {} {} {})",
-                    a.metric,
-                    a.value,
-                    a.unit,
-                    a.op.as_str(),
-                    a.threshold,
-                    a.unit
-                )),
-            );
-            ann.insert("value".into(), text(a.value.to_string()));
-            ann.insert("threshold".into(), text(a.threshold.to_string()));
+            ann.insert("description".into(), text(description(a)));
+            // Annotations are for people; the exact value is kept beside.
+            ann.insert("value".into(), text(for_people(a.value)));
+            ann.insert("value_exact".into(), text(a.value.to_string()));
+            ann.insert("threshold".into(), text(for_people(a.threshold)));
             ann.insert("unit".into(), text(a.unit.clone()));
             ann.insert("window_start".into(), text(rfc3339(a.window_start_ms)));
             ann.insert("window_end".into(), text(rfc3339(a.window_end_ms)));
@@ -90,14 +135,16 @@ pub fn body(format: Format, n: &Notice, receiver: &str, external_url: &str) -> V
             for (k, v) in &a.details {
                 ann.insert(k.clone(), text(v.clone()));
             }
-            let alertname = a.labels.get("alertname").cloned().unwrap_or_default();
+            // One group per alert instance (rule and series labels): a
+            // receiver that keys incidents on groupKey gets one incident
+            // per station, and one station's resolve closes only its own.
             json!({
                 "version": "4",
-                "groupKey": format!("{{}}:{{alertname=\"{alertname}\"}}"),
+                "groupKey": format!("{{}}:{}", label_set(&a.labels)),
                 "truncatedAlerts": 0,
                 "status": status,
                 "receiver": receiver,
-                "groupLabels": { "alertname": alertname },
+                "groupLabels": a.labels,
                 "commonLabels": a.labels,
                 "commonAnnotations": ann,
                 "externalURL": external_url,

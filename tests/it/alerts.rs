@@ -155,6 +155,31 @@ async fn two_hours_above_200_give_one_signed_firing_and_one_resolve() {
     assert_eq!(resolve["status"], "resolved");
     let (fa, ra) = (&fire["alerts"][0], &resolve["alerts"][0]);
     assert_eq!(fa["fingerprint"], ra["fingerprint"], "stable id");
+    // The station's incident: its own group, closed by its own resolve.
+    assert_eq!(fire["groupKey"], resolve["groupKey"]);
+    assert!(
+        fire["groupKey"]
+            .as_str()
+            .unwrap()
+            .contains("site=\"dongsi\""),
+        "{}",
+        fire["groupKey"]
+    );
+    assert_eq!(fire["groupLabels"], fa["labels"]);
+    // Deliveries are counted per receiver (counted once accepted).
+    lantian
+        .wait_metric(
+            "lantian_webhook_sent_total{receiver=\"duty\"}",
+            2.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        lantian
+            .metric("lantian_webhook_queued{receiver=\"duty\"}")
+            .await,
+        Some(0.0)
+    );
     assert_eq!(fa["labels"]["site"], "dongsi");
     assert_eq!(fa["labels"]["severity"], "warning");
     // Fired for the 14:00 hour (after `for` = 1h), started at 13:00.
