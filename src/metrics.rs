@@ -183,6 +183,8 @@ metrics! {
     write_micros: AtomicU64,
     /// Webhook delivery per receiver, by name.
     receivers: std::sync::Mutex<std::collections::BTreeMap<String, ReceiverStats>>,
+    /// The reading time of the newest reading written, per kind (ms).
+    newest: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 /// One webhook receiver's deliveries.
@@ -362,6 +364,24 @@ impl Metrics {
             Some(r) => f(r),
             None => f(all.entry(name.to_owned()).or_default()),
         }
+    }
+
+    /// Readings of these kinds, newest at these times (ms), were written.
+    pub fn readings_newest<'a>(&self, newest: impl IntoIterator<Item = (&'a str, i64)>) {
+        let mut all = self.newest.lock().expect("metrics lock");
+        for (kind, ms) in newest {
+            match all.get_mut(kind) {
+                Some(t) => *t = (*t).max(ms),
+                None => {
+                    all.insert(kind.to_owned(), ms);
+                }
+            }
+        }
+    }
+
+    /// The reading time of the newest reading written, per kind (ms).
+    pub fn newest_readings(&self) -> std::collections::BTreeMap<String, i64> {
+        self.newest.lock().expect("metrics lock").clone()
     }
 
     /// Per receiver, by name.

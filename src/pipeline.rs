@@ -142,6 +142,20 @@ struct Batch {
     spooled: Option<Pos>,
 }
 
+/// The newest reading time per kind among `rows` (few kinds: a list).
+fn newest_per_kind(rows: &[Row]) -> Vec<(&str, i64)> {
+    let mut newest: Vec<(&str, i64)> = Vec::new();
+    for row in rows {
+        if let Row::Reading(p) = row {
+            match newest.iter_mut().find(|(k, _)| *k == p.kind) {
+                Some((_, t)) => *t = (*t).max(p.time_ms),
+                None => newest.push((&p.kind, p.time_ms)),
+            }
+        }
+    }
+    newest
+}
+
 impl Pipeline {
     /// Run until the source closes the channel; every message received is
     /// written and acknowledged before this returns.
@@ -234,6 +248,8 @@ impl Pipeline {
             // assume readings first (quarantine records are rarely refused).
             let stored = batch.readings.saturating_sub(rejected);
             self.metrics.readings_stored(stored as u64);
+            self.metrics
+                .readings_newest(newest_per_kind(batch.rows.as_slice()));
         }
         self.acker.ack(&batch.acks);
         crate::envelope::Tickets::global().done(&batch.tickets);

@@ -24,6 +24,18 @@ pub struct Station {
     pub hour_ms: i64,
 }
 
+/// A station whose newest hour ended longer ago than this is stale: it
+/// is shown grey, not in its last category's colour.
+pub const STALE_AFTER_MS: i64 = 3 * 3_600_000;
+
+impl Station {
+    /// Whether nothing newer than its hour came for [`STALE_AFTER_MS`]
+    /// after the hour ended.
+    pub fn stale(&self, now_ms: i64) -> bool {
+        self.hour_ms + 3_600_000 + STALE_AFTER_MS < now_ms
+    }
+}
+
 pub struct Board {
     standard: Standard,
     /// Times on the page are local to this zone (`windows.timezone`).
@@ -166,7 +178,13 @@ impl Board {
         self.started_ms
     }
 
+    /// The page's data now.
     pub fn to_json(&self, m: &Metrics, not_ready: &[&str]) -> Value {
+        self.to_json_at(m, not_ready, chrono::Utc::now().timestamp_millis())
+    }
+
+    /// The page's data at `now_ms` (which stations are stale).
+    pub fn to_json_at(&self, m: &Metrics, not_ready: &[&str], now_ms: i64) -> Value {
         let stations: Vec<Value> = self
             .stations()
             .iter()
@@ -175,6 +193,7 @@ impl Board {
                     "district": s.district, "site": s.site, "aqi": s.aqi,
                     "category": s.category, "label": s.label, "color": s.color,
                     "primary": s.primary, "hour": rfc3339(s.hour_ms),
+                    "stale": s.stale(now_ms),
                 })
             })
             .collect();
@@ -193,9 +212,14 @@ impl Board {
         let city = self.city().map(|s| {
             json!({
                 "aqi": s.aqi, "category": s.category, "label": s.label, "color": s.color,
-                "primary": s.primary, "hour": rfc3339(s.hour_ms),
+                "primary": s.primary, "hour": rfc3339(s.hour_ms), "stale": s.stale(now_ms),
             })
         });
+        let newest: serde_json::Map<String, Value> = m
+            .newest_readings()
+            .into_iter()
+            .map(|(kind, ms)| (kind, Value::String(rfc3339(ms))))
+            .collect();
         let levels: Vec<Value> = self
             .city_levels()
             .into_iter()
@@ -222,6 +246,7 @@ impl Board {
                 "spool_bytes": m.spool_bytes.load(Relaxed),
                 "mqtt_connected": m.mqtt_connected.load(Relaxed),
                 "alerts_queued": m.alerts_queued.load(Relaxed),
+                "newest_reading": newest,
             },
         })
     }

@@ -43,11 +43,19 @@ h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.4rem 0 .5rem}\
 table{border-collapse:collapse;background:#fff}td,th{padding:.35rem .7rem;border:1px solid #ddd;text-align:left}\
 th{background:#eee}.aqi{font-weight:700;text-align:center;min-width:3rem}\
 .ok{color:#0a7d32}.bad{color:#b00020;font-weight:700}.muted{color:#777}\
-.sev-critical{background:#7e0023;color:#fff}.sev-warning{background:#ff7e00}.sev-info{background:#dde}";
+.sev-critical{background:#7e0023;color:#fff}.sev-warning{background:#ff7e00}.sev-info{background:#dde}\
+.stale{background:#eee;color:#555;border:1px solid #bbb;border-radius:3px;padding:0 .3rem;font-size:.85em}";
+
+/// Stale stations' colour: no category.
+const STALE: &str = "#BBBBBB";
 
 pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
+    render_at(board, m, not_ready, chrono::Utc::now().timestamp_millis())
+}
+
+/// The page at `now` (which stations are stale).
+pub fn render_at(board: &Board, m: &Metrics, not_ready: &[&str], now: i64) -> String {
     let mut o = String::with_capacity(16 << 10);
-    let now = chrono::Utc::now().timestamp_millis();
     let _ = write!(
         o,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -68,27 +76,46 @@ pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
         esc(board.tz_name()),
         board.local(now)
     );
-    stations(&mut o, board);
+    stations(&mut o, board, now);
     alerts(&mut o, board);
     pipeline(&mut o, board, m);
     o
 }
 
 /// The latest hourly AQI per station, under the city-wide one.
-fn stations(o: &mut String, board: &Board) {
+fn stations(o: &mut String, board: &Board, now: i64) {
+    // A stale value is shown grey and says since when nothing came.
+    let colour = |s: &super::board::Station| {
+        if s.stale(now) {
+            STALE.to_owned()
+        } else {
+            s.color.clone()
+        }
+    };
+    let badge = |s: &super::board::Station| {
+        if s.stale(now) {
+            format!(
+                " <span class=\"stale\">stale: nothing newer for {} h</span>",
+                (now - s.hour_ms - 3_600_000) / 3_600_000
+            )
+        } else {
+            String::new()
+        }
+    };
     if let Some(c) = board.city() {
         let _ = write!(
             o,
             "<p id=\"city\">City-wide (mean of the national stations): \
              <span class=\"aqi\" style=\"background:{};color:{}\">AQI {}</span> {} {}, \
-             primary {}, hour {}</p>",
-            esc(&c.color),
-            ink(&c.color),
+             primary {}, hour {}{}</p>",
+            esc(&colour(&c)),
+            ink(&colour(&c)),
             c.aqi,
             esc(&c.label),
             esc(&c.category.replace('_', " ")),
             esc(&crate::evaluate::aqi::pollutants(&c.primary)),
-            board.local(c.hour_ms)
+            board.local(c.hour_ms),
+            badge(&c)
         );
     }
     let levels = board.city_levels();
@@ -130,17 +157,18 @@ fn stations(o: &mut String, board: &Board) {
                 o,
                 "<tr data-site=\"{}\"><td>{}</td><td>{}</td>\
                  <td class=\"aqi\" style=\"background:{};color:{}\">{}</td>\
-                 <td>{} {}</td><td>{}</td><td>{}</td></tr>",
+                 <td>{} {}</td><td>{}</td><td>{}{}</td></tr>",
                 esc(&s.site),
                 esc(&s.site),
                 esc(&s.district),
-                esc(&s.color),
-                ink(&s.color),
+                esc(&colour(s)),
+                ink(&colour(s)),
                 s.aqi,
                 esc(&s.label),
                 esc(&s.category.replace('_', " ")),
                 esc(&crate::evaluate::aqi::pollutants(&s.primary)),
-                board.local(s.hour_ms)
+                board.local(s.hour_ms),
+                badge(s)
             );
         }
         o.push_str("</table>");
@@ -305,7 +333,9 @@ mod tests {
         // An older hour does not replace a newer one.
         b.observe(&[obs("dongsi", 20.0, 0)]);
         let m = Metrics::default();
-        let html = render(&b, &m, &["mqtt: not connected"]);
+        // Two hours after the newest hour began: current.
+        let now = 3 * 3_600_000;
+        let html = render_at(&b, &m, &["mqtt: not connected"], now);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"));
         assert!(
@@ -318,9 +348,36 @@ mod tests {
         );
         assert!(html.contains("not ready: mqtt: not connected"));
         assert!(html.contains("None firing."));
-        let j = b.to_json(&m, &[]);
+        let j = b.to_json_at(&m, &[], now);
         assert_eq!(j["stations"].as_array().unwrap().len(), 2);
         assert_eq!(j["ready"], true);
+        // Just over three hours after the 00:00 hour ended, the station
+        // whose newest hour is 00:00 is stale and dongsi (01:00) is not; a
+        // day later both are, grey, with how long nothing came.
+        let now = 4 * 3_600_000 + 1;
+        let j = b.to_json_at(&m, &[], now);
+        let stale: Vec<(String, bool)> = j["stations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["site"].as_str().unwrap().to_owned(), s["stale"] == true))
+            .collect();
+        assert_eq!(
+            stale,
+            [("&lt;script&gt;x&lt;/script&gt;", true), ("dongsi", false)]
+                .map(|(s, b)| (s.replace("&lt;", "<").replace("&gt;", ">"), b))
+        );
+        let html = render_at(&b, &m, &[], 26 * 3_600_000);
+        assert!(!html.contains("background:#99004C"), "{html}");
+        assert!(
+            html.contains("background:#BBBBBB;color:#000\">260<"),
+            "{html}"
+        );
+        assert!(html.contains("stale: nothing newer for 24 h"), "{html}");
+        assert_eq!(
+            b.to_json_at(&m, &[], 26 * 3_600_000)["stations"][1]["color"],
+            "#99004C"
+        );
     }
 
     /// The city's observed level is shown with its rule set and day; a

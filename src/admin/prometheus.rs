@@ -39,6 +39,7 @@ pub fn render(m: &Metrics, ready: bool) -> String {
         one(&mut o, &name, e.kind.as_str(), e.help, (e.read)(m));
     }
     quarantine(&mut o, m);
+    freshness(&mut o, m);
     receivers(&mut o, m);
     write_latency(&mut o, m);
     process(&mut o);
@@ -68,6 +69,26 @@ pub fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The reading time of the newest reading written, per kind: its age is
+/// `time() - lantian_last_reading_timestamp_seconds`.
+fn freshness(o: &mut String, m: &Metrics) {
+    let name = "lantian_last_reading_timestamp_seconds";
+    header(
+        o,
+        name,
+        "gauge",
+        "Reading time of the newest reading written, per kind (Unix time)",
+    );
+    for (kind, ms) in m.newest_readings() {
+        let _ = writeln!(
+            o,
+            "{name}{{kind=\"{}\"}} {}",
+            label_value(&kind),
+            ms as f64 / 1000.0
+        );
+    }
 }
 
 /// Webhook delivery per receiver.

@@ -104,14 +104,8 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
     lantian.wait_subscribed().await;
 
     let stations = ["dongsi", "tiantan", "guanyuan"];
-    let good = publish_pm25_hours(
-        &mut p,
-        two_days_ago_beijing() + 10 * HOUR,
-        &stations,
-        &vec![vec![80.0, 120.0]; 3],
-        0,
-    )
-    .await;
+    let start = two_days_ago_beijing() + 10 * HOUR;
+    let good = publish_pm25_hours(&mut p, start, &stations, &vec![vec![80.0, 120.0]; 3], 0).await;
     for i in 0..7 {
         p.publish("env/dongcheng/dongsi/air/aq1", format!("not json {i}"))
             .await;
@@ -156,7 +150,10 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
         assert_eq!(r["aqi"], 158, "{r}");
         assert_eq!(r["category"], "moderately_polluted");
         assert_eq!(r["color"], "#FF0000");
+        // Two days old: stale, though the category's colour is kept here.
+        assert_eq!(r["stale"], true, "{r}");
     }
+    assert!(status["pipeline"]["newest_reading"]["air"].is_string());
 
     assert_eq!(lantian.admin("/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(lantian.admin("/readyz").await.0, 200);
@@ -177,6 +174,13 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
     assert_eq!(get("lantian_ready"), 1.0);
     assert_eq!(get("lantian_spool_full"), 0.0);
     assert!(get("lantian_aqi_points_total") >= 6.0);
+    // The newest reading's time, per kind: within the hours published.
+    let newest = get("lantian_last_reading_timestamp_seconds{kind=\"air\"}") * 1000.0;
+    let from = start as f64;
+    assert!(
+        newest >= from && newest < from + 3.0 * HOUR as f64,
+        "{newest} not within 3 h after {from}"
+    );
     assert_eq!(
         get("lantian_influx_write_duration_seconds_count"),
         get("lantian_influx_write_duration_seconds_bucket{le=\"+Inf\"}")
@@ -190,7 +194,10 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
     let (code, html) = lantian.admin("/").await;
     assert_eq!(code, 200);
     assert!(html.contains("data-site=\"guanyuan\""), "{html}");
-    assert!(html.contains("background:#FF0000"));
+    // Days-old hours are grey with a badge, not red as if current.
+    assert!(!html.contains("background:#FF0000"), "{html}");
+    assert!(html.contains("background:#BBBBBB"), "{html}");
+    assert!(html.contains("stale: nothing newer for"), "{html}");
 
     // Rendered by a real browser: the DOM it built, and a screenshot kept
     // as a test artefact.
