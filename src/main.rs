@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use lantian::config::LogFormat;
 use tokio_util::sync::CancellationToken;
 
+/// The exit status of a configuration that has problems (sysexits.h
+/// EX_CONFIG): the unit does not restart on it.
+const EX_CONFIG: u8 = 78;
+
 /// lantian (蓝天) — ingest environmental sensor networks from MQTT into
 /// InfluxDB, losslessly.
 ///
@@ -19,10 +23,9 @@ use tokio_util::sync::CancellationToken;
 ///
 /// New here? `lantian demo` runs the whole pipeline on this machine with
 /// nothing installed, and prints where to look.
-/// The exit status of a configuration that has problems (sysexits.h
-/// EX_CONFIG): the unit does not restart on it.
-const EX_CONFIG: u8 = 78;
-
+///
+/// Effective configuration: `lantian config`. Exit status 78 (EX_CONFIG):
+/// the configuration has problems.
 #[derive(Parser)]
 #[command(version, about, long_about, propagate_version = true)]
 struct Cli {
@@ -111,6 +114,15 @@ enum Command {
     /// Check a configuration: print every problem with its key path and
     /// exit 78 (EX_CONFIG), or print a one-line summary and exit 0.
     CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration: every key with its value and
+    /// where it came from (default, the file, or the environment), as
+    /// TOML; secrets redacted. A configuration with problems prints them
+    /// and exits 78, as check-config does.
+    Config {
         /// Configuration file (TOML).
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
@@ -310,6 +322,18 @@ fn main() -> ExitCode {
             dust_limit,
         }),
         Command::CheckConfig { config } => check_config(config),
+        Command::Config { config } => match lantian::app::load(config.as_deref()) {
+            Ok(s) => {
+                print!("{}", lantian::config::effective(&s.source));
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in &problems.0 {
+                    eprintln!("lantian config: {p}");
+                }
+                ExitCode::from(EX_CONFIG)
+            }
+        },
         Command::Run { config, log_format } => run(config, log_format),
     }
 }

@@ -73,7 +73,13 @@ pub fn load_checked(path: Option<&Path>, check: Check) -> Result<Settings, Probl
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
     }
-    build(builder.add_source(env_source()), check)
+    let file = path.map(|p| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_owned())
+            .display()
+            .to_string()
+    });
+    build(builder.add_source(env_source()), file, check)
 }
 
 /// Load from TOML text plus the environment (for tests and `--config -`).
@@ -87,6 +93,7 @@ pub fn load_from_str_checked(toml: &str, check: Check) -> Result<Settings, Probl
         Config::builder()
             .add_source(File::from_str(toml, FileFormat::Toml))
             .add_source(env_source()),
+        Some("(text)".into()),
         check,
     )
 }
@@ -94,7 +101,14 @@ pub fn load_from_str_checked(toml: &str, check: Check) -> Result<Settings, Probl
 /// The merged configuration tree settings were read from. Its `Debug`
 /// shows nothing: it holds the secrets as written.
 #[derive(Clone, Default)]
-pub struct Source(Option<Value>);
+pub struct Source {
+    /// File and environment merged.
+    tree: Option<Value>,
+    /// The file's path (or a name for text).
+    file: Option<String>,
+    /// What the environment alone gave.
+    env: Option<Value>,
+}
 
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +117,32 @@ impl fmt::Debug for Source {
 }
 
 impl Source {
+    /// The tree itself (`None` for settings not read from one).
+    pub fn tree(&self) -> Option<&Value> {
+        self.tree.as_ref()
+    }
+
+    /// Where the value at `path` (`section.key…`) came from: the
+    /// environment (naming its variable), the file, or the default.
+    pub fn origin(&self, path: &str) -> String {
+        fn find<'a>(tree: Option<&'a Value>, path: &str) -> Option<&'a Value> {
+            path.split('.').try_fold(tree?, |v, k| match &v.kind {
+                ValueKind::Table(t) => t.get(k),
+                _ => None,
+            })
+        }
+        if find(self.env.as_ref(), path).is_some() {
+            format!(
+                "environment ({ENV_PREFIX}__{})",
+                path.replace('.', "__").to_uppercase()
+            )
+        } else if find(self.tree.as_ref(), path).is_some() {
+            self.file.clone().unwrap_or_else(|| "file".into())
+        } else {
+            "default".into()
+        }
+    }
+
     /// The keys whose values differ between two trees: a top-level
     /// section (`mqtt`), or `alerts.<key>` within `alerts` (whose targets
     /// and receivers a reload applies), sorted.
@@ -131,7 +171,7 @@ impl Source {
             }
         }
         let mut out = Vec::new();
-        diff(self.0.as_ref(), new.0.as_ref(), "", &mut out);
+        diff(self.tree.as_ref(), new.tree.as_ref(), "", &mut out);
         out
     }
 }
@@ -147,6 +187,7 @@ fn env_source() -> Environment {
 
 fn build(
     builder: config::ConfigBuilder<config::builder::DefaultState>,
+    file: Option<String>,
     check: Check,
 ) -> Result<Settings, Problems> {
     let raw: Value = builder
@@ -158,7 +199,16 @@ fn build(
                 message: e.to_string(),
             }])
         })?;
-    let source = Source(Some(raw.clone()));
+    let env = Config::builder()
+        .add_source(env_source())
+        .build()
+        .and_then(|c| c.try_deserialize::<Value>())
+        .ok();
+    let source = Source {
+        tree: Some(raw.clone()),
+        file,
+        env,
+    };
     let (mut settings, mut problems) = deserialize_collecting(raw);
     if let Some(s) = &mut settings {
         s.source = source;

@@ -6,6 +6,7 @@
 //! unit test checks that it parses and equals these defaults where it says so.
 
 mod load;
+mod show;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use crate::units::{ByteSize, HumanDuration, Secret};
 pub use load::{
     Check, Problem, Problems, Source, load, load_checked, load_from_str, load_from_str_checked,
 };
+pub use show::effective;
 
 /// The whole configuration. Unknown keys anywhere are errors.
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -26,7 +26,7 @@ fn check_config_names_every_mistake_with_its_key() {
     )
     .unwrap();
     let (code, stdout, stderr) = lantian(&["check-config", "--config", path.to_str().unwrap()]);
-    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(code, 78, "stdout: {stdout}\nstderr: {stderr}");
     assert!(stderr.contains("3 problems"), "{stderr}");
     assert!(stderr.contains("mqtt.prot: unknown key"), "{stderr}");
     assert!(
@@ -121,7 +121,7 @@ fn help_explains_configuration() {
     assert!(stdout.contains("LANTIAN__SECTION__KEY"), "{stdout}");
     assert!(stdout.contains("check-config"), "{stdout}");
     let (code, _, stderr) = lantian(&["run", "--config", "/nonexistent/lantian.toml"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 78);
     assert!(
         stderr.contains("/nonexistent/lantian.toml does not exist"),
         "{stderr}"
@@ -186,7 +186,7 @@ fn targets_apply_the_operators_overrides_and_check_them() {
     )
     .unwrap();
     let (code, _, err) = lantian(&["check-config", "--config", bad.to_str().unwrap()]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 78);
     assert!(
         err.contains("alerts.targets[0]: voc.printing.tvoc: enabled but has no value"),
         "{err}"
@@ -254,4 +254,61 @@ fn hj212_parse_reads_the_field_samples_line_by_line() {
     let (code, out, _) = run("samples-other-crc.txt", "any");
     assert_eq!((code, out.len()), (0, 23));
     assert!(out.iter().all(|o| o["crc"] == "mismatch"));
+}
+
+/// `lantian config`: the effective configuration, each key with where it
+/// came from; the environment names its variable; secrets never shown;
+/// what it prints is a configuration that checks.
+#[test]
+fn config_prints_the_effective_configuration_with_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\nhost = \"broker.example\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["config", "--config", path.to_str().unwrap()])
+        .env("LANTIAN__MQTT__PORT", "1999")
+        .env("LANTIAN__INFLUXDB__TOKEN", "s3cr3t-token")
+        .env_remove("LANTIAN_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key}:\n{text}"))
+            .to_owned()
+    };
+    let canonical = std::fs::canonicalize(&path).unwrap();
+    assert!(
+        line("host").ends_with(&format!("# {}", canonical.display())),
+        "{text}"
+    );
+    assert!(
+        line("port").ends_with("# environment (LANTIAN__MQTT__PORT)"),
+        "{text}"
+    );
+    assert!(line("client_id").ends_with("# default"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cr3t-token"),
+        "{text}"
+    );
+    // Printed, redacted secrets put back, it is a configuration that checks.
+    let again = dir.path().join("effective.toml");
+    std::fs::write(&again, text.replace("\"<redacted>\"", "\"x\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
+        .args(["check-config", "--config", again.to_str().unwrap()])
+        .env_remove("LANTIAN_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
