@@ -7,6 +7,14 @@ use clap::{Parser, Subcommand};
 use lantian::config::LogFormat;
 use tokio_util::sync::CancellationToken;
 
+/// `lantian --version`: the release and the git revision built.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("LANTIAN_GIT_REVISION"),
+    ")"
+);
+
 /// The exit status of a configuration that has problems (sysexits.h
 /// EX_CONFIG): the unit does not restart on it.
 const EX_CONFIG: u8 = 78;
@@ -27,7 +35,7 @@ const EX_CONFIG: u8 = 78;
 /// Effective configuration: `lantian config`. Exit status 78 (EX_CONFIG):
 /// the configuration has problems.
 #[derive(Parser)]
-#[command(version, about, long_about, propagate_version = true)]
+#[command(version = VERSION, about, long_about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,6 +134,30 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+    /// Show what lantian would do with one message: the InfluxDB lines of
+    /// its readings (stdout), or why it would be quarantined.
+    ///
+    /// Decodes and validates TOPIC and PAYLOAD (standard input when no
+    /// PAYLOAD is given: a JSON or SenML body, or an HJ 212 packet on a
+    /// `payload = "hj212"` topic) under the configuration, the way the
+    /// daemon does, and prints one line-protocol line per reading, then
+    /// `# quarantined: REASON: DETAIL` for what it refuses. Nothing is
+    /// written anywhere. A reading without a time gets the current time.
+    /// Exits 0 when nothing was quarantined, 1 otherwise, 78 when the
+    /// configuration has problems.
+    ///
+    /// Example:
+    ///   lantian try env/dongcheng/dongsi/air/aq1 '{"pm25": 35, "no2": 40}'
+    #[command(verbatim_doc_comment)]
+    Try {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "LANTIAN_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The MQTT topic (or `$hj212/tcp/ADDR` for the HJ 212 listener).
+        topic: String,
+        /// The payload; standard input when absent.
+        payload: Option<String>,
     },
     /// List the targets lantian checks (seeds/targets.toml, built in, with
     /// the configuration's [[alerts.targets]] applied), with each rule, its
@@ -322,6 +354,11 @@ fn main() -> ExitCode {
             dust_limit,
         }),
         Command::CheckConfig { config } => check_config(config),
+        Command::Try {
+            config,
+            topic,
+            payload,
+        } => try_message(config, &topic, payload),
         Command::Config { config } => match lantian::app::load(config.as_deref()) {
             Ok(s) => {
                 print!("{}", lantian::config::effective(&s.source));
@@ -335,6 +372,50 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => run(config, log_format),
+    }
+}
+
+/// `lantian try`: what one message becomes.
+fn try_message(config: Option<PathBuf>, topic: &str, payload: Option<String>) -> ExitCode {
+    let settings = match lantian::app::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("lantian try: {p}");
+            }
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let payload = match payload {
+        Some(p) => p.into_bytes(),
+        None => {
+            let mut b = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut b) {
+                eprintln!("lantian try: standard input: {e}");
+                return ExitCode::from(2);
+            }
+            b
+        }
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    match lantian::app::try_message(&settings, topic, &payload, now) {
+        Ok((lines, rejects)) => {
+            for l in &lines {
+                println!("{l}");
+            }
+            for (reason, detail) in &rejects {
+                println!("# quarantined: {reason}: {detail}");
+            }
+            if rejects.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("lantian try: {e:#}");
+            ExitCode::from(EX_CONFIG)
+        }
     }
 }
 

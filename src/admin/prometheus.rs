@@ -21,11 +21,17 @@ fn one(out: &mut String, name: &str, kind: &str, help: &str, v: impl std::fmt::D
 
 pub fn render(m: &Metrics, ready: bool) -> String {
     let mut o = String::with_capacity(8 << 10);
-    header(&mut o, "lantian_build_info", "gauge", "lantian version");
+    header(
+        &mut o,
+        "lantian_build_info",
+        "gauge",
+        "lantian version and git revision",
+    );
     let _ = writeln!(
         o,
-        "lantian_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "lantian_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        env!("LANTIAN_GIT_REVISION")
     );
     one(
         &mut o,

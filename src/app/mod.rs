@@ -51,6 +51,34 @@ use crate::validate::Registry;
 use crate::window::stage::{Downstream, Persist, WindowStage};
 
 /// Build the decoder from validated settings.
+/// What lantian would do with one message (`lantian try`): the
+/// line-protocol lines of its readings, and each quarantine (reason,
+/// detail). `now_ms` stands for the time it arrived.
+pub fn try_message(
+    s: &Settings,
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+) -> anyhow::Result<(Vec<String>, Vec<(&'static str, String)>)> {
+    let decoded = decoder(s)?.decode(topic, payload, now_ms);
+    let lines = decoded
+        .points
+        .into_iter()
+        .filter_map(|p| {
+            let mut buf = Vec::new();
+            let time_ns = p.time_ms * 1_000_000;
+            crate::sink::influx::line::encode_row(&mut buf, &crate::row::Row::Reading(p), time_ns)
+                .then(|| String::from_utf8_lossy(&buf).trim_end().to_owned())
+        })
+        .collect();
+    let rejects = decoded
+        .rejects
+        .into_iter()
+        .map(|r| (r.reason.as_str(), r.detail))
+        .collect();
+    Ok((lines, rejects))
+}
+
 pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
     let templates = s
         .topics

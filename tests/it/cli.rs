@@ -312,3 +312,113 @@ fn config_prints_the_effective_configuration_with_origins() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `lantian try`: a message in, the lines it would write out (or why it
+/// would be quarantined); a packet on standard input for an HJ 212 topic.
+#[test]
+fn try_shows_what_a_message_becomes() {
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lantian"))
+            .args(args)
+            .env_remove("LANTIAN_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let (code, out) = run(
+        &[
+            "try",
+            "env/dongcheng/dongsi/air/aq1",
+            &format!("{{\"ts\":{now_ms},\"pm25\":35,\"no2\":40}}"),
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "air,district=dongcheng,sensor=aq1,site=dongsi no2=40,pm25=35 {}\n",
+            now_ms * 1_000_000
+        )
+    );
+    // A bad field is quarantined with its reason; the good one still goes.
+    let (code, out) = run(
+        &[
+            "try",
+            "env/dongcheng/dongsi/air/aq1",
+            &format!("{{\"ts\":{now_ms},\"pm25\":-5,\"no2\":40}}"),
+        ],
+        "",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("air,district=dongcheng,sensor=aq1,site=dongsi no2=40 "));
+    assert!(
+        lines[1].starts_with("# quarantined: out_of_range: pm25"),
+        "{out}"
+    );
+    // An HJ 212 packet on standard input, from a registered device.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[hj212.devices]]\nmn = \"LOGGER-1\"\npassword = \"123456\"\ndistrict = \"chaoyang\"\n\
+         site = \"gaobeidian\"\nkind = \"sewage\"\n",
+    )
+    .unwrap();
+    let hour = chrono::Utc::now() - chrono::Duration::hours(2);
+    let t = (hour + chrono::Duration::hours(8)).format("%Y%m%d%H0000");
+    let packet = crate::harness::hj212_packet(&format!(
+        "QN=1;ST=32;CN=2061;PW=123456;MN=LOGGER-1;Flag=4;CP=&&DataTime={t};w01018-Avg=40.5,w01018-Flag=N&&"
+    ));
+    let (code, out) = run(
+        &[
+            "try",
+            "--config",
+            cfg.to_str().unwrap(),
+            "$hj212/tcp/10.0.0.7:5000",
+        ],
+        &format!("{packet}\r\n"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(
+            "sewage,cn=2061,district=chaoyang,sensor=LOGGER-1,site=gaobeidian cod=40.5 "
+        ),
+        "{out}"
+    );
+}
+
+/// `--version` names the git revision it was built from.
+#[test]
+fn version_names_the_git_revision() {
+    let (code, stdout, _) = lantian(&["--version"]);
+    assert_eq!(code, 0);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        stdout.trim(),
+        format!("lantian {} (git {head})", env!("CARGO_PKG_VERSION"))
+    );
+}
