@@ -399,14 +399,14 @@ fn try_message(config: Option<PathBuf>, topic: &str, payload: Option<String>) ->
     };
     let now = chrono::Utc::now().timestamp_millis();
     match lantian::app::try_message(&settings, topic, &payload, now) {
-        Ok((lines, rejects)) => {
-            for l in &lines {
+        Ok(tried) => {
+            for l in &tried.lines {
                 println!("{l}");
             }
-            for (reason, detail) in &rejects {
+            for (reason, detail) in &tried.quarantined {
                 println!("# quarantined: {reason}: {detail}");
             }
-            if rejects.is_empty() {
+            if tried.quarantined.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

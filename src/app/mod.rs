@@ -51,15 +51,21 @@ use crate::validate::Registry;
 use crate::window::stage::{Downstream, Persist, WindowStage};
 
 /// Build the decoder from validated settings.
-/// What lantian would do with one message (`lantian try`): the
-/// line-protocol lines of its readings, and each quarantine (reason,
-/// detail). `now_ms` stands for the time it arrived.
+/// What lantian would do with one message (`lantian try`).
+pub struct Tried {
+    /// The line-protocol lines of its readings.
+    pub lines: Vec<String>,
+    /// Each quarantine: reason, detail.
+    pub quarantined: Vec<(&'static str, String)>,
+}
+
+/// [`Tried`] for one message; `now_ms` stands for the time it arrived.
 pub fn try_message(
     s: &Settings,
     topic: &str,
     payload: &[u8],
     now_ms: i64,
-) -> anyhow::Result<(Vec<String>, Vec<(&'static str, String)>)> {
+) -> anyhow::Result<Tried> {
     let decoded = decoder(s)?.decode(topic, payload, now_ms);
     let lines = decoded
         .points
@@ -76,7 +82,10 @@ pub fn try_message(
         .into_iter()
         .map(|r| (r.reason.as_str(), r.detail))
         .collect();
-    Ok((lines, rejects))
+    Ok(Tried {
+        lines,
+        quarantined: rejects,
+    })
 }
 
 pub fn decoder(s: &Settings) -> anyhow::Result<Decoder> {
