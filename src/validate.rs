@@ -1,6 +1,6 @@
 //! The quantity registry: canonical unit and physical range of every known
 //! quantity, unit conversion (ppb/ppm → µg/m³ or mg/m³ at 298.15 K and
-//! 1013.25 hPa, per STANDARDS.md §3), and the per-field check.
+//! 1013.25 hPa, GB 3095-2012 as amended in 2018), and the per-field check.
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use crate::config::{QuantityOverride, UnknownFields};
 use crate::reading::{Reason, Reject};
 
 /// Molar volume of an ideal gas at 298.15 K and 1013.25 hPa, L/mol
-/// (STANDARDS.md §3, the reference state of GB 3095 since 2018).
+/// (the reference state of GB 3095 since its 2018 amendment).
 pub const MOLAR_VOLUME_298K: f64 = 24.465;
 
 /// A unit lantian can convert between. Spellings are normalised by
@@ -102,7 +102,7 @@ const fn q(unit: Unit, min: f64, max: f64, molar_mass: Option<f64>) -> Quantity 
 /// The built-in registry. Ranges are physical plausibility (what a working
 /// sensor can report), not regulatory limits: PM10 reached ~8,000 µg/m³ in
 /// the Beijing dust storm of March 2021, so the PM10 ceiling is generous.
-/// Molar masses from STANDARDS.md §3.
+/// Molar masses (g/mol).
 pub fn builtin() -> Vec<(&'static str, Quantity)> {
     use Unit::*;
     let flow = q(M3PerHour, 0.0, 500_000.0, None);
@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn gases_convert_at_298k() {
         let r = registry();
-        // µg/m³ = ppb × M / 24.465 (STANDARDS.md §3).
+        // µg/m³ = ppb × M / 24.465 (298.15 K, 1013.25 hPa).
         assert!(close(
             r.check("no2", 100.0, Some("ppb")).unwrap(),
             100.0 * 46.0055 / 24.465

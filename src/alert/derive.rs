@@ -1,4 +1,4 @@
-//! Values lantian derives from daily windows (STANDARDS.md §4–5):
+//! Values lantian derives from daily windows (Beijing's heavy-air-pollution emergency plans; the city report's water targets):
 //!
 //! - per plant and day, volumes (m³) integrated over the time the meters
 //!   covered: the day's mean of valid hourly means (m³/h) × the number of
@@ -18,7 +18,7 @@
 //!   volume ÷ the elapsed fraction of the year (the annual volume at this
 //!   pace), compared with 1.2 billion m³;
 //! - `alert_level.{rule set}`: the observed Beijing heavy-pollution level
-//!   per station from its run of daily AQI values (STANDARDS.md §4).
+//!   per station from its run of daily AQI values (Beijing's heavy-air-pollution emergency plans).
 //!
 //! Days are keyed by their start, so a day seen again (a replay) replaces
 //! itself: nothing is counted twice.
@@ -151,7 +151,7 @@ pub fn key_into(buf: &mut String, kind: &str, labels: &[(String, String)]) {
 
 /// The observed alert level (0 none, 1 blue, 2 yellow, 3 orange, 4 red)
 /// for the last day of `days` (oldest first, consecutive, each a daily
-/// AQI), by a rule set of STANDARDS.md §4.
+/// AQI), by a rule set of Beijing's heavy-air-pollution emergency plans.
 pub fn level(set: &str, days: &[u32]) -> u32 {
     let over = |t: u32| days.iter().rev().take_while(|&&a| a > t).count();
     match set {

@@ -580,7 +580,7 @@ pub struct WindowsConfig {
     pub default_interval: HumanDuration,
     /// Per-kind reporting intervals, e.g. `dust = "5m"`.
     pub intervals: BTreeMap<String, HumanDuration>,
-    /// When an average is valid (STANDARDS.md §3a, from GB 3095-2012's
+    /// When an average is valid (from GB 3095-2012's
     /// data-validity table; marked unconfirmed there).
     pub completeness: CompletenessConfig,
 }

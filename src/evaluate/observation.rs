@@ -18,7 +18,7 @@ pub struct Observation {
     pub start_ms: i64,
     pub end_ms: i64,
     pub value: f64,
-    /// Complete enough to judge (STANDARDS.md §3a); invalid values neither
+    /// Complete enough to judge (GB 3095-2012's data-validity table); invalid values neither
     /// fire nor clear an alert.
     pub valid: bool,
     /// Context carried into the alert (e.g. `year_to_date_m3`).

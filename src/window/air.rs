@@ -1,7 +1,7 @@
 //! The AQI per site from closed windows: hourly (real-time) from 1 h means
 //! and 8 h rolling means, daily from 24 h means and the day's maxima.
 //!
-//! Which average feeds which key (STANDARDS.md §1–2). The hourly AQI is
+//! Which average feeds which key (HJ 633; the EPA's AQI). The hourly AQI is
 //! the official real-time AQI: the six 1-hour values, no 8-hour O3 (as
 //! CNEMC publishes it; the conformance test replays a published day).
 //!
@@ -17,11 +17,11 @@
 //! | o3_1h, so2_1h, no2_1h (EPA) | 1 h mean | the day's highest 1 h mean   |
 //! | so2_24h (EPA) | —                 | 24 h mean (indexes above 304 ppb) |
 //!
-//! An average that is incomplete (STANDARDS.md §3a) is not used: its key is
+//! An average that is incomplete (GB 3095-2012's data-validity table) is not used: its key is
 //! listed in the point's `invalid` field, as missing ones are in `missing`.
 //! A daily maximum counts only on a complete day (enough valid hours for a
 //! 24 h mean). EPA keys are converted from the stored µg/m³ (mg/m³ for CO)
-//! to ppm/ppb at 298.15 K with the molar masses of STANDARDS.md §3.
+//! to ppm/ppb at 298.15 K with the molar masses of the gases (GB 3095-2012, 2018 amendment).
 
 use std::collections::BTreeSet;
 

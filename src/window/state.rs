@@ -11,7 +11,7 @@
 //! when enabled, the local calendar day. A window of a fixed size keeps a
 //! `Partial` and the number of base windows that had data; a day keeps
 //! nothing of its own and is computed from its hours (the 24 h mean is the
-//! mean of the valid hourly means, STANDARDS.md §3a).
+//! mean of the valid hourly means, GB 3095-2012 data-validity table).
 //!
 //! Memory per (series, field): windows shorter than an hour for
 //! `fine_horizon + lateness`, hours for the correction horizon and up to a
@@ -49,7 +49,7 @@ pub struct Spec {
     /// `horizon_ms`).
     pub fine_horizon_ms: i64,
     /// A fixed window is valid with at least this many minutes of sampling
-    /// per hour (STANDARDS.md §3a: 45).
+    /// per hour (GB 3095-2012 data-validity table: 45).
     pub hour_min_minutes: u32,
     /// A day is valid with at least this many valid hourly means (20).
     pub day_min_hours: u32,

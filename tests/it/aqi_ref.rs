@@ -1,4 +1,4 @@
-//! An independent reference for the AQI, written from STANDARDS.md §1–2
+//! An independent reference for the AQI, written from HJ 633 and the EPA's AQI
 //! for the tests (not shared with the crate). Inputs are integers in
 //! units of 10^-d (d = DECIMALS), so every step is exact.
 

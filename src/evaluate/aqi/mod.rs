@@ -1,5 +1,5 @@
 //! The Air Quality Index: HJ 633-2026 (default), HJ 633-2012 and US EPA
-//! 2024, per `STANDARDS.md` §1–2. Pure functions, no I/O.
+//! 2024, per HJ 633 and the EPA's 2024 technical assistance document. Pure functions, no I/O.
 //!
 //! Arithmetic is exact: a concentration is turned into a decimal (the
 //! shortest text that round-trips the `f64`, as a person would type it),
@@ -7,7 +7,7 @@
 //! round-to-nearest are done in integers. So 35.8 µg/m³ on a 35–75 segment
 //! gives exactly 51, not 52 from a floating-point 51.000000000000004.
 //!
-//! Which concentrations make which AQI (STANDARDS.md §1, reproduced
+//! Which concentrations make which AQI (HJ 633, reproduced
 //! against CNEMC's published hourly AQI): the hourly (real-time) AQI is
 //! made of the six 1-hour values — `pm25_24h` and `pm10_24h` given the
 //! 1-hour PM means, `so2_1h`, `no2_1h`, `co_1h`, `o3_1h` — and **no**
@@ -17,7 +17,7 @@
 //! indexes whatever keys it is given; the composition is the caller's
 //! (`window::air`, and `lantian aqi --help` says it to users).
 //!
-//! Rules (HJ 633, STANDARDS.md §1):
+//! Rules (HJ 633):
 //! - IAQI and AQI round **up** to an integer (both editions; the 2012 text
 //!   on rounding was not found — implementations differ by ±1).
 //! - HJ 633-2026 rounds the concentration first (half up): to an integer,
@@ -34,7 +34,7 @@
 //! - Primary pollutant(s): those with the maximum IAQI, only when AQI > 50;
 //!   all of them on a tie.
 //!
-//! EPA (STANDARDS.md §2): truncate the concentration, interpolate, round to
+//! EPA (2024 revision): truncate the concentration, interpolate, round to
 //! the nearest integer (halves up). 8 h O3 above 0.200 ppm uses the 1 h
 //! value; 1 h O3 below 0.125 ppm defines no index. 1 h SO2 defines the
 //! index only up to 200: above 304 ppb the 24 h SO2 mean's index is used

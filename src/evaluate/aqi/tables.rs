@@ -1,4 +1,4 @@
-//! Breakpoint tables, transcribed from `STANDARDS.md` §1 (HJ 633) and §2
+//! Breakpoint tables, transcribed from HJ 633 (Table 1) and the US EPA's AQI
 //! (US EPA 2024). Each row names its source; nothing here is invented.
 //!
 //! Concentrations are held as integers in units of `10^-decimals` of the
@@ -44,7 +44,7 @@ const fn hj(key: &'static str, unit: &'static str, conc: &'static [i64]) -> Scal
     }
 }
 
-// HJ 633-2012 (STANDARDS.md §1, status C).
+// HJ 633-2012 (Table 1).
 const SO2_24H: Scale = hj(
     "so2_24h",
     "µg/m³",
@@ -72,7 +72,7 @@ const O3_1H: Scale = hj("o3_1h", "µg/m³", &[0, 160, 200, 300, 400, 800, 1000, 
 const O3_8H: Scale = hj("o3_8h", "µg/m³", &[0, 100, 160, 215, 265, 800]);
 const PM10_2012: Scale = hj("pm10_24h", "µg/m³", &[0, 50, 150, 250, 350, 420, 500, 600]);
 const PM25_2012: Scale = hj("pm25_24h", "µg/m³", &[0, 35, 75, 115, 150, 250, 350, 500]);
-// HJ 633-2026 changes only the PM rows (STANDARDS.md §1, status C-).
+// HJ 633-2026 changes only the PM rows (as reported at publication; not yet checked against the text).
 const PM10_2026: Scale = hj("pm10_24h", "µg/m³", &[0, 50, 120, 250, 350, 420, 500, 600]);
 const PM25_2026: Scale = hj("pm25_24h", "µg/m³", &[0, 35, 60, 115, 150, 250, 350, 500]);
 
@@ -83,7 +83,7 @@ pub static HJ633_2026: [&Scale; 10] = [
     &PM25_2026, &PM10_2026, &SO2_24H, &SO2_1H, &NO2_24H, &NO2_1H, &CO_24H, &CO_1H, &O3_1H, &O3_8H,
 ];
 
-// US EPA AQI, 2024 revision (STANDARDS.md §2, status C). Concentrations in
+// US EPA AQI, 2024 revision (40 CFR 58 Appendix G, Table 2). Concentrations in
 // units of the truncation precision: PM2.5 0.1 µg/m³, PM10 1 µg/m³, O3
 // 0.001 ppm, CO 0.1 ppm, SO2 and NO2 1 ppb.
 const EPA_PM25: Scale = Scale {
@@ -206,7 +206,7 @@ pub struct Category {
     pub color: &'static str,
 }
 
-/// HJ 633 categories (STANDARDS.md §1, status C); upper AQI bound of each.
+/// HJ 633 categories (HJ 633 Table 2); upper AQI bound of each.
 pub static HJ_CATEGORIES: [(u32, Category); 6] = [
     (
         50,
@@ -264,7 +264,7 @@ pub static HJ_CATEGORIES: [(u32, Category); 6] = [
     ),
 ];
 
-/// EPA categories (bands from STANDARDS.md §2; colours from the EPA's AQI
+/// EPA categories (bands from 40 CFR 58 Appendix G; colours from the EPA's AQI
 /// technical assistance document).
 pub static EPA_CATEGORIES: [(u32, Category); 6] = [
     (
