@@ -13,10 +13,100 @@ fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// Grafana's macros, as Grafana would expand them for "last 7 days".
+/// Grafana's macros, as Grafana would expand them for "last 7 days",
+/// and the dashboard's variables at "All" (their `allValue`, `.*`).
 fn expand(q: &str) -> String {
     q.replace("$timeFilter", "time > now() - 7d")
         .replace("$__interval", "1h")
+        .replace("$district", ".*")
+        .replace("$site", ".*")
+}
+
+/// What Grafana resolves when it loads the dashboard (imported, or
+/// provisioned from a file, where `__inputs` are not filled in): every
+/// data source is the `datasource` variable, and every `$name` in a query
+/// is a variable of the dashboard or a Grafana macro.
+#[test]
+fn the_dashboards_data_sources_and_variables_resolve() {
+    let text = std::fs::read_to_string(repo("deploy/grafana/lantian-dashboard.json")).unwrap();
+    assert!(!text.contains("${DS_"), "an import-only input is left");
+    let dash: Value = serde_json::from_str(&text).unwrap();
+    assert!(dash.get("__inputs").is_none());
+    let vars: Vec<&Value> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["datasource", "district", "site"]);
+    assert_eq!(vars[0]["type"], "datasource");
+    assert_eq!(vars[0]["query"], "influxdb");
+    // Every data source reference, anywhere in the JSON.
+    fn sources<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    if k == "datasource" {
+                        out.push(x);
+                    } else {
+                        sources(x, out);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| sources(x, out)),
+            _ => {}
+        }
+    }
+    let mut refs = Vec::new();
+    sources(&dash, &mut refs);
+    assert!(refs.len() > 20, "{}", refs.len());
+    for r in refs {
+        assert_eq!(r["uid"], "${datasource}", "{r}");
+        assert_eq!(r["type"], "influxdb", "{r}");
+    }
+    // Every variable used is defined (or a macro), in panels, annotations
+    // and the variables' own queries; and each panel filters by them
+    // where it shows stations.
+    let mut queries: Vec<String> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            queries.push(t["query"].as_str().unwrap().to_owned());
+        }
+    }
+    for a in dash["annotations"]["list"].as_array().unwrap() {
+        queries.push(a["query"].as_str().unwrap().to_owned());
+    }
+    for v in &vars[1..] {
+        queries.push(v["query"].as_str().unwrap().to_owned());
+    }
+    for q in &queries {
+        for used in q.split('$').skip(1) {
+            let name: String = used
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `$/`: a regex's end anchor, not a variable.
+            assert!(
+                name.is_empty()
+                    || names.contains(&name.as_str())
+                    || ["timeFilter", "__interval"].contains(&name.as_str()),
+                "${name} in {q}"
+            );
+        }
+    }
+    // Station panels follow the district and site chosen.
+    for q in &queries {
+        let per_station = (q.contains("FROM \"aqi\"") || q.contains("FROM \"air"))
+            && q.contains("\"site\"")
+            && !q.contains("'city'")
+            && !q.starts_with("SHOW");
+        if per_station {
+            assert!(
+                q.contains("\"district\" =~ /^$district$/ AND \"site\" =~ /^$site$/"),
+                "{q}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,16 +167,22 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
         &std::fs::read_to_string(repo("deploy/grafana/lantian-dashboard.json")).unwrap(),
     )
     .unwrap();
+    // A panel with its own range ("now/y": this year so far) gets a
+    // range that holds the year's start (a value stamped 1 January).
     let mut queries: Vec<(String, String)> = dash["panels"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|p| {
+            let own = p["timeFrom"] == "now/y";
             p["targets"].as_array().unwrap().iter().map(move |t| {
-                (
-                    p["title"].as_str().unwrap().to_owned(),
-                    t["query"].as_str().unwrap().to_owned(),
-                )
+                let q = t["query"].as_str().unwrap();
+                let q = if own {
+                    q.replace("$timeFilter", "time > now() - 400d")
+                } else {
+                    q.to_owned()
+                };
+                (p["title"].as_str().unwrap().to_owned(), q)
             })
         })
         .collect();
