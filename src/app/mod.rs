@@ -274,7 +274,21 @@ fn open_sinks(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
         None
     };
     let retry = (s.influxdb.retry_initial.get(), s.influxdb.retry_max.get());
-    Ok(Sinks::new(influx, archive, metrics.clone()).archive_retry(retry.0, retry.1))
+    let mut sinks = Sinks::new(influx, archive, metrics.clone()).archive_retry(retry.0, retry.1);
+    if let Some(rp) = s
+        .influxdb
+        .minute_retention_policy
+        .clone()
+        .filter(|_| s.influxdb.enabled)
+    {
+        let cfg = crate::config::InfluxConfig {
+            retention_policy: Some(rp),
+            ..s.influxdb.clone()
+        };
+        sinks =
+            sinks.minute_windows_to(Writer::new(&cfg, metrics.clone()).context("InfluxDB sink")?);
+    }
+    Ok(sinks)
 }
 
 async fn build_admin(

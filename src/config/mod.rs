@@ -288,6 +288,10 @@ pub struct InfluxConfig {
     pub database: String,
     /// v1: retention policy (the database default when unset).
     pub retention_policy: Option<String>,
+    /// v1: the retention policy of the minute windows (`*_1m`), which
+    /// are many and needed briefly (e.g. "minute", 30 days, as
+    /// deploy/influxdb/setup.iql creates it); unset: `retention_policy`.
+    pub minute_retention_policy: Option<String>,
     /// v1: user, if authentication is on.
     pub username: Option<String>,
     /// v1: password.
@@ -332,6 +336,7 @@ impl Default for InfluxConfig {
             url: "http://127.0.0.1:8086".into(),
             database: "env".into(),
             retention_policy: None,
+            minute_retention_policy: None,
             username: None,
             password: None,
             password_file: None,

@@ -118,6 +118,12 @@ impl Settings {
                 }
             }
             InfluxApi::V2 => {
+                if i.minute_retention_policy.is_some() {
+                    err(
+                        "influxdb.minute_retention_policy",
+                        "is for api = \"v1\" (with v2, give minute windows their own bucket retention instead)".into(),
+                    );
+                }
                 for (key, v) in [("influxdb.org", &i.org), ("influxdb.bucket", &i.bucket)] {
                     if v.as_deref().unwrap_or_default().is_empty() {
                         err(key, "must be set for api = \"v2\"".into());

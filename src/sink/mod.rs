@@ -48,6 +48,8 @@ impl QuarantineClock {
 #[derive(Clone)]
 pub struct Sinks {
     influx: Option<Writer>,
+    /// Minute windows, when they have their own retention policy.
+    minute: Option<Writer>,
     archive: Option<Arc<Archive>>,
     clock: Arc<QuarantineClock>,
     metrics: Arc<Metrics>,
@@ -59,11 +61,19 @@ impl Sinks {
     pub fn new(influx: Option<Writer>, archive: Option<Archive>, metrics: Arc<Metrics>) -> Sinks {
         Sinks {
             influx,
+            minute: None,
             archive: archive.map(Arc::new),
             clock: Arc::default(),
             metrics,
             retry: (Duration::from_millis(100), Duration::from_secs(30)),
         }
+    }
+
+    /// Minute windows (`*_1m`) go to this writer (their own retention
+    /// policy) instead of the main one.
+    pub fn minute_windows_to(mut self, writer: Writer) -> Sinks {
+        self.minute = Some(writer);
+        self
     }
 
     /// The first and the longest wait between archive attempts.
@@ -112,11 +122,23 @@ impl Sinks {
             self.metrics.sink_state(true);
             return 0;
         };
-        let mut lines = Lines::default();
+        let (mut lines, mut minute) = (Lines::default(), Lines::default());
         for (row, time_ns) in rows.iter().zip(times) {
-            lines.push(row, time_ns);
+            let to_minute = self.minute.is_some()
+                && matches!(row, Row::Derived(d) if d.measurement.ends_with("_1m"));
+            if to_minute {
+                minute.push(row, time_ns);
+            } else {
+                lines.push(row, time_ns);
+            }
         }
-        influx.write_all(&lines, || self.clock.next()).await
+        let mut rejected = influx.write_all(&lines, || self.clock.next()).await;
+        if let Some(w) = &self.minute
+            && !minute.is_empty()
+        {
+            rejected += w.write_all(&minute, || self.clock.next()).await;
+        }
+        rejected
     }
 
     /// Writes the archive until it succeeds (a full disk pushes back).

@@ -114,6 +114,8 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
     influx.query_post("DROP DATABASE env").await;
+    // As an operator may have made it before: the set-up takes it over.
+    influx.query_post("CREATE DATABASE env").await;
     for round in 0..2 {
         let out = Command::new("bash")
             .arg(repo("deploy/influxdb/setup.sh"))
@@ -136,12 +138,19 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
         .collect();
     assert_eq!(default, ["raw"], "{rows:?}");
     assert!(rows.iter().any(|r| r[0] == "forever" && r[1] == "0s"));
+    assert!(
+        rows.iter().any(|r| r[0] == "minute" && r[1] == "720h0m0s"),
+        "{rows:?}"
+    );
     let cqs = influx.query("SHOW CONTINUOUS QUERIES").await;
     let env = cqs.iter().find(|s| s["name"] == "env").unwrap();
     assert_eq!(env["values"].as_array().unwrap().len(), 4, "{env}");
 
     // Two days of the simulated fleet through the real pipeline.
-    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    let lantian = Lantian::start_with_env(
+        &Lantian::v1(broker.port, &influx),
+        &[("LANTIAN__INFLUXDB__MINUTE_RETENTION_POLICY", "minute")],
+    );
     lantian.wait_subscribed().await;
     let n = simulate(broker.port, "48h");
     assert_eq!(n % 26, 0);
@@ -230,6 +239,31 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
         .scalar("SELECT count(pm25_mean) FROM env.forever.air_1d")
         .await;
     assert!(kept >= 12, "{kept}");
+    // With their validity and counts, which an annual mean needs.
+    let valid = influx
+        .scalar("SELECT count(pm25_mean) FROM env.forever.air_1d WHERE pm25_valid = true")
+        .await;
+    assert!(valid >= 12, "{valid}");
+    assert!(
+        influx
+            .scalar("SELECT min(pm25_count) FROM env.forever.air_1d")
+            .await
+            >= 1
+    );
+    // Minute windows went to their own retention policy, and only there.
+    assert!(
+        influx
+            .scalar("SELECT count(pm25_mean) FROM env.minute.air_1m")
+            .await
+            > 0
+    );
+    assert_eq!(
+        influx
+            .query("SELECT count(pm25_mean) FROM env.raw.air_1m")
+            .await
+            .len(),
+        0
+    );
     assert!(
         influx
             .scalar("SELECT count(aqi) FROM env.forever.aqi_1d")
