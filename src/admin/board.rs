@@ -22,7 +22,11 @@ pub struct Station {
     pub primary: String,
     /// Start of the hour the AQI is for.
     pub hour_ms: i64,
+    /// The hourly AQI of the 24 hours up to `hour_ms`, by hour start.
+    pub recent: BTreeMap<i64, u32>,
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// A station whose newest hour ended longer ago than this is stale: it
 /// is shown grey, not in its last category's colour.
@@ -41,7 +45,7 @@ pub struct Board {
     /// Times on the page are local to this zone (`windows.timezone`).
     tz: chrono_tz::Tz,
     started_ms: i64,
-    stations: Mutex<BTreeMap<(String, String), Station>>,
+    stations: Mutex<BTreeMap<(String, String), Option<Station>>>,
     /// The city-wide hourly AQI (observations labelled `scope=city`).
     city: Mutex<Option<Station>>,
     /// The city's observed heavy-pollution level per rule set: (start of
@@ -103,17 +107,25 @@ impl Board {
                 color: c.color.into(),
                 primary: o.details.get("primary").cloned().unwrap_or_default(),
                 hour_ms: o.start_ms,
+                recent: BTreeMap::new(),
             };
-            if label(&o.labels, "scope") == "city" {
-                if city.as_ref().is_none_or(|s| s.hour_ms <= o.start_ms) {
-                    *city = Some(station);
-                }
-                continue;
-            }
-            if st.get(&key).is_some_and(|s| s.hour_ms > o.start_ms) {
-                continue;
-            }
-            st.insert(key, station);
+            let slot = if label(&o.labels, "scope") == "city" {
+                &mut *city
+            } else {
+                st.entry(key).or_insert(None)
+            };
+            // The newest hour is shown; every hour of the 24 up to it goes
+            // into the strip (a correction replaces its hour).
+            let mut recent = slot.as_ref().map(|s| s.recent.clone()).unwrap_or_default();
+            recent.insert(o.start_ms, aqi);
+            let mut shown = match slot.take() {
+                Some(old) if old.hour_ms > o.start_ms => old,
+                _ => station,
+            };
+            let newest = shown.hour_ms;
+            recent.retain(|h, _| *h > newest - 24 * HOUR_MS && *h <= newest);
+            shown.recent = recent;
+            *slot = Some(shown);
         }
     }
 
@@ -142,6 +154,7 @@ impl Board {
             .lock()
             .expect("board lock")
             .values()
+            .flatten()
             .cloned()
             .collect()
     }
@@ -194,6 +207,9 @@ impl Board {
                     "category": s.category, "label": s.label, "color": s.color,
                     "primary": s.primary, "hour": rfc3339(s.hour_ms),
                     "stale": s.stale(now_ms),
+                    "last_24h": s.recent.iter()
+                        .map(|(h, aqi)| json!({ "hour": rfc3339(*h), "aqi": aqi }))
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect();

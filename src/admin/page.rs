@@ -49,6 +49,43 @@ th{background:#eee}.aqi{font-weight:700;text-align:center;min-width:3rem}\
 /// Stale stations' colour: no category.
 const STALE: &str = "#BBBBBB";
 
+/// A station's last 24 hours as a strip of squares in the AQI colours
+/// (inline SVG, no script): oldest left, its newest hour right; an hour
+/// without a value is left light grey. Each square's tooltip gives the
+/// hour and the AQI.
+fn strip(board: &Board, s: &super::board::Station) -> String {
+    const W: i64 = 6;
+    let mut o = format!(
+        "<svg class=\"strip\" width=\"{}\" height=\"14\" role=\"img\" \
+         aria-label=\"hourly AQI, the 24 hours to {}\">",
+        24 * W,
+        board.local(s.hour_ms)
+    );
+    for i in 0..24 {
+        let hour = s.hour_ms - (23 - i) * 3_600_000;
+        let (fill, tip) = match s.recent.get(&hour) {
+            Some(aqi) => (
+                board.standard().category(*aqi).color.to_owned(),
+                format!("{}: AQI {aqi}", board.local(hour)),
+            ),
+            None => (
+                "#EEEEEE".to_owned(),
+                format!("{}: no value", board.local(hour)),
+            ),
+        };
+        let _ = write!(
+            o,
+            "<rect x=\"{}\" y=\"0\" width=\"{}\" height=\"14\" fill=\"{}\"><title>{}</title></rect>",
+            i * W,
+            W - 1,
+            esc(&fill),
+            esc(&tip)
+        );
+    }
+    o.push_str("</svg>");
+    o
+}
+
 pub fn render(board: &Board, m: &Metrics, not_ready: &[&str]) -> String {
     render_at(board, m, not_ready, chrono::Utc::now().timestamp_millis())
 }
@@ -150,14 +187,14 @@ fn stations(o: &mut String, board: &Board, now: i64) {
     } else {
         o.push_str(
             "<table id=\"stations\"><tr><th>Station</th><th>District</th><th>AQI</th>\
-             <th>Category</th><th>Primary pollutant</th><th>Hour</th></tr>",
+             <th>Category</th><th>Primary pollutant</th><th>Hour</th><th>Last 24 h</th></tr>",
         );
         for s in &stations {
             let _ = write!(
                 o,
                 "<tr data-site=\"{}\"><td>{}</td><td>{}</td>\
                  <td class=\"aqi\" style=\"background:{};color:{}\">{}</td>\
-                 <td>{} {}</td><td>{}</td><td>{}{}</td></tr>",
+                 <td>{} {}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
                 esc(&s.site),
                 esc(&s.site),
                 esc(&s.district),
@@ -168,7 +205,8 @@ fn stations(o: &mut String, board: &Board, now: i64) {
                 esc(&s.category.replace('_', " ")),
                 esc(&crate::evaluate::aqi::pollutants(&s.primary)),
                 board.local(s.hour_ms),
-                badge(s)
+                badge(s),
+                strip(board, s)
             );
         }
         o.push_str("</table>");
@@ -378,6 +416,54 @@ mod tests {
             b.to_json_at(&m, &[], 26 * 3_600_000)["stations"][1]["color"],
             "#99004C"
         );
+    }
+
+    /// The strip holds the 24 hours up to the newest, whatever order they
+    /// came in: an hour missing is grey, a correction replaces its hour,
+    /// older hours drop out.
+    #[test]
+    fn each_station_has_a_strip_of_its_last_24_hours() {
+        let b = Board::new(Standard::Hj633_2026, chrono_tz::Asia::Shanghai);
+        let h = |i: i64| 1_795_622_400_000 + i * 3_600_000;
+        let obs = |i: i64, aqi: f64| Observation {
+            kind: "air".into(),
+            labels: vec![
+                ("district".into(), "dongcheng".into()),
+                ("site".into(), "dongsi".into()),
+            ],
+            metric: "aqi.hour".into(),
+            start_ms: h(i),
+            end_ms: h(i) + 3_600_000,
+            value: aqi,
+            valid: true,
+            details: Default::default(),
+        };
+        // Hours 0..30, hour 20 missing, newest first then the rest; hour
+        // 25 corrected from 40 to 260.
+        let mut hours: Vec<i64> = (0..30).filter(|i| *i != 20).rev().collect();
+        hours.swap(0, 10);
+        for i in hours {
+            b.observe(&[obs(i, if i == 25 { 40.0 } else { 30.0 + i as f64 })]);
+        }
+        b.observe(&[obs(25, 260.0)]);
+        let s = &b.stations()[0];
+        assert_eq!(s.hour_ms, h(29));
+        let want: Vec<i64> = (6..30).filter(|i| *i != 20).map(h).collect();
+        assert_eq!(s.recent.keys().copied().collect::<Vec<_>>(), want);
+        assert_eq!(s.recent[&h(25)], 260);
+        let html = render_at(&b, &Metrics::default(), &[], h(30));
+        let svg = &html[html.find("<svg class=\"strip\"").unwrap()..];
+        let svg = &svg[..svg.find("</svg>").unwrap()];
+        assert_eq!(svg.matches("<rect ").count(), 24);
+        // The 15th square is hour 20 (6 + 14): grey; the 20th is hour 25:
+        // the colour of AQI 260; the last is hour 29 (AQI 59: moderate).
+        let fills: Vec<&str> = svg.split("fill=\"").skip(1).map(|r| &r[..7]).collect();
+        assert_eq!(fills[14], "#EEEEEE");
+        assert_eq!(fills[19], "#99004C");
+        assert_eq!(fills[23], "#FFFF00");
+        assert!(svg.contains("AQI 260"), "{svg}");
+        let j = b.to_json_at(&Metrics::default(), &[], h(30));
+        assert_eq!(j["stations"][0]["last_24h"].as_array().unwrap().len(), 23);
     }
 
     /// The city's observed level is shown with its rule set and day; a
