@@ -204,6 +204,7 @@ impl Board {
             .map(|s| {
                 json!({
                     "district": s.district, "site": s.site, "aqi": s.aqi,
+                    "name_zh": crate::evaluate::sites::find(&s.site).map(|r| r.name_zh.as_str()),
                     "category": s.category, "label": s.label, "color": s.color,
                     "primary": s.primary, "hour": rfc3339(s.hour_ms),
                     "stale": s.stale(now_ms),

@@ -196,7 +196,15 @@ fn stations(o: &mut String, board: &Board, now: i64) {
                  <td class=\"aqi\" style=\"background:{};color:{}\">{}</td>\
                  <td>{} {}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
                 esc(&s.site),
-                esc(&s.site),
+                // The registered Chinese name beside the site tag.
+                match crate::evaluate::sites::find(&s.site) {
+                    Some(r) => format!(
+                        "<span lang=\"zh\">{}</span> <span class=\"muted\">{}</span>",
+                        esc(&r.name_zh),
+                        esc(&s.site)
+                    ),
+                    None => esc(&s.site),
+                },
                 esc(&s.district),
                 esc(&colour(s)),
                 ink(&colour(s)),

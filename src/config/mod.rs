@@ -667,22 +667,8 @@ impl Default for AqiConfig {
             enabled: true,
             standard: crate::evaluate::aqi::Standard::Hj633_2026,
             kinds: vec!["air".into()],
-            city_sites: [
-                "dongsi",
-                "tiantan",
-                "guanyuan",
-                "wanshouxigong",
-                "aotizhongxin",
-                "nongzhanguan",
-                "wanliu",
-                "beibuxinqu",
-                "zhiwuyuan",
-                "fengtaihuayuan",
-                "yungang",
-                "gucheng",
-            ]
-            .map(String::from)
-            .to_vec(),
+            // Beijing's 12 national stations (seeds/sites.toml).
+            city_sites: crate::evaluate::sites::national(),
         }
     }
 }

@@ -28,8 +28,9 @@ pub struct Sensor {
     seed: u64,
 }
 
-/// The 12 national stations (site names as the MEE publishes them) and
-/// their districts.
+/// Beijing's 12 national stations (seeds/sites.toml, as CNEMC publishes
+/// them), their districts, and how polluted each runs relative to the
+/// city (the suburban ones cleaner).
 pub const STATIONS: [(&str, &str, f64); 12] = [
     ("dongsi", "dongcheng", 1.05),
     ("tiantan", "dongcheng", 1.08),
@@ -38,10 +39,10 @@ pub const STATIONS: [(&str, &str, f64); 12] = [
     ("aotizhongxin", "chaoyang", 0.98),
     ("nongzhanguan", "chaoyang", 1.03),
     ("wanliu", "haidian", 0.92),
-    ("beibuxinqu", "haidian", 0.85),
-    ("zhiwuyuan", "haidian", 0.80),
-    ("fengtaihuayuan", "fengtai", 1.18),
-    ("yungang", "fengtai", 1.12),
+    ("dingling", "changping", 0.80),
+    ("changpingzhen", "changping", 0.88),
+    ("shunyixincheng", "shunyi", 0.95),
+    ("huairouzhen", "huairou", 0.82),
     ("gucheng", "shijingshan", 1.00),
 ];
 
@@ -399,6 +400,16 @@ fn sewage(m: &Minute, treated: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The demo's stations are the registered national stations, in
+    /// their districts.
+    #[test]
+    fn the_stations_are_the_national_ones() {
+        for (site, district, _) in super::STATIONS {
+            let s = crate::evaluate::sites::find(site).unwrap_or_else(|| panic!("{site}"));
+            assert_eq!(s.district, district, "{site}");
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -406,7 +417,7 @@ mod tests {
         let f = Fleet::beijing(0);
         let topics: Vec<String> = f.sensors.iter().map(|s| s.topic()).collect();
         assert_eq!(topics.iter().filter(|t| t.contains("/air/")).count(), 12);
-        assert!(topics.contains(&"env/fengtai/fengtaihuayuan/air/aq1".to_owned()));
+        assert!(topics.contains(&"env/shunyi/shunyixincheng/air/aq1".to_owned()));
         assert!(topics.iter().any(|t| t.contains("/dust/")));
         assert!(topics.contains(&"env/dongcheng/guijie-12/voc/catering/v1".to_owned()));
         assert!(topics.iter().any(|t| t.contains("/sewage/")));

@@ -5,6 +5,7 @@
 
 pub mod aqi;
 pub mod observation;
+pub mod sites;
 pub mod targets;
 
 pub use observation::{DERIVED, Observation, metric_known};

@@ -204,6 +204,10 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
     let url = format!("http://127.0.0.1:{}/", lantian.admin_port().await);
     let dom = chromium_dom(&url);
     assert!(dom.contains("id=\"stations\""), "{dom}");
+    // The registered stations by their Chinese names too.
+    for zh in ["东四", "天坛", "官园"] {
+        assert!(dom.contains(zh), "{zh}: {dom}");
+    }
     // Each station's 24-hour strip, as the browser built it.
     assert_eq!(dom.matches("<svg class=\"strip\"").count(), 3, "{dom}");
     for s in stations {
