@@ -337,6 +337,36 @@ impl BarChart<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A cell per station and day in its category's colour, the value in
+    /// it, grey for a day with none; names (Chinese too) as text.
+    #[test]
+    fn the_calendar_colours_each_day_by_its_category() {
+        let c = Calendar {
+            title: "Daily AQI 日空气质量指数",
+            days: vec!["03-21".into(), "03-22".into()],
+            rows: vec![
+                ("东四 dongsi".into(), vec![Some(45), Some(500)]),
+                ("x<y".into(), vec![None, Some(160)]),
+            ],
+        };
+        let svg = c.svg();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.ends_with("</svg>"));
+        assert!(svg.contains(">东四 dongsi</text>"));
+        assert!(svg.contains(">x&lt;y</text>"));
+        let fills: Vec<&str> = svg
+            .split("<rect x=")
+            .skip(1)
+            .map(|r| {
+                let f = &r[r.find("fill=\"").unwrap() + 6..];
+                &f[..f.find('"').unwrap()]
+            })
+            .collect();
+        assert_eq!(fills, ["#00E400", "#7E0023", "#eee", "#FF0000"]);
+        assert!(svg.contains(">500</text>") && svg.contains("AQI 160"));
+    }
+
     use super::*;
 
     #[test]
@@ -368,5 +398,104 @@ mod tests {
         // CRC of IHDR checks.
         let crc = u32::from_be_bytes(png[29..33].try_into().unwrap());
         assert_eq!(crc, crc32fast::hash(&png[12..29]));
+    }
+}
+
+/// A station × day calendar of the daily AQI in the AQI category colours,
+/// as SVG: text is drawn by the viewer's fonts, so station names in
+/// Chinese show (the bitmap charts cannot draw them).
+pub struct Calendar<'a> {
+    pub title: &'a str,
+    /// Column labels (days).
+    pub days: Vec<String>,
+    /// Row labels (stations) and each day's AQI (None: no valid day).
+    pub rows: Vec<(String, Vec<Option<u32>>)>,
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl Calendar<'_> {
+    pub fn svg(&self) -> String {
+        use std::fmt::Write as _;
+        const CELL: usize = 42;
+        const ROW: usize = 24;
+        const LABEL: usize = 200;
+        const TOP: usize = 60;
+        let w = LABEL + CELL * self.days.len().max(1) + 20;
+        let h = TOP + ROW * self.rows.len().max(1) + 40;
+        let mut o = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+             viewBox=\"0 0 {w} {h}\" font-family=\"'WenQuanYi Zen Hei', 'Noto Sans CJK SC', \
+             'Microsoft YaHei', sans-serif\" font-size=\"12\">\
+             <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>\
+             <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">{}</text>",
+            xml(self.title)
+        );
+        for (j, d) in self.days.iter().enumerate() {
+            let _ = write!(
+                o,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                LABEL + j * CELL + CELL / 2,
+                TOP - 8,
+                xml(d)
+            );
+        }
+        for (i, (name, values)) in self.rows.iter().enumerate() {
+            let y = TOP + i * ROW;
+            let _ = write!(
+                o,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                LABEL - 8,
+                y + ROW / 2 + 4,
+                xml(name)
+            );
+            for (j, v) in values.iter().enumerate() {
+                let x = LABEL + j * CELL;
+                match v {
+                    Some(aqi) => {
+                        // HJ 633's six categories (the EPA's bands and
+                        // colours are the same).
+                        let c = crate::evaluate::aqi::Standard::Hj633_2026.category(*aqi);
+                        let ink = if matches!(c.color, "#FFFF00" | "#00E400" | "#FF7E00") {
+                            "#000"
+                        } else {
+                            "#fff"
+                        };
+                        let _ = write!(
+                            o,
+                            "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"{}\">\
+                             <title>{} {}: AQI {aqi}</title></rect>\
+                             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{aqi}</text>",
+                            CELL - 2,
+                            ROW - 2,
+                            c.color,
+                            xml(name),
+                            xml(&self.days[j]),
+                            x + CELL / 2,
+                            y + ROW / 2 + 4
+                        );
+                    }
+                    None => {
+                        let _ = write!(
+                            o,
+                            "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{}\" fill=\"#eee\"/>",
+                            CELL - 2,
+                            ROW - 2
+                        );
+                    }
+                }
+            }
+        }
+        let _ = write!(
+            o,
+            "<text x=\"10\" y=\"{}\" fill=\"#555\">Grey: no valid day. Colours: the AQI categories (HJ 633).</text></svg>",
+            h - 12
+        );
+        o
     }
 }

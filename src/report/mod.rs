@@ -727,6 +727,34 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let p = out.join("daily-aqi.png");
         std::fs::write(&p, c.render().png())?;
         files.push(p);
+        // The same days as a calendar, with the stations' Chinese names.
+        let cal = chart::Calendar {
+            title: "Daily AQI per station 各站日空气质量指数",
+            days: r.dates.iter().map(|d| d[5..].to_owned()).collect(),
+            rows: r
+                .stations
+                .keys()
+                .map(|s| {
+                    let name = match crate::evaluate::sites::find(s) {
+                        Some(site) => format!("{} {s}", site.name_zh),
+                        None => s.clone(),
+                    };
+                    let values = r
+                        .dates
+                        .iter()
+                        .map(|d| {
+                            r.daily_aqi
+                                .get(&(d.clone(), s.clone()))
+                                .map(|v| u32::try_from(v.0).unwrap_or(0))
+                        })
+                        .collect();
+                    (name, values)
+                })
+                .collect(),
+        };
+        let p = out.join("aqi-calendar.svg");
+        std::fs::write(&p, cal.svg())?;
+        files.push(p);
     }
     if !r.plants.is_empty() {
         let mut bars: Vec<(String, f64)> = r
@@ -944,6 +972,7 @@ fn md_daily_aqi(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
             "\nBold: heavily polluted or worse (> 200). –: no valid day."
         );
         s.push_str(&chart("daily-aqi.png"));
+        s.push_str(&chart("aqi-calendar.svg"));
     }
 }
 

@@ -116,7 +116,24 @@ async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influx
         files.contains("report.md") && files.contains("daily-aqi.png"),
         "{files}"
     );
+    // The calendar heatmap: SVG with the stations' Chinese names, linked
+    // from the report and drawn by a real browser (with the CJK font).
+    let svg = std::fs::read_to_string(md_dir.join("aqi-calendar.svg")).unwrap();
+    for zh in ["东四", "天坛", "奥体中心"] {
+        assert!(svg.contains(zh), "{zh} in the calendar");
+    }
+    let png = chromium_screenshot(
+        &format!("file://{}", md_dir.join("aqi-calendar.svg").display()),
+        "aqi-calendar.png",
+    );
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    assert!(
+        w >= 400 && png.len() > 10_000,
+        "{w} px, {} bytes",
+        png.len()
+    );
     let md = std::fs::read_to_string(md_dir.join("report.md")).unwrap();
+    assert!(md.contains("![aqi-calendar.svg](aqi-calendar.svg)"));
     // The daily AQI table: a row per date, a column per station.
     let header = md.lines().find(|l| l.starts_with("| date |")).unwrap();
     let stations: Vec<&str> = header
