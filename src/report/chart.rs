@@ -335,72 +335,6 @@ impl BarChart<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-
-    /// A cell per station and day in its category's colour, the value in
-    /// it, grey for a day with none; names (Chinese too) as text.
-    #[test]
-    fn the_calendar_colours_each_day_by_its_category() {
-        let c = Calendar {
-            title: "Daily AQI 日空气质量指数",
-            days: vec!["03-21".into(), "03-22".into()],
-            rows: vec![
-                ("东四 dongsi".into(), vec![Some(45), Some(500)]),
-                ("x<y".into(), vec![None, Some(160)]),
-            ],
-        };
-        let svg = c.svg();
-        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
-        assert!(svg.ends_with("</svg>"));
-        assert!(svg.contains(">东四 dongsi</text>"));
-        assert!(svg.contains(">x&lt;y</text>"));
-        let fills: Vec<&str> = svg
-            .split("<rect x=")
-            .skip(1)
-            .map(|r| {
-                let f = &r[r.find("fill=\"").unwrap() + 6..];
-                &f[..f.find('"').unwrap()]
-            })
-            .collect();
-        assert_eq!(fills, ["#00E400", "#7E0023", "#eee", "#FF0000"]);
-        assert!(svg.contains(">500</text>") && svg.contains("AQI 160"));
-    }
-
-    use super::*;
-
-    #[test]
-    fn every_glyph_has_35_cells() {
-        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-.,:%/()<>=+_ ".chars() {
-            assert_eq!(glyph(c).unwrap().len(), 35, "{c:?}");
-        }
-    }
-
-    #[test]
-    fn the_png_decodes_back_to_the_pixels() {
-        let mut c = Canvas::new(7, 5);
-        c.set(2, 3, [10, 20, 30]);
-        let png = c.png();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(&png[12..16], b"IHDR");
-        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 7);
-        // Inflate IDAT and find the pixel.
-        let len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
-        assert_eq!(&png[37..41], b"IDAT");
-        let mut raw = Vec::new();
-        use std::io::Read;
-        flate2::read::ZlibDecoder::new(&png[41..41 + len])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(raw.len(), (7 * 3 + 1) * 5);
-        let row = &raw[3 * 22..4 * 22];
-        assert_eq!(&row[1 + 2 * 3..1 + 3 * 3], &[10, 20, 30]);
-        // CRC of IHDR checks.
-        let crc = u32::from_be_bytes(png[29..33].try_into().unwrap());
-        assert_eq!(crc, crc32fast::hash(&png[12..29]));
-    }
-}
-
 /// A station × day calendar of the daily AQI in the AQI category colours,
 /// as SVG: text is drawn by the viewer's fonts, so station names in
 /// Chinese show (the bitmap charts cannot draw them).
@@ -497,5 +431,71 @@ impl Calendar<'_> {
             h - 12
         );
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    /// A cell per station and day in its category's colour, the value in
+    /// it, grey for a day with none; names (Chinese too) as text.
+    #[test]
+    fn the_calendar_colours_each_day_by_its_category() {
+        let c = Calendar {
+            title: "Daily AQI 日空气质量指数",
+            days: vec!["03-21".into(), "03-22".into()],
+            rows: vec![
+                ("东四 dongsi".into(), vec![Some(45), Some(500)]),
+                ("x<y".into(), vec![None, Some(160)]),
+            ],
+        };
+        let svg = c.svg();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.ends_with("</svg>"));
+        assert!(svg.contains(">东四 dongsi</text>"));
+        assert!(svg.contains(">x&lt;y</text>"));
+        let fills: Vec<&str> = svg
+            .split("<rect x=")
+            .skip(1)
+            .map(|r| {
+                let f = &r[r.find("fill=\"").unwrap() + 6..];
+                &f[..f.find('"').unwrap()]
+            })
+            .collect();
+        assert_eq!(fills, ["#00E400", "#7E0023", "#eee", "#FF0000"]);
+        assert!(svg.contains(">500</text>") && svg.contains("AQI 160"));
+    }
+
+    use super::*;
+
+    #[test]
+    fn every_glyph_has_35_cells() {
+        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-.,:%/()<>=+_ ".chars() {
+            assert_eq!(glyph(c).unwrap().len(), 35, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_png_decodes_back_to_the_pixels() {
+        let mut c = Canvas::new(7, 5);
+        c.set(2, 3, [10, 20, 30]);
+        let png = c.png();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&png[12..16], b"IHDR");
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 7);
+        // Inflate IDAT and find the pixel.
+        let len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
+        assert_eq!(&png[37..41], b"IDAT");
+        let mut raw = Vec::new();
+        use std::io::Read;
+        flate2::read::ZlibDecoder::new(&png[41..41 + len])
+            .read_to_end(&mut raw)
+            .unwrap();
+        assert_eq!(raw.len(), (7 * 3 + 1) * 5);
+        let row = &raw[3 * 22..4 * 22];
+        assert_eq!(&row[1 + 2 * 3..1 + 3 * 3], &[10, 20, 30]);
+        // CRC of IHDR checks.
+        let crc = u32::from_be_bytes(png[29..33].try_into().unwrap());
+        assert_eq!(crc, crc32fast::hash(&png[12..29]));
     }
 }
