@@ -319,7 +319,8 @@ fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
         "<h2>Pipeline</h2><table id=\"pipeline\">\
          <tr><th>MQTT</th><td>{}</td></tr>\
          <tr><th>InfluxDB</th><td>{}</td></tr>\
-         <tr><th>Spool</th><td>{} bytes{}</td></tr>\
+         <tr><th>Spool</th><td>{:.1} MiB on disk{}</td></tr>\
+         <tr><th>Newest reading</th><td id=\"newest\">{}</td></tr>\
          <tr><th>Messages in / acknowledged</th><td>{} / {}</td></tr>\
          <tr><th>Readings written</th><td>{}</td></tr>\
          <tr><th>Quarantined</th><td>{}</td></tr>\
@@ -333,11 +334,23 @@ fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
             "not subscribed"
         ),
         flag(m.sink_ok.load(Relaxed), "writable", "not writable"),
-        c(&m.spool_bytes),
+        c(&m.spool_bytes) as f64 / f64::from(1u32 << 20),
         if m.spool_full.load(Relaxed) {
             " — <span class=\"bad\">FULL, intake paused</span>"
         } else {
             ""
+        },
+        {
+            let newest: Vec<String> = m
+                .newest_readings()
+                .into_iter()
+                .map(|(kind, ms)| format!("{} {}", esc(&kind), board.local(ms)))
+                .collect();
+            if newest.is_empty() {
+                "none yet".to_owned()
+            } else {
+                newest.join(" · ")
+            }
         },
         c(&m.messages_in),
         c(&m.messages_acked),

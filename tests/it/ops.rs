@@ -198,6 +198,9 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
     assert!(!html.contains("background:#FF0000"), "{html}");
     assert!(html.contains("background:#BBBBBB"), "{html}");
     assert!(html.contains("stale: nothing newer for"), "{html}");
+    // When each kind's newest reading was taken, and the spool in MiB.
+    assert!(html.contains("<td id=\"newest\">air "), "{html}");
+    assert!(html.contains(" MiB on disk"), "{html}");
 
     // Rendered by a real browser: the DOM it built, and a screenshot kept
     // as a test artefact.
