@@ -28,6 +28,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || need+=(libfaketime)
 # HJ 212-2025's SM4 decryption is checked against OpenSSL's SM4.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The manual pages are rendered with groff.
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   sudo=""

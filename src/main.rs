@@ -159,6 +159,21 @@ enum Command {
         /// The payload; standard input when absent.
         payload: Option<String>,
     },
+    /// Print a shell completion script, e.g.
+    /// `lantian completions bash > /usr/share/bash-completion/completions/lantian`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (roff): lantian(1) on standard output, or
+    /// with --out, lantian.1 and a page per command (lantian-run.1, …)
+    /// into DIR, e.g. `lantian man --out /usr/share/man/man1`.
+    Man {
+        /// A directory for every page.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// List the targets lantian checks (seeds/targets.toml, built in, with
     /// the configuration's [[alerts.targets]] applied), with each rule, its
     /// value and unit, and its citations: the city report's section and the
@@ -354,6 +369,17 @@ fn main() -> ExitCode {
             dust_limit,
         }),
         Command::CheckConfig { config } => check_config(config),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lantian",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { out } => man(out),
         Command::Try {
             config,
             topic,
@@ -372,6 +398,23 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_format } => run(config, log_format),
+    }
+}
+
+/// `lantian man`: the manual pages from the command line's own help.
+fn man(out: Option<PathBuf>) -> ExitCode {
+    use clap::CommandFactory;
+    let cmd = Cli::command().name("lantian");
+    let written = match &out {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lantian man: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

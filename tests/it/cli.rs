@@ -422,3 +422,64 @@ fn version_names_the_git_revision() {
         format!("lantian {} (git {head})", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Shell completions that the shell accepts, and manual pages that groff
+/// renders without a warning, from the command line's own help.
+#[test]
+fn completions_and_manual_pages_are_generated() {
+    let (code, bash, _) = lantian(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(bash.contains("check-config") && bash.contains("--config"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("lantian.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let (code, zsh, _) = lantian(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef lantian"));
+
+    let out = dir.path().join("man1");
+    let (code, _, err) = lantian(&["man", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let mut pages: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for p in [
+        "lantian.1",
+        "lantian-run.1",
+        "lantian-check-config.1",
+        "lantian-hj212-parse.1",
+    ] {
+        assert!(pages.contains(&p.to_owned()), "{p} in {pages:?}");
+    }
+    for p in &pages {
+        let r = Command::new("groff")
+            .args(["-K", "utf8", "-man", "-Tutf8", "-ww"])
+            .arg(out.join(p))
+            .output()
+            .expect("groff (Debian package groff-base)");
+        // A packet example is one word longer than a line: it overflows,
+        // which groff says; anything else is a defect of the page.
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        let other: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("can't break line"))
+            .collect();
+        assert!(r.status.success() && other.is_empty(), "{p}: {stderr}");
+        if p == "lantian.1" {
+            let text = String::from_utf8_lossy(&r.stdout);
+            assert!(text.contains("LANTIAN__SECTION__KEY"), "{text}");
+        }
+    }
+}
