@@ -385,17 +385,12 @@ fn main() -> ExitCode {
             topic,
             payload,
         } => try_message(config, &topic, payload),
-        Command::Config { config } => match lantian::app::load(config.as_deref()) {
+        Command::Config { config } => match load_or_exit("config", config) {
             Ok(s) => {
                 print!("{}", lantian::config::effective(&s.source));
                 ExitCode::SUCCESS
             }
-            Err(problems) => {
-                for p in &problems.0 {
-                    eprintln!("lantian config: {p}");
-                }
-                ExitCode::from(EX_CONFIG)
-            }
+            Err(code) => code,
         },
         Command::Run { config, log_format } => run(config, log_format),
     }
@@ -418,16 +413,22 @@ fn man(out: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// The configuration for command `cmd`, or its problems printed (each
+/// prefixed `lantian cmd:`) and the exit status EX_CONFIG.
+fn load_or_exit(cmd: &str, config: Option<PathBuf>) -> Result<lantian::config::Settings, ExitCode> {
+    lantian::app::load(config.as_deref()).map_err(|problems| {
+        for p in &problems.0 {
+            eprintln!("lantian {cmd}: {p}");
+        }
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
 /// `lantian try`: what one message becomes.
 fn try_message(config: Option<PathBuf>, topic: &str, payload: Option<String>) -> ExitCode {
-    let settings = match lantian::app::load(config.as_deref()) {
+    let settings = match load_or_exit("try", config) {
         Ok(s) => s,
-        Err(problems) => {
-            for p in &problems.0 {
-                eprintln!("lantian try: {p}");
-            }
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let payload = match payload {
         Some(p) => p.into_bytes(),
@@ -464,14 +465,9 @@ fn try_message(config: Option<PathBuf>, topic: &str, payload: Option<String>) ->
 
 /// `lantian targets`: the active targets with their sources.
 fn targets(all: bool, config: Option<PathBuf>) -> ExitCode {
-    let settings = match lantian::app::load(config.as_deref()) {
+    let settings = match load_or_exit("targets", config) {
         Ok(s) => s,
-        Err(problems) => {
-            for p in &problems.0 {
-                eprintln!("lantian targets: {p}");
-            }
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     match settings.targets().map_err(|e| format!("{e:?}")) {
         Ok(t) => {

@@ -116,12 +116,21 @@ impl Board {
             };
             // The newest hour is shown; every hour of the 24 up to it goes
             // into the strip (a correction replaces its hour).
-            let mut recent = slot.as_ref().map(|s| s.recent.clone()).unwrap_or_default();
-            recent.insert(o.start_ms, aqi);
-            let mut shown = match slot.take() {
-                Some(old) if old.hour_ms > o.start_ms => old,
-                _ => station,
+            let (mut shown, mut recent) = match slot.take() {
+                Some(mut old) => {
+                    let recent = std::mem::take(&mut old.recent);
+                    (
+                        if old.hour_ms > o.start_ms {
+                            old
+                        } else {
+                            station
+                        },
+                        recent,
+                    )
+                }
+                None => (station, BTreeMap::new()),
             };
+            recent.insert(o.start_ms, aqi);
             let newest = shown.hour_ms;
             recent.retain(|h, _| *h > newest - 24 * HOUR_MS && *h <= newest);
             shown.recent = recent;

@@ -7,21 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::Board;
 use crate::metrics::Metrics;
 
-/// HTML-escapes text.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
+use crate::units::escape_html as esc;
 
 /// Black or white text on a category colour.
 fn ink(color: &str) -> &'static str {
@@ -222,21 +208,10 @@ fn stations(o: &mut String, board: &Board, now: i64) {
 }
 
 /// A value with its unit as a person reads it: "AQI 231", "82.5 µg/m³",
-/// "94 %", "1,200,000,000 m³" (at most 2 decimals, none on large values).
+/// "94.5 %", "1,200,000,000 m³" (three significant digits, thousands
+/// grouped).
 fn quantity(v: f64, unit: &str) -> String {
-    let decimals = if v.abs() >= 1000.0 {
-        0
-    } else if v.abs() >= 100.0 {
-        1
-    } else {
-        2
-    };
-    let text = format!("{v:.decimals$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    };
+    let text = crate::units::for_people(v);
     let (int, frac) = text
         .split_once('.')
         .map_or((text.as_str(), ""), |(i, f)| (i, f));
@@ -527,7 +502,7 @@ mod tests {
     #[test]
     fn values_and_pollutants_read_as_a_person_writes_them() {
         assert_eq!(quantity(231.0, "AQI"), "AQI 231");
-        assert_eq!(quantity(82.456, "µg/m³"), "82.46 µg/m³");
+        assert_eq!(quantity(82.456, "µg/m³"), "82.5 µg/m³");
         assert_eq!(quantity(94.5, "%"), "94.5 %");
         assert_eq!(quantity(1.2e9, "m³ per year"), "1,200,000,000 m³ per year");
         assert_eq!(quantity(-1234.6, "m³"), "-1,235 m³");

@@ -745,25 +745,6 @@ fn signatures_match_the_standard_webhooks_test_vector() {
 }
 
 #[test]
-fn values_are_rounded_for_people() {
-    use super::webhook::for_people;
-    let cases = [
-        (81.27083333333333, "81.3"),
-        (245.0, "245"),
-        (1234.56, "1235"),
-        (1.2345, "1.23"),
-        (0.05234, "0.0523"),
-        (90.0, "90"),
-        (0.0, "0"),
-        (-3.2468, "-3.25"),
-        (-0.0001, "-0.0001"),
-    ];
-    for (v, want) in cases {
-        assert_eq!(for_people(v), want, "{v}");
-    }
-}
-
-#[test]
 fn the_alertmanager_body_has_the_v4_shape() {
     use super::webhook::{Format, body};
     let mut e = engine();
@@ -822,6 +803,10 @@ fn the_alertmanager_body_has_the_v4_shape() {
         serde_json::from_slice(&body(Format::Lantian, &n[0], "duty", "http://x/")).unwrap();
     assert_eq!(l["event"], "firing");
     assert_eq!(l["alert"]["threshold"], 200.0);
+    assert_eq!(
+        l["alert"]["description"],
+        "aqi.hour = 245 AQI (threshold > 200 AQI)"
+    );
     assert_eq!(
         l["alert"]["citation"]["report"].as_str().unwrap().get(..3),
         Some("§5")

@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use super::{Notice, rfc3339};
+pub use crate::units::for_people;
 
 pub use crate::config::WebhookFormat as Format;
 
@@ -31,31 +32,6 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 fn number(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
-}
-
-/// A value for people: three significant digits, never fewer than the
-/// integer part has (245, 81.3, 1.23, 0.052), no trailing zeros.
-pub fn for_people(v: f64) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    let magnitude = if v == 0.0 {
-        0
-    } else {
-        v.abs().log10().floor() as i32
-    };
-    let decimals = (2 - magnitude).clamp(0, 6) as usize;
-    let text = format!("{v:.decimals$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &text
-    };
-    if text == "-0" {
-        "0".into()
-    } else {
-        text.into()
-    }
 }
 
 /// "aqi.hour = 245 AQI (threshold > 200 AQI)", values for people.

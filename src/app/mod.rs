@@ -273,20 +273,17 @@ fn open_sinks(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
     } else {
         None
     };
+    let minute = match (&influx, &s.influxdb.minute_retention_policy) {
+        (Some(w), Some(rp)) => Some(
+            w.to_retention_policy(&s.influxdb, rp)
+                .context("influxdb.minute_retention_policy")?,
+        ),
+        _ => None,
+    };
     let retry = (s.influxdb.retry_initial.get(), s.influxdb.retry_max.get());
     let mut sinks = Sinks::new(influx, archive, metrics.clone()).archive_retry(retry.0, retry.1);
-    if let Some(rp) = s
-        .influxdb
-        .minute_retention_policy
-        .clone()
-        .filter(|_| s.influxdb.enabled)
-    {
-        let cfg = crate::config::InfluxConfig {
-            retention_policy: Some(rp),
-            ..s.influxdb.clone()
-        };
-        sinks =
-            sinks.minute_windows_to(Writer::new(&cfg, metrics.clone()).context("InfluxDB sink")?);
+    if let Some(w) = minute {
+        sinks = sinks.minute_windows_to(w);
     }
     Ok(sinks)
 }

@@ -341,6 +341,20 @@ mod tests {
         assert_eq!(format!("{:?}", b.source), "Source(..)");
     }
 
+    /// A minute retention policy is a v1 notion: with v2 it is an error.
+    #[test]
+    fn a_minute_retention_policy_needs_the_v1_api() {
+        let v2 = "[influxdb]\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\n";
+        assert!(load_from_str(v2).is_ok());
+        let e = load_from_str(&format!("{v2}minute_retention_policy = \"minute\"\n")).unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|p| p.key == "influxdb.minute_retention_policy"),
+            "{e:?}"
+        );
+        assert!(load_from_str("[influxdb]\nminute_retention_policy = \"minute\"\n").is_ok());
+    }
+
     #[test]
     fn shipped_reference_config_states_the_defaults() {
         let shipped = load_from_str(include_str!("../../config/lantian.toml")).unwrap();

@@ -4,6 +4,8 @@
 
 use std::io::Write as _;
 
+use crate::units::escape_html as xml;
+
 pub type Rgb = [u8; 3];
 
 pub const WHITE: Rgb = [255, 255, 255];
@@ -344,13 +346,6 @@ pub struct Calendar<'a> {
     pub days: Vec<String>,
     /// Row labels (stations) and each day's AQI (None: no valid day).
     pub rows: Vec<(String, Vec<Option<u32>>)>,
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 impl Calendar<'_> {

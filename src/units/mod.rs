@@ -3,8 +3,10 @@
 //! A leaf: imports nothing else of the crate.
 
 mod secret;
+mod text;
 
 pub use secret::{Secret, redact_url};
+pub use text::{escape_html, for_people};
 
 use std::fmt;
 use std::time::Duration;

@@ -3,8 +3,14 @@
 use std::process::Command;
 
 fn lantian(args: &[&str]) -> (i32, String, String) {
+    lantian_with(args, &[])
+}
+
+/// [`lantian`] with environment variables set.
+fn lantian_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("LANTIAN_CONFIG")
         .output()
         .unwrap();
@@ -268,15 +274,14 @@ fn config_prints_the_effective_configuration_with_origins() {
         "[mqtt]\nhost = \"broker.example\"\nusername = \"u\"\npassword = \"hunter2\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
-        .args(["config", "--config", path.to_str().unwrap()])
-        .env("LANTIAN__MQTT__PORT", "1999")
-        .env("LANTIAN__INFLUXDB__TOKEN", "s3cr3t-token")
-        .env_remove("LANTIAN_CONFIG")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text, _) = lantian_with(
+        &["config", "--config", path.to_str().unwrap()],
+        &[
+            ("LANTIAN__MQTT__PORT", "1999"),
+            ("LANTIAN__INFLUXDB__TOKEN", "s3cr3t-token"),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
     let line = |key: &str| {
         text.lines()
             .find(|l| l.starts_with(&format!("{key} = ")))
@@ -300,17 +305,8 @@ fn config_prints_the_effective_configuration_with_origins() {
     // Printed, redacted secrets put back, it is a configuration that checks.
     let again = dir.path().join("effective.toml");
     std::fs::write(&again, text.replace("\"<redacted>\"", "\"x\"")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lantian"))
-        .args(["check-config", "--config", again.to_str().unwrap()])
-        .env_remove("LANTIAN_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = lantian(&["check-config", "--config", again.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// `lantian try`: a message in, the lines it would write out (or why it

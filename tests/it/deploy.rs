@@ -114,8 +114,16 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
     influx.query_post("DROP DATABASE env").await;
-    // As an operator may have made it before: the set-up takes it over.
+    // As an operator may have made it before: the set-up takes it over,
+    // and replaces an older version of a continuous query by the file's.
     influx.query_post("CREATE DATABASE env").await;
+    influx
+        .query_post(
+            "CREATE CONTINUOUS QUERY \"cq_dust_1d_forever\" ON \"env\" BEGIN SELECT mean(\"pm10_mean\") \
+             AS \"pm10_mean\" INTO \"env\".\"autogen\".\"dust_1d\" FROM \"env\".\"autogen\".\"dust_1h\" \
+             GROUP BY time(1d) END",
+        )
+        .await;
     for round in 0..2 {
         let out = Command::new("bash")
             .arg(repo("deploy/influxdb/setup.sh"))
@@ -145,6 +153,13 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
     let cqs = influx.query("SHOW CONTINUOUS QUERIES").await;
     let env = cqs.iter().find(|s| s["name"] == "env").unwrap();
     assert_eq!(env["values"].as_array().unwrap().len(), 4, "{env}");
+    let dust = env["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q[0] == "cq_dust_1d_forever")
+        .unwrap();
+    assert!(dust[1].as_str().unwrap().contains("pm10_hours"), "{dust}");
 
     // Two days of the simulated fleet through the real pipeline.
     let lantian = Lantian::start_with_env(

@@ -152,6 +152,12 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
         assert_eq!(r["color"], "#FF0000");
         // Two days old: stale, though the category's colour is kept here.
         assert_eq!(r["stale"], true, "{r}");
+        let zh = match r["site"].as_str().unwrap() {
+            "dongsi" => "东四",
+            "tiantan" => "天坛",
+            _ => "官园",
+        };
+        assert_eq!(r["name_zh"], zh);
     }
     assert!(status["pipeline"]["newest_reading"]["air"].is_string());
 

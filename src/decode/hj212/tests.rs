@@ -626,43 +626,12 @@ mod through_the_decoder {
 /// The standard's test key (HJ 212-2025 Appendix A.2: 16 × 0x30).
 const TEST_KEY: &str = "30303030303030303030303030303030";
 
-/// `data`'s data area encrypted as HJ 212-2025 §6.4 sends it, by OpenSSL's
-/// SM4 (an implementation independent of lantian's): whole 16-byte blocks
-/// as `{0xHH,…}`, the shorter tail in clear; the length field counts the
-/// segment in clear and the CRC is the clear segment's, as in the
-/// standard's example. `None` when the area is shorter than a block.
+#[path = "../../../tests/it/harness/openssl_sm4.rs"]
+mod openssl_sm4;
+
+/// `data`'s packet with its data area encrypted by OpenSSL's SM4.
 fn sealed_by_openssl(data: &str, key_hex: &str) -> Option<String> {
-    use std::io::Write;
-    let at = data.find("CP=&&")? + 5;
-    let (head, area) = data.split_at(at);
-    let area = area.strip_suffix("&&")?;
-    let whole = area.len() / 16 * 16;
-    if whole == 0 {
-        return None;
-    }
-    let mut child = std::process::Command::new("openssl")
-        .args(["enc", "-sm4-ecb", "-nopad", "-K", key_hex])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl (scripts/test.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&area.as_bytes()[..whole])
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl enc -sm4-ecb failed");
-    assert_eq!(out.stdout.len(), whole);
-    let bytes: Vec<String> = out.stdout.iter().map(|b| format!("0x{b:02X}")).collect();
-    Some(format!(
-        "##{:04}{head}{{{}}}{}&&{:04X}",
-        data.len(),
-        bytes.join(","),
-        &area[whole..],
-        crc_hj212(data.as_bytes())
-    ))
+    openssl_sm4::sealed_by_openssl(data, key_hex, crc_hj212(data.as_bytes()))
 }
 
 #[test]

@@ -148,6 +148,19 @@ impl Writer {
         })
     }
 
+    /// The same writer (its HTTP client shared) to another retention
+    /// policy of the same database.
+    pub fn to_retention_policy(&self, cfg: &InfluxConfig, rp: &str) -> Result<Self, Error> {
+        let cfg = InfluxConfig {
+            retention_policy: Some(rp.to_owned()),
+            ..cfg.clone()
+        };
+        Ok(Self {
+            url: endpoint(&cfg)?.0,
+            ..self.clone()
+        })
+    }
+
     /// Whether InfluxDB answers `GET /ping` (2xx), before any write: the
     /// readiness check at start. Sets the sink state in the metrics.
     pub async fn probe(&self) -> bool {
@@ -495,6 +508,12 @@ mod tests {
         assert_eq!(req.headers()[AUTHORIZATION], "Basic bGFudGlhbjpwdw==");
         assert!(req.headers().get(CONTENT_ENCODING).is_none());
         assert_eq!(req.body().unwrap().as_bytes().unwrap(), b"air pm25=1 1\n");
+        // Minute windows' writer: another policy, the same database.
+        let minute = writer(&cfg).to_retention_policy(&cfg, "minute").unwrap();
+        assert_eq!(
+            minute.request(b"x").url().as_str(),
+            "http://db.example:8086/proxy/write?db=env&rp=minute&precision=ns"
+        );
     }
 
     #[test]

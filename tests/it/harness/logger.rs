@@ -31,34 +31,11 @@ pub fn hj212_packet(data: &str) -> String {
     )
 }
 
-/// The packet of `data` with its data area SM4-encrypted as HJ 212-2025
-/// sends it (blocks as `{0xHH,…}`, a tail under 16 bytes in clear, the
-/// CRC and length of the segment in clear), by OpenSSL with `key_hex`.
+/// The packet of `data` with its data area SM4-encrypted by OpenSSL with
+/// `key_hex` (see `openssl_sm4`).
 pub fn hj212_sealed(data: &str, key_hex: &str) -> String {
-    use std::io::Write;
-    let at = data.find("CP=&&").expect("a data area") + 5;
-    let (head, area) = data.split_at(at);
-    let area = area.strip_suffix("&&").expect("&& at the end");
-    let whole = area.len() / 16 * 16;
-    let mut openssl = std::process::Command::new("openssl")
-        .args(["enc", "-sm4-ecb", "-nopad", "-K", key_hex])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl (scripts/test.sh installs it)");
-    let mut stdin = openssl.stdin.take().unwrap();
-    stdin.write_all(&area.as_bytes()[..whole]).unwrap();
-    drop(stdin);
-    let out = openssl.wait_with_output().unwrap();
-    assert!(out.status.success() && out.stdout.len() == whole);
-    let blocks: Vec<String> = out.stdout.iter().map(|b| format!("0x{b:02X}")).collect();
-    format!(
-        "##{:04}{head}{{{}}}{}&&{:04X}",
-        data.len(),
-        blocks.join(","),
-        &area[whole..],
-        hj212_crc(data.as_bytes())
-    )
+    super::openssl_sm4::sealed_by_openssl(data, key_hex, hj212_crc(data.as_bytes()))
+        .expect("a data area of at least a block")
 }
 
 /// `YYYYMMDDhhmmss` in Beijing time.

@@ -15,6 +15,7 @@ mod daemon;
 mod data;
 mod database;
 mod logger;
+mod openssl_sm4;
 mod process;
 mod proxy;
 mod publisher;
