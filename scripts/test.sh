@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run lantian's whole test suite on a fresh Debian machine.
 #
-# Installs what the tests need when it is missing (Debian packages
-# mosquitto, influxdb, victoria-metrics; rustfmt/clippy components), then
+# Installs what the tests need when it is missing (Debian packages: see
+# below; cargo-deb; rustfmt/clippy components), then
 # runs formatting and lint checks, the unit tests and the integration tests
 # (which start their own Mosquitto, InfluxDB and VictoriaMetrics processes
 # on free loopback ports in temp dirs — nothing needs to be running).
@@ -30,6 +30,10 @@ compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || need+=(libfaketi
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The manual pages are rendered with groff.
 command -v groff >/dev/null 2>&1 || need+=(groff-base)
+# The Debian package is built (cargo-deb, dpkg-shlibdeps) and installed on
+# a clean Debian root made by mmdebstrap.
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   sudo=""
@@ -47,6 +51,11 @@ if [ "${1:-}" != "--quick" ]; then
   cargo fmt --all -- --check
   echo "==> cargo clippy"
   cargo clippy --all-targets --locked -- -D warnings
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "==> cargo install cargo-deb"
+  cargo install --locked --quiet cargo-deb@3.7.0
 fi
 
 echo "==> benchmarks, once each as smoke tests"

@@ -136,6 +136,8 @@ metrics! {
     /// Archive date partitions deleted by retention (archive.max_age,
     /// archive.max_bytes).
     archive_pruned: AtomicU64 => Counter "archive_partitions_pruned_total",
+    /// Archive files merged into one per past day (compaction's inputs).
+    archive_compacted: AtomicU64 => Counter "archive_files_compacted_total",
     /// Readings reduced into windows.
     window_readings: AtomicU64 => Counter "window_readings_total",
     /// Window points written (first writes and corrections).
@@ -185,6 +187,9 @@ metrics! {
     receivers: std::sync::Mutex<std::collections::BTreeMap<String, ReceiverStats>>,
     /// The reading time of the newest reading written, per kind (ms).
     newest: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// Arrival time (ms) of the oldest record in the spool not yet
+    /// delivered; 0: none.
+    spool_oldest_ms: std::sync::atomic::AtomicI64,
 }
 
 /// One webhook receiver's deliveries.
@@ -515,6 +520,24 @@ impl Metrics {
         self.spool_bytes.store(bytes, Relaxed);
     }
 
+    /// The arrival time (ms) of the oldest record the spool has not yet
+    /// delivered; None when nothing waits.
+    pub fn spool_oldest(&self, received_ms: Option<i64>) {
+        self.spool_oldest_ms
+            .store(received_ms.unwrap_or(0), Relaxed);
+    }
+
+    pub fn spool_oldest_ms(&self) -> Option<i64> {
+        Some(self.spool_oldest_ms.load(Relaxed)).filter(|ms| *ms != 0)
+    }
+
+    /// How long the oldest record waiting in the spool has waited at
+    /// `now_ms` (0 when none waits).
+    pub fn spool_oldest_age_seconds(&self, now_ms: i64) -> f64 {
+        self.spool_oldest_ms()
+            .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0)
+    }
+
     /// `n` messages were written to the spool (and are then acknowledged).
     pub fn spooled(&self, n: u64) {
         self.spool_records.fetch_add(n, Relaxed);
@@ -548,6 +571,11 @@ impl Metrics {
     pub fn archive_pruned(&self, partitions: u64, bytes: u64) {
         self.archive_pruned.fetch_add(partitions, Relaxed);
         self.archive_bytes.store(bytes, Relaxed);
+    }
+
+    /// An archive compaction pass: files merged.
+    pub fn archive_compacted(&self, files: u64) {
+        self.archive_compacted.fetch_add(files, Relaxed);
     }
 
     pub fn spool_blocked(&self, blocked: bool) {

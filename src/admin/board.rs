@@ -270,6 +270,7 @@ impl Board {
                 "points_written": m.points_written.load(Relaxed),
                 "quarantined": m.quarantined_total(),
                 "spool_bytes": m.spool_bytes.load(Relaxed),
+                "spool_oldest_age_seconds": m.spool_oldest_age_seconds(now_ms),
                 "mqtt_connected": m.mqtt_connected.load(Relaxed),
                 "alerts_queued": m.alerts_queued.load(Relaxed),
                 "newest_reading": newest,

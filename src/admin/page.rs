@@ -101,7 +101,7 @@ pub fn render_at(board: &Board, m: &Metrics, not_ready: &[&str], now: i64) -> St
     );
     stations(&mut o, board, now);
     alerts(&mut o, board);
-    pipeline(&mut o, board, m);
+    pipeline(&mut o, board, m, now);
     o
 }
 
@@ -280,7 +280,7 @@ fn alerts(o: &mut String, board: &Board) {
 }
 
 /// Pipeline health, and the links to the machine-readable endpoints.
-fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
+fn pipeline(o: &mut String, board: &Board, m: &Metrics, now: i64) {
     let c = |x: &std::sync::atomic::AtomicU64| x.load(Relaxed);
     let flag = |b: bool, yes: &str, no: &str| {
         if b {
@@ -294,7 +294,7 @@ fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
         "<h2>Pipeline</h2><table id=\"pipeline\">\
          <tr><th>MQTT</th><td>{}</td></tr>\
          <tr><th>InfluxDB</th><td>{}</td></tr>\
-         <tr><th>Spool</th><td>{:.1} MiB on disk{}</td></tr>\
+         <tr><th>Spool</th><td id=\"spool\">{:.1} MiB on disk, {}{}</td></tr>\
          <tr><th>Newest reading</th><td id=\"newest\">{}</td></tr>\
          <tr><th>Messages in / acknowledged</th><td>{} / {}</td></tr>\
          <tr><th>Readings written</th><td>{}</td></tr>\
@@ -310,6 +310,7 @@ fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
         ),
         flag(m.sink_ok.load(Relaxed), "writable", "not writable"),
         c(&m.spool_bytes) as f64 / f64::from(1u32 << 20),
+        waiting(m.spool_oldest_age_seconds(now)),
         if m.spool_full.load(Relaxed) {
             " — <span class=\"bad\">FULL, intake paused</span>"
         } else {
@@ -338,9 +339,31 @@ fn pipeline(o: &mut String, board: &Board, m: &Metrics) {
     );
 }
 
+/// How long the oldest spooled message has waited, for people.
+fn waiting(seconds: f64) -> String {
+    if seconds <= 0.0 {
+        return "nothing waiting".to_owned();
+    }
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("oldest waiting {s} s"),
+        60..3600 => format!("oldest waiting {} min", s / 60),
+        _ => format!("oldest waiting {} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spools_wait_is_said_in_seconds_minutes_or_hours() {
+        assert_eq!(waiting(0.0), "nothing waiting");
+        assert_eq!(waiting(0.4), "oldest waiting 0 s");
+        assert_eq!(waiting(12.0), "oldest waiting 12 s");
+        assert_eq!(waiting(600.0), "oldest waiting 10 min");
+        assert_eq!(waiting(7_500.0), "oldest waiting 2 h 5 min");
+    }
     use crate::alert::Observation;
     use crate::evaluate::aqi::Standard;
 

@@ -45,6 +45,13 @@ pub fn render(m: &Metrics, ready: bool) -> String {
         one(&mut o, &name, e.kind.as_str(), e.help, (e.read)(m));
     }
     quarantine(&mut o, m);
+    one(
+        &mut o,
+        "lantian_spool_oldest_record_age_seconds",
+        "gauge",
+        "How long the oldest message in the spool not yet written has waited (0: none waits)",
+        m.spool_oldest_age_seconds(chrono::Utc::now().timestamp_millis()),
+    );
     freshness(&mut o, m);
     receivers(&mut o, m);
     write_latency(&mut o, m);

@@ -262,7 +262,8 @@ fn timezone(s: &Settings) -> chrono_tz::Tz {
 fn open_sinks(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
     let archive = if s.archive.enabled {
         let dir = &s.archive.dir;
-        let a = Archive::open(dir).with_context(|| format!("archive.dir {}", dir.display()))?;
+        let a = Archive::open(dir, timezone(s))
+            .with_context(|| format!("archive.dir {}", dir.display()))?;
         info!(dir = %dir.display(), "Parquet archive on");
         Some(a)
     } else {
@@ -618,12 +619,17 @@ fn build_housekeeping(
         });
     }
     if s.archive.enabled {
-        let (a, m, stop) = (s.archive.clone(), metrics.clone(), stop.clone());
-        tasks.spawn(Phase::Service, "archive-retention", async move {
+        let (a, m, stop, tz) = (
+            s.archive.clone(),
+            metrics.clone(),
+            stop.clone(),
+            timezone(s),
+        );
+        tasks.spawn(Phase::Service, "archive-maintenance", async move {
             let mut tick = tokio::time::interval(Duration::from_secs(600));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => prune_archive(&a, &m).await,
+                    _ = tick.tick() => maintain_archive(&a, tz, &m).await,
                     _ = stop.cancelled() => return Ok(()),
                 }
             }
@@ -639,18 +645,48 @@ fn build_housekeeping(
     }
 }
 
-/// One retention pass over the Parquet archive (off the runtime threads).
-async fn prune_archive(a: &crate::config::ArchiveConfig, m: &Metrics) {
+/// One maintenance pass over the Parquet archive (off the runtime
+/// threads): the days that are over compacted into a file each, then
+/// retention.
+async fn maintain_archive(a: &crate::config::ArchiveConfig, tz: chrono_tz::Tz, m: &Metrics) {
     let dir = a.dir.clone();
     let age = a.max_age.get();
     let max_age = (!age.is_zero()).then(|| i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
     let max_bytes = (a.max_bytes.get() > 0).then(|| a.max_bytes.get());
     let now = chrono::Utc::now().timestamp_millis();
-    let done =
-        tokio::task::spawn_blocking(move || Archive::open(&dir)?.prune(now, max_age, max_bytes))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-    match done {
+    let done = tokio::task::spawn_blocking(move || {
+        let archive = Archive::open(&dir, tz).map_err(|e| e.to_string())?;
+        let compacted = archive.compact(now).map_err(|e| e.to_string());
+        let pruned = archive
+            .prune(now, max_age, max_bytes)
+            .map_err(|e| e.to_string());
+        Ok::<_, String>((compacted, pruned))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let (compacted, pruned) = match done {
+        Ok(both) => both,
+        Err(e) => {
+            warn!(dir = %a.dir.display(), error = %e, "cannot open the archive; retrying in 10 minutes");
+            return;
+        }
+    };
+    match compacted {
+        Ok(c) => {
+            m.archive_compacted(c.files as u64);
+            if c.partitions > 0 {
+                info!(
+                    partitions = c.partitions,
+                    files = c.files,
+                    "archive compaction merged the files of past days"
+                );
+            }
+        }
+        Err(e) => {
+            warn!(dir = %a.dir.display(), error = %e, "archive compaction failed; retrying in 10 minutes")
+        }
+    }
+    match pruned {
         Ok(p) => {
             m.archive_pruned(p.partitions as u64, p.bytes);
             if p.partitions > 0 {

@@ -114,7 +114,7 @@ impl Sinks {
             })
             .collect();
         if let Some(a) = &self.archive {
-            let batch = archive::Batch::new(rows.iter().zip(times.iter().copied()));
+            let batch = a.batch(rows.iter().zip(times.iter().copied()));
             self.archive_all(a, batch).await;
         }
         let Some(influx) = &self.influx else {
@@ -182,7 +182,7 @@ mod tests {
     async fn rows_are_stamped_once_and_archived_as_columns() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
-        let archive = Archive::open(dir.path()).unwrap();
+        let archive = Archive::open(dir.path(), chrono_tz::Asia::Shanghai).unwrap();
         let sinks = Sinks::new(None, Some(archive), metrics);
         assert!(sinks.probe().await);
         let t0 = 1_767_542_400_000;

@@ -85,6 +85,11 @@ struct State {
     /// Segments from here on are kept even if delivered: the window
     /// snapshot covers only up to here, and a restart replays the rest.
     hold: Option<Pos>,
+    /// Arrival times of records handed on and not yet delivered, sampled
+    /// (at most one per second of arrival time): (record end, received
+    /// ms). The front is the oldest record waiting, within a second; the
+    /// records not yet read are newer. Bounded by what the pipeline holds.
+    arrivals: std::collections::VecDeque<(Pos, i64)>,
 }
 
 impl State {
@@ -105,6 +110,18 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A record ending at `end`, received at `received_ms`, was handed on.
+    fn arrived(&self, end: Pos, received_ms: i64) {
+        let mut st = self.lock();
+        if end <= st.delivered {
+            return;
+        }
+        if st.arrivals.is_empty() {
+            self.metrics.spool_oldest(Some(received_ms));
+        }
+        st.arrivals.push_back((end, received_ms));
     }
 }
 
@@ -209,6 +226,7 @@ pub fn open(
             delivered: start,
             saved: None,
             hold: keep_from,
+            arrivals: Default::default(),
         }),
         space: Condvar::new(),
         metrics,
@@ -231,6 +249,7 @@ pub fn open(
             pos: start,
             committed: committed_rx,
             chunk: chunk_bytes(limits.max_payload),
+            sampled_ms: i64::MIN,
         },
         Cursor { shared },
     ))
@@ -490,6 +509,8 @@ pub struct Reader {
     pos: Pos,
     committed: watch::Receiver<Pos>,
     chunk: usize,
+    /// Arrival time of the last record sampled into `State::arrivals`.
+    sampled_ms: i64,
 }
 
 /// Bytes read per chunk: more than the largest record.
@@ -580,6 +601,12 @@ impl Reader {
             let msg = match next {
                 format::Next::Record(r, n) => {
                     at += n;
+                    if r.received_ms >= self.sampled_ms.saturating_add(1000)
+                        || self.shared.metrics.spool_oldest_ms().is_none()
+                    {
+                        self.sampled_ms = r.received_ms;
+                        self.shared.arrived(self.at(at), r.received_ms);
+                    }
                     Message {
                         topic: r.topic.to_owned(),
                         payload: Bytes::copy_from_slice(r.payload),
@@ -663,6 +690,11 @@ impl Cursor {
             return;
         }
         st.delivered = pos;
+        while st.arrivals.front().is_some_and(|(end, _)| *end <= pos) {
+            st.arrivals.pop_front();
+        }
+        let oldest = st.arrivals.front().map(|(_, ms)| *ms);
+        self.shared.metrics.spool_oldest(oldest);
         let freed = reclaim(&self.shared, &mut st);
         if st
             .saved

@@ -260,3 +260,42 @@ fn an_unwritable_directory_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// The arrival time of the oldest message handed on and not yet delivered
+/// is known (to the second) and follows the cursor; nothing waiting is 0.
+#[test]
+fn the_oldest_waiting_message_is_known_and_follows_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let m = Arc::new(Metrics::default());
+    let (w, r, cursor) = open(dir.path(), limits(1 << 30, 64 << 10), m.clone(), None).unwrap();
+    let base = 1_764_144_000_000i64;
+    // 3,000 messages, 10 ms of arrival time apart.
+    let msgs: Vec<Message> = (0..3000)
+        .map(|i| Message {
+            received_ms: base + 10 * i as i64,
+            ..msg(i)
+        })
+        .collect();
+    assert_eq!(write_all(w, msgs), 3000);
+    assert_eq!(m.spool_oldest_ms(), None, "nothing handed on yet");
+    let got = read_all(r, &rt);
+    assert_eq!(got.len(), 3000);
+    assert_eq!(m.spool_oldest_ms(), Some(base));
+    assert_eq!(m.spool_oldest_age_seconds(base + 90_000), 90.0);
+    // The first 1,000 written: the 1,001st (10 s later) is the oldest.
+    cursor.delivered(pos(&got[999]));
+    assert_eq!(m.spool_oldest_ms(), Some(base + 10_000));
+    // Where the oldest falls between samples: the next sample, less than
+    // a second younger.
+    cursor.delivered(pos(&got[1049]));
+    let oldest = m.spool_oldest_ms().unwrap();
+    assert!(
+        (base + 10_500..base + 11_500).contains(&oldest),
+        "{}",
+        oldest - base
+    );
+    cursor.delivered(pos(&got[2999]));
+    assert_eq!(m.spool_oldest_ms(), None);
+    assert_eq!(m.spool_oldest_age_seconds(base + 90_000), 0.0);
+}

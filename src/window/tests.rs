@@ -365,7 +365,9 @@ async fn run_an_hour(
     tokio::sync::mpsc::Receiver<stage::Output>,
 ) {
     use tokio::sync::mpsc;
-    let archive = crate::sink::archive::Archive::open(&dir.join("archive")).unwrap();
+    let archive =
+        crate::sink::archive::Archive::open(&dir.join("archive"), chrono_tz::Asia::Shanghai)
+            .unwrap();
     let sinks = crate::sink::Sinks::new(None, Some(archive), metrics.clone());
     let limits = crate::spool::Limits {
         max_bytes: 1 << 20,

@@ -16,5 +16,6 @@ mod hj212;
 mod ingest;
 mod ops;
 mod outage;
+mod package;
 mod report;
 mod windows;

@@ -278,6 +278,22 @@ async fn ready_once_subscribed_with_the_spool_even_if_influxdb_is_down_and_the_w
     let (code, why) = lantian.admin("/readyz").await;
     assert_eq!(code, 503);
     assert!(why.contains("influxdb"), "{why}");
+    // A reading taken meanwhile waits in the spool: its age shows on
+    // /metrics and the status page, and is back to 0 once written.
+    let mut p = Publisher::connect(broker.port, "spool-age-publisher").await;
+    p.publish(
+        "env/dongcheng/dongsi/air/aq-1",
+        format!(
+            "{{\"ts\":{},\"pm25\":35.0}}",
+            chrono::Utc::now().timestamp_millis()
+        ),
+    )
+    .await;
+    p.flush().await;
+    let age = "lantian_spool_oldest_record_age_seconds";
+    lantian.wait_metric(age, 1.0, Duration::from_secs(60)).await;
+    let page = lantian.admin("/").await.1;
+    assert!(page.contains("MiB on disk, oldest waiting "), "{page}");
 
     influx.restart().await;
     let got = wait_datagram(&sock, "STATUS=subscribed, writing", Duration::from_secs(30));
@@ -287,6 +303,17 @@ async fn ready_once_subscribed_with_the_spool_even_if_influxdb_is_down_and_the_w
         "{got:?}"
     );
     lantian.wait_ready().await;
+    wait_for("the spool emptied", Duration::from_secs(60), async || {
+        lantian.metric(age).await == Some(0.0)
+    })
+    .await;
+    assert!(
+        lantian
+            .admin("/")
+            .await
+            .1
+            .contains("MiB on disk, nothing waiting")
+    );
 
     // Pings every half second while healthy...
     while sock.recv(&mut [0u8; 256]).is_ok() {}
