@@ -331,6 +331,9 @@ fn notice_row(n: &Notice) -> Row {
     let fields = [
         ("id", Value::S(a.id.clone())),
         ("event_id", Value::S(n.event_id.clone())),
+        // As a field too: "firing now" is the instances whose last notice
+        // has it (InfluxQL cannot select a tag's last value).
+        ("firing", Value::B(status == "firing")),
         ("value", Value::F(a.value)),
         ("threshold", Value::F(a.threshold)),
         ("name", Value::S(a.name.clone())),

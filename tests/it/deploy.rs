@@ -2,6 +2,7 @@
 //! of the Grafana dashboard run against data that `lantian simulate` sent
 //! through Mosquitto and lantian.
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -230,6 +231,36 @@ async fn the_influx_setup_applies_and_every_dashboard_query_runs_on_simulated_da
         let series = influx.query(&expand(q)).await;
         assert!(!series.is_empty(), "{title}: {q} returned nothing");
     }
+    // "Alerts firing now" lists what lantian holds firing, no more.
+    let firing_now = &queries
+        .iter()
+        .find(|(t, _)| t == "Alerts firing now")
+        .unwrap()
+        .1;
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    wait_for(
+        "the firing-now panel to match /api/status",
+        Duration::from_secs(60),
+        async || {
+            let status: Value =
+                serde_json::from_str(&lantian.admin("/api/status").await.1).unwrap();
+            let want: BTreeSet<(String, String)> = status["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| (text(&a["rule"]), text(&a["labels"]["site"])))
+                .collect();
+            let got: BTreeSet<(String, String)> = influx
+                .query(&expand(firing_now))
+                .await
+                .iter()
+                .map(|s| (text(&s["tags"]["rule"]), text(&s["tags"]["site"])))
+                .collect();
+            !want.is_empty() && want == got
+        },
+    )
+    .await;
+
     // The treatment rate the dashboard shows: huaifang bypasses 9 %.
     let rate = influx
         .query(&expand(
