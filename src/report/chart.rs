@@ -1,8 +1,8 @@
-//! Small PNG charts without a plotting library: an RGB canvas, lines,
-//! rectangles, a 5×7 bitmap font, and a PNG encoder (zlib from flate2,
-//! CRC-32 from crc32fast, both already dependencies).
+//! Small SVG charts without a plotting library: lines, rectangles and
+//! text, drawn by the viewer (a browser, an image viewer, a Markdown
+//! renderer) with its fonts, Chinese ones included.
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 
 use crate::units::escape_html as xml;
 
@@ -29,67 +29,20 @@ pub const PALETTE: [Rgb; 12] = [
     [128, 0, 0],
 ];
 
+/// An SVG drawing: rectangles, lines and text. Text is drawn by the
+/// viewer's fonts (a CJK one first), so Chinese station names show.
 pub struct Canvas {
     pub w: usize,
     pub h: usize,
-    px: Vec<u8>,
+    body: String,
 }
 
-/// 5×7 glyphs, one string of 35 cells ('#' on) per character.
-fn glyph(c: char) -> Option<&'static str> {
-    Some(match c.to_ascii_uppercase() {
-        '0' => ".###.#...##..###.#.###..##...#.###.",
-        '1' => "..#...##....#....#....#....#...###.",
-        '2' => ".###.#...#....#...#...#...#...#####",
-        '3' => "#####...#...#.....#.....##...#.###.",
-        '4' => "...#...##..#.#.#..#.#####...#....#.",
-        '5' => "######....####.....#....##...#.###.",
-        '6' => "..##..#...#....####.#...##...#.###.",
-        '7' => "#####....#...#...#...#....#....#...",
-        '8' => ".###.#...##...#.###.#...##...#.###.",
-        '9' => ".###.#...##...#.####....#...#..##..",
-        'A' => ".###.#...##...#######...##...##...#",
-        'B' => "####.#...##...#####.#...##...#####.",
-        'C' => ".###.#...##....#....#....#...#.###.",
-        'D' => "###..#..#.#...##...##...##..#.###..",
-        'E' => "######....#....####.#....#....#####",
-        'F' => "######....#....####.#....#....#....",
-        'G' => ".###.#...##....#.####...##...#.####",
-        'H' => "#...##...##...#######...##...##...#",
-        'I' => ".###...#....#....#....#....#...###.",
-        'J' => "..###...#....#....#....#.#..#..##..",
-        'K' => "#...##..#.#.#..##...#.#..#..#.#...#",
-        'L' => "#....#....#....#....#....#....#####",
-        'M' => "#...###.###.#.##.#.##...##...##...#",
-        'N' => "#...##...###..##.#.##..###...##...#",
-        'O' => ".###.#...##...##...##...##...#.###.",
-        'P' => "####.#...##...#####.#....#....#....",
-        'Q' => ".###.#...##...##...##.#.##..#..##.#",
-        'R' => "####.#...##...#####.#.#..#..#.#...#",
-        'S' => ".#####....#.....###.....#....#####.",
-        'T' => "#####..#....#....#....#....#....#..",
-        'U' => "#...##...##...##...##...##...#.###.",
-        'V' => "#...##...##...##...##...#.#.#...#..",
-        'W' => "#...##...##...##.#.##.#.##.#.#.#.#.",
-        'X' => "#...##...#.#.#...#...#.#.#...##...#",
-        'Y' => "#...##...#.#.#...#....#....#....#..",
-        'Z' => "#####....#...#...#...#...#....#####",
-        '-' => "................###................",
-        '.' => "..........................##...##..",
-        ',' => ".....................##....#...#...",
-        ':' => "......##...##........##...##.......",
-        '%' => "##...##..#...#...#...#...#..##...##",
-        '/' => ".........#...#...#...#...#.........",
-        '(' => "...#...#...#....#....#.....#.....#.",
-        ')' => ".#.....#.....#....#....#...#...#...",
-        '>' => ".#.....#.....#.....#...#...#...#...",
-        '<' => "...#...#...#...#.....#.....#.....#.",
-        '=' => "..........#####.....#####..........",
-        '+' => ".......#....#..#####..#....#.......",
-        '_' => "..............................#####",
-        ' ' => "...................................",
-        _ => return None,
-    })
+/// The fonts text asks for: CJK ones first (Debian's fonts-wqy-zenhei,
+/// Noto CJK, Windows' YaHei), then any sans-serif.
+pub const FONTS: &str = "'WenQuanYi Zen Hei', 'Noto Sans CJK SC', 'Microsoft YaHei', sans-serif";
+
+fn hex(c: Rgb) -> String {
+    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
 }
 
 impl Canvas {
@@ -97,109 +50,67 @@ impl Canvas {
         Canvas {
             w,
             h,
-            px: [255u8; 3].repeat(w * h),
+            body: String::new(),
         }
     }
 
-    pub fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if x < 0 || y < 0 || x >= self.w as i64 || y >= self.h as i64 {
+    /// A filled rectangle between two corners (both included).
+    pub fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb) {
+        let _ = write!(
+            self.body,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"/>",
+            x0.min(x1),
+            y0.min(y1),
+            (x1 - x0).abs() + 1,
+            (y1 - y0).abs() + 1,
+            hex(c)
+        );
+    }
+
+    /// A line `width` pixels thick.
+    pub fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb, width: i64) {
+        let _ = write!(
+            self.body,
+            "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"{}\" stroke-width=\"{width}\"/>",
+            hex(c)
+        );
+    }
+
+    /// Connected points, `width` pixels thick.
+    pub fn polyline(&mut self, points: &[(i64, i64)], c: Rgb, width: i64) {
+        if points.len() < 2 {
             return;
         }
-        let i = (y as usize * self.w + x as usize) * 3;
-        self.px[i..i + 3].copy_from_slice(&c);
+        let pts: Vec<String> = points.iter().map(|(x, y)| format!("{x},{y}")).collect();
+        let _ = write!(
+            self.body,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{width}\" stroke-linejoin=\"round\"/>",
+            pts.join(" "),
+            hex(c)
+        );
     }
 
-    pub fn get(&self, x: usize, y: usize) -> Rgb {
-        let i = (y * self.w + x) * 3;
-        [self.px[i], self.px[i + 1], self.px[i + 2]]
+    /// Text with its baseline at (x, y), `size` pixels high; `anchor`:
+    /// "start", "middle" or "end".
+    pub fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb, size: i64, anchor: &str) {
+        let _ = write!(
+            self.body,
+            "<text x=\"{x}\" y=\"{y}\" font-size=\"{size}\" fill=\"{}\" text-anchor=\"{anchor}\">{}</text>",
+            hex(c),
+            xml(s)
+        );
     }
 
-    pub fn rect(&mut self, x0: i64, y0: i64, x1: i64, y1: i64, c: Rgb) {
-        for y in y0.min(y1)..=y0.max(y1) {
-            for x in x0.min(x1)..=x0.max(x1) {
-                self.set(x, y, c);
-            }
-        }
+    /// The drawing as an SVG document on a white background.
+    pub fn svg(&self) -> String {
+        let (w, h) = (self.w, self.h);
+        format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+             viewBox=\"0 0 {w} {h}\" font-family=\"{FONTS}\">\
+             <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>{}</svg>",
+            self.body
+        )
     }
-
-    /// A line `width` pixels thick (Bresenham, stamped).
-    pub fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb, width: i64) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        let r = width / 2;
-        loop {
-            self.rect(x - r, y - r, x + r, y + r, c);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-
-    /// Text at (x, y) (top left), `scale` pixels per font pixel. Returns
-    /// the width drawn. Characters the font lacks are drawn as '?'-less
-    /// gaps.
-    pub fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb, scale: i64) -> i64 {
-        let mut cx = x;
-        for ch in s.chars() {
-            if let Some(g) = glyph(ch) {
-                for (i, cell) in g.bytes().enumerate().take(35) {
-                    if cell == b'#' {
-                        let (gx, gy) = ((i % 5) as i64, (i / 5) as i64);
-                        self.rect(
-                            cx + gx * scale,
-                            y + gy * scale,
-                            cx + gx * scale + scale - 1,
-                            y + gy * scale + scale - 1,
-                            c,
-                        );
-                    }
-                }
-            }
-            cx += 6 * scale;
-        }
-        cx - x
-    }
-
-    /// The canvas as a PNG file (8-bit RGB, no interlace).
-    pub fn png(&self) -> Vec<u8> {
-        let mut raw = Vec::with_capacity((self.w * 3 + 1) * self.h);
-        for row in self.px.chunks(self.w * 3) {
-            raw.push(0); // filter: none
-            raw.extend_from_slice(row);
-        }
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        let _ = z.write_all(&raw);
-        let idat = z.finish().unwrap_or_default();
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = Vec::with_capacity(13);
-        ihdr.extend_from_slice(&(self.w as u32).to_be_bytes());
-        ihdr.extend_from_slice(&(self.h as u32).to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB
-        chunk(&mut out, b"IHDR", &ihdr);
-        chunk(&mut out, b"IDAT", &idat);
-        chunk(&mut out, b"IEND", &[]);
-        out
-    }
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let mut h = crc32fast::Hasher::new();
-    h.update(kind);
-    h.update(data);
-    out.extend_from_slice(&h.finalize().to_be_bytes());
 }
 
 /// A line chart: one polyline per series over shared x labels, with
@@ -235,7 +146,7 @@ fn nice_max(v: f64) -> f64 {
 
 fn axes(c: &mut Canvas, title: &str, y_max: f64, x_labels: &[String]) -> (i64, i64, i64, i64) {
     let (x0, y0, x1, y1) = (LEFT, TOP, W as i64 - RIGHT, H as i64 - BOTTOM);
-    c.text(LEFT, 15, title, BLACK, 3);
+    c.text(LEFT, 30, title, BLACK, 20, "start");
     for k in 0..=5 {
         let v = y_max * k as f64 / 5.0;
         let y = y1 - ((y1 - y0) as f64 * k as f64 / 5.0) as i64;
@@ -245,7 +156,7 @@ fn axes(c: &mut Canvas, title: &str, y_max: f64, x_labels: &[String]) -> (i64, i
         } else {
             format!("{v:.1}")
         };
-        c.text(x0 - 8 - 12 * label.len() as i64, y - 7, &label, DARK, 2);
+        c.text(x0 - 8, y + 5, &label, DARK, 14, "end");
     }
     c.line((x0, y0), (x0, y1), DARK, 1);
     c.line((x0, y1), (x1, y1), DARK, 1);
@@ -257,7 +168,7 @@ fn axes(c: &mut Canvas, title: &str, y_max: f64, x_labels: &[String]) -> (i64, i
         }
         let x = x0 + ((x1 - x0) as f64 * (i as f64 + 0.5) / n as f64) as i64;
         c.line((x, y1), (x, y1 + 5), DARK, 1);
-        c.text(x - 6 * l.len() as i64, y1 + 12, l, DARK, 2);
+        c.text(x, y1 + 22, l, DARK, 14, "middle");
     }
     (x0, y0, x1, y1)
 }
@@ -283,23 +194,22 @@ impl LineChart<'_> {
         let xpos = |i: usize| x0 + ((x1 - x0) as f64 * (i as f64 + 0.5) / n as f64) as i64;
         for (k, (name, values)) in self.series.iter().enumerate() {
             let col = PALETTE[k % PALETTE.len()];
-            let mut prev: Option<(i64, i64)> = None;
+            // A gap (None) ends a run of connected points.
+            let mut run: Vec<(i64, i64)> = Vec::new();
             for (i, v) in values.iter().enumerate() {
                 match v {
                     Some(v) => {
                         let p = (xpos(i), ypos(*v));
-                        if let Some(q) = prev {
-                            c.line(q, p, col, 3);
-                        }
                         c.rect(p.0 - 3, p.1 - 3, p.0 + 3, p.1 + 3, col);
-                        prev = Some(p);
+                        run.push(p);
                     }
-                    None => prev = None,
+                    None => c.polyline(&std::mem::take(&mut run), col, 3),
                 }
             }
+            c.polyline(&run, col, 3);
             let ly = TOP + 22 * k as i64;
             c.rect(x1 + 15, ly + 3, x1 + 35, ly + 9, col);
-            c.text(x1 + 42, ly, name, BLACK, 2);
+            c.text(x1 + 42, ly + 12, name, BLACK, 14, "start");
         }
         c
     }
@@ -327,19 +237,25 @@ impl BarChart<'_> {
             let below = self.target.is_some_and(|(t, _)| *v < t);
             let col = if below { [214, 39, 40] } else { [44, 160, 44] };
             c.rect(xa, ypos(*v), xb, y1 - 1, col);
-            c.text(xa, ypos(*v) - 18, &format!("{v:.1}"), BLACK, 2);
+            c.text(
+                (xa + xb) / 2,
+                ypos(*v) - 6,
+                &format!("{v:.1}"),
+                BLACK,
+                14,
+                "middle",
+            );
         }
         if let Some((t, label)) = self.target {
             c.line((x0, ypos(t)), (x1, ypos(t)), [0, 0, 0], 2);
-            c.text(x1 + 10, ypos(t) - 7, label, BLACK, 2);
+            c.text(x1 + 10, ypos(t) + 5, label, BLACK, 14, "start");
         }
         c
     }
 }
 
 /// A station × day calendar of the daily AQI in the AQI category colours,
-/// as SVG: text is drawn by the viewer's fonts, so station names in
-/// Chinese show (the bitmap charts cannot draw them).
+/// as SVG.
 pub struct Calendar<'a> {
     pub title: &'a str,
     /// Column labels (days).
@@ -350,7 +266,6 @@ pub struct Calendar<'a> {
 
 impl Calendar<'_> {
     pub fn svg(&self) -> String {
-        use std::fmt::Write as _;
         const CELL: usize = 42;
         const ROW: usize = 24;
         const LABEL: usize = 200;
@@ -359,8 +274,7 @@ impl Calendar<'_> {
         let h = TOP + ROW * self.rows.len().max(1) + 40;
         let mut o = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
-             viewBox=\"0 0 {w} {h}\" font-family=\"'WenQuanYi Zen Hei', 'Noto Sans CJK SC', \
-             'Microsoft YaHei', sans-serif\" font-size=\"12\">\
+             viewBox=\"0 0 {w} {h}\" font-family=\"{FONTS}\" font-size=\"12\">\
              <rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>\
              <text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">{}</text>",
             xml(self.title)
@@ -463,34 +377,53 @@ mod tests {
 
     use super::*;
 
+    /// The charts are SVG with their text as text: a Chinese name and
+    /// markup in a name survive, gaps split a series' line.
     #[test]
-    fn every_glyph_has_35_cells() {
-        for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-.,:%/()<>=+_ ".chars() {
-            assert_eq!(glyph(c).unwrap().len(), 35, "{c:?}");
-        }
-    }
-
-    #[test]
-    fn the_png_decodes_back_to_the_pixels() {
-        let mut c = Canvas::new(7, 5);
-        c.set(2, 3, [10, 20, 30]);
-        let png = c.png();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(&png[12..16], b"IHDR");
-        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 7);
-        // Inflate IDAT and find the pixel.
-        let len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
-        assert_eq!(&png[37..41], b"IDAT");
-        let mut raw = Vec::new();
-        use std::io::Read;
-        flate2::read::ZlibDecoder::new(&png[41..41 + len])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(raw.len(), (7 * 3 + 1) * 5);
-        let row = &raw[3 * 22..4 * 22];
-        assert_eq!(&row[1 + 2 * 3..1 + 3 * 3], &[10, 20, 30]);
-        // CRC of IHDR checks.
-        let crc = u32::from_be_bytes(png[29..33].try_into().unwrap());
-        assert_eq!(crc, crc32fast::hash(&png[12..29]));
+    fn line_and_bar_charts_are_svg_with_text_as_text() {
+        let c = LineChart {
+            title: "Daily AQI 日空气质量指数",
+            x_labels: vec![
+                "03-21".into(),
+                "03-22".into(),
+                "03-23".into(),
+                "03-24".into(),
+            ],
+            series: vec![
+                (
+                    "东四 dongsi".into(),
+                    vec![Some(45.0), Some(80.0), None, Some(120.0)],
+                ),
+                (
+                    "x<y".into(),
+                    vec![Some(10.0), Some(20.0), Some(30.0), Some(40.0)],
+                ),
+            ],
+            bands: vec![(0.0, 50.0, [220, 247, 220])],
+            y_max: None,
+        };
+        let svg = c.render().svg();
+        assert!(svg.starts_with(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1100\" height=\"560\""
+        ));
+        assert!(svg.ends_with("</svg>"));
+        assert!(svg.contains(&format!("font-family=\"{FONTS}\"")));
+        assert!(svg.contains(">Daily AQI 日空气质量指数</text>"));
+        assert!(svg.contains(">东四 dongsi</text>") && svg.contains(">x&lt;y</text>"));
+        // dongsi: two points, a gap, one point (no line to a lone point);
+        // x<y: one line through four.
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        // Scale: 120 × 1.05 rounded up to 200 at the top.
+        assert!(svg.contains(">200</text>"), "{svg}");
+        let b = BarChart {
+            title: "Sewage treatment rate 污水处理率 (%)",
+            bars: vec![("huaifang".into(), 91.0), ("全市 city".into(), 96.5)],
+            target: Some((95.0, "target 95")),
+            y_max: 100.0,
+        };
+        let svg = b.render().svg();
+        assert!(svg.contains(">91.0</text>") && svg.contains(">全市 city</text>"));
+        // Below the target red, above green.
+        assert!(svg.contains("fill=\"#d62728\"") && svg.contains("fill=\"#2ca02c\""));
     }
 }

@@ -702,7 +702,7 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .keys()
             .map(|s| {
                 (
-                    s.clone(),
+                    with_chinese_name(s),
                     r.dates
                         .iter()
                         .map(|d| r.daily_aqi.get(&(d.clone(), s.clone())).map(|v| v.0 as f64))
@@ -711,7 +711,7 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             })
             .collect();
         let c = chart::LineChart {
-            title: "Daily AQI per station",
+            title: "Daily AQI per station 各站日空气质量指数",
             x_labels: r.dates.iter().map(|d| d[5..].to_owned()).collect(),
             series,
             bands: vec![
@@ -724,8 +724,8 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             ],
             y_max: None,
         };
-        let p = out.join("daily-aqi.png");
-        std::fs::write(&p, c.render().png())?;
+        let p = out.join("daily-aqi.svg");
+        std::fs::write(&p, c.render().svg())?;
         files.push(p);
         // The same days as a calendar, with the stations' Chinese names.
         let cal = chart::Calendar {
@@ -735,10 +735,7 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 .stations
                 .keys()
                 .map(|s| {
-                    let name = match crate::evaluate::sites::find(s) {
-                        Some(site) => format!("{} {s}", site.name_zh),
-                        None => s.clone(),
-                    };
+                    let name = with_chinese_name(s);
                     let values = r
                         .dates
                         .iter()
@@ -764,19 +761,28 @@ fn charts(r: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .collect();
         let (i, t, _) = r.city();
         if let Some(c) = pct(t, i) {
-            bars.push(("CITY".into(), c));
+            bars.push(("全市 city".into(), c));
         }
         let c = chart::BarChart {
-            title: "Sewage treatment rate (%)",
+            title: "Sewage treatment rate 污水处理率 (%)",
             bars,
-            target: Some((TREATMENT_TARGET, "TARGET 95")),
+            target: Some((TREATMENT_TARGET, "target 95")),
             y_max: 100.0,
         };
-        let p = out.join("treatment-rate.png");
-        std::fs::write(&p, c.render().png())?;
+        let p = out.join("treatment-rate.svg");
+        std::fs::write(&p, c.render().svg())?;
         files.push(p);
     }
     Ok(files)
+}
+
+/// A station's code with its Chinese name before it, where the site
+/// registry has one ("东四 dongsi").
+fn with_chinese_name(code: &str) -> String {
+    match crate::evaluate::sites::find(code) {
+        Some(site) => format!("{} {code}", site.name_zh),
+        None => code.to_owned(),
+    }
 }
 
 /// Writes the report; returns the files written.
@@ -971,7 +977,7 @@ fn md_daily_aqi(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
             s,
             "\nBold: heavily polluted or worse (> 200). –: no valid day."
         );
-        s.push_str(&chart("daily-aqi.png"));
+        s.push_str(&chart("daily-aqi.svg"));
         s.push_str(&chart("aqi-calendar.svg"));
     }
 }
@@ -1038,7 +1044,7 @@ fn md_sewage(s: &mut String, r: &Report, chart: &dyn Fn(&str) -> String) {
             None => "–",
         }
     );
-    s.push_str(&chart("treatment-rate.png"));
+    s.push_str(&chart("treatment-rate.svg"));
 }
 
 /// Days in the year of `d` (365 or 366): the alert engine's pace rule and

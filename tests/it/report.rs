@@ -29,15 +29,6 @@ fn report(args: &[&str]) -> (String, String) {
     (o, e)
 }
 
-fn png_size(path: &std::path::Path) -> (u32, u32) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
-    (
-        u32::from_be_bytes(b[16..20].try_into().unwrap()),
-        u32::from_be_bytes(b[20..24].try_into().unwrap()),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influxdb() {
     let broker = Mosquitto::start().await;
@@ -113,27 +104,45 @@ async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influx
         "progress shown: {progress}"
     );
     assert!(
-        files.contains("report.md") && files.contains("daily-aqi.png"),
+        files.contains("report.md") && files.contains("daily-aqi.svg"),
         "{files}"
     );
-    // The calendar heatmap: SVG with the stations' Chinese names, linked
-    // from the report and drawn by a real browser (with the CJK font).
-    let svg = std::fs::read_to_string(md_dir.join("aqi-calendar.svg")).unwrap();
-    for zh in ["东四", "天坛", "奥体中心"] {
-        assert!(svg.contains(zh), "{zh} in the calendar");
+    // The charts: SVG with the stations' Chinese names as text, linked
+    // from the report, 1100×560 (the calendar as wide as its days), and
+    // drawn by a real browser (with the CJK font).
+    for (chart, texts) in [
+        (
+            "daily-aqi.svg",
+            &["东四 dongsi", "天坛 tiantan", "各站日空气质量指数"][..],
+        ),
+        ("aqi-calendar.svg", &["东四", "天坛", "奥体中心"][..]),
+        (
+            "treatment-rate.svg",
+            &["污水处理率", "全市 city", "huaifang"][..],
+        ),
+    ] {
+        let svg = std::fs::read_to_string(md_dir.join(chart)).unwrap();
+        for zh in texts {
+            assert!(svg.contains(zh), "{zh} in {chart}");
+        }
+        if chart != "aqi-calendar.svg" {
+            assert!(svg.contains("width=\"1100\" height=\"560\""), "{chart}");
+        }
+        let png = chromium_screenshot(
+            &format!("file://{}", md_dir.join(chart).display()),
+            &chart.replace(".svg", ".png"),
+        );
+        let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        assert!(
+            w >= 400 && png.len() > 10_000,
+            "{chart}: {w} px, {} bytes",
+            png.len()
+        );
     }
-    let png = chromium_screenshot(
-        &format!("file://{}", md_dir.join("aqi-calendar.svg").display()),
-        "aqi-calendar.png",
-    );
-    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    assert!(
-        w >= 400 && png.len() > 10_000,
-        "{w} px, {} bytes",
-        png.len()
-    );
     let md = std::fs::read_to_string(md_dir.join("report.md")).unwrap();
-    assert!(md.contains("![aqi-calendar.svg](aqi-calendar.svg)"));
+    for chart in ["daily-aqi.svg", "aqi-calendar.svg", "treatment-rate.svg"] {
+        assert!(md.contains(&format!("![{chart}]({chart})")), "{chart}");
+    }
     // The daily AQI table: a row per date, a column per station.
     let header = md.lines().find(|l| l.starts_with("| date |")).unwrap();
     let stations: Vec<&str> = header
@@ -163,8 +172,6 @@ async fn a_simulated_week_gives_the_same_report_from_the_archive_and_from_influx
     let huaifang = md.lines().find(|l| l.starts_with("| huaifang |")).unwrap();
     assert!(huaifang.contains("| 91.00 | **no** |"), "{huaifang}");
     assert!(md.contains("## Reclaimed water") && md.contains("## Construction dust per district"));
-    assert_eq!(png_size(&md_dir.join("daily-aqi.png")), (1100, 560));
-    assert_eq!(png_size(&md_dir.join("treatment-rate.png")), (1100, 560));
 
     // The same from InfluxDB, as CSV.
     let csv_dir = dir.path().join("csv");
