@@ -351,7 +351,13 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
         "{base}\n[alerts]\n[[alerts.receivers]]\nname = \"a\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n",
         a.url()
     );
-    let lantian = Lantian::start(&one);
+    // systemd's view of the reloads: the notify socket.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let lantian = Lantian::start_with_env(&one, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
     let mut p = Publisher::connect(broker.port, "reload-publisher").await;
     lantian.wait_subscribed().await;
     let day = two_days_ago_beijing();
@@ -369,8 +375,10 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
 
     // Reload: a second receiver, and the heavy-AQI rule without `for`;
     // and a change a reload does not apply ([log]).
+    // (The file as the harness wrote it: with its [spool] section.)
+    let one = std::fs::read_to_string(lantian.dir.path().join("lantian.toml")).unwrap();
     let two = format!(
-        "{one}[[alerts.receivers]]\nname = \"b\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n\
+        "{one}\n[[alerts.receivers]]\nname = \"b\"\nurl = \"{}\"\nrules = [\"air.aqi.*\"]\n\
          [[alerts.targets]]\nid = \"air.aqi.hour.heavy\"\nfor = \"0s\"\n[log]\nlevel = \"info\"\n",
         b.url()
     );
@@ -412,7 +420,18 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
         .lines()
         .find(|l| l.contains("NOT applied until a restart"))
         .unwrap_or_else(|| panic!("{logs}"));
-    assert!(line.contains("changed=log"), "{line}");
+    assert!(line.trim_end().ends_with("changed=log"), "{line}");
+    // And `systemctl status` shows it: RELOADING=1, the STATUS= line, then
+    // READY=1 again.
+    let status = "STATUS=reloaded targets and receivers; restart to apply: log";
+    let got = wait_datagram(&sock, status, Duration::from_secs(30));
+    assert!(
+        got.iter().any(|d| d.lines().any(|l| l == status)),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|d| d == "RELOADING=1"), "{got:?}");
+    let ready = wait_datagram(&sock, "READY=1", Duration::from_secs(30));
+    assert!(ready.iter().any(|d| d == "READY=1"), "{ready:?}");
     // One hour above 200 at s2 now fires at once, to both receivers.
     published += publish_pm25_hours(
         &mut p,
@@ -463,6 +482,9 @@ async fn sighup_reloads_targets_and_receivers_without_losing_readings() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(lantian.logs().contains("reload refused"));
+    let refused = "STATUS=reload refused: the file has problems (see the log); running the previous configuration";
+    let got = wait_datagram(&sock, refused, Duration::from_secs(30));
+    assert!(got.iter().any(|d| d == refused), "{got:?}");
     assert_eq!(lantian.admin("/healthz").await.0, 200);
 }
 
