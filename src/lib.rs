@@ -46,6 +46,7 @@ pub mod app;
 pub mod backoff;
 pub mod calendar;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod demo;

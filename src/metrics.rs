@@ -136,6 +136,10 @@ metrics! {
     /// Archive date partitions deleted by retention (archive.max_age,
     /// archive.max_bytes).
     archive_pruned: AtomicU64 => Counter "archive_partitions_pruned_total",
+    /// Messages an edge published to JetStream and acknowledged to MQTT.
+    forwarded: AtomicU64 => Counter "cluster_forwarded_total",
+    /// Partitions this worker works now (it holds their leases).
+    partitions_owned: AtomicU64 => Gauge "cluster_partitions_owned",
     /// Archive files merged into one per past day (compaction's inputs).
     archive_compacted: AtomicU64 => Counter "archive_files_compacted_total",
     /// Readings reduced into windows.
@@ -571,6 +575,16 @@ impl Metrics {
     pub fn archive_pruned(&self, partitions: u64, bytes: u64) {
         self.archive_pruned.fetch_add(partitions, Relaxed);
         self.archive_bytes.store(bytes, Relaxed);
+    }
+
+    /// An edge handed a message on to JetStream.
+    pub fn forwarded(&self) {
+        self.forwarded.fetch_add(1, Relaxed);
+    }
+
+    /// The partitions this worker works now.
+    pub fn partitions_owned(&self, n: u64) {
+        self.partitions_owned.store(n, Relaxed);
     }
 
     /// An archive compaction pass: files merged.

@@ -142,6 +142,9 @@ pub async fn run_with(
     hooks: Hooks,
 ) -> anyhow::Result<Arc<Metrics>> {
     crate::tls::install_crypto_provider();
+    if settings.cluster.edge && !settings.cluster.worker {
+        return run_edge(settings, stop, hooks).await;
+    }
     let s = &settings;
     let metrics = Arc::new(Metrics::default());
     let tasks = Shutdown::new(stop);
@@ -152,6 +155,7 @@ pub async fn run_with(
     }
     let sinks = open_sinks(s, &metrics)?;
     let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
+    let acker_for_edge = acker.clone();
     let source = source
         .keep_payload(usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX));
     info!(config = %s.summary(), "lantian starting");
@@ -187,10 +191,14 @@ pub async fn run_with(
     let acks_done = spool.acks_done.unwrap_or(pipeline_done);
     build_hj212_listener(s, &tx, &metrics, &tasks, hooks.hj212_bound).await?;
     let intake = tasks.token(Phase::Data);
-    tasks.spawn(Phase::Data, "source", async move {
-        source.run(tx, intake, acks_done).await;
-        Ok(())
-    });
+    if s.cluster.enabled() {
+        build_cluster(s, (source, acker_for_edge), tx, &metrics, &tasks).await?;
+    } else {
+        tasks.spawn(Phase::Data, "source", async move {
+            source.run(tx, intake, acks_done).await;
+            Ok(())
+        });
+    }
     build_readiness(s, &sinks, &metrics, &tasks);
     build_housekeeping(s, &metrics, hooks.reload, rules_tx, outbox, &tasks);
 
@@ -213,6 +221,117 @@ pub async fn run_with(
         Ok(()) => Ok(metrics),
         Err(why) => Err(anyhow::anyhow!("a stage failed: {why}")),
     }
+}
+
+/// A cluster process (`[cluster]`): the edge takes MQTT into JetStream;
+/// the worker takes its partitions' messages from JetStream into the
+/// pipeline (`tx`), under leases.
+async fn build_cluster(
+    s: &Settings,
+    (source, acker): (MqttSource, Acker),
+    tx: mpsc::Sender<Message>,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> anyhow::Result<()> {
+    let c = &s.cluster;
+    let me = crate::cluster::instance(c);
+    let (js, stream) = crate::cluster::connect(c, &me).await?;
+    info!(instance = %me, nats = %c.nats.join(","), edge = c.edge, worker = c.worker, "cluster mode");
+    let intake = tasks.token(Phase::Data);
+    if c.edge {
+        start_edge(s, source, acker, js.clone(), metrics, tasks)?;
+    }
+    if c.worker {
+        let buckets = crate::cluster::lease::buckets(&js, c.lease_ttl.get(), c.replicas).await?;
+        let (mut leases, owned) =
+            crate::cluster::lease::Leases::new(buckets, me, c.partitions, c.lease_ttl.get());
+        let (working_tx, working) = tokio::sync::watch::channel(Default::default());
+        leases.follow(working);
+        let worker = crate::cluster::worker::Source {
+            stream,
+            ack_wait: c.ack_wait.get(),
+            metrics: metrics.clone(),
+        };
+        // The worker's intake is JetStream: "subscribed" once it consumes.
+        metrics.mqtt_subscribed.store(true, Relaxed);
+        let stop = intake.clone();
+        tasks.spawn(Phase::Data, "cluster-worker", async move {
+            worker.run(owned, working_tx, tx, stop).await;
+            Ok(())
+        });
+        tasks.spawn(Phase::Data, "cluster-leases", async move {
+            leases.run(intake).await;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// The edge's tasks: the MQTT source into the forwarder.
+fn start_edge(
+    s: &Settings,
+    source: MqttSource,
+    acker: Acker,
+    js: async_nats::jetstream::Context,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> anyhow::Result<()> {
+    let edge = crate::cluster::edge::Edge {
+        js,
+        decoder: decoder(s)?,
+        acker,
+        partitions: s.cluster.partitions,
+        metrics: metrics.clone(),
+    };
+    let (edge_tx, edge_rx) = mpsc::channel(s.pipeline.channel_capacity);
+    let forwarded = CancellationToken::new();
+    let done = forwarded.clone();
+    tasks.spawn(Phase::Data, "cluster-edge", async move {
+        edge.run(edge_rx).await;
+        done.cancel();
+        Ok(())
+    });
+    let intake = tasks.token(Phase::Data);
+    tasks.spawn(Phase::Data, "source", async move {
+        source.run(edge_tx, intake, forwarded).await;
+        Ok(())
+    });
+    Ok(())
+}
+
+/// An edge-only process: MQTT → JetStream, with the admin endpoint; no
+/// sinks, windows or alerts (the workers have them).
+async fn run_edge(
+    settings: Settings,
+    stop: CancellationToken,
+    hooks: Hooks,
+) -> anyhow::Result<Arc<Metrics>> {
+    let s = &settings;
+    let metrics = Arc::new(Metrics::default());
+    let tasks = Shutdown::new(stop);
+    let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
+    let admin = build_admin(s, &metrics, &board, &tasks).await?;
+    if let (Some(addr), Some(tell)) = (admin, hooks.admin_bound) {
+        let _ = tell.send(addr);
+    }
+    let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
+    let source = source
+        .keep_payload(usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX));
+    let me = crate::cluster::instance(&s.cluster);
+    let (js, _) = crate::cluster::connect(&s.cluster, &me).await?;
+    info!(instance = %me, nats = %s.cluster.nats.join(","), "cluster edge starting");
+    // JetStream is where readings go: writable once connected.
+    metrics.sink_state(true);
+    start_edge(s, source, acker, js, &metrics, &tasks)?;
+    let finished = tasks
+        .finish(s.pipeline.shutdown_timeout.get(), || {
+            warn!("shutdown deadline passed; unacknowledged MQTT messages will be redelivered");
+        })
+        .await;
+    metrics.log_summary("lantian edge stopped");
+    finished
+        .map(|()| metrics)
+        .map_err(|why| anyhow::anyhow!("a stage failed: {why}"))
 }
 
 /// The HJ 212 TCP listener, when `hj212.listen` is set: packets go into

@@ -54,6 +54,8 @@ pub struct Settings {
     pub log: LogConfig,
     /// HJ 212 data loggers: the device registry and the TCP listener.
     pub hj212: Hj212Config,
+    /// Several processes over NATS JetStream: edges and workers.
+    pub cluster: ClusterConfig,
     /// The merged tree these settings were read from (file and
     /// environment): what a reload compares.
     #[serde(skip)]
@@ -497,6 +499,64 @@ impl Default for PipelineConfig {
             shutdown_timeout: HumanDuration::from_secs(30),
             stats_interval: HumanDuration::from_secs(60),
         }
+    }
+}
+
+/// Scale-out and high availability on NATS JetStream. Off: one process
+/// does everything (`lantian run` as ever).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Take MQTT messages (a shared subscription, e.g.
+    /// `$share/lantian/env/#`), decode and validate them, publish each to
+    /// JetStream on its site's partition, and acknowledge MQTT once
+    /// JetStream has it. Stateless: run any number.
+    pub edge: bool,
+    /// Own partitions (leases in a JetStream key-value bucket, spread over
+    /// the live workers) and store their readings, acknowledging each to
+    /// JetStream once stored. Needs `spool.enabled = false`: the stream is
+    /// the durable log.
+    pub worker: bool,
+    /// NATS servers (any of the cluster's).
+    pub nats: Vec<String>,
+    /// This process's name in leases and logs: unique per process.
+    /// Default: the host name and process id.
+    pub instance: String,
+    /// Partitions readings are spread over (by district and site). Fixed
+    /// for a stream's life.
+    pub partitions: u32,
+    /// Copies JetStream keeps of the stream and the lease bucket: 3 on a
+    /// three-node cluster, 1 on a single server.
+    pub replicas: usize,
+    /// A lease not renewed within this lapses and another worker may take
+    /// its partitions; the holder stops working them before then.
+    pub lease_ttl: HumanDuration,
+    /// A message handed to a worker and not acknowledged within this is
+    /// redelivered (to whoever holds its partition then).
+    pub ack_wait: HumanDuration,
+    /// JetStream drops a second message with the same id within this.
+    pub duplicate_window: HumanDuration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            edge: false,
+            worker: false,
+            nats: vec!["nats://127.0.0.1:4222".into()],
+            instance: String::new(),
+            partitions: 16,
+            replicas: 1,
+            lease_ttl: HumanDuration::from_secs(6),
+            ack_wait: HumanDuration::from_secs(10),
+            duplicate_window: HumanDuration::from_secs(600),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        self.edge || self.worker
     }
 }
 

@@ -25,7 +25,36 @@ impl Settings {
         self.check_sinks(&mut err);
         self.check_alerts(&mut err);
         self.check_pipeline_and_log(&mut err);
+        self.check_cluster(&mut err);
         p
+    }
+
+    fn check_cluster(&self, err: &mut impl FnMut(&str, String)) {
+        let c = &self.cluster;
+        if !c.enabled() {
+            return;
+        }
+        if c.nats.is_empty() {
+            err("cluster.nats", "name at least one NATS server".into());
+        }
+        if c.partitions == 0 || c.partitions > 4096 {
+            err("cluster.partitions", "must be between 1 and 4096".into());
+        }
+        if !(1..=5).contains(&c.replicas) {
+            err(
+                "cluster.replicas",
+                "must be between 1 and 5 (JetStream's limit)".into(),
+            );
+        }
+        if c.worker && self.spool.enabled {
+            err(
+                "spool.enabled",
+                "must be false with cluster.worker: JetStream is the durable log, and a worker acknowledges a message once it is stored".into(),
+            );
+        }
+        if c.lease_ttl.get() < std::time::Duration::from_secs(2) {
+            err("cluster.lease_ttl", "must be at least 2s".into());
+        }
     }
 
     fn check_mqtt(&self, err: &mut impl FnMut(&str, String)) {

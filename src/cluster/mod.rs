@@ -1,0 +1,82 @@
+//! Past one process: NATS JetStream as the log between edges and workers
+//! (`[cluster]`).
+//!
+//! ```text
+//! MQTT ($share/lantian/…) ──► edge: decode, validate, route ──► JetStream LT_IN
+//!                                  ack MQTT after JetStream's ack   lt.in.<p>.<district>.<site>
+//!                                                                       │
+//!                 leases (KV lt_leases, CAS) ──► worker: partitions it holds
+//!                                                  pipeline → sinks → ack JetStream
+//! ```
+//!
+//! A site always lands on one partition (`route`), a partition is worked
+//! by one worker at a time (`lease`), and a worker acknowledges a message
+//! only once it is stored (`worker`), so a worker's death loses nothing:
+//! the next holder gets what was not acknowledged. Points are pure
+//! functions of their message (no instance id, no processing time), so a
+//! message stored twice overwrites itself.
+
+pub mod edge;
+pub mod lease;
+pub mod route;
+pub mod worker;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::config::ClusterConfig;
+
+/// The stream of readings.
+pub const STREAM: &str = "LT_IN";
+
+/// This process's name in leases and logs.
+pub fn instance(c: &ClusterConfig) -> String {
+    let name = if c.instance.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "lantian".into());
+        format!("{host}-{}", std::process::id())
+    } else {
+        c.instance.clone()
+    };
+    // A key-value key: letters, digits, `-`, `_`, `=`, `.`, `/`.
+    name.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || "-_=".contains(ch) {
+                ch
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Connects to NATS (retrying until a server answers) and makes sure the
+/// stream exists.
+pub async fn connect(
+    c: &ClusterConfig,
+    name: &str,
+) -> anyhow::Result<(jetstream::Context, jetstream::stream::Stream)> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(c.nats.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS {}: {e}", c.nats.join(",")))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec![route::SUBJECTS.into()],
+            num_replicas: c.replicas,
+            duplicate_window: c.duplicate_window.get(),
+            max_age: Duration::from_secs(7 * 86_400),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream stream {STREAM}: {e}"))?;
+    Ok((js, stream))
+}
