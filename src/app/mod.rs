@@ -242,7 +242,7 @@ async fn build_cluster(
         start_edge(s, source, acker, js.clone(), metrics, tasks)?;
     }
     if c.worker {
-        let buckets = crate::cluster::lease::buckets(&js, c.lease_ttl.get(), c.replicas).await?;
+        let buckets = crate::cluster::lease::buckets(&js, c.lease_ttl.get(), c.replicas).await;
         let (mut leases, owned) =
             crate::cluster::lease::Leases::new(buckets, me, c.partitions, c.lease_ttl.get());
         let (working_tx, working) = tokio::sync::watch::channel(Default::default());

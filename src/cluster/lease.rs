@@ -44,32 +44,48 @@ fn key(p: u32) -> String {
 }
 
 /// The buckets (created if missing), with `ttl` as their entries' life.
+/// Their streams are made here as the key-value convention has them
+/// (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one message per key): the
+/// client's own bucket creation asks for account details that NATS 2.9
+/// (Debian 12's) answers in a form it cannot read.
 pub async fn buckets(
     js: &jetstream::Context,
     ttl: Duration,
     replicas: usize,
-) -> anyhow::Result<(kv::Store, kv::Store)> {
+) -> (kv::Store, kv::Store) {
     let mut out = Vec::new();
     for bucket in [LEASES, MEMBERS] {
-        let store = match js.get_key_value(bucket).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.into(),
-                    history: 1,
-                    max_age: ttl,
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("JetStream bucket {bucket}: {e}"))?,
+        let config = jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: ttl,
+            num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            duplicate_window: ttl.min(Duration::from_secs(120)),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        super::ensure_stream(js, config).await;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let store = loop {
+            match js.get_key_value(bucket).await {
+                Ok(store) => break store,
+                Err(e) => {
+                    warn!(bucket, error = %e, "JetStream bucket not ready; retrying");
+                    tokio::time::sleep(backoff.next_wait()).await;
+                }
+            }
         };
         out.push(store);
     }
     let members = out.pop().expect("two buckets");
     let leases = out.pop().expect("two buckets");
-    Ok((leases, members))
+    (leases, members)
 }
 
 impl Leases {

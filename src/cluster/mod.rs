@@ -66,8 +66,9 @@ pub async fn connect(
         .await
         .map_err(|e| anyhow::anyhow!("NATS {}: {e}", c.nats.join(",")))?;
     let js = jetstream::new(client);
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
+    let stream = ensure_stream(
+        &js,
+        jetstream::stream::Config {
             name: STREAM.into(),
             subjects: vec![route::SUBJECTS.into()],
             num_replicas: c.replicas,
@@ -75,8 +76,29 @@ pub async fn connect(
             max_age: Duration::from_secs(7 * 86_400),
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("JetStream stream {STREAM}: {e}"))?;
+        },
+    )
+    .await;
     Ok((js, stream))
+}
+
+/// The stream, made if missing. JetStream may still be electing its
+/// leaders (a cluster starting with us), or slow to form a replicated
+/// stream that several processes ask for at once: retried until it
+/// answers, with a warning each time.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+) -> jetstream::stream::Stream {
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return stream,
+            Err(e) => {
+                tracing::warn!(stream = %config.name, error = %e, "JetStream not ready; retrying");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        }
+    }
 }

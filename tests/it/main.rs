@@ -7,6 +7,7 @@ mod aqi_cli;
 mod aqi_ref;
 mod cli;
 mod clock;
+mod cluster;
 mod conformance;
 mod demo;
 mod deploy;

@@ -1,6 +1,6 @@
 //! Real services for the integration tests, one file a concern: processes
 //! (killed when their handle drops, ports read back from /proc), the
-//! Mosquitto broker, InfluxDB 1.x and VictoriaMetrics, the real `lantian`
+//! Mosquitto broker, a NATS JetStream cluster, InfluxDB 1.x and VictoriaMetrics, the real `lantian`
 //! binary, an MQTT publisher, an HJ 212 data logger, a webhook receiver,
 //! a TCP fault proxy, headless Chromium, and test data. Services listen on
 //! loopback ports in temp dirs; readiness is asked of each service (a
@@ -15,6 +15,7 @@ mod daemon;
 mod data;
 mod database;
 mod logger;
+mod nats;
 mod openssl_sm4;
 mod process;
 mod proxy;
@@ -30,6 +31,7 @@ pub use daemon::*;
 pub use data::*;
 pub use database::*;
 pub use logger::*;
+pub use nats::*;
 pub use process::*;
 pub use proxy::*;
 pub use publisher::*;
