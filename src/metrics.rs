@@ -191,6 +191,9 @@ metrics! {
     receivers: std::sync::Mutex<std::collections::BTreeMap<String, ReceiverStats>>,
     /// The reading time of the newest reading written, per kind (ms).
     newest: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// Cluster worker: messages of each held partition not yet
+    /// acknowledged (pending delivery plus delivered and unacknowledged).
+    partition_lag: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// Arrival time (ms) of the oldest record in the spool not yet
     /// delivered; 0: none.
     spool_oldest_ms: std::sync::atomic::AtomicI64,
@@ -386,6 +389,24 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// A held partition's lag (None: no longer held).
+    pub fn partition_lag(&self, partition: u32, lag: Option<u64>) {
+        let mut m = self.partition_lag.lock().expect("metrics lock");
+        match lag {
+            Some(n) => {
+                m.insert(partition, n);
+            }
+            None => {
+                m.remove(&partition);
+            }
+        }
+    }
+
+    /// Each held partition's lag.
+    pub fn partition_lags(&self) -> std::collections::BTreeMap<u32, u64> {
+        self.partition_lag.lock().expect("metrics lock").clone()
     }
 
     /// The reading time of the newest reading written, per kind (ms).

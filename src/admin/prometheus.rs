@@ -53,6 +53,7 @@ pub fn render(m: &Metrics, ready: bool) -> String {
         m.spool_oldest_age_seconds(chrono::Utc::now().timestamp_millis()),
     );
     freshness(&mut o, m);
+    partitions(&mut o, m);
     receivers(&mut o, m);
     write_latency(&mut o, m);
     process(&mut o);
@@ -101,6 +102,24 @@ fn freshness(o: &mut String, m: &Metrics) {
             label_value(&kind),
             ms as f64 / 1000.0
         );
+    }
+}
+
+/// A cluster worker's partitions: one series per partition it holds.
+fn partitions(o: &mut String, m: &Metrics) {
+    let lags = m.partition_lags();
+    if lags.is_empty() {
+        return;
+    }
+    let name = "lantian_cluster_partition_lag";
+    header(
+        o,
+        name,
+        "gauge",
+        "Messages of a partition this worker holds that are not yet acknowledged (waiting or in hand)",
+    );
+    for (p, lag) in lags {
+        let _ = writeln!(o, "{name}{{partition=\"{p}\"}} {lag}");
     }
 }
 

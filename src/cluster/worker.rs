@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 
 /// Messages a partition may have handed on and not yet stored.
 const IN_FLIGHT: i64 = 20_000;
+/// How often a partition's lag is asked of JetStream.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Source {
     pub stream: jetstream::stream::Stream,
@@ -70,6 +72,7 @@ impl Source {
                     self.ack_wait,
                     tx.clone(),
                     cancel.clone(),
+                    self.metrics.clone(),
                 ));
                 running.insert(p, (cancel, task));
                 info!(partition = p, "partition started");
@@ -97,6 +100,7 @@ async fn partition(
     ack_wait: Duration,
     tx: mpsc::Sender<Message>,
     cancel: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     let name = format!("p{p}");
     // Acknowledged in order once stored, by a task of its own.
@@ -127,10 +131,17 @@ async fn partition(
                 },
             )
             .await;
-        let messages = match consumer {
-            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let consumer = match consumer {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(partition = p, error = %e, "cannot consume the partition; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_wait()) => continue 'consume,
+                    _ = cancel.cancelled() => break 'consume,
+                }
+            }
         };
+        let messages = consumer.messages().await.map_err(|e| e.to_string());
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
@@ -141,10 +152,17 @@ async fn partition(
                 }
             }
         };
+        let mut lag_tick = tokio::time::interval(LAG_EVERY);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break 'consume,
+                _ = lag_tick.tick() => {
+                    if let Ok(info) = consumer.get_info().await {
+                        metrics.partition_lag(p, Some(info.num_pending + info.num_ack_pending as u64));
+                    }
+                    continue;
+                }
                 next = messages.next() => next,
             };
             let m = match next {
@@ -188,4 +206,5 @@ async fn partition(
     }
     drop(acks);
     let _ = acker.await;
+    metrics.partition_lag(p, None);
 }

@@ -163,6 +163,29 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     )
     .await;
 
+    // Each worker reports its partitions' lag; everything was stored, so
+    // it drains to 0 on all 8.
+    wait_for(
+        "every partition's lag at 0",
+        Duration::from_secs(60),
+        async || {
+            let mut series = 0;
+            let mut total = 0.0;
+            for w in &workers {
+                let text = w.admin("/metrics").await.1;
+                for line in text
+                    .lines()
+                    .filter(|l| l.starts_with("lantian_cluster_partition_lag{"))
+                {
+                    series += 1;
+                    total += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+                }
+            }
+            series == PARTITIONS && total == 0.0
+        },
+    )
+    .await;
+
     // The leases' log: per partition, holding intervals never overlap. A
     // killed worker's holding ends when it was killed.
     let mut events: Vec<(i64, String, u32, bool)> = Vec::new();

@@ -70,6 +70,11 @@ impl Mosquitto {
         !exited
     }
 
+    /// The broker's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// Stop cleanly (SIGTERM: the session store is saved) and start again
     /// on the same port.
     pub async fn restart(&mut self) {
