@@ -22,21 +22,6 @@ use harness::*;
 
 const PARTITIONS: u32 = 12;
 
-fn cluster_config(broker: u16, influx: &Influx, nats: &[String], role: &str, name: &str) -> String {
-    let servers: Vec<String> = nats.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"{name}\"\nreconnect_max = \"1s\"\n\
-         [[mqtt.subscriptions]]\nfilter = \"$share/lantian/env/#\"\nqos = 1\n\
-         [influxdb]\napi = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"\nretry_max = \"1s\"\n\
-         [pipeline]\nshutdown_timeout = \"20s\"\nstats_interval = \"0s\"\n\
-         [spool]\nenabled = false\n\
-         [cluster]\n{role} = true\nnats = [{}]\ninstance = \"{name}\"\npartitions = {PARTITIONS}\n\
-         replicas = 3\nlease_ttl = \"3s\"\nack_wait = \"30s\"\n",
-        influx.url(),
-        servers.join(", ")
-    )
-}
-
 struct Case {
     name: String,
     secs: f64,
@@ -55,7 +40,6 @@ async fn main() {
     let nats = NatsCluster::start().await;
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
-    let urls = nats.urls();
     let state = tempfile::tempdir().unwrap();
     let sensors = 1000;
     let topics: Vec<String> = (0..sensors)
@@ -88,7 +72,13 @@ async fn main() {
                 let start = |role: &str, name: String| {
                     let dir = state.path().join(&name);
                     Lantian::start_with_env(
-                        &cluster_config(broker.port, &influx, &urls, role, &name),
+                        &nats.lantian_config(
+                            broker.port,
+                            &influx,
+                            (role, &name),
+                            PARTITIONS,
+                            "30s",
+                        ),
                         &[("LANTIAN__SPOOL__DIR", dir.to_str().unwrap())],
                     )
                 };

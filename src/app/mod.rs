@@ -149,15 +149,10 @@ pub async fn run_with(
     let metrics = Arc::new(Metrics::default());
     let tasks = Shutdown::new(stop);
     let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
-    let admin = build_admin(s, &metrics, &board, &tasks).await?;
-    if let (Some(addr), Some(tell)) = (admin, hooks.admin_bound) {
-        let _ = tell.send(addr);
-    }
+    let admin = build_admin(s, &metrics, &board, &tasks, hooks.admin_bound).await?;
     let sinks = open_sinks(s, &metrics)?;
-    let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
+    let (source, acker) = mqtt_source(s, &metrics)?;
     let acker_for_edge = acker.clone();
-    let source = source
-        .keep_payload(usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX));
     info!(config = %s.summary(), "lantian starting");
 
     let (engine, keep_from) = restore_windows(s)?;
@@ -221,6 +216,13 @@ pub async fn run_with(
         Ok(()) => Ok(metrics),
         Err(why) => Err(anyhow::anyhow!("a stage failed: {why}")),
     }
+}
+
+/// The MQTT source, keeping of each payload what validation can use.
+fn mqtt_source(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<(MqttSource, Acker)> {
+    let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
+    let keep = usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX);
+    Ok((source.keep_payload(keep), acker))
 }
 
 /// A cluster process (`[cluster]`): the edge takes MQTT into JetStream;
@@ -310,13 +312,8 @@ async fn run_edge(
     let metrics = Arc::new(Metrics::default());
     let tasks = Shutdown::new(stop);
     let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
-    let admin = build_admin(s, &metrics, &board, &tasks).await?;
-    if let (Some(addr), Some(tell)) = (admin, hooks.admin_bound) {
-        let _ = tell.send(addr);
-    }
-    let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
-    let source = source
-        .keep_payload(usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX));
+    build_admin(s, &metrics, &board, &tasks, hooks.admin_bound).await?;
+    let (source, acker) = mqtt_source(s, &metrics)?;
     let me = crate::cluster::instance(&s.cluster);
     let (js, _) = crate::cluster::connect(&s.cluster, &me).await?;
     info!(instance = %me, nats = %s.cluster.nats.join(","), "cluster edge starting");
@@ -409,6 +406,21 @@ fn open_sinks(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Sinks> {
 }
 
 async fn build_admin(
+    s: &Settings,
+    metrics: &Arc<Metrics>,
+    board: &Arc<Board>,
+    tasks: &Shutdown,
+    tell: Option<oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let admin = serve_admin(s, metrics, board, tasks).await?;
+    if let (Some(addr), Some(tell)) = (admin, tell) {
+        let _ = tell.send(addr);
+    }
+    Ok(admin)
+}
+
+/// The admin endpoint, when on; its address.
+async fn serve_admin(
     s: &Settings,
     metrics: &Arc<Metrics>,
     board: &Arc<Board>,

@@ -45,15 +45,7 @@ pub fn token(s: &str) -> String {
     if s.is_empty() {
         return "_".into();
     }
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::units::safe_name(s)
 }
 
 /// The subject filter of one partition.

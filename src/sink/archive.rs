@@ -221,16 +221,23 @@ const MERGING: &str = "compacting.partial";
 /// every input is deleted.
 const JOURNAL: &str = "compaction.journal";
 
-fn safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
+use crate::units::safe_name as safe;
+
+/// The archive's date partitions: (date, directory), in no order.
+fn partitions(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for m in std::fs::read_dir(dir)?.flatten() {
+        let Ok(days) = std::fs::read_dir(m.path()) else {
+            continue;
+        };
+        for d in days.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if let Some(date) = name.strip_prefix("date=") {
+                out.push((date.to_owned(), d.path()));
             }
-        })
-        .collect()
+        }
+    }
+    Ok(out)
 }
 
 impl Archive {
@@ -315,25 +322,16 @@ impl Archive {
     ) -> std::io::Result<Pruned> {
         // (date, partition dir, bytes), oldest first.
         let mut parts: Vec<(String, PathBuf, u64)> = Vec::new();
-        for m in std::fs::read_dir(&self.dir)?.flatten() {
-            let Ok(days) = std::fs::read_dir(m.path()) else {
-                continue;
-            };
-            for d in days.flatten() {
-                let name = d.file_name().to_string_lossy().into_owned();
-                let Some(date) = name.strip_prefix("date=") else {
-                    continue;
-                };
-                let bytes = std::fs::read_dir(d.path())
-                    .map(|fs| {
-                        fs.flatten()
-                            .filter_map(|f| f.metadata().ok())
-                            .map(|m| m.len())
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                parts.push((date.to_owned(), d.path(), bytes));
-            }
+        for (date, dir) in partitions(&self.dir)? {
+            let bytes = std::fs::read_dir(&dir)
+                .map(|fs| {
+                    fs.flatten()
+                        .filter_map(|f| f.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0);
+            parts.push((date, dir, bytes));
         }
         parts.sort();
         let mut out = Pruned {
@@ -382,30 +380,19 @@ impl Archive {
         let mut out = Compacted::default();
         let failed =
             |p: &Path, e: &dyn std::fmt::Display| WriteError(format!("{}: {e}", p.display()));
-        let measurements = std::fs::read_dir(&self.dir).map_err(|e| failed(&self.dir, &e))?;
-        for m in measurements.flatten() {
-            let Ok(days) = std::fs::read_dir(m.path()) else {
+        for (date, dir) in partitions(&self.dir).map_err(|e| failed(&self.dir, &e))? {
+            finish_compaction(&dir).map_err(|e| failed(&dir, &e))?;
+            if date >= today {
                 continue;
-            };
-            for d in days.flatten() {
-                let name = d.file_name().to_string_lossy().into_owned();
-                let Some(date) = name.strip_prefix("date=") else {
-                    continue;
-                };
-                let dir = d.path();
-                finish_compaction(&dir).map_err(|e| failed(&dir, &e))?;
-                if date >= today.as_str() {
-                    continue;
-                }
-                let files = parquet_files(&dir).map_err(|e| failed(&dir, &e))?;
-                if files.len() < 2 {
-                    continue;
-                }
-                prepare_merge(&dir, date, &files).map_err(|e| failed(&dir, &e))?;
-                finish_compaction(&dir).map_err(|e| failed(&dir, &e))?;
-                out.partitions += 1;
-                out.files += files.len();
             }
+            let files = parquet_files(&dir).map_err(|e| failed(&dir, &e))?;
+            if files.len() < 2 {
+                continue;
+            }
+            prepare_merge(&dir, &date, &files).map_err(|e| failed(&dir, &e))?;
+            finish_compaction(&dir).map_err(|e| failed(&dir, &e))?;
+            out.partitions += 1;
+            out.files += files.len();
         }
         Ok(out)
     }

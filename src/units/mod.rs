@@ -6,7 +6,7 @@ mod secret;
 mod text;
 
 pub use secret::{Secret, redact_url};
-pub use text::{escape_html, for_people};
+pub use text::{escape_html, for_people, safe_name};
 
 use std::fmt;
 use std::time::Duration;

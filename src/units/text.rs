@@ -2,6 +2,20 @@
 //! them. Used by the status page, the report's charts and webhook texts.
 
 /// HTML-escapes text (also safe in XML/SVG attributes and text).
+/// A name safe as a file name or a NATS subject token: characters other
+/// than ASCII letters, digits, `_` and `-` become `_`.
+pub fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 pub fn escape_html(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {

@@ -11,21 +11,6 @@ use crate::harness::*;
 
 const PARTITIONS: u32 = 8;
 
-fn config(broker: u16, influx: &Influx, nats: &[String], role: &str, name: &str) -> String {
-    let servers: Vec<String> = nats.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"{name}\"\nreconnect_max = \"1s\"\n\
-         [[mqtt.subscriptions]]\nfilter = \"$share/lantian/env/#\"\nqos = 1\n\
-         [influxdb]\napi = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"\nretry_max = \"1s\"\n\
-         [pipeline]\nshutdown_timeout = \"20s\"\nstats_interval = \"0s\"\n\
-         [spool]\nenabled = false\n\
-         [cluster]\n{role} = true\nnats = [{}]\ninstance = \"{name}\"\npartitions = {PARTITIONS}\n\
-         replicas = 3\nlease_ttl = \"3s\"\nack_wait = \"5s\"\n",
-        influx.url(),
-        servers.join(", ")
-    )
-}
-
 /// One lease event from a worker's log: (time ms, instance, partition,
 /// acquired?).
 fn lease_events(logs: &str) -> Vec<(i64, String, u32, bool)> {
@@ -60,12 +45,11 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let nats = NatsCluster::start().await;
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
-    let urls = nats.urls();
     let state = tempfile::tempdir().unwrap();
     let start = |role: &str, name: &str| {
         let dir = state.path().join(name);
         Lantian::start_with_env(
-            &config(broker.port, &influx, &urls, role, name),
+            &nats.lantian_config(broker.port, &influx, (role, name), PARTITIONS, "5s"),
             &[("LANTIAN__SPOOL__DIR", dir.to_str().unwrap())],
         )
     };

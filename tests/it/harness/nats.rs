@@ -104,6 +104,32 @@ impl NatsCluster {
         Some(me)
     }
 
+    /// A lantian configuration for one process of `role` ("edge" or
+    /// "worker") named `name` (its MQTT client id and instance): a shared
+    /// subscription, InfluxDB v1, no spool (a worker needs none; an edge
+    /// uses none), `partitions` partitions with 3 replicas, leases of 3 s.
+    pub fn lantian_config(
+        &self,
+        broker: u16,
+        influx: &Influx,
+        (role, name): (&str, &str),
+        partitions: u32,
+        ack_wait: &str,
+    ) -> String {
+        let servers: Vec<String> = self.urls().iter().map(|u| format!("\"{u}\"")).collect();
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {broker}\nclient_id = \"{name}\"\nreconnect_max = \"1s\"\n\
+             [[mqtt.subscriptions]]\nfilter = \"$share/lantian/env/#\"\nqos = 1\n\
+             [influxdb]\napi = \"v1\"\nurl = \"{}\"\ndatabase = \"env\"\nretry_max = \"1s\"\n\
+             [pipeline]\nshutdown_timeout = \"20s\"\nstats_interval = \"0s\"\n\
+             [spool]\nenabled = false\n\
+             [cluster]\n{role} = true\nnats = [{}]\ninstance = \"{name}\"\npartitions = {partitions}\n\
+             replicas = 3\nlease_ttl = \"3s\"\nack_wait = \"{ack_wait}\"\n",
+            influx.url(),
+            servers.join(", ")
+        )
+    }
+
     /// The servers, as `[cluster] nats` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.ports
