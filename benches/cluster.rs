@@ -82,7 +82,10 @@ async fn main() {
                         &[("LANTIAN__SPOOL__DIR", dir.to_str().unwrap())],
                     )
                 };
-                let edge = start("edge", format!("edge-{k}"));
+                // One edge session for every case: an MQTT session left
+                // behind keeps its share of a shared subscription's
+                // messages for as long as it lives.
+                let edge = start("edge", "bench-edge".to_owned());
                 for i in 0..w {
                     procs.push(start("worker", format!("worker-{k}-{i}")));
                 }
