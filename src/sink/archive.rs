@@ -417,10 +417,15 @@ fn prepare_merge(dir: &Path, date: &str, files: &[PathBuf]) -> anyhow::Result<()
     for f in files {
         frames.push(ParquetReader::new(std::fs::File::open(f)?).finish()?);
     }
-    let mut df = diagonal(frames)?.sort(
-        ["time"],
-        SortMultipleOptions::default().with_maintain_order(true),
-    )?;
+    // A batch the spool replayed after a crash is in the archive twice
+    // (InfluxDB overwrote its points; files only add): identical rows
+    // are one.
+    let mut df = diagonal(frames)?
+        .sort(
+            ["time"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )?
+        .unique_stable(None, UniqueKeepStrategy::First, None)?;
     let mut buf = Vec::new();
     ParquetWriter::new(&mut buf)
         .with_compression(ParquetCompression::Snappy)
@@ -841,6 +846,18 @@ mod tests {
         assert_eq!(t, [t0 + hour, t0 + 3 * hour, t0 + 5 * hour]);
         // Nothing more to do.
         assert_eq!(a.compact(today + 3 * hour).unwrap(), Compacted::default());
+        // A batch written twice (the spool replays what it delivered in
+        // the last second before a crash) is merged into one row each.
+        let replayed = row(
+            "air",
+            &[("site", "dongsi")],
+            vec![("pm25", V::F(3.0))],
+            t0 + 3 * hour,
+        );
+        write(&a, std::slice::from_ref(&replayed)).unwrap();
+        assert_eq!(a.compact(today + 3 * hour).unwrap().files, 2);
+        // 3 rows of the 5th and 2 of the 6th: the replayed row not doubled.
+        assert_eq!(times(dir.path()).len(), 5);
         // A late reading for the 5th, then the next pass.
         let late = row(
             "air",

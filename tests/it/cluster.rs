@@ -102,6 +102,13 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let stored = async || influx.scalar("SELECT count(pm25) FROM air").await as i64;
 
     published += phase(&mut p, 0).await;
+    // Bad input through the edges: 10 messages that are not JSON and one of
+    // 100 KB (the edge keeps its first 64 KiB and says how long it was).
+    for i in 0..10 {
+        p.publish(&sensors[i], "not json").await;
+    }
+    p.publish(&sensors[10], vec![b'x'; 100_000]).await;
+    p.flush().await;
     wait_for(
         "some readings stored",
         Duration::from_secs(120),
@@ -136,6 +143,50 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     for s in &per_sensor {
         assert_eq!(s["values"][0][1], 100, "{s}");
     }
+    // The bad messages reached a worker and are quarantined with their
+    // reasons, the oversized one with its real length.
+    influx
+        .wait_count(
+            "SELECT count(payload_bytes) FROM quarantine",
+            11,
+            Duration::from_secs(60),
+        )
+        .await;
+    let reasons = influx
+        .query("SELECT count(payload_bytes), max(payload_bytes) FROM quarantine GROUP BY reason")
+        .await;
+    let by_reason: BTreeMap<String, (i64, i64)> = reasons
+        .iter()
+        .map(|r| {
+            let v = &r["values"][0];
+            (
+                r["tags"]["reason"].as_str().unwrap().to_owned(),
+                (v[1].as_i64().unwrap(), v[2].as_i64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(by_reason["bad_json"].0, 10, "{by_reason:?}");
+    assert_eq!(by_reason["oversized"], (1, 100_000), "{by_reason:?}");
+    // JetStream holds each message once (whatever the broker delivered
+    // again to the edge that was killed and restarted, the deduplication
+    // id dropped the second copy).
+    let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("LT_IN")
+        .await
+        .unwrap();
+    let held = stream.info().await.unwrap().state.messages;
+    assert_eq!(held, published as u64 + 11, "messages in the stream");
+    let mut forwarded = 0.0;
+    for e in &edges {
+        forwarded += e
+            .metric("lantian_cluster_forwarded_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    eprintln!(
+        "edges forwarded {forwarded} (the restarted edge's count starts again at 0); stream holds {held}"
+    );
     // The three workers share the partitions once the newcomer is in.
     wait_for(
         "the partitions spread over three workers",

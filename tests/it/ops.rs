@@ -733,3 +733,78 @@ async fn log_lines_carry_their_syslog_priority_when_stderr_is_the_journal() {
         "no priorities when stderr is not the journal:\n{text}"
     );
 }
+
+/// The daemon's archive maintenance (at start, then every 10 minutes): a
+/// past day written in several batches is one file, sorted by time, once
+/// lantian has been restarted; nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_compacts_the_archives_past_days() {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let archive = tempfile::tempdir().unwrap();
+    let config = Lantian::v1(broker.port, &influx)
+        + &format!(
+            "[archive]\nenabled = true\ndir = \"{}\"\n",
+            archive.path().display()
+        );
+    let mut lantian = Lantian::start(&config);
+    let mut p = Publisher::connect(broker.port, "archive-publisher").await;
+    lantian.wait_subscribed().await;
+    let day = two_days_ago_beijing(); // local midnight, two days ago
+    for batch in 0..3i64 {
+        for i in 0..10 {
+            let ts = day + batch * 3_600_000 + i * 60_000;
+            p.publish(
+                "env/dongcheng/dongsi/air/aq-1",
+                format!("{{\"ts\":{ts},\"pm25\":{i}}}"),
+            )
+            .await;
+        }
+        p.flush().await;
+        influx
+            .wait_count(
+                "SELECT count(pm25) FROM air",
+                (batch + 1) * 10,
+                Duration::from_secs(60),
+            )
+            .await;
+    }
+    let date = chrono::DateTime::from_timestamp_millis(day + 8 * 3_600_000)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let partition = archive.path().join(format!("air/date={date}"));
+    let files = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&partition)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert!(files().len() >= 3, "a file per batch: {:?}", files());
+    // A clean stop (SIGTERM saves the spool's cursor: nothing is replayed
+    // into a new file after the start's compaction), then a start.
+    lantian.proc.signal("TERM");
+    assert!(lantian.proc.wait_timeout(Duration::from_secs(30)).is_some());
+    lantian.restart();
+    let t = Instant::now();
+    while files() != [format!("{date}.parquet")] && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(files(), [format!("{date}.parquet")], "{}", lantian.logs());
+    let air = lantian::sink::archive::read_measurement(archive.path(), "air")
+        .unwrap()
+        .unwrap();
+    assert_eq!(air.height(), 30);
+    lantian
+        .wait_metric(
+            "lantian_archive_files_compacted_total",
+            3.0,
+            Duration::from_secs(30),
+        )
+        .await;
+}
