@@ -104,8 +104,8 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     published += phase(&mut p, 0).await;
     // Bad input through the edges: 10 messages that are not JSON and one of
     // 100 KB (the edge keeps its first 64 KiB and says how long it was).
-    for i in 0..10 {
-        p.publish(&sensors[i], "not json").await;
+    for topic in &sensors[..10] {
+        p.publish(topic, "not json").await;
     }
     p.publish(&sensors[10], vec![b'x'; 100_000]).await;
     p.flush().await;
