@@ -72,13 +72,7 @@ async fn main() {
                 let start = |role: &str, name: String| {
                     let dir = state.path().join(&name);
                     Lantian::start_with_env(
-                        &nats.lantian_config(
-                            broker.port,
-                            &influx,
-                            (role, &name),
-                            PARTITIONS,
-                            "30s",
-                        ),
+                        &nats.lantian_config(broker.port, &influx, (role, &name), PARTITIONS),
                         &[("LANTIAN__SPOOL__DIR", dir.to_str().unwrap())],
                     )
                 };

@@ -6,7 +6,9 @@
 use bytes::Bytes;
 use rumqttc::QoS;
 
-/// A position in the spool: segment and byte offset (the end of a record).
+/// A position in a log: in the spool, segment and byte offset (the end
+/// of a record); in a cluster partition, the JetStream stream sequence
+/// (offset 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
     pub seq: u64,
@@ -43,7 +45,7 @@ pub enum Ack {
     /// To the broker (no spool, or the spool writer's input).
     Mqtt(AckToken),
     /// To the spool: delivered up to here (the pipeline's input with a
-    /// spool).
+    /// spool; a cluster partition's, whose checkpoint says it).
     Spool(Pos),
     /// To a sender waiting on [`Tickets`] (an HJ 212 data logger, whose
     /// ACK is sent only once its packet is durable).

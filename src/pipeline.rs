@@ -50,6 +50,10 @@ pub struct Pipeline {
     pub windows_after: Option<Pos>,
     /// The series taken in, bounded (`validation.max_series`).
     pub series: SeriesBound,
+    /// Quarantine records are stamped from their message (its arrival
+    /// time and log position), not by the sinks' clock: a cluster
+    /// partition, replayed from its checkpoint, writes the same records.
+    pub stamp_from_log: bool,
 }
 
 /// The distinct series (kind and tags) and field names taken in, up to a
@@ -142,6 +146,15 @@ struct Batch {
     spooled: Option<Pos>,
 }
 
+/// The time of a message's `j`th quarantine record, the same each time
+/// it is handled: its arrival time (ms), and within that millisecond its
+/// stream sequence (mod 10,000) and `j` (up to 99), so records of
+/// different messages do not overwrite each other.
+fn log_time_ns(received_ms: i64, pos: Pos, j: usize) -> i64 {
+    let within = (pos.seq % 10_000) as i64 * 100 + j.min(99) as i64;
+    received_ms.saturating_mul(1_000_000).saturating_add(within)
+}
+
 /// The newest reading time per kind among `rows` (few kinds: a list).
 fn newest_per_kind(rows: &[Row]) -> Vec<(&str, i64)> {
     let mut newest: Vec<(&str, i64)> = Vec::new();
@@ -223,14 +236,21 @@ impl Pipeline {
             batch.rows.push(Row::Reading(p));
             batch.to_windows.push(to_windows);
         }
-        for r in decoded.rejects {
+        for (j, r) in decoded.rejects.into_iter().enumerate() {
             self.metrics.quarantined(r.reason, &msg.topic, &r.detail);
+            let time_ns = match msg.ack {
+                Ack::Spool(pos) if self.stamp_from_log => {
+                    Some(log_time_ns(msg.received_ms, pos, j))
+                }
+                _ => None,
+            };
             batch.rows.push(Row::Quarantined(Quarantined {
                 reason: r.reason,
                 detail: r.detail,
                 topic: msg.topic.clone(),
                 sample: msg.payload[..msg.payload.len().min(self.sample_bytes)].to_vec(),
                 payload_bytes: payload_len,
+                time_ns,
             }));
             batch.to_windows.push(false);
         }
@@ -269,8 +289,10 @@ impl Pipeline {
                 _ => None,
             })
             .collect();
+        // A batch of quarantine records alone still moves the window
+        // stage's position on (what its snapshot says is done).
         if let Some(tx) = &self.windows
-            && !points.is_empty()
+            && (!points.is_empty() || spooled.is_some())
         {
             // Only fails when the stage has stopped (shutdown).
             let _ = tx.send((points, spooled)).await;
@@ -290,6 +312,21 @@ mod tests {
             time_ms: 0,
             fields: vec![("pm25".into(), 1.0)],
         }
+    }
+
+    /// A quarantine record stamped from the log gets the same time each
+    /// time its message is handled, and records of other messages (or a
+    /// message's other records) in the same millisecond get others.
+    #[test]
+    fn quarantine_times_from_the_log_repeat_and_do_not_collide() {
+        let at = |seq, j| log_time_ns(1_767_542_400_123, Pos { seq, offset: 0 }, j);
+        assert_eq!(at(7, 0), at(7, 0));
+        assert_eq!(at(7, 0), 1_767_542_400_123_000_700);
+        let times: std::collections::HashSet<i64> = (1..=9_999)
+            .flat_map(|seq| [at(seq, 0), at(seq, 1)])
+            .collect();
+        assert_eq!(times.len(), 2 * 9_999);
+        assert!(times.iter().all(|t| t / 1_000_000 == 1_767_542_400_123));
     }
 
     /// Past the bound, a new series is refused; the known ones go on.

@@ -62,8 +62,8 @@ impl Derived {
     }
 }
 
-/// Input set aside, and why. It carries no time of its own: the sinks
-/// stamp it with their quarantine clock (strictly increasing, so two
+/// Input set aside, and why. Unless it carries a time of its own, the
+/// sinks stamp it with their quarantine clock (strictly increasing, so two
 /// records never overwrite each other).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quarantined {
@@ -74,6 +74,10 @@ pub struct Quarantined {
     pub sample: Vec<u8>,
     /// Full payload length.
     pub payload_bytes: usize,
+    /// Its time (ns), when it must be the same each time the message is
+    /// handled (a cluster partition replayed from its checkpoint: the
+    /// record overwrites itself).
+    pub time_ns: Option<i64>,
 }
 
 /// One row for the sinks.

@@ -18,6 +18,7 @@
 //! webhook delivery stops; the admin endpoint goes last.
 
 mod check;
+mod cluster;
 pub mod shutdown;
 
 use std::net::SocketAddr;
@@ -48,7 +49,7 @@ use crate::sink::archive::Archive;
 use crate::sink::influx::Writer;
 use crate::source::mqtt::{Acker, MqttSource};
 use crate::validate::Registry;
-use crate::window::stage::{Downstream, Persist, WindowStage};
+use crate::window::stage::{Downstream, Persist, SaveTo, WindowStage};
 
 /// Build the decoder from validated settings.
 /// What lantian would do with one message (`lantian try`).
@@ -143,7 +144,7 @@ pub async fn run_with(
 ) -> anyhow::Result<Arc<Metrics>> {
     crate::tls::install_crypto_provider();
     if settings.cluster.edge && !settings.cluster.worker {
-        return run_edge(settings, stop, hooks).await;
+        return cluster::run_edge(settings, stop, hooks).await;
     }
     let s = &settings;
     let metrics = Arc::new(Metrics::default());
@@ -152,47 +153,33 @@ pub async fn run_with(
     let admin = build_admin(s, &metrics, &board, &tasks, hooks.admin_bound).await?;
     let sinks = open_sinks(s, &metrics)?;
     let (source, acker) = mqtt_source(s, &metrics)?;
-    let acker_for_edge = acker.clone();
     info!(config = %s.summary(), "lantian starting");
 
-    let (engine, keep_from) = restore_windows(s)?;
-    let (tx, source_rx) = mpsc::channel(s.pipeline.channel_capacity);
-    let (spool_rx, spool) = build_spool(s, &metrics, keep_from, source_rx, &acker, &tasks)?;
     let alerts = build_alerts(s, admin, &metrics, &tasks)?;
     let outbox = alerts.as_ref().map(|a| a.outbox.clone());
     let (rules_tx, rules_rx) = mpsc::channel(1);
-    let window_tx = engine.map(|engine| {
-        let downstream = build_alert_stage(s, alerts, &board, &sinks, rules_rx, &tasks);
-        build_window_stage(
+    let mut spool = Spooled::default();
+    if s.cluster.worker {
+        let downstream = s
+            .windows
+            .enabled
+            .then(|| build_alert_stage(s, alerts, &board, &sinks, rules_rx, &tasks))
+            .flatten();
+        let lanes = cluster::PartitionLanes::new(s, &sinks, acker.clone(), &metrics, downstream)?;
+        let source = (source, acker);
+        cluster::build_cluster(s, source, Some(lanes), &metrics, &tasks, hooks.hj212_bound).await?;
+    } else {
+        spool = build_single(
             s,
-            engine,
-            downstream,
-            spool.cursor.clone(),
-            &sinks,
+            (source, acker),
+            alerts,
+            rules_rx,
+            (&board, &sinks),
             &metrics,
             &tasks,
+            hooks.hj212_bound,
         )
-    });
-    let pipeline_done = build_pipeline(
-        s,
-        &sinks,
-        acker,
-        (spool_rx, &spool),
-        window_tx,
-        keep_from,
-        &metrics,
-        &tasks,
-    )?;
-    let acks_done = spool.acks_done.unwrap_or(pipeline_done);
-    build_hj212_listener(s, &tx, &metrics, &tasks, hooks.hj212_bound).await?;
-    let intake = tasks.token(Phase::Data);
-    if s.cluster.enabled() {
-        build_cluster(s, (source, acker_for_edge), tx, &metrics, &tasks).await?;
-    } else {
-        tasks.spawn(Phase::Data, "source", async move {
-            source.run(tx, intake, acks_done).await;
-            Ok(())
-        });
+        .await?;
     }
     build_readiness(s, &sinks, &metrics, &tasks);
     build_housekeeping(s, &metrics, hooks.reload, rules_tx, outbox, &tasks);
@@ -218,117 +205,60 @@ pub async fn run_with(
     }
 }
 
+/// A single process: source → spool → pipeline → windows → alerts; the
+/// HJ 212 listener feeds the spool too. Returns the spool (its cursor is
+/// saved at the end).
+#[allow(clippy::too_many_arguments)]
+async fn build_single(
+    s: &Settings,
+    (source, acker): (MqttSource, Acker),
+    alerts: Option<Alerting>,
+    rules_rx: mpsc::Receiver<Vec<Rule>>,
+    (board, sinks): (&Arc<Board>, &Sinks),
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+    hj212_bound: Option<oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<Spooled> {
+    let (engine, keep_from) = restore_windows(s)?;
+    let (tx, source_rx) = mpsc::channel(s.pipeline.channel_capacity);
+    let (spool_rx, spool) = build_spool(s, metrics, keep_from, source_rx, &acker, tasks)?;
+    let window_tx = engine.map(|engine| {
+        let downstream = build_alert_stage(s, alerts, board, sinks, rules_rx, tasks);
+        build_window_stage(
+            s,
+            engine,
+            downstream,
+            spool.cursor.clone(),
+            sinks,
+            metrics,
+            tasks,
+        )
+    });
+    let pipeline_done = build_pipeline(
+        s,
+        sinks,
+        acker,
+        (spool_rx, &spool),
+        window_tx,
+        keep_from,
+        metrics,
+        tasks,
+    )?;
+    let acks_done = spool.acks_done.clone().unwrap_or(pipeline_done);
+    build_hj212_listener(s, &tx, metrics, tasks, hj212_bound).await?;
+    let intake = tasks.token(Phase::Data);
+    tasks.spawn(Phase::Data, "source", async move {
+        source.run(tx, intake, acks_done).await;
+        Ok(())
+    });
+    Ok(spool)
+}
+
 /// The MQTT source, keeping of each payload what validation can use.
 fn mqtt_source(s: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<(MqttSource, Acker)> {
     let (source, acker) = MqttSource::new(&s.mqtt, metrics.clone()).context("MQTT source")?;
     let keep = usize::try_from(s.validation.max_payload_bytes.get()).unwrap_or(usize::MAX);
     Ok((source.keep_payload(keep), acker))
-}
-
-/// A cluster process (`[cluster]`): the edge takes MQTT into JetStream;
-/// the worker takes its partitions' messages from JetStream into the
-/// pipeline (`tx`), under leases.
-async fn build_cluster(
-    s: &Settings,
-    (source, acker): (MqttSource, Acker),
-    tx: mpsc::Sender<Message>,
-    metrics: &Arc<Metrics>,
-    tasks: &Shutdown,
-) -> anyhow::Result<()> {
-    let c = &s.cluster;
-    let me = crate::cluster::instance(c);
-    let (js, stream) = crate::cluster::connect(c, &me).await?;
-    info!(instance = %me, nats = %c.nats.join(","), edge = c.edge, worker = c.worker, "cluster mode");
-    let intake = tasks.token(Phase::Data);
-    if c.edge {
-        start_edge(s, source, acker, js.clone(), metrics, tasks)?;
-    }
-    if c.worker {
-        let buckets = crate::cluster::lease::buckets(&js, c.lease_ttl.get(), c.replicas).await;
-        let (mut leases, owned) =
-            crate::cluster::lease::Leases::new(buckets, me, c.partitions, c.lease_ttl.get());
-        let (working_tx, working) = tokio::sync::watch::channel(Default::default());
-        leases.follow(working);
-        let worker = crate::cluster::worker::Source {
-            stream,
-            ack_wait: c.ack_wait.get(),
-            metrics: metrics.clone(),
-        };
-        // The worker's intake is JetStream: "subscribed" once it consumes.
-        metrics.mqtt_subscribed.store(true, Relaxed);
-        let stop = intake.clone();
-        tasks.spawn(Phase::Data, "cluster-worker", async move {
-            worker.run(owned, working_tx, tx, stop).await;
-            Ok(())
-        });
-        tasks.spawn(Phase::Data, "cluster-leases", async move {
-            leases.run(intake).await;
-            Ok(())
-        });
-    }
-    Ok(())
-}
-
-/// The edge's tasks: the MQTT source into the forwarder.
-fn start_edge(
-    s: &Settings,
-    source: MqttSource,
-    acker: Acker,
-    js: async_nats::jetstream::Context,
-    metrics: &Arc<Metrics>,
-    tasks: &Shutdown,
-) -> anyhow::Result<()> {
-    let edge = crate::cluster::edge::Edge {
-        js,
-        decoder: decoder(s)?,
-        acker,
-        partitions: s.cluster.partitions,
-        metrics: metrics.clone(),
-    };
-    let (edge_tx, edge_rx) = mpsc::channel(s.pipeline.channel_capacity);
-    let forwarded = CancellationToken::new();
-    let done = forwarded.clone();
-    tasks.spawn(Phase::Data, "cluster-edge", async move {
-        edge.run(edge_rx).await;
-        done.cancel();
-        Ok(())
-    });
-    let intake = tasks.token(Phase::Data);
-    tasks.spawn(Phase::Data, "source", async move {
-        source.run(edge_tx, intake, forwarded).await;
-        Ok(())
-    });
-    Ok(())
-}
-
-/// An edge-only process: MQTT → JetStream, with the admin endpoint; no
-/// sinks, windows or alerts (the workers have them).
-async fn run_edge(
-    settings: Settings,
-    stop: CancellationToken,
-    hooks: Hooks,
-) -> anyhow::Result<Arc<Metrics>> {
-    let s = &settings;
-    let metrics = Arc::new(Metrics::default());
-    let tasks = Shutdown::new(stop);
-    let board = Arc::new(Board::new(s.aqi.standard, timezone(s)));
-    build_admin(s, &metrics, &board, &tasks, hooks.admin_bound).await?;
-    let (source, acker) = mqtt_source(s, &metrics)?;
-    let me = crate::cluster::instance(&s.cluster);
-    let (js, _) = crate::cluster::connect(&s.cluster, &me).await?;
-    info!(instance = %me, nats = %s.cluster.nats.join(","), "cluster edge starting");
-    // JetStream is where readings go: writable once connected.
-    metrics.sink_state(true);
-    start_edge(s, source, acker, js, &metrics, &tasks)?;
-    let finished = tasks
-        .finish(s.pipeline.shutdown_timeout.get(), || {
-            warn!("shutdown deadline passed; unacknowledged MQTT messages will be redelivered");
-        })
-        .await;
-    metrics.log_summary("lantian edge stopped");
-    finished
-        .map(|()| metrics)
-        .map_err(|why| anyhow::anyhow!("a stage failed: {why}"))
 }
 
 /// The HJ 212 TCP listener, when `hj212.listen` is set: packets go into
@@ -474,6 +404,7 @@ fn snapshot_path(s: &Settings) -> std::path::PathBuf {
 }
 
 /// What the spool hands the pipeline.
+#[derive(Default)]
 struct Spooled {
     /// Marks records delivered (with the spool).
     cursor: Option<crate::spool::Cursor>,
@@ -619,8 +550,10 @@ fn build_window_stage(
     tasks: &Shutdown,
 ) -> mpsc::Sender<(Vec<Point>, Option<Pos>)> {
     let persist = cursor.map(|cursor| Persist {
-        path: snapshot_path(s),
-        cursor,
+        to: SaveTo::File {
+            path: snapshot_path(s),
+            cursor,
+        },
         every: s.windows.snapshot_interval.get(),
     });
     let (tx, rx) = mpsc::channel(2);
@@ -642,7 +575,37 @@ fn build_pipeline(
     metrics: &Arc<Metrics>,
     tasks: &Shutdown,
 ) -> anyhow::Result<CancellationToken> {
-    let pipeline = Pipeline {
+    let pipeline = pipeline(
+        s,
+        sinks,
+        acker,
+        (windows, windows_after),
+        spool.cursor.clone(),
+        metrics,
+    )?;
+    let done = CancellationToken::new();
+    let finished = done.clone();
+    tasks.spawn(Phase::Data, "pipeline", async move {
+        pipeline.run(rx).await;
+        finished.cancel();
+        Ok(())
+    });
+    Ok(done)
+}
+
+/// The window stage's input: stored points, with their log position.
+type WindowInput = mpsc::Sender<(Vec<Point>, Option<Pos>)>;
+
+/// A pipeline as the settings say.
+fn pipeline(
+    s: &Settings,
+    sinks: &Sinks,
+    acker: Acker,
+    (windows, windows_after): (Option<WindowInput>, Option<Pos>),
+    cursor: Option<crate::spool::Cursor>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Pipeline> {
+    Ok(Pipeline {
         decoder: decoder(s)?,
         sinks: sinks.clone(),
         acker,
@@ -656,16 +619,9 @@ fn build_pipeline(
         windows,
         windows_after,
         series: crate::pipeline::SeriesBound::new(s.validation.max_series, s.validation.max_fields),
-        cursor: spool.cursor.clone(),
-    };
-    let done = CancellationToken::new();
-    let finished = done.clone();
-    tasks.spawn(Phase::Data, "pipeline", async move {
-        pipeline.run(rx).await;
-        finished.cancel();
-        Ok(())
-    });
-    Ok(done)
+        cursor,
+        stamp_from_log: false,
+    })
 }
 
 /// READY=1 to systemd once the MQTT subscriptions are in place and the

@@ -1,7 +1,9 @@
 //! Partition leases in a JetStream key-value bucket: each worker claims
 //! partitions (`create`: only if no one holds it), renews them
-//! (`update` with the revision it holds: compare-and-set), and releases
-//! what is beyond its share. The bucket's `max_age` is the lease's life: a
+//! (`update` with the revision it holds: compare-and-set), and gives up
+//! what is beyond its share: it stops working the partition but renews
+//! the lease until the partition has stopped (its lane drained and its
+//! checkpoint saved), and only then frees it. The bucket's `max_age` is the lease's life: a
 //! lease not renewed lapses and its key goes. A holder stops working a
 //! partition before its lease can lapse (a local deadline three quarters
 //! of the way), so two workers never hold one partition at once, even a
@@ -31,61 +33,39 @@ pub struct Leases {
     me: String,
     partitions: u32,
     ttl: Duration,
-    /// Held partitions: revision of our last write, when it was sent.
-    held: BTreeMap<u32, (u64, Instant)>,
+    /// Held partitions.
+    held: BTreeMap<u32, Held>,
     owned: watch::Sender<BTreeSet<u32>>,
     /// The partitions the worker is working now (it follows `owned`): a
     /// lease is freed only once its partition has stopped.
     working: Option<watch::Receiver<BTreeSet<u32>>>,
 }
 
+/// A lease this worker holds.
+struct Held {
+    /// The revision of our last write, and when it was sent.
+    revision: u64,
+    sent: Instant,
+    /// Being given up: no longer to be worked, but renewed until the
+    /// worker has stopped it (then freed). Since which round.
+    releasing: Option<u64>,
+}
+
 fn key(p: u32) -> String {
     format!("p{p}")
 }
 
-/// The buckets (created if missing), with `ttl` as their entries' life.
-/// Their streams are made here as the key-value convention has them
-/// (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one message per key): the
-/// client's own bucket creation asks for account details that NATS 2.9
-/// (Debian 12's) answers in a form it cannot read.
+/// The lease and member buckets (created if missing), with `ttl` as
+/// their entries' life.
 pub async fn buckets(
     js: &jetstream::Context,
     ttl: Duration,
     replicas: usize,
 ) -> (kv::Store, kv::Store) {
-    let mut out = Vec::new();
-    for bucket in [LEASES, MEMBERS] {
-        let config = jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: ttl,
-            num_replicas: replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            duplicate_window: ttl.min(Duration::from_secs(120)),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        super::ensure_stream(js, config).await;
-        let mut backoff =
-            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let store = loop {
-            match js.get_key_value(bucket).await {
-                Ok(store) => break store,
-                Err(e) => {
-                    warn!(bucket, error = %e, "JetStream bucket not ready; retrying");
-                    tokio::time::sleep(backoff.next_wait()).await;
-                }
-            }
-        };
-        out.push(store);
-    }
-    let members = out.pop().expect("two buckets");
-    let leases = out.pop().expect("two buckets");
-    (leases, members)
+    (
+        super::bucket(js, LEASES, Some(ttl), replicas).await,
+        super::bucket(js, MEMBERS, Some(ttl), replicas).await,
+    )
 }
 
 impl Leases {
@@ -118,41 +98,100 @@ impl Leases {
     }
 
     /// Renews, balances and claims every third of a lease's life until
-    /// stopped; then releases every lease (another worker takes over at
-    /// once instead of after the lease's life).
+    /// stopped; then gives every lease up (renewing each until its
+    /// partition has stopped, then freeing it: another worker takes over
+    /// at once instead of after the lease's life).
     pub async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round = 0u64;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.round().await,
+                _ = tick.tick() => self.round(round).await,
                 _ = stop.cancelled() => break,
             }
+            round += 1;
         }
-        let held: Vec<u32> = self.held.keys().copied().collect();
-        self.owned.send_replace(BTreeSet::new());
-        for p in held {
-            self.release(p, "stopping").await;
+        let all: Vec<u32> = self.held.keys().copied().collect();
+        for p in all {
+            self.give_up(p, round, "stopping");
+        }
+        self.publish();
+        while !self.held.is_empty() {
+            tick.tick().await;
+            round += 1;
+            self.fence();
+            self.renew().await;
+            self.free_stopped(round).await;
         }
     }
 
-    /// One round: fence what could have lapsed, heartbeat, renew, then
-    /// give up or claim towards this worker's share.
-    async fn round(&mut self) {
-        // A lease whose last renewal went out more than 3/4 of its life
-        // ago may lapse before the next: stop working it now.
+    /// One round: fence what could have lapsed, heartbeat, renew, free
+    /// what was given up and has stopped, then give up or claim towards
+    /// this worker's share.
+    async fn round(&mut self, round: u64) {
+        self.fence();
+        let _ = self.members.put(&self.me, self.me.clone().into()).await;
+        self.renew().await;
+        self.free_stopped(round).await;
+        let live = self.live().await.max(1);
+        let share = self.partitions.div_ceil(live) as usize;
+        let active = |held: &BTreeMap<u32, Held>| -> Vec<u32> {
+            held.iter()
+                .filter(|(_, h)| h.releasing.is_none())
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        let mut working = active(&self.held);
+        while working.len() > share {
+            let p = working.pop().expect("more than the share");
+            self.give_up(p, round, "rebalancing");
+        }
+        if working.len() < share {
+            // Start at a different place per worker, so that joiners do
+            // not all race for partition 0.
+            let start = fastrand::u32(..self.partitions);
+            for i in 0..self.partitions {
+                if active(&self.held).len() >= share {
+                    break;
+                }
+                let p = (start + i) % self.partitions;
+                if self.held.contains_key(&p) {
+                    continue;
+                }
+                let sent = Instant::now();
+                if let Ok(revision) = self.leases.create(key(p), self.me.clone().into()).await {
+                    let held = Held {
+                        revision,
+                        sent,
+                        releasing: None,
+                    };
+                    self.held.insert(p, held);
+                    info!(partition = p, instance = %self.me, live, share, "lease acquired");
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// A lease whose last renewal went out more than 3/4 of its life ago
+    /// may lapse before the next: stop working it now.
+    fn fence(&mut self) {
         let deadline = self.ttl * 3 / 4;
         let stale: Vec<u32> = self
             .held
             .iter()
-            .filter(|(_, (_, sent))| sent.elapsed() >= deadline)
+            .filter(|(_, h)| h.sent.elapsed() >= deadline)
             .map(|(p, _)| *p)
             .collect();
         for p in stale {
             self.lose(p, "not renewed in time");
         }
-        let _ = self.members.put(&self.me, self.me.clone().into()).await;
-        let held: Vec<(u32, u64)> = self.held.iter().map(|(p, (r, _))| (*p, *r)).collect();
+    }
+
+    /// Renews every lease held (those being given up too).
+    async fn renew(&mut self) {
+        let held: Vec<(u32, u64)> = self.held.iter().map(|(p, h)| (*p, h.revision)).collect();
         for (p, revision) in held {
             let sent = Instant::now();
             match self
@@ -161,39 +200,13 @@ impl Leases {
                 .await
             {
                 Ok(r) => {
-                    self.held.insert(p, (r, sent));
+                    if let Some(h) = self.held.get_mut(&p) {
+                        (h.revision, h.sent) = (r, sent);
+                    }
                 }
                 Err(e) => self.lose(p, &e.to_string()),
             }
         }
-        let live = self.live().await.max(1);
-        let share = self.partitions.div_ceil(live) as usize;
-        while self.held.len() > share {
-            let Some(&p) = self.held.keys().next_back() else {
-                break;
-            };
-            self.release(p, "rebalancing").await;
-        }
-        if self.held.len() < share {
-            // Start at a different place per worker, so that joiners do
-            // not all race for partition 0.
-            let start = fastrand::u32(..self.partitions);
-            for i in 0..self.partitions {
-                if self.held.len() >= share {
-                    break;
-                }
-                let p = (start + i) % self.partitions;
-                if self.held.contains_key(&p) {
-                    continue;
-                }
-                let sent = Instant::now();
-                if let Ok(r) = self.leases.create(key(p), self.me.clone().into()).await {
-                    self.held.insert(p, (r, sent));
-                    info!(partition = p, instance = %self.me, live, share, "lease acquired");
-                }
-            }
-        }
-        self.publish();
     }
 
     /// Live workers: those whose heartbeat has not lapsed.
@@ -204,8 +217,14 @@ impl Leases {
         keys.filter(|k| std::future::ready(k.is_ok())).count().await as u32
     }
 
+    /// Tells the worker what to work: the leases held and not given up.
     fn publish(&self) {
-        let set: BTreeSet<u32> = self.held.keys().copied().collect();
+        let set: BTreeSet<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.releasing.is_none())
+            .map(|(p, _)| *p)
+            .collect();
         self.owned.send_if_modified(|old| {
             let changed = *old != set;
             *old = set;
@@ -221,24 +240,38 @@ impl Leases {
         }
     }
 
-    /// Stops working `p`, then frees its lease for another worker.
-    async fn release(&mut self, p: u32, why: &str) {
-        let Some((revision, _)) = self.held.remove(&p) else {
-            return;
-        };
-        self.publish();
-        if let Some(working) = &mut self.working {
-            let stopped = working.wait_for(|w| !w.contains(&p));
-            if tokio::time::timeout(self.ttl / 2, stopped).await.is_err() {
-                // Still working: let the lease lapse instead.
-                warn!(partition = p, instance = %self.me, "partition slow to stop; its lease lapses instead of being freed");
-                return;
-            }
+    /// Stops working `p`; its lease is kept (renewed) until the worker has
+    /// stopped it, then freed.
+    fn give_up(&mut self, p: u32, round: u64, why: &str) {
+        if let Some(h) = self.held.get_mut(&p).filter(|h| h.releasing.is_none()) {
+            h.releasing = Some(round);
+            info!(partition = p, instance = %self.me, why, "lease being given up");
         }
-        info!(partition = p, instance = %self.me, why, "lease released");
-        let _ = self
-            .leases
-            .delete_expect_revision(key(p), Some(revision))
-            .await;
+        self.publish();
+    }
+
+    /// Frees the leases given up whose partitions the worker has stopped
+    /// (given up in an earlier round: the worker has seen the change).
+    async fn free_stopped(&mut self, round: u64) {
+        let done: Vec<(u32, u64)> = self
+            .held
+            .iter()
+            .filter(|(p, h)| {
+                h.releasing.is_some_and(|r| r < round)
+                    && self
+                        .working
+                        .as_ref()
+                        .is_none_or(|w| !w.borrow().contains(p))
+            })
+            .map(|(p, h)| (*p, h.revision))
+            .collect();
+        for (p, revision) in done {
+            self.held.remove(&p);
+            info!(partition = p, instance = %self.me, "lease released");
+            let _ = self
+                .leases
+                .delete_expect_revision(key(p), Some(revision))
+                .await;
+        }
     }
 }

@@ -19,11 +19,13 @@
 pub mod edge;
 pub mod lease;
 pub mod route;
+pub mod state;
 pub mod worker;
 
 use std::time::Duration;
 
 use async_nats::jetstream;
+use tracing::warn;
 
 use crate::config::ClusterConfig;
 
@@ -96,7 +98,47 @@ pub async fn ensure_stream(
         match js.get_or_create_stream(config.clone()).await {
             Ok(stream) => return stream,
             Err(e) => {
-                tracing::warn!(stream = %config.name, error = %e, "JetStream not ready; retrying");
+                warn!(stream = %config.name, error = %e, "JetStream not ready; retrying");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        }
+    }
+}
+
+/// A key-value bucket (created if missing) keeping one value per key,
+/// whose entries live `ttl` (None: until replaced). Its stream is made
+/// here as the key-value convention has it (`KV_<bucket>`, subjects
+/// `$KV.<bucket>.>`, one message per key): the client's own bucket
+/// creation asks for account details that NATS 2.9 (Debian 12's)
+/// answers in a form it cannot read.
+pub async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    ttl: Option<Duration>,
+    replicas: usize,
+) -> jetstream::kv::Store {
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl.unwrap_or_default(),
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: ttl.unwrap_or(Duration::MAX).min(Duration::from_secs(120)),
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    ensure_stream(js, config).await;
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match js.get_key_value(name).await {
+            Ok(store) => return store,
+            Err(e) => {
+                warn!(bucket = name, error = %e, "JetStream bucket not ready; retrying");
                 tokio::time::sleep(backoff.next_wait()).await;
             }
         }

@@ -1,10 +1,16 @@
-//! The worker's source: for each partition it holds a lease on, a durable
-//! pull consumer (`p<N>`, shared by whoever holds the partition) whose
-//! messages go into the pipeline like MQTT messages; each is acknowledged
-//! to JetStream once the pipeline has stored it (its ticket is done). A
-//! partition whose lease goes is stopped: nothing more is taken from it,
-//! and what was taken but not stored is redelivered to the next holder
-//! after `cluster.ack_wait`.
+//! The worker's source: each partition it holds a lease on runs in a lane
+//! of its own (a pipeline and a window engine, built by the process:
+//! [`Lanes`]), resumed from the partition's checkpoint.
+//!
+//! A lane's state — its open windows and the stream sequence they include
+//! everything up to — is checkpointed to `lt_state` (`state`) with
+//! compare-and-set, and only after everything up to that sequence is
+//! stored. A new owner loads the checkpoint and reads the partition from
+//! the sequence after it, in order (an ordered consumer: nothing to
+//! acknowledge, the checkpoint is the acknowledgement), so a worker's
+//! death loses nothing and counts nothing twice: what it stored after its
+//! last checkpoint is stored again (the same points, overwritten) and
+//! aggregated once, by the next owner.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,29 +24,49 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::route;
-use crate::envelope::{Ack, Message, Tickets};
+use super::state::{Checkpoints, SaveError, Saved};
+use crate::envelope::{Ack, Message, Pos};
 use crate::metrics::Metrics;
+use crate::reading::Point;
+use crate::window::stage::Checkpoint;
 
-/// Messages a partition may have handed on and not yet stored.
-const IN_FLIGHT: i64 = 20_000;
-/// How often a partition's lag is asked of JetStream.
-const LAG_EVERY: Duration = Duration::from_secs(5);
+/// A partition's way through the pipeline.
+pub struct Lane {
+    /// Its messages, in stream order, each acknowledged as
+    /// `Ack::Spool(Pos { seq: <stream sequence>, offset: 0 })`.
+    pub input: mpsc::Sender<Message>,
+    /// Finishes once the input is closed and what it took is stored and
+    /// checkpointed.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the lane of each partition a worker starts.
+pub trait Lanes: Send + Sync + 'static {
+    /// Partition `p`'s lane, its windows restored from `windows` (an
+    /// engine snapshot; empty: none); its checkpoints go to `save`, each
+    /// once everything up to its position is stored.
+    fn start(&self, p: u32, windows: &[u8], save: mpsc::Sender<Checkpoint>) -> Lane;
+}
+
+/// How often a partition's lag is updated (in messages) while it has a
+/// backlog; at once when it has caught up.
+const LAG_EVERY: u64 = 256;
 
 pub struct Source {
     pub stream: jetstream::stream::Stream,
-    pub ack_wait: Duration,
+    pub checkpoints: Checkpoints,
+    pub lanes: Arc<dyn Lanes>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Source {
     /// Works the partitions `owned` names until stopped; `working` says
     /// which are running (a lease is freed only once its partition
-    /// stopped).
+    /// stopped and saved its checkpoint).
     pub async fn run(
         self,
         mut owned: watch::Receiver<BTreeSet<u32>>,
         working: watch::Sender<BTreeSet<u32>>,
-        tx: mpsc::Sender<Message>,
         stop: CancellationToken,
     ) {
         let mut running: BTreeMap<u32, (CancellationToken, tokio::task::JoinHandle<()>)> =
@@ -67,12 +93,14 @@ impl Source {
             for p in new {
                 let cancel = stop.child_token();
                 let task = tokio::spawn(partition(
-                    self.stream.clone(),
-                    p,
-                    self.ack_wait,
-                    tx.clone(),
+                    Partition {
+                        stream: self.stream.clone(),
+                        p,
+                        checkpoints: self.checkpoints.clone(),
+                        lanes: self.lanes.clone(),
+                        metrics: self.metrics.clone(),
+                    },
                     cancel.clone(),
-                    self.metrics.clone(),
                 ));
                 running.insert(p, (cancel, task));
                 info!(partition = p, "partition started");
@@ -93,118 +121,240 @@ impl Source {
     }
 }
 
-/// Takes partition `p`'s messages into the pipeline until cancelled.
-async fn partition(
+struct Partition {
     stream: jetstream::stream::Stream,
     p: u32,
-    ack_wait: Duration,
-    tx: mpsc::Sender<Message>,
-    cancel: CancellationToken,
+    checkpoints: Checkpoints,
+    lanes: Arc<dyn Lanes>,
     metrics: Arc<Metrics>,
-) {
-    let name = format!("p{p}");
-    // Acknowledged in order once stored, by a task of its own.
-    let (acks, mut pending) =
-        mpsc::unbounded_channel::<(tokio::sync::oneshot::Receiver<()>, jetstream::Message)>();
-    let acker = tokio::spawn(async move {
-        while let Some((stored, m)) = pending.recv().await {
-            if stored.await.is_ok()
-                && let Err(e) = m.ack().await
-            {
-                warn!(error = %e, "JetStream ack failed; the message will be redelivered (and rewritten)");
-            }
-        }
-    });
+}
+
+/// Works partition `p` until cancelled: from its checkpoint, through a
+/// lane, and again from the stored checkpoint whenever another worker
+/// turns out to have written it.
+async fn partition(w: Partition, cancel: CancellationToken) {
+    let p = w.p;
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    'consume: while !cancel.is_cancelled() {
-        let consumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: route::partition_filter(p),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait,
-                    max_ack_pending: IN_FLIGHT,
-                    ..Default::default()
-                },
-            )
-            .await;
-        let consumer = match consumer {
-            Ok(c) => c,
+    while !cancel.is_cancelled() {
+        let (revision, saved) = match w.checkpoints.load(p).await {
+            Ok(x) => x,
             Err(e) => {
-                warn!(partition = p, error = %e, "cannot consume the partition; retrying");
+                warn!(partition = p, error = %e, "cannot load the partition's checkpoint; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_wait()) => continue 'consume,
-                    _ = cancel.cancelled() => break 'consume,
+                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                    _ = cancel.cancelled() => break,
                 }
             }
         };
-        let messages = consumer.messages().await.map_err(|e| e.to_string());
+        let (save_tx, save_rx) = mpsc::channel(1);
+        let lane = w.lanes.start(p, &saved.windows, save_tx);
+        let moved_on = CancellationToken::new();
+        let saver = tokio::spawn(keep_checkpoints(
+            w.checkpoints.clone(),
+            p,
+            revision,
+            save_rx,
+            moved_on.clone(),
+        ));
+        info!(
+            partition = p,
+            after = saved.seq,
+            "partition resumed from its checkpoint"
+        );
+        let either = CancellationToken::new();
+        let (a, b, e) = (cancel.clone(), moved_on.clone(), either.clone());
+        let watch = tokio::spawn(async move {
+            tokio::select! { _ = a.cancelled() => {}, _ = b.cancelled() => {} }
+            e.cancel();
+        });
+        consume(&w, saved.seq, &lane.input, &either).await;
+        watch.abort();
+        drop(lane.input);
+        let _ = lane.done.await;
+        let _ = saver.await;
+        if moved_on.is_cancelled() && !cancel.is_cancelled() {
+            warn!(
+                partition = p,
+                "another worker saved this partition's checkpoint; starting again from it"
+            );
+        }
+    }
+    w.metrics.partition_lag(p, None);
+}
+
+/// Saves each checkpoint the lane hands over, over the revision last read
+/// or written; on a conflict, cancels `moved_on` (the lane is stopped and
+/// the partition starts again from what is stored).
+async fn keep_checkpoints(
+    store: Checkpoints,
+    p: u32,
+    mut revision: u64,
+    mut rx: mpsc::Receiver<Checkpoint>,
+    moved_on: CancellationToken,
+) {
+    while let Some(c) = rx.recv().await {
+        let saved = Saved {
+            seq: c.pos.seq,
+            windows: c.bytes,
+        };
+        let result = if moved_on.is_cancelled() {
+            Err(SaveError::Conflict)
+        } else {
+            store.save(p, revision, &saved).await
+        };
+        let answer = match result {
+            Ok(r) => {
+                revision = r;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, SaveError::Conflict) {
+                    moved_on.cancel();
+                }
+                Err(format!("checkpoint of partition {p}: {e}"))
+            }
+        };
+        let _ = c.saved.send(answer);
+    }
+}
+
+/// Reads partition `p` from the sequence after `last`, in order, into the
+/// lane until `stop`.
+async fn consume(
+    w: &Partition,
+    mut last: u64,
+    input: &mpsc::Sender<Message>,
+    stop: &CancellationToken,
+) {
+    let p = w.p;
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut taken = 0u64;
+    'consume: while !stop.is_cancelled() {
+        let deliver_policy = match last {
+            0 => consumer::DeliverPolicy::All,
+            seq => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+        };
+        let consumer = w
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: route::partition_filter(p),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string());
+        let messages = match consumer {
+            Ok(c) => {
+                // What is waiting now (messages update it as they come).
+                w.metrics
+                    .partition_lag(p, Some(c.cached_info().num_pending));
+                c.messages().await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                warn!(partition = p, error = %e, "cannot consume the partition; retrying");
+                warn!(partition = p, error = %e, "cannot read the partition; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_wait()) => continue 'consume,
-                    _ = cancel.cancelled() => break 'consume,
+                    _ = stop.cancelled() => break 'consume,
                 }
             }
         };
-        let mut lag_tick = tokio::time::interval(LAG_EVERY);
         loop {
             let next = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break 'consume,
-                _ = lag_tick.tick() => {
-                    if let Ok(info) = consumer.get_info().await {
-                        metrics.partition_lag(p, Some(info.num_pending + info.num_ack_pending as u64));
-                    }
-                    continue;
-                }
+                _ = stop.cancelled() => break 'consume,
                 next = messages.next() => next,
             };
             let m = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    warn!(partition = p, error = %e, "partition consumer error; resubscribing");
+                    warn!(partition = p, error = %e, "partition consumer error; reading again from the last sequence taken");
                     continue 'consume;
                 }
                 None => continue 'consume,
             };
             backoff =
                 crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-            let header = |name: &str| {
-                m.headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_owned())
-            };
-            let topic = header(route::TOPIC_HEADER).unwrap_or_default();
-            let received_ms = header(route::RECEIVED_HEADER)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-            let payload_len = header(route::LENGTH_HEADER)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let (ticket, stored) = Tickets::global().issue();
-            let msg = Message {
-                topic,
-                payload: Bytes::clone(&m.payload),
-                ack: Ack::Ticket(ticket),
-                received_ms,
-                payload_len,
-                corrupt: None,
-            };
-            if tx.send(msg).await.is_err() {
-                Tickets::global().forget(ticket);
-                break 'consume;
+            let Ok(info) = m.info() else { continue };
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if seq <= last {
+                continue;
             }
-            let _ = acks.send((stored, m));
+            let msg = lane_message(&m, seq);
+            tokio::select! {
+                sent = input.send(msg) => if sent.is_err() { break 'consume },
+                _ = stop.cancelled() => break 'consume,
+            }
+            last = seq;
+            taken += 1;
+            if pending == 0 || taken % LAG_EVERY == 0 {
+                w.metrics.partition_lag(p, Some(pending));
+            }
         }
     }
-    drop(acks);
-    let _ = acker.await;
-    metrics.partition_lag(p, None);
+}
+
+/// A partition's message as the pipeline takes it (the edge's headers:
+/// the MQTT topic, its arrival time and its length as published).
+fn lane_message(m: &jetstream::Message, seq: u64) -> Message {
+    let header = |name: &str| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    Message {
+        topic: header(route::TOPIC_HEADER).unwrap_or_default(),
+        payload: Bytes::clone(&m.payload),
+        ack: Ack::Spool(Pos { seq, offset: 0 }),
+        received_ms: header(route::RECEIVED_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+        payload_len: header(route::LENGTH_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        corrupt: None,
+    }
+}
+
+/// A lane's checkpoints with windows off: the newest position stored,
+/// every `every` and when the lane closes.
+pub async fn progress(
+    mut rx: mpsc::Receiver<(Vec<Point>, Option<Pos>)>,
+    save: mpsc::Sender<Checkpoint>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut last, mut saved) = (None, None);
+    loop {
+        let closed = tokio::select! {
+            next = rx.recv() => match next {
+                Some((_, pos)) => { last = last.max(pos); continue }
+                None => true,
+            },
+            _ = tick.tick() => false,
+        };
+        if let Some(pos) = last.filter(|_| last != saved) {
+            let (tx, answer) = tokio::sync::oneshot::channel();
+            let c = Checkpoint {
+                pos,
+                bytes: Vec::new(),
+                saved: tx,
+            };
+            if save.send(c).await.is_ok() && matches!(answer.await, Ok(Ok(()))) {
+                saved = last;
+            }
+        }
+        if closed {
+            break;
+        }
+    }
 }

@@ -513,7 +513,8 @@ pub struct ClusterConfig {
     /// JetStream has it. Stateless: run any number.
     pub edge: bool,
     /// Own partitions (leases in a JetStream key-value bucket, spread over
-    /// the live workers) and store their readings, acknowledging each to
+    /// the live workers): store their readings and run their windows,
+    /// checkpointing each partition's state and stream position to
     /// JetStream once stored. Needs `spool.enabled = false`: the stream is
     /// the durable log.
     pub worker: bool,
@@ -531,9 +532,6 @@ pub struct ClusterConfig {
     /// A lease not renewed within this lapses and another worker may take
     /// its partitions; the holder stops working them before then.
     pub lease_ttl: HumanDuration,
-    /// A message handed to a worker and not acknowledged within this is
-    /// redelivered (to whoever holds its partition then).
-    pub ack_wait: HumanDuration,
     /// JetStream drops a second message with the same id within this.
     pub duplicate_window: HumanDuration,
 }
@@ -548,7 +546,6 @@ impl Default for ClusterConfig {
             partitions: 16,
             replicas: 1,
             lease_ttl: HumanDuration::from_secs(6),
-            ack_wait: HumanDuration::from_secs(10),
             duplicate_window: HumanDuration::from_secs(600),
         }
     }

@@ -52,6 +52,12 @@ impl Settings {
                 "must be false with cluster.worker: JetStream is the durable log, and a worker acknowledges a message once it is stored".into(),
             );
         }
+        if c.worker && !c.edge && self.hj212.listen.is_some() {
+            err(
+                "hj212.listen",
+                "needs cluster.edge in cluster mode: data loggers' packets go into JetStream through an edge".into(),
+            );
+        }
         if c.lease_ttl.get() < std::time::Duration::from_secs(2) {
             err("cluster.lease_ttl", "must be at least 2s".into());
         }

@@ -47,6 +47,7 @@ fn check(d: &Decoder, topic: &str, payload: &[u8]) -> Result<(), TestCaseError> 
             topic: topic.to_owned(),
             sample: payload[..payload.len().min(256)].to_vec(),
             payload_bytes: payload.len(),
+            time_ns: None,
         });
         let mut buf = Vec::new();
         prop_assert!(encode_row(&mut buf, &record, NOW * 1_000_000));

@@ -110,7 +110,7 @@ impl Sinks {
             .map(|r| match r {
                 Row::Reading(p) => p.time_ms.saturating_mul(NS_PER_MS),
                 Row::Derived(d) => d.time_ms.saturating_mul(NS_PER_MS),
-                Row::Quarantined(_) => self.clock.next(),
+                Row::Quarantined(q) => q.time_ns.unwrap_or_else(|| self.clock.next()),
             })
             .collect();
         if let Some(a) = &self.archive {
@@ -172,6 +172,7 @@ mod tests {
             topic: "env/a/b/air/c".into(),
             sample: b"{\"pm25\":\n".to_vec(),
             payload_bytes: 40,
+            time_ns: None,
         })
     }
 

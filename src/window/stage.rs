@@ -69,12 +69,67 @@ pub struct WindowStage {
     saved: Instant,
 }
 
-/// Where and how often the window state is saved (with the spool on).
+/// Where and how often the window state is saved.
 pub struct Persist {
-    pub path: PathBuf,
-    /// Told the snapshot's position, so the spool keeps what came after.
-    pub cursor: spool::Cursor,
+    pub to: SaveTo,
     pub every: Duration,
+}
+
+/// Where snapshots go.
+pub enum SaveTo {
+    /// A file (with the spool on); `cursor` is told the snapshot's
+    /// position, so the spool keeps what came after.
+    File {
+        path: PathBuf,
+        cursor: spool::Cursor,
+    },
+    /// Whoever keeps the checkpoints of a cluster partition (`Pos.seq`:
+    /// the stream sequence the snapshot includes everything up to).
+    Remote {
+        /// Named in logs: where the checkpoints go.
+        name: PathBuf,
+        save: mpsc::Sender<Checkpoint>,
+    },
+}
+
+/// A snapshot to save elsewhere, and how it went.
+pub struct Checkpoint {
+    pub pos: Pos,
+    pub bytes: Vec<u8>,
+    pub saved: oneshot::Sender<Result<(), String>>,
+}
+
+impl SaveTo {
+    fn name(&self) -> &std::path::Path {
+        match self {
+            SaveTo::File { path, .. } => path,
+            SaveTo::Remote { name, .. } => name,
+        }
+    }
+
+    async fn save(&self, pos: Pos, bytes: Vec<u8>) -> Result<(), String> {
+        match self {
+            SaveTo::File { path, cursor } => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::durable::write_atomically(&path, &bytes)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                cursor.hold(pos);
+                Ok(())
+            }
+            SaveTo::Remote { save, .. } => {
+                let (saved, answer) = oneshot::channel();
+                let sent = save.send(Checkpoint { pos, bytes, saved }).await;
+                sent.map_err(|_| "the checkpoint store has stopped".to_owned())?;
+                answer
+                    .await
+                    .map_err(|_| "the checkpoint store has stopped".to_owned())?
+            }
+        }
+    }
 }
 
 /// The wall clock the stage closes idle sources and ticks the alert
@@ -135,7 +190,7 @@ impl WindowStage {
                     engine.add(&points, now_ms());
                     self.last_pos = self.last_pos.max(pos);
                     let pending = engine.pending();
-                    if let Some(d) = self.downstream.as_ref().filter(|d| d.points) {
+                    if let Some(d) = self.downstream.as_ref().filter(|d| d.points && !points.is_empty()) {
                         // Values stored but not aggregated (a flag other
                         // than normal) do not feed deadman or flatline.
                         let mut points = points;
@@ -228,19 +283,15 @@ impl WindowStage {
 
     async fn save_snapshot(&mut self, pos: Pos, bytes: Vec<u8>) {
         let Some(p) = &self.persist else { return };
-        let (path, len) = (p.path.clone(), bytes.len());
-        let saved =
-            tokio::task::spawn_blocking(move || crate::durable::write_atomically(&path, &bytes))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let len = bytes.len();
+        let saved = p.to.save(pos, bytes).await;
         self.saved = Instant::now();
         match saved {
             Ok(()) => {
-                p.cursor.hold(pos);
-                self.metrics.snapshot_saved(true, &p.path, "");
+                self.metrics.snapshot_saved(true, p.to.name(), "");
                 debug!(bytes = len, ?pos, "window snapshot saved");
             }
-            Err(e) => self.metrics.snapshot_saved(false, &p.path, &e.to_string()),
+            Err(e) => self.metrics.snapshot_saved(false, p.to.name(), &e),
         }
     }
 }

@@ -378,8 +378,10 @@ async fn run_an_hour(
     let (_w, _r, cursor) =
         crate::spool::open(&dir.join("spool"), limits, metrics.clone(), None).unwrap();
     let persist = stage::Persist {
-        path: path.to_owned(),
-        cursor,
+        to: stage::SaveTo::File {
+            path: path.to_owned(),
+            cursor,
+        },
         every: std::time::Duration::from_secs(3600),
     };
     let (down_tx, down_rx) = mpsc::channel(2);

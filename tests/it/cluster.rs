@@ -10,6 +10,94 @@ use std::time::Duration;
 use crate::harness::*;
 
 const PARTITIONS: u32 = 8;
+const SENSORS: i64 = 200;
+const SITES: i64 = 40;
+const ROUNDS: i64 = 100;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+/// The value sensor `i` publishes in round `r` (at `base + r` minutes).
+fn value(i: i64, r: i64) -> i64 {
+    (i + r) % 300
+}
+
+/// The windows of `size` ms an offline computation gets from what was
+/// published: (series, start) → (count, sum), for sensors (`aq-<i>`) or
+/// sites (`site<s>`).
+fn offline_windows(base: i64, size: i64, sites: bool) -> BTreeMap<(String, i64), (i64, f64)> {
+    let mut out: BTreeMap<(String, i64), (i64, f64)> = BTreeMap::new();
+    for i in 0..SENSORS {
+        for r in 0..ROUNDS {
+            let ts = base + r * MINUTE;
+            let series = if sites {
+                format!("site{}", i % SITES)
+            } else {
+                format!("aq-{i}")
+            };
+            let w = out.entry((series, ts - ts.rem_euclid(size))).or_default();
+            w.0 += 1;
+            w.1 += value(i, r) as f64;
+        }
+    }
+    out
+}
+
+/// How the closed windows of `size` in InfluxDB differ from the offline
+/// computation (empty: not at all). Every window that must have closed
+/// (ending 3 minutes or more before the last reading: past the allowed
+/// lateness of 2) is there, with the offline count and sum; none that is
+/// still open (ending after the last reading's minute) is.
+async fn window_mismatches(
+    influx: &Influx,
+    base: i64,
+    size: (&str, i64),
+    sites: bool,
+) -> Vec<String> {
+    let (label, ms) = size;
+    let (scope, tag) = if sites {
+        ("site", "site")
+    } else {
+        ("sensor", "sensor")
+    };
+    let series = influx
+        .query(&format!(
+            "SELECT pm25_count, pm25_mean FROM air_{label} WHERE scope = '{scope}' GROUP BY {tag}"
+        ))
+        .await;
+    let mut got: BTreeMap<(String, i64), (i64, f64)> = BTreeMap::new();
+    for s in &series {
+        let name = s["tags"][tag].as_str().unwrap_or_default().to_owned();
+        for v in s["values"].as_array().into_iter().flatten() {
+            let (t, n, mean) = (
+                v[0].as_i64().unwrap(),
+                v[1].as_i64().unwrap_or(-1),
+                v[2].as_f64().unwrap_or(f64::NAN),
+            );
+            got.insert((name.clone(), t), (n, mean * n as f64));
+        }
+    }
+    let last = base + (ROUNDS - 1) * MINUTE;
+    let mut wrong = Vec::new();
+    for (key, want) in offline_windows(base, ms, sites) {
+        let end = key.1 + ms;
+        match got.remove(&key) {
+            Some(_) if end > last + MINUTE => {
+                wrong.push(format!("{key:?} is written but cannot have closed"));
+            }
+            Some((n, sum)) if n == want.0 && (sum - want.1).abs() <= 1e-6 * want.1.max(1.0) => {}
+            Some(g) => wrong.push(format!("{key:?}: count, sum {g:?}, offline {want:?}")),
+            None if end <= last - 3 * MINUTE => {
+                wrong.push(format!("{key:?}: missing, offline {want:?}"))
+            }
+            None => {}
+        }
+    }
+    wrong.extend(
+        got.keys()
+            .map(|k| format!("{k:?}: written, but no reading falls in it")),
+    );
+    wrong
+}
 
 /// One lease event from a worker's log: (time ms, instance, partition,
 /// acquired?).
@@ -49,8 +137,12 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let start = |role: &str, name: &str| {
         let dir = state.path().join(name);
         Lantian::start_with_env(
-            &nats.lantian_config(broker.port, &influx, (role, name), PARTITIONS, "5s"),
-            &[("LANTIAN__SPOOL__DIR", dir.to_str().unwrap())],
+            &nats.lantian_config(broker.port, &influx, (role, name), PARTITIONS),
+            &[
+                ("LANTIAN__SPOOL__DIR", dir.to_str().unwrap()),
+                // Checkpoints often, so that the kill falls between two.
+                ("LANTIAN__WINDOWS__SNAPSHOT_INTERVAL", "2s"),
+            ],
         )
     };
     let mut edges = vec![start("edge", "edge-a"), start("edge", "edge-b")];
@@ -79,8 +171,8 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
 
     // 200 sensors at 40 sites in 8 districts, 100 readings each, in four
     // phases with a fault between them.
-    let sensors: Vec<String> = (0..200)
-        .map(|i| format!("env/d{}/site{}/air/aq-{i}", i % 8, i % 40))
+    let sensors: Vec<String> = (0..SENSORS)
+        .map(|i| format!("env/d{}/site{}/air/aq-{i}", i % 8, i % SITES))
         .collect();
     let base = now_ms() - 3 * 86_400_000;
     let mut p = Publisher::connect(broker.port, "cluster-publisher").await;
@@ -88,10 +180,10 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let phase = async |p: &mut Publisher, k: i64| {
         for round in 25 * k..25 * (k + 1) {
             for (i, topic) in sensors.iter().enumerate() {
-                let ts = base + round * 60_000;
+                let ts = base + round * MINUTE;
                 p.publish(
                     topic,
-                    format!("{{\"ts\":{ts},\"pm25\":{}}}", (i as i64 + round) % 300),
+                    format!("{{\"ts\":{ts},\"pm25\":{}}}", value(i as i64, round)),
                 )
                 .await;
             }
@@ -220,6 +312,34 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
         },
     )
     .await;
+
+    // Every window closed through the kill, the restart and the moves of
+    // partitions between workers holds what an offline computation over
+    // the published readings gets: each minute and hour of each sensor and
+    // site (5 sensors each), its count and sum.
+    let waited = std::time::Instant::now();
+    loop {
+        let mut wrong = Vec::new();
+        for size in [("1m", MINUTE), ("1h", HOUR)] {
+            for sites in [false, true] {
+                wrong.extend(window_mismatches(&influx, base, size, sites).await);
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "{} windows differ from the offline computation, e.g. {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(12)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let hours = influx
+        .scalar("SELECT count(pm25_count) FROM air_1h WHERE scope = 'sensor'")
+        .await;
+    eprintln!("closed windows equal the offline computation ({hours} sensor hours)");
 
     // The leases' log: per partition, holding intervals never overlap. A
     // killed worker's holding ends when it was killed.

@@ -266,6 +266,7 @@ mod tests {
             topic: "env/a/b/air/c".into(),
             sample: b"{\"pm25\":\n\\\x00\xff".to_vec(),
             payload_bytes: 999,
+            time_ns: None,
         });
         assert!(encode_row(&mut buf, &row, 5));
         assert_eq!(

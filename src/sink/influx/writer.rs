@@ -356,6 +356,7 @@ impl Writer {
             topic: measurement.to_owned(),
             sample: line.strip_suffix(b"\n").unwrap_or(line).to_vec(),
             payload_bytes: line.len(),
+            time_ns: None,
         });
         let mut buf = Vec::new();
         encode_row(&mut buf, &record, time_ns);

@@ -43,7 +43,7 @@ impl NatsCluster {
             std::fs::write(
                 &conf,
                 format!(
-                    "server_name: n{i}\nlisten: \"127.0.0.1:{}\"\n\
+                    "server_name: n{i}\nlisten: \"127.0.0.1:{}\"\nmax_payload: 8MB\n\
                      jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 2GB }}\n\
                      cluster {{ name: lt, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
                     client[i],
@@ -114,7 +114,6 @@ impl NatsCluster {
         influx: &Influx,
         (role, name): (&str, &str),
         partitions: u32,
-        ack_wait: &str,
     ) -> String {
         let servers: Vec<String> = self.urls().iter().map(|u| format!("\"{u}\"")).collect();
         format!(
@@ -124,7 +123,7 @@ impl NatsCluster {
              [pipeline]\nshutdown_timeout = \"20s\"\nstats_interval = \"0s\"\n\
              [spool]\nenabled = false\n\
              [cluster]\n{role} = true\nnats = [{}]\ninstance = \"{name}\"\npartitions = {partitions}\n\
-             replicas = 3\nlease_ttl = \"3s\"\nack_wait = \"{ack_wait}\"\n",
+             replicas = 3\nlease_ttl = \"3s\"\n",
             influx.url(),
             servers.join(", ")
         )

@@ -1,0 +1,244 @@
+//! The cluster roles' composition (`[cluster]`): the edge (MQTT and HJ 212
+//! into JetStream) and the worker (its partitions' lanes, under leases).
+//!
+//! ```text
+//! edge:   source ─► forwarder ─► JetStream LT_IN (ack MQTT after JetStream's)
+//! worker: leases ─► partition p: checkpoint ─► ordered consumer ─► lane p
+//!         lane p: pipeline ─► sinks;  window engine p ─► sinks, alert stage
+//!                 checkpoint (windows + stream sequence) ─► KV lt_state (CAS)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{Hooks, Phase, Shutdown};
+use crate::admin::Board;
+use crate::cluster::worker::{Lane, Lanes};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::sink::Sinks;
+use crate::source::mqtt::{Acker, MqttSource};
+use crate::window::stage::{Checkpoint, Downstream, Persist, SaveTo, WindowStage};
+use crate::window::{Engine, Plan};
+
+/// A cluster process: the edge takes MQTT (and HJ 212, when listening)
+/// into JetStream; the worker works its partitions' lanes under leases.
+pub(super) async fn build_cluster(
+    s: &Settings,
+    (source, acker): (MqttSource, Acker),
+    lanes: Option<PartitionLanes>,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+    hj212_bound: Option<oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let c = &s.cluster;
+    let me = crate::cluster::instance(c);
+    let (js, stream) = crate::cluster::connect(c, &me).await?;
+    info!(instance = %me, nats = %c.nats.join(","), edge = c.edge, worker = c.worker, "cluster mode");
+    let intake = tasks.token(Phase::Data);
+    if c.edge {
+        let edge_tx = start_edge(s, source, acker, js.clone(), metrics, tasks)?;
+        super::build_hj212_listener(s, &edge_tx, metrics, tasks, hj212_bound).await?;
+    }
+    if let Some(lanes) = lanes {
+        let buckets = crate::cluster::lease::buckets(&js, c.lease_ttl.get(), c.replicas).await;
+        let checkpoints = crate::cluster::state::Checkpoints::open(&js, c.replicas).await;
+        let (mut leases, owned) =
+            crate::cluster::lease::Leases::new(buckets, me, c.partitions, c.lease_ttl.get());
+        let (working_tx, working) = tokio::sync::watch::channel(Default::default());
+        leases.follow(working);
+        let worker = crate::cluster::worker::Source {
+            stream,
+            checkpoints,
+            lanes: Arc::new(lanes),
+            metrics: metrics.clone(),
+        };
+        // The worker's intake is JetStream: "subscribed" once it consumes.
+        metrics
+            .mqtt_subscribed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let stop = intake.clone();
+        tasks.spawn(Phase::Data, "cluster-worker", async move {
+            worker.run(owned, working_tx, stop).await;
+            Ok(())
+        });
+        tasks.spawn(Phase::Data, "cluster-leases", async move {
+            leases.run(intake).await;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// The edge's tasks: the MQTT source into the forwarder. Returns the
+/// forwarder's input (for the HJ 212 listener).
+fn start_edge(
+    s: &Settings,
+    source: MqttSource,
+    acker: Acker,
+    js: async_nats::jetstream::Context,
+    metrics: &Arc<Metrics>,
+    tasks: &Shutdown,
+) -> anyhow::Result<mpsc::Sender<crate::envelope::Message>> {
+    let edge = crate::cluster::edge::Edge {
+        js,
+        decoder: super::decoder(s)?,
+        acker,
+        partitions: s.cluster.partitions,
+        metrics: metrics.clone(),
+    };
+    let (edge_tx, edge_rx) = mpsc::channel(s.pipeline.channel_capacity);
+    let forwarded = CancellationToken::new();
+    let done = forwarded.clone();
+    tasks.spawn(Phase::Data, "cluster-edge", async move {
+        edge.run(edge_rx).await;
+        done.cancel();
+        Ok(())
+    });
+    let intake = tasks.token(Phase::Data);
+    let tx = edge_tx.clone();
+    tasks.spawn(Phase::Data, "source", async move {
+        source.run(tx, intake, forwarded).await;
+        Ok(())
+    });
+    Ok(edge_tx)
+}
+
+/// An edge-only process: MQTT → JetStream, with the admin endpoint; no
+/// sinks, windows or alerts (the workers have them).
+pub(super) async fn run_edge(
+    settings: Settings,
+    stop: CancellationToken,
+    hooks: Hooks,
+) -> anyhow::Result<Arc<Metrics>> {
+    let s = &settings;
+    let metrics = Arc::new(Metrics::default());
+    let tasks = Shutdown::new(stop);
+    let board = Arc::new(Board::new(s.aqi.standard, super::timezone(s)));
+    super::build_admin(s, &metrics, &board, &tasks, hooks.admin_bound).await?;
+    let source = super::mqtt_source(s, &metrics)?;
+    // JetStream is where readings go: writable once connected.
+    metrics.sink_state(true);
+    build_cluster(s, source, None, &metrics, &tasks, hooks.hj212_bound).await?;
+    let finished = tasks
+        .finish(s.pipeline.shutdown_timeout.get(), || {
+            warn!("shutdown deadline passed; unacknowledged MQTT messages will be redelivered");
+        })
+        .await;
+    metrics.log_summary("lantian edge stopped");
+    finished
+        .map(|()| metrics)
+        .map_err(|why| anyhow::anyhow!("a stage failed: {why}"))
+}
+
+/// What a worker's partition lanes are made of: each its own pipeline
+/// (decode, validate, write) and window engine, sharing the sinks and
+/// the alert stage.
+pub(super) struct PartitionLanes {
+    pub settings: Settings,
+    pub sinks: Sinks,
+    pub acker: Acker,
+    pub metrics: Arc<Metrics>,
+    /// The alert stage (and status page), fed by every lane's windows.
+    pub downstream: Option<Downstream>,
+    /// The windows of a partition: without the city-wide AQI, which needs
+    /// every city site (partitions hold some).
+    pub plan: Option<Plan>,
+}
+
+impl PartitionLanes {
+    pub fn new(
+        s: &Settings,
+        sinks: &Sinks,
+        acker: Acker,
+        metrics: &Arc<Metrics>,
+        downstream: Option<Downstream>,
+    ) -> anyhow::Result<PartitionLanes> {
+        let plan = if s.windows.enabled {
+            let mut plan =
+                Plan::new(&s.windows, &s.aqi).map_err(|e| anyhow::anyhow!("windows: {e:?}"))?;
+            plan.city_sites.clear();
+            Some(plan)
+        } else {
+            None
+        };
+        super::decoder(s)?;
+        Ok(PartitionLanes {
+            settings: s.clone(),
+            sinks: sinks.clone(),
+            acker,
+            metrics: metrics.clone(),
+            downstream,
+            plan,
+        })
+    }
+
+    fn engine(&self, plan: &Plan, p: u32, windows: &[u8]) -> Engine {
+        if windows.is_empty() {
+            return Engine::new(plan.clone());
+        }
+        match Engine::restore(plan.clone(), windows) {
+            Ok((engine, _)) => engine,
+            Err(why) => {
+                warn!(partition = p, %why, "the checkpoint's windows are not used; they start empty");
+                Engine::new(plan.clone())
+            }
+        }
+    }
+}
+
+impl Lanes for PartitionLanes {
+    fn start(&self, p: u32, windows: &[u8], save: mpsc::Sender<Checkpoint>) -> Lane {
+        let s = &self.settings;
+        let every = s.windows.snapshot_interval.get();
+        let (window_tx, window_rx) = mpsc::channel(2);
+        let stage = match &self.plan {
+            Some(plan) => {
+                let persist = Persist {
+                    to: SaveTo::Remote {
+                        name: format!("nats:{}/p{p}", crate::cluster::state::STATE).into(),
+                        save,
+                    },
+                    every,
+                };
+                let downstream = self.downstream.as_ref().map(|d| Downstream {
+                    tx: d.tx.clone(),
+                    points: d.points,
+                });
+                let stage = WindowStage::new(
+                    self.engine(plan, p, windows),
+                    downstream,
+                    self.sinks.clone(),
+                    self.metrics.clone(),
+                    Some(persist),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = stage.run(window_rx).await {
+                        error!(partition = p, error = %e, "the partition's windows stopped");
+                    }
+                })
+            }
+            None => tokio::spawn(crate::cluster::worker::progress(window_rx, save, every)),
+        };
+        let mut pipeline = super::pipeline(
+            s,
+            &self.sinks,
+            self.acker.clone(),
+            (Some(window_tx), None),
+            None,
+            &self.metrics,
+        )
+        .expect("the decoder was built once already");
+        pipeline.stamp_from_log = true;
+        let (input, rx) = mpsc::channel(s.pipeline.channel_capacity);
+        let done = tokio::spawn(async move {
+            pipeline.run(rx).await;
+            let _ = stage.await;
+        });
+        Lane { input, done }
+    }
+}
