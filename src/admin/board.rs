@@ -51,7 +51,9 @@ pub struct Board {
     /// The city's observed heavy-pollution level per rule set: (start of
     /// the day it is for, level 0–4), newest day.
     city_levels: Mutex<BTreeMap<String, (i64, u32)>>,
-    alerts: Mutex<Vec<Alert>>,
+    /// Firing now, by who reported them (a cluster worker's partitions
+    /// each report their own; a single process is one).
+    alerts: Mutex<std::collections::BTreeMap<u32, Vec<Alert>>>,
 }
 
 fn label<'a>(labels: &'a [(String, String)], k: &str) -> &'a str {
@@ -70,7 +72,7 @@ impl Board {
             stations: Mutex::new(BTreeMap::new()),
             city: Mutex::new(None),
             city_levels: Mutex::new(BTreeMap::new()),
-            alerts: Mutex::new(Vec::new()),
+            alerts: Mutex::new(Default::default()),
         }
     }
 
@@ -155,7 +157,12 @@ impl Board {
     }
 
     pub fn set_alerts(&self, firing: Vec<Alert>) {
-        *self.alerts.lock().expect("board lock") = firing;
+        self.set_alerts_of(u32::MAX, firing);
+    }
+
+    /// What is firing now in cluster partition `p`.
+    pub fn set_alerts_of(&self, p: u32, firing: Vec<Alert>) {
+        self.alerts.lock().expect("board lock").insert(p, firing);
     }
 
     pub fn stations(&self) -> Vec<Station> {
@@ -169,7 +176,14 @@ impl Board {
     }
 
     pub fn alerts(&self) -> Vec<Alert> {
-        let mut a = self.alerts.lock().expect("board lock").clone();
+        let mut a: Vec<Alert> = self
+            .alerts
+            .lock()
+            .expect("board lock")
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
         a.sort_by(|x, y| {
             y.severity
                 .cmp(&x.severity)

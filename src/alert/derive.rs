@@ -330,8 +330,9 @@ impl Derived {
         self.touched.insert((o.start_ms, k));
     }
 
-    /// Derived water values of the days touched since the last call.
-    pub fn finish(&mut self, cal: &Calendar, out: &mut Vec<Observation>) {
+    /// Derived water values of the days touched since the last call;
+    /// `city`: the city-wide ones too.
+    pub fn finish(&mut self, cal: &Calendar, city: bool, out: &mut Vec<Observation>) {
         let touched = std::mem::take(&mut self.touched);
         let mut days = BTreeSet::new();
         for (day, k) in &touched {
@@ -391,7 +392,7 @@ impl Derived {
             }
         }
         // City-wide, for each day touched.
-        for day in days {
+        for day in days.into_iter().filter(|_| city) {
             self.city_day(cal, day, out);
         }
     }

@@ -174,6 +174,9 @@ pub struct Engine {
     changed: bool,
     /// Derived values not yet taken.
     derived_out: Vec<Observation>,
+    /// Whether city-wide values are derived (not in a cluster partition,
+    /// which holds some of the city's plants).
+    city: bool,
 }
 
 /// The values that rules' `when` conditions read, from one batch of
@@ -259,9 +262,17 @@ impl Engine {
             key_buf: String::new(),
             changed: false,
             derived_out: Vec::new(),
+            city: true,
         };
         e.set_rules(rules);
         e
+    }
+
+    /// An engine that derives no city-wide values (a cluster partition's:
+    /// it sees some of the city's plants, not all).
+    pub fn without_city(mut self) -> Self {
+        self.city = false;
+        self
     }
 
     /// Replaces the rules (a reload); instances of rules that are gone are
@@ -437,7 +448,9 @@ impl Engine {
             self.judge_all(o, &conditions);
             self.state.derived.absorb(o, &self.calendar, &mut derived);
         }
-        self.state.derived.finish(&self.calendar, &mut derived);
+        self.state
+            .derived
+            .finish(&self.calendar, self.city, &mut derived);
         for o in &derived {
             self.judge_all(o, &conditions);
         }

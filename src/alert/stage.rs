@@ -85,12 +85,14 @@ impl AlertStage {
     /// more (a flush could add notices). Not while shutting down: queued
     /// notices stay on disk for the next start.
     async fn wait_for_room(&self, rx: &mpsc::Receiver<Output>) {
-        let Some(a) = &self.alerting else { return };
-        if !a.outbox.full() || rx.is_closed() {
+        let Some(outbox) = self.alerting.as_ref().and_then(Alerting::outbox) else {
+            return;
+        };
+        if !outbox.full() || rx.is_closed() {
             return;
         }
         warn!("alert outbox full; waiting for receivers before taking more readings");
-        a.outbox.room().await;
+        outbox.room().await;
         info!("alert outbox has room again; taking readings");
     }
 
@@ -105,7 +107,7 @@ impl AlertStage {
                 tell(&observations, None);
             }
             if let Some(done) = checkpoint {
-                let _ = done.send(());
+                let _ = done.send(None);
             }
             return Ok(());
         };
@@ -123,10 +125,28 @@ impl AlertStage {
         if let Some(tell) = &self.on_update {
             tell(&observations, Some(alerting.engine.firing()));
         }
+        let mut alerting = alerting;
+        let state = match &alerting.to {
+            NoticesTo::Outbox { .. } => None,
+            NoticesTo::Forward(to) => {
+                // Durable (published) before the checkpoint that says they
+                // were produced; a replay produces them again with the
+                // same ids, which the stream drops.
+                let notices = std::mem::take(&mut alerting.unsent);
+                if !notices.is_empty() {
+                    let (done, published) = tokio::sync::oneshot::channel();
+                    if to.send(Forward { notices, done }).await.is_err() || published.await.is_err()
+                    {
+                        return Err("the alerts stream publisher has stopped".into());
+                    }
+                }
+                checkpoint.is_some().then(|| alerting.engine.save())
+            }
+        };
         self.alerting = Some(alerting);
         self.sinks.write(&rows).await;
         if let Some(done) = checkpoint {
-            let _ = done.send(());
+            let _ = done.send(state);
         }
         Ok(())
     }
@@ -134,13 +154,32 @@ impl AlertStage {
 
 pub struct Alerting {
     pub engine: Engine,
-    pub outbox: Arc<Outbox>,
-    /// Where the engine state is saved (`<alerts.dir>/state.json`).
-    pub state_path: PathBuf,
+    /// Where notices go: the outbox, and the engine state to
+    /// `<alerts.dir>/state.json`; or, in a cluster partition, handed on
+    /// (the alerts stream) with the state saved in the partition's
+    /// checkpoint.
+    pub to: NoticesTo,
     pub metrics: Arc<Metrics>,
     /// Notices not yet in the outbox (a disk error): retried each step,
-    /// and the state is not saved until they are in.
+    /// and the state is not saved until they are in. Handed on: the
+    /// notices of the last step, for the stage to forward.
     unsent: Vec<Notice>,
+}
+
+pub enum NoticesTo {
+    Outbox {
+        outbox: Arc<Outbox>,
+        state_path: PathBuf,
+    },
+    /// Each step's notices are forwarded here; answered once they are
+    /// durable (published), before anything after them is checkpointed.
+    Forward(mpsc::Sender<Forward>),
+}
+
+/// Notices handed on, and the answer once they are durable.
+pub struct Forward {
+    pub notices: Vec<Notice>,
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Alerting {
@@ -203,10 +242,28 @@ impl Alerting {
         }
         Alerting {
             engine,
-            outbox,
-            state_path,
+            to: NoticesTo::Outbox { outbox, state_path },
             metrics,
             unsent: Vec::new(),
+        }
+    }
+
+    /// Alerting whose notices are forwarded (a cluster partition's: its
+    /// engine restored from the partition's checkpoint).
+    pub fn forwarding(engine: Engine, to: mpsc::Sender<Forward>, metrics: Arc<Metrics>) -> Self {
+        Alerting {
+            engine,
+            to: NoticesTo::Forward(to),
+            metrics,
+            unsent: Vec::new(),
+        }
+    }
+
+    /// The outbox, unless notices are forwarded.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        match &self.to {
+            NoticesTo::Outbox { outbox, .. } => Some(outbox),
+            NoticesTo::Forward(_) => None,
         }
     }
 
@@ -243,9 +300,15 @@ impl Alerting {
         }
         let (produced, fresh_count) = (!fresh.is_empty(), fresh.len());
         self.unsent.extend(fresh);
+        let NoticesTo::Outbox { outbox, state_path } = &self.to else {
+            let c = self.engine.counts();
+            self.metrics
+                .alert_instances(c.firing, c.pending, fresh_count);
+            return derived;
+        };
         let mut kept = Vec::new();
         for n in std::mem::take(&mut self.unsent) {
-            if let Err(e) = self.outbox.enqueue(&n) {
+            if let Err(e) = outbox.enqueue(&n) {
                 error!(error = %e, id = %n.event_id, "cannot write a notice to the outbox; retrying next flush");
                 kept.push(n);
             }
@@ -260,13 +323,13 @@ impl Alerting {
             let bytes = self.engine.save();
             // The last save stays as the previous one, for a state file
             // that turns out unusable.
-            if let Err(e) = std::fs::rename(&self.state_path, prev_path(&self.state_path))
+            if let Err(e) = std::fs::rename(state_path, prev_path(state_path))
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                warn!(path = %self.state_path.display(), error = %e, "cannot keep the previous alert state");
+                warn!(path = %state_path.display(), error = %e, "cannot keep the previous alert state");
             }
-            if let Err(e) = crate::durable::write_atomically(&self.state_path, &bytes) {
-                warn!(path = %self.state_path.display(), error = %e, "cannot save the alert state");
+            if let Err(e) = crate::durable::write_atomically(state_path, &bytes) {
+                warn!(path = %state_path.display(), error = %e, "cannot save the alert state");
             }
         }
         derived

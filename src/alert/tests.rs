@@ -474,7 +474,7 @@ fn a_day_volume_covers_only_the_hours_with_data() {
     );
     half.details.insert("hours".into(), "12".into());
     d.absorb(&half, &cal, &mut out);
-    d.finish(&cal, &mut out);
+    d.finish(&cal, true, &mut out);
     let pace = out
         .iter()
         .find(|o| o.metric == "reclaimed.year_to_date_pace")

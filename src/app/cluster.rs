@@ -12,11 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{Hooks, Phase, Shutdown};
 use crate::admin::Board;
+use crate::alert::engine::Rule;
+use crate::alert::stage::{AlertStage, Alerting, Forward, OnUpdate};
+use crate::cluster::state::Saved;
 use crate::cluster::worker::{Lane, Lanes};
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -30,7 +34,7 @@ use crate::window::{Engine, Plan};
 pub(super) async fn build_cluster(
     s: &Settings,
     (source, acker): (MqttSource, Acker),
-    lanes: Option<PartitionLanes>,
+    worker: Option<Worker>,
     metrics: &Arc<Metrics>,
     tasks: &Shutdown,
     hj212_bound: Option<oneshot::Sender<SocketAddr>>,
@@ -44,8 +48,37 @@ pub(super) async fn build_cluster(
         let edge_tx = start_edge(s, source, acker, js.clone(), metrics, tasks)?;
         super::build_hj212_listener(s, &edge_tx, metrics, tasks, hj212_bound).await?;
     }
-    if let Some(lanes) = lanes {
+    if let Some(Worker {
+        lanes,
+        forwarded,
+        outbox,
+    }) = worker
+    {
         let buckets = crate::cluster::lease::buckets(&js, c.lease_ttl.get(), c.replicas).await;
+        if forwarded.is_some() || outbox.is_some() {
+            let stream = crate::cluster::notify::stream(&js, c).await;
+            if let Some(rx) = forwarded {
+                let js = js.clone();
+                tasks.spawn(Phase::Data, "alerts-publisher", async move {
+                    crate::cluster::notify::publisher(js, rx).await;
+                    Ok(())
+                });
+            }
+            if let Some(outbox) = outbox {
+                let notifier = crate::cluster::notify::Notifier {
+                    stream,
+                    leases: buckets.0.clone(),
+                    me: me.clone(),
+                    ttl: c.lease_ttl.get(),
+                    outbox,
+                };
+                let stop = tasks.token(Phase::Data);
+                tasks.spawn(Phase::Data, "notifier", async move {
+                    notifier.run(stop).await;
+                    Ok(())
+                });
+            }
+        }
         let checkpoints = crate::cluster::state::Checkpoints::open(&js, c.replicas).await;
         let (mut leases, owned) =
             crate::cluster::lease::Leases::new(buckets, me, c.partitions, c.lease_ttl.get());
@@ -135,19 +168,29 @@ pub(super) async fn run_edge(
         .map_err(|why| anyhow::anyhow!("a stage failed: {why}"))
 }
 
+/// A worker's parts: its lanes, the notices they forward (to be published
+/// to the alerts stream), and the outbox the notifier fills.
+pub(super) struct Worker {
+    pub lanes: PartitionLanes,
+    pub forwarded: Option<mpsc::Receiver<Forward>>,
+    pub outbox: Option<Arc<crate::alert::outbox::Outbox>>,
+}
+
 /// What a worker's partition lanes are made of: each its own pipeline
-/// (decode, validate, write) and window engine, sharing the sinks and
-/// the alert stage.
+/// (decode, validate, write), window engine and alert engine, sharing
+/// the sinks, the status page and the alerts stream's publisher.
 pub(super) struct PartitionLanes {
     pub settings: Settings,
     pub sinks: Sinks,
     pub acker: Acker,
     pub metrics: Arc<Metrics>,
-    /// The alert stage (and status page), fed by every lane's windows.
-    pub downstream: Option<Downstream>,
+    /// The status page, when the admin endpoint is on.
+    pub board: Option<Arc<Board>>,
     /// The windows of a partition: without the city-wide AQI, which needs
     /// every city site (partitions hold some).
     pub plan: Option<Plan>,
+    /// The alert rules, when alerts are on, and where notices go.
+    pub alerts: Option<(Vec<Rule>, mpsc::Sender<Forward>)>,
 }
 
 impl PartitionLanes {
@@ -156,8 +199,8 @@ impl PartitionLanes {
         sinks: &Sinks,
         acker: Acker,
         metrics: &Arc<Metrics>,
-        downstream: Option<Downstream>,
-    ) -> anyhow::Result<PartitionLanes> {
+        board: &Arc<Board>,
+    ) -> anyhow::Result<(PartitionLanes, Option<mpsc::Receiver<Forward>>)> {
         let plan = if s.windows.enabled {
             let mut plan =
                 Plan::new(&s.windows, &s.aqi).map_err(|e| anyhow::anyhow!("windows: {e:?}"))?;
@@ -167,14 +210,26 @@ impl PartitionLanes {
             None
         };
         super::decoder(s)?;
-        Ok(PartitionLanes {
+        let (alerts, forwarded) = if s.alerts.enabled && s.windows.enabled {
+            let targets = s
+                .targets()
+                .map_err(|e| anyhow::anyhow!("alerts.targets: {e:?}"))?;
+            let rules = Rule::from_targets(&targets, s.alerts.repeat_interval.get());
+            let (tx, rx) = mpsc::channel(16);
+            (Some((rules, tx)), Some(rx))
+        } else {
+            (None, None)
+        };
+        let lanes = PartitionLanes {
             settings: s.clone(),
             sinks: sinks.clone(),
             acker,
             metrics: metrics.clone(),
-            downstream,
+            board: s.admin.enabled.then(|| board.clone()),
             plan,
-        })
+            alerts,
+        };
+        Ok((lanes, forwarded))
     }
 
     fn engine(&self, plan: &Plan, p: u32, windows: &[u8]) -> Engine {
@@ -189,13 +244,52 @@ impl PartitionLanes {
             }
         }
     }
+
+    /// The partition's alert stage (when alerts are on, or the status page
+    /// wants the observations), its alert engine restored from `saved`:
+    /// its input, and its task.
+    fn alert_stage(&self, p: u32, saved: &[u8]) -> Option<(Downstream, JoinHandle<()>)> {
+        if self.alerts.is_none() && self.board.is_none() {
+            return None;
+        }
+        let alerting = self.alerts.as_ref().map(|(rules, forward)| {
+            let calendar = crate::calendar::Calendar {
+                tz: super::timezone(&self.settings),
+            };
+            let mut engine = crate::alert::Engine::new(rules.clone(), calendar).without_city();
+            if !saved.is_empty()
+                && let Err(why) = engine.load(saved)
+            {
+                warn!(partition = p, %why, "the checkpoint's alert state is not used; alerts start fresh");
+            }
+            Alerting::forwarding(engine, forward.clone(), self.metrics.clone())
+        });
+        let points = alerting.is_some();
+        let on_update = self.board.clone().map(|board| -> OnUpdate {
+            Box::new(move |obs, firing| {
+                board.observe(obs);
+                if let Some(f) = firing {
+                    board.set_alerts_of(p, f);
+                }
+            })
+        });
+        let stage = AlertStage::new(alerting, on_update, self.sinks.clone());
+        let (tx, rx) = mpsc::channel(2);
+        let task = tokio::spawn(async move {
+            if let Err(e) = stage.run(rx).await {
+                error!(partition = p, error = %e, "the partition's alerts stopped");
+            }
+        });
+        Some((Downstream { tx, points }, task))
+    }
 }
 
 impl Lanes for PartitionLanes {
-    fn start(&self, p: u32, windows: &[u8], save: mpsc::Sender<Checkpoint>) -> Lane {
+    fn start(&self, p: u32, saved: &Saved, save: mpsc::Sender<Checkpoint>) -> Lane {
         let s = &self.settings;
         let every = s.windows.snapshot_interval.get();
         let (window_tx, window_rx) = mpsc::channel(2);
+        let mut alerts_task = None;
         let stage = match &self.plan {
             Some(plan) => {
                 let persist = Persist {
@@ -205,12 +299,12 @@ impl Lanes for PartitionLanes {
                     },
                     every,
                 };
-                let downstream = self.downstream.as_ref().map(|d| Downstream {
-                    tx: d.tx.clone(),
-                    points: d.points,
+                let downstream = self.alert_stage(p, &saved.alerts).map(|(d, task)| {
+                    alerts_task = Some(task);
+                    d
                 });
                 let stage = WindowStage::new(
-                    self.engine(plan, p, windows),
+                    self.engine(plan, p, &saved.windows),
                     downstream,
                     self.sinks.clone(),
                     self.metrics.clone(),
@@ -238,6 +332,9 @@ impl Lanes for PartitionLanes {
         let done = tokio::spawn(async move {
             pipeline.run(rx).await;
             let _ = stage.await;
+            if let Some(task) = alerts_task {
+                let _ = task.await;
+            }
         });
         Lane { input, done }
     }

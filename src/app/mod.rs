@@ -156,18 +156,23 @@ pub async fn run_with(
     info!(config = %s.summary(), "lantian starting");
 
     let alerts = build_alerts(s, admin, &metrics, &tasks)?;
-    let outbox = alerts.as_ref().map(|a| a.outbox.clone());
+    let outbox = alerts.as_ref().and_then(|a| a.outbox().cloned());
     let (rules_tx, rules_rx) = mpsc::channel(1);
     let mut spool = Spooled::default();
     if s.cluster.worker {
-        let downstream = s
-            .windows
-            .enabled
-            .then(|| build_alert_stage(s, alerts, &board, &sinks, rules_rx, &tasks))
-            .flatten();
-        let lanes = cluster::PartitionLanes::new(s, &sinks, acker.clone(), &metrics, downstream)?;
+        // Each partition has its own alert engine; this process's outbox
+        // takes the alerts stream while it holds the notifier lease.
+        drop((alerts, rules_rx));
+        let (lanes, forwarded) =
+            cluster::PartitionLanes::new(s, &sinks, acker.clone(), &metrics, &board)?;
+        let worker = cluster::Worker {
+            lanes,
+            forwarded,
+            outbox: outbox.clone(),
+        };
         let source = (source, acker);
-        cluster::build_cluster(s, source, Some(lanes), &metrics, &tasks, hooks.hj212_bound).await?;
+        cluster::build_cluster(s, source, Some(worker), &metrics, &tasks, hooks.hj212_bound)
+            .await?;
     } else {
         spool = build_single(
             s,

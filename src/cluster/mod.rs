@@ -18,6 +18,7 @@
 
 pub mod edge;
 pub mod lease;
+pub mod notify;
 pub mod route;
 pub mod state;
 pub mod worker;

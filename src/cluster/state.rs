@@ -1,6 +1,7 @@
 //! Partition checkpoints in a JetStream key-value bucket (`lt_state`, key
 //! `p<N>`): the stream sequence a partition's state includes everything
-//! up to, and its window state (the engine's snapshot, deflated).
+//! up to, its window state (the engine's snapshot) and its alert state
+//! (the alert engine's), deflated.
 //!
 //! Written with compare-and-set on the revision the writer last read or
 //! wrote, so an owner that lost its partition cannot overwrite what the
@@ -13,7 +14,7 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
 pub const STATE: &str = "lt_state";
-const MAGIC: &[u8; 8] = b"LTCKPT01";
+const MAGIC: &[u8; 8] = b"LTCKPT02";
 
 /// A partition's stored checkpoint.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,6 +23,8 @@ pub struct Saved {
     pub seq: u64,
     /// The window engine's snapshot (empty with windows off).
     pub windows: Vec<u8>,
+    /// The alert engine's state (empty with alerts off).
+    pub alerts: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -46,8 +49,10 @@ pub fn encode(saved: &Saved) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + saved.windows.len() / 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&saved.seq.to_le_bytes());
+    out.extend_from_slice(&(saved.windows.len() as u64).to_le_bytes());
     let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
     z.write_all(&saved.windows).expect("writing to memory");
+    z.write_all(&saved.alerts).expect("writing to memory");
     z.finish().expect("writing to memory")
 }
 
@@ -55,16 +60,25 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
     let rest = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or("not a lantian checkpoint")?;
-    let (seq, body) = rest
+    let (seq, rest) = rest
+        .split_first_chunk::<8>()
+        .ok_or("checkpoint truncated")?;
+    let (len, body) = rest
         .split_first_chunk::<8>()
         .ok_or("checkpoint truncated")?;
     let mut windows = Vec::new();
     flate2::read::DeflateDecoder::new(body)
         .read_to_end(&mut windows)
-        .map_err(|e| format!("checkpoint's window state unreadable: {e}"))?;
+        .map_err(|e| format!("checkpoint's state unreadable: {e}"))?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
+    if len > windows.len() {
+        return Err("checkpoint truncated".into());
+    }
+    let alerts = windows.split_off(len);
     Ok(Saved {
         seq: u64::from_le_bytes(*seq),
         windows,
+        alerts,
     })
 }
 
@@ -133,6 +147,7 @@ mod tests {
             windows: (0..50_000u32)
                 .flat_map(|i| (i % 97).to_le_bytes())
                 .collect(),
+            alerts: br#"{"instances":{}}"#.to_vec(),
         };
         let bytes = encode(&saved);
         assert!(bytes.len() < saved.windows.len() / 4, "{}", bytes.len());
@@ -141,7 +156,7 @@ mod tests {
             decode(&encode(&Saved::default())).unwrap(),
             Saved::default()
         );
-        assert!(decode(b"LTCKPT01").is_err());
+        assert!(decode(b"LTCKPT02").is_err());
         assert!(decode(&bytes[..bytes.len() / 2]).is_err());
         assert!(decode(b"something else entirely").is_err());
     }

@@ -42,10 +42,10 @@ pub struct Lane {
 
 /// Builds the lane of each partition a worker starts.
 pub trait Lanes: Send + Sync + 'static {
-    /// Partition `p`'s lane, its windows restored from `windows` (an
-    /// engine snapshot; empty: none); its checkpoints go to `save`, each
-    /// once everything up to its position is stored.
-    fn start(&self, p: u32, windows: &[u8], save: mpsc::Sender<Checkpoint>) -> Lane;
+    /// Partition `p`'s lane, its windows and alerts restored from
+    /// `saved`; its checkpoints go to `save`, each once everything up to
+    /// its position is stored.
+    fn start(&self, p: u32, saved: &Saved, save: mpsc::Sender<Checkpoint>) -> Lane;
 }
 
 /// How often a partition's lag is updated (in messages) while it has a
@@ -148,7 +148,7 @@ async fn partition(w: Partition, cancel: CancellationToken) {
             }
         };
         let (save_tx, save_rx) = mpsc::channel(1);
-        let lane = w.lanes.start(p, &saved.windows, save_tx);
+        let lane = w.lanes.start(p, &saved, save_tx);
         let moved_on = CancellationToken::new();
         let saver = tokio::spawn(keep_checkpoints(
             w.checkpoints.clone(),
@@ -197,6 +197,7 @@ async fn keep_checkpoints(
         let saved = Saved {
             seq: c.pos.seq,
             windows: c.bytes,
+            alerts: c.alerts,
         };
         let result = if moved_on.is_cancelled() {
             Err(SaveError::Conflict)
@@ -347,6 +348,7 @@ pub async fn progress(
             let c = Checkpoint {
                 pos,
                 bytes: Vec::new(),
+                alerts: Vec::new(),
                 saved: tx,
             };
             if save.send(c).await.is_ok() && matches!(answer.await, Ok(Ok(()))) {

@@ -45,8 +45,10 @@ pub struct Flushed {
     pub observations: Vec<Observation>,
     /// The stream clock (event time) after the flush.
     pub clock: Option<i64>,
-    /// Set when a window snapshot follows: save your state, then answer.
-    pub checkpoint: Option<oneshot::Sender<()>>,
+    /// Set when a window snapshot follows: save your state, then answer
+    /// (with the state, when it is to be saved with the snapshot: a
+    /// cluster partition's).
+    pub checkpoint: Option<oneshot::Sender<Option<Vec<u8>>>>,
 }
 
 /// Where the window stage's output goes.
@@ -96,6 +98,8 @@ pub enum SaveTo {
 pub struct Checkpoint {
     pub pos: Pos,
     pub bytes: Vec<u8>,
+    /// The alert stage's state at the same point (empty: none).
+    pub alerts: Vec<u8>,
     pub saved: oneshot::Sender<Result<(), String>>,
 }
 
@@ -107,7 +111,7 @@ impl SaveTo {
         }
     }
 
-    async fn save(&self, pos: Pos, bytes: Vec<u8>) -> Result<(), String> {
+    async fn save(&self, pos: Pos, bytes: Vec<u8>, alerts: Vec<u8>) -> Result<(), String> {
         match self {
             SaveTo::File { path, cursor } => {
                 let path = path.clone();
@@ -122,7 +126,13 @@ impl SaveTo {
             }
             SaveTo::Remote { save, .. } => {
                 let (saved, answer) = oneshot::channel();
-                let sent = save.send(Checkpoint { pos, bytes, saved }).await;
+                let c = Checkpoint {
+                    pos,
+                    bytes,
+                    alerts,
+                    saved,
+                };
+                let sent = save.send(c).await;
                 sent.map_err(|_| "the checkpoint store has stopped".to_owned())?;
                 answer
                     .await
@@ -259,12 +269,14 @@ impl WindowStage {
             None => None,
         };
         if let Some((pos, bytes)) = bytes {
-            if let Some(done) = checkpoint {
+            let alerts = match checkpoint {
                 // The alert state is saved first (an error there is the
-                // alert stage's to report).
-                let _ = done.await;
-            }
-            self.save_snapshot(pos, bytes).await;
+                // alert stage's to report), or handed back to be saved
+                // with the snapshot.
+                Some(done) => done.await.ok().flatten().unwrap_or_default(),
+                None => Vec::new(),
+            };
+            self.save_snapshot(pos, bytes, alerts).await;
         }
         Ok(())
     }
@@ -281,10 +293,10 @@ impl WindowStage {
         });
     }
 
-    async fn save_snapshot(&mut self, pos: Pos, bytes: Vec<u8>) {
+    async fn save_snapshot(&mut self, pos: Pos, bytes: Vec<u8>, alerts: Vec<u8>) {
         let Some(p) = &self.persist else { return };
-        let len = bytes.len();
-        let saved = p.to.save(pos, bytes).await;
+        let len = bytes.len() + alerts.len();
+        let saved = p.to.save(pos, bytes, alerts).await;
         self.saved = Instant::now();
         match saved {
             Ok(()) => {

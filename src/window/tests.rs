@@ -422,7 +422,7 @@ async fn a_snapshot_that_cannot_be_saved_makes_the_process_not_ready() {
         if let stage::Output::Flushed(f) = out
             && let Some(c) = f.checkpoint
         {
-            let _ = c.send(());
+            let _ = c.send(None);
         }
     }
     task.await.unwrap().unwrap();
@@ -456,7 +456,7 @@ async fn the_snapshot_follows_the_written_windows_and_waits_for_the_alert_state(
         !path.exists(),
         "no snapshot before the alert state is saved"
     );
-    checkpoint.send(()).unwrap();
+    checkpoint.send(None).unwrap();
     task.await.unwrap().unwrap();
     assert!(path.exists());
 }

@@ -1,8 +1,13 @@
 //! Past one process (issue 16): edges and workers over a real three-node
-//! NATS JetStream cluster, with Mosquitto and InfluxDB. A worker and an
-//! edge are killed with SIGKILL mid-stream and restarted, and a worker is
-//! added; InfluxDB must end with exactly the readings published, and the
-//! leases' log must show no partition held by two workers at once.
+//! NATS JetStream cluster, with Mosquitto, InfluxDB and a webhook
+//! receiver. 2,000 sensors at 200 sites in 10 districts publish 80
+//! readings each (every 5 minutes of event time: 6 h 40 min), with
+//! scripted breaches at 8 sites; a worker and an edge are killed with
+//! SIGKILL mid-stream and restarted, and a worker is added. InfluxDB must
+//! end with exactly the readings published, every closed window must
+//! equal an offline computation, the receiver must get exactly the
+//! expected notices once each, and the leases' log must show no partition
+//! held by two workers at once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,15 +15,30 @@ use std::time::Duration;
 use crate::harness::*;
 
 const PARTITIONS: u32 = 8;
-const SENSORS: i64 = 200;
-const SITES: i64 = 40;
-const ROUNDS: i64 = 100;
+const SENSORS: i64 = 2_000;
+const SITES: i64 = 200;
+const DISTRICTS: i64 = 10;
+const ROUNDS: i64 = 80;
 const MINUTE: i64 = 60_000;
+const STEP: i64 = 5 * MINUTE;
 const HOUR: i64 = 3_600_000;
 
-/// The value sensor `i` publishes in round `r` (at `base + r` minutes).
+/// Sites with heavy pollution from 02:00 to 04:00 (8 of them).
+fn breaching(site: i64) -> bool {
+    site % 25 == 0
+}
+
+/// The PM2.5 sensor `i` publishes in round `r` (at `base + r` steps, base
+/// at 01:00 Beijing time): about 40 µg/m³ (AQI 56), and about 180 (AQI
+/// 230: heavy) at the breaching sites from 02:00 to 04:00.
 fn value(i: i64, r: i64) -> i64 {
-    (i + r) % 300
+    let hour = r * STEP / HOUR;
+    let level = if breaching(i % SITES) && (1..=2).contains(&hour) {
+        170
+    } else {
+        30
+    };
+    level + (i + r) % 20
 }
 
 /// The windows of `size` ms an offline computation gets from what was
@@ -28,7 +48,7 @@ fn offline_windows(base: i64, size: i64, sites: bool) -> BTreeMap<(String, i64),
     let mut out: BTreeMap<(String, i64), (i64, f64)> = BTreeMap::new();
     for i in 0..SENSORS {
         for r in 0..ROUNDS {
-            let ts = base + r * MINUTE;
+            let ts = base + r * STEP;
             let series = if sites {
                 format!("site{}", i % SITES)
             } else {
@@ -43,7 +63,7 @@ fn offline_windows(base: i64, size: i64, sites: bool) -> BTreeMap<(String, i64),
 }
 
 /// How the closed windows of `size` in InfluxDB differ from the offline
-/// computation (empty: not at all). Every window that must have closed
+/// computation (empty: not at all): every window that must have closed
 /// (ending 3 minutes or more before the last reading: past the allowed
 /// lateness of 2) is there, with the offline count and sum; none that is
 /// still open (ending after the last reading's minute) is.
@@ -68,26 +88,25 @@ async fn window_mismatches(
     for s in &series {
         let name = s["tags"][tag].as_str().unwrap_or_default().to_owned();
         for v in s["values"].as_array().into_iter().flatten() {
-            let (t, n, mean) = (
-                v[0].as_i64().unwrap(),
-                v[1].as_i64().unwrap_or(-1),
-                v[2].as_f64().unwrap_or(f64::NAN),
-            );
-            got.insert((name.clone(), t), (n, mean * n as f64));
+            let n = v[1].as_i64().unwrap_or(-1);
+            let mean = v[2].as_f64().unwrap_or(f64::NAN);
+            got.insert((name.clone(), v[0].as_i64().unwrap()), (n, mean * n as f64));
         }
     }
-    let last = base + (ROUNDS - 1) * MINUTE;
+    let last = base + (ROUNDS - 1) * STEP;
     let mut wrong = Vec::new();
     for (key, want) in offline_windows(base, ms, sites) {
         let end = key.1 + ms;
+        let close =
+            |n: i64, sum: f64| n == want.0 && (sum - want.1).abs() <= 1e-6 * want.1.max(1.0);
         match got.remove(&key) {
             Some(_) if end > last + MINUTE => {
                 wrong.push(format!("{key:?} is written but cannot have closed"));
             }
-            Some((n, sum)) if n == want.0 && (sum - want.1).abs() <= 1e-6 * want.1.max(1.0) => {}
+            Some((n, sum)) if close(n, sum) => {}
             Some(g) => wrong.push(format!("{key:?}: count, sum {g:?}, offline {want:?}")),
             None if end <= last - 3 * MINUTE => {
-                wrong.push(format!("{key:?}: missing, offline {want:?}"))
+                wrong.push(format!("{key:?}: missing, offline {want:?}"));
             }
             None => {}
         }
@@ -133,15 +152,29 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let nats = NatsCluster::start().await;
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
+    let duty = Receiver::start().await;
     let state = tempfile::tempdir().unwrap();
+    let config = |role: &str, name: &str| {
+        let mut c = nats.lantian_config(broker.port, &influx, (role, name), PARTITIONS);
+        c.push_str(&format!(
+            "[alerts]\nrepeat_interval = \"0s\"\n\
+             [[alerts.receivers]]\nname = \"duty\"\nurl = \"{}\"\nrules = [\"air.aqi.hour.heavy\"]\nretry_max = \"1s\"\n",
+            duty.url()
+        ));
+        c
+    };
     let start = |role: &str, name: &str| {
         let dir = state.path().join(name);
         Lantian::start_with_env(
-            &nats.lantian_config(broker.port, &influx, (role, name), PARTITIONS),
+            &config(role, name),
             &[
                 ("LANTIAN__SPOOL__DIR", dir.to_str().unwrap()),
                 // Checkpoints often, so that the kill falls between two.
                 ("LANTIAN__WINDOWS__SNAPSHOT_INTERVAL", "2s"),
+                // A reading every 5 minutes: 12 minutes make an hour.
+                ("LANTIAN__WINDOWS__COMPLETENESS__HOUR_MIN_MINUTES", "10"),
+                // Nothing closes for want of data while the test looks.
+                ("LANTIAN__WINDOWS__IDLE_TIMEOUT", "1h"),
             ],
         )
     };
@@ -169,18 +202,25 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     )
     .await;
 
-    // 200 sensors at 40 sites in 8 districts, 100 readings each, in four
-    // phases with a fault between them.
+    // 2,000 sensors at 200 sites (10 each) in 10 districts, 80 readings
+    // each, in four phases with a fault between them.
     let sensors: Vec<String> = (0..SENSORS)
-        .map(|i| format!("env/d{}/site{}/air/aq-{i}", i % 8, i % SITES))
+        .map(|i| {
+            format!(
+                "env/d{}/site{}/air/aq-{i}",
+                (i % SITES) % DISTRICTS,
+                i % SITES
+            )
+        })
         .collect();
-    let base = now_ms() - 3 * 86_400_000;
+    let base = two_days_ago_beijing() + HOUR;
     let mut p = Publisher::connect(broker.port, "cluster-publisher").await;
     let mut published = 0i64;
     let phase = async |p: &mut Publisher, k: i64| {
-        for round in 25 * k..25 * (k + 1) {
+        let rounds = ROUNDS / 4;
+        for round in rounds * k..rounds * (k + 1) {
             for (i, topic) in sensors.iter().enumerate() {
-                let ts = base + round * MINUTE;
+                let ts = base + round * STEP;
                 p.publish(
                     topic,
                     format!("{{\"ts\":{ts},\"pm25\":{}}}", value(i as i64, round)),
@@ -189,7 +229,7 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
             }
         }
         p.flush().await;
-        25 * sensors.len() as i64
+        rounds * sensors.len() as i64
     };
     let stored = async || influx.scalar("SELECT count(pm25) FROM air").await as i64;
 
@@ -204,15 +244,20 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     wait_for(
         "some readings stored",
         Duration::from_secs(120),
-        async || stored().await >= 1_000,
+        async || stored().await >= 10_000,
     )
     .await;
+    published += phase(&mut p, 1).await;
+    // The breaching sites' hours to 04:00 are in: wait for their 8 firing
+    // notices, then kill a worker, so that the resolutions come from the
+    // workers that take its partitions over (from its checkpoints).
+    let firing = (0..SITES).filter(|s| breaching(*s)).count();
+    duty.wait_for(firing, Duration::from_secs(120)).await;
     let killed_at = now_ms();
     workers[0].proc.kill(); // SIGKILL: its leases lapse, nothing is released
-    published += phase(&mut p, 1).await;
+    published += phase(&mut p, 2).await;
     edges[0].restart(); // SIGKILL, then started again (same MQTT session)
     edges[0].wait_subscribed().await;
-    published += phase(&mut p, 2).await;
     workers[0].restart();
     workers.push(start("worker", "worker-3"));
     published += phase(&mut p, 3).await;
@@ -221,7 +266,7 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
         .wait_count(
             "SELECT count(pm25) FROM air",
             published,
-            Duration::from_secs(240),
+            Duration::from_secs(300),
         )
         .await;
     assert_eq!(
@@ -231,9 +276,9 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let per_sensor = influx
         .query("SELECT count(pm25) FROM air GROUP BY sensor")
         .await;
-    assert_eq!(per_sensor.len(), 200);
+    assert_eq!(per_sensor.len(), SENSORS as usize);
     for s in &per_sensor {
-        assert_eq!(s["values"][0][1], 100, "{s}");
+        assert_eq!(s["values"][0][1], ROUNDS, "{s}");
     }
     // The bad messages reached a worker and are quarantined with their
     // reasons, the oversized one with its real length.
@@ -263,10 +308,8 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     // again to the edge that was killed and restarted, the deduplication
     // id dropped the second copy).
     let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
-    let mut stream = async_nats::jetstream::new(client)
-        .get_stream("LT_IN")
-        .await
-        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("LT_IN").await.unwrap();
     let held = stream.info().await.unwrap().state.messages;
     assert_eq!(held, published as u64 + 11, "messages in the stream");
     let mut forwarded = 0.0;
@@ -315,15 +358,17 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
 
     // Every window closed through the kill, the restart and the moves of
     // partitions between workers holds what an offline computation over
-    // the published readings gets: each minute and hour of each sensor and
-    // site (5 sensors each), its count and sum.
+    // the published readings gets: each hour of each sensor and site, and
+    // each minute of each site, its count and sum.
     let waited = std::time::Instant::now();
     loop {
         let mut wrong = Vec::new();
-        for size in [("1m", MINUTE), ("1h", HOUR)] {
-            for sites in [false, true] {
-                wrong.extend(window_mismatches(&influx, base, size, sites).await);
-            }
+        for (size, sites) in [
+            (("1h", HOUR), false),
+            (("1h", HOUR), true),
+            (("1m", MINUTE), true),
+        ] {
+            wrong.extend(window_mismatches(&influx, base, size, sites).await);
         }
         if wrong.is_empty() {
             break;
@@ -340,6 +385,71 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
         .scalar("SELECT count(pm25_count) FROM air_1h WHERE scope = 'sensor'")
         .await;
     eprintln!("closed windows equal the offline computation ({hours} sensor hours)");
+
+    // The alerts: each breaching site's hourly AQI is heavy at 02:00 and
+    // 03:00 (firing once the second hour closes: `for` 1 h) and normal at
+    // 04:00 (resolved): 16 notices, each delivered once, whichever worker
+    // held the site's partition when, and whatever was replayed.
+    let want: Vec<String> = (0..SITES)
+        .filter(|s| breaching(*s))
+        .map(|s| format!("site{s}"))
+        .collect();
+    let k = 2 * want.len();
+    duty.wait_for(k, Duration::from_secs(120)).await;
+    // Everything that could still come has come: the alerts stream is
+    // drained by the notifier, and no outbox holds anything.
+    let alerts_stream = js.get_stream("LT_ALERTS").await.unwrap();
+    wait_for(
+        "the alerts stream taken and delivered",
+        Duration::from_secs(60),
+        async || {
+            let mut notifier = alerts_stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("notifier")
+                .await
+                .unwrap();
+            let info = notifier.info().await.unwrap();
+            if info.num_pending + info.num_ack_pending as u64 > 0 {
+                return false;
+            }
+            for w in &workers {
+                if w.metric("lantian_webhook_queued{receiver=\"duty\"}")
+                    .await
+                    .unwrap_or(0.0)
+                    > 0.0
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let notices: Vec<serde_json::Value> = duty.requests().iter().map(|r| r.json()).collect();
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for r in duty.requests() {
+        *ids.entry(r.headers["webhook-id"].clone()).or_default() += 1;
+    }
+    assert!(
+        ids.values().all(|n| *n == 1),
+        "a notice delivered twice: {ids:?}"
+    );
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in &notices {
+        let site = n["alert"]["labels"]["site"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        seen.entry(site)
+            .or_default()
+            .push(n["event"].as_str().unwrap_or("?").to_owned());
+    }
+    let expected: BTreeMap<String, Vec<String>> = want
+        .iter()
+        .map(|s| (s.clone(), vec!["firing".to_owned(), "resolved".to_owned()]))
+        .collect();
+    assert_eq!(seen, expected, "notices per site: {notices:#?}");
+    assert_eq!(ids.len(), k);
+    eprintln!("the receiver got the {k} expected notices, each once");
 
     // The leases' log: per partition, holding intervals never overlap. A
     // killed worker's holding ends when it was killed.
