@@ -2,7 +2,7 @@
 //! rejects (what went to quarantine, and why).
 
 /// One InfluxDB point: every field a sensor reported for one instant.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     /// The sensor network (`air`, `dust`, ...), used as the measurement.
     pub kind: String,
@@ -17,7 +17,7 @@ pub struct Point {
 }
 
 /// What period a point stands for, for the windows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Coverage {
     /// Its kind's reporting interval (`windows.intervals`).
     #[default]

@@ -39,7 +39,7 @@ const KEEP_DAYS_MS: i64 = 370 * 86_400_000;
 const KEEP_AQI_DAYS: usize = 30;
 
 /// Flow fields that become daily volumes.
-const FLOWS: [&str; 5] = [
+pub const FLOWS: [&str; 5] = [
     "inflow_m3h",
     "treated_m3h",
     "reclaimed_m3h",

@@ -164,6 +164,9 @@ pub struct Alerting {
     /// and the state is not saved until they are in. Handed on: the
     /// notices of the last step, for the stage to forward.
     unsent: Vec<Notice>,
+    /// Only notices of series with this `scope` label go on (the cluster's
+    /// city lane: the sites' own come from their partitions).
+    only_scope: Option<String>,
 }
 
 pub enum NoticesTo {
@@ -245,6 +248,7 @@ impl Alerting {
             to: NoticesTo::Outbox { outbox, state_path },
             metrics,
             unsent: Vec::new(),
+            only_scope: None,
         }
     }
 
@@ -256,7 +260,14 @@ impl Alerting {
             to: NoticesTo::Forward(to),
             metrics,
             unsent: Vec::new(),
+            only_scope: None,
         }
+    }
+
+    /// Passes on only notices whose series has `scope` (its label).
+    pub fn only_scope(mut self, scope: &str) -> Self {
+        self.only_scope = Some(scope.to_owned());
+        self
     }
 
     /// The outbox, unless notices are forwarded.
@@ -283,7 +294,10 @@ impl Alerting {
         }
         let derived = self.engine.take_derived();
         rows.extend(derived.iter().map(derived_row));
-        let fresh = self.engine.take_notices();
+        let mut fresh = self.engine.take_notices();
+        if let Some(scope) = &self.only_scope {
+            fresh.retain(|n| n.alert.labels.get("scope") == Some(scope));
+        }
         rows.extend(fresh.iter().map(notice_row));
         for n in &fresh {
             let a = &n.alert;

@@ -49,7 +49,7 @@ pub(super) async fn build_cluster(
         super::build_hj212_listener(s, &edge_tx, metrics, tasks, hj212_bound).await?;
     }
     if let Some(Worker {
-        lanes,
+        mut lanes,
         forwarded,
         outbox,
     }) = worker
@@ -80,12 +80,24 @@ pub(super) async fn build_cluster(
             }
         }
         let checkpoints = crate::cluster::state::Checkpoints::open(&js, c.replicas).await;
+        // The city unit (after the partitions), when there are windows.
+        let mut units = c.partitions;
+        let scope = match lanes.city_plan.is_some() {
+            true => {
+                lanes.scope = Some(js.clone());
+                units += 1;
+                let unit = crate::cluster::scope::city_unit(c.partitions);
+                Some((unit, crate::cluster::scope::stream(&js, c).await))
+            }
+            false => None,
+        };
         let (mut leases, owned) =
-            crate::cluster::lease::Leases::new(buckets, me, c.partitions, c.lease_ttl.get());
+            crate::cluster::lease::Leases::new(buckets, me, units, c.lease_ttl.get());
         let (working_tx, working) = tokio::sync::watch::channel(Default::default());
         leases.follow(working);
         let worker = crate::cluster::worker::Source {
             stream,
+            scope,
             checkpoints,
             lanes: Arc::new(lanes),
             metrics: metrics.clone(),
@@ -189,6 +201,11 @@ pub(super) struct PartitionLanes {
     /// The windows of a partition: without the city-wide AQI, which needs
     /// every city site (partitions hold some).
     pub plan: Option<Plan>,
+    /// The city lane's windows (the city-wide AQI on).
+    pub city_plan: Option<Plan>,
+    /// Where partitions publish what feeds the city scope (set once
+    /// connected).
+    pub scope: Option<async_nats::jetstream::Context>,
     /// The alert rules, when alerts are on, and where notices go.
     pub alerts: Option<(Vec<Rule>, mpsc::Sender<Forward>)>,
 }
@@ -201,14 +218,15 @@ impl PartitionLanes {
         metrics: &Arc<Metrics>,
         board: &Arc<Board>,
     ) -> anyhow::Result<(PartitionLanes, Option<mpsc::Receiver<Forward>>)> {
-        let plan = if s.windows.enabled {
-            let mut plan =
-                Plan::new(&s.windows, &s.aqi).map_err(|e| anyhow::anyhow!("windows: {e:?}"))?;
-            plan.city_sites.clear();
-            Some(plan)
+        let city_plan = if s.windows.enabled {
+            Some(Plan::new(&s.windows, &s.aqi).map_err(|e| anyhow::anyhow!("windows: {e:?}"))?)
         } else {
             None
         };
+        let plan = city_plan.clone().map(|mut plan| {
+            plan.city_sites.clear();
+            plan
+        });
         super::decoder(s)?;
         let (alerts, forwarded) = if s.alerts.enabled && s.windows.enabled {
             let targets = s
@@ -227,6 +245,8 @@ impl PartitionLanes {
             metrics: metrics.clone(),
             board: s.admin.enabled.then(|| board.clone()),
             plan,
+            city_plan,
+            scope: None,
             alerts,
         };
         Ok((lanes, forwarded))
@@ -247,8 +267,14 @@ impl PartitionLanes {
 
     /// The partition's alert stage (when alerts are on, or the status page
     /// wants the observations), its alert engine restored from `saved`:
-    /// its input, and its task.
-    fn alert_stage(&self, p: u32, saved: &[u8]) -> Option<(Downstream, JoinHandle<()>)> {
+    /// its input, and its task. The city lane's (`city`) derives the
+    /// city-wide values and notifies only those.
+    fn alert_stage(
+        &self,
+        p: u32,
+        saved: &[u8],
+        city: bool,
+    ) -> Option<(Downstream, JoinHandle<()>)> {
         if self.alerts.is_none() && self.board.is_none() {
             return None;
         }
@@ -256,13 +282,20 @@ impl PartitionLanes {
             let calendar = crate::calendar::Calendar {
                 tz: super::timezone(&self.settings),
             };
-            let mut engine = crate::alert::Engine::new(rules.clone(), calendar).without_city();
+            let mut engine = crate::alert::Engine::new(rules.clone(), calendar);
+            if !city {
+                engine = engine.without_city();
+            }
             if !saved.is_empty()
                 && let Err(why) = engine.load(saved)
             {
                 warn!(partition = p, %why, "the checkpoint's alert state is not used; alerts start fresh");
             }
-            Alerting::forwarding(engine, forward.clone(), self.metrics.clone())
+            let alerting = Alerting::forwarding(engine, forward.clone(), self.metrics.clone());
+            match city {
+                true => alerting.only_scope("city"),
+                false => alerting,
+            }
         });
         let points = alerting.is_some();
         let on_update = self.board.clone().map(|board| -> OnUpdate {
@@ -288,9 +321,12 @@ impl Lanes for PartitionLanes {
     fn start(&self, p: u32, saved: &Saved, save: mpsc::Sender<Checkpoint>) -> Lane {
         let s = &self.settings;
         let every = s.windows.snapshot_interval.get();
+        let city =
+            self.scope.is_some() && p == crate::cluster::scope::city_unit(s.cluster.partitions);
+        let plan = if city { &self.city_plan } else { &self.plan };
         let (window_tx, window_rx) = mpsc::channel(2);
         let mut alerts_task = None;
-        let stage = match &self.plan {
+        let stage = match plan {
             Some(plan) => {
                 let persist = Persist {
                     to: SaveTo::Remote {
@@ -299,7 +335,7 @@ impl Lanes for PartitionLanes {
                     },
                     every,
                 };
-                let downstream = self.alert_stage(p, &saved.alerts).map(|(d, task)| {
+                let downstream = self.alert_stage(p, &saved.alerts, city).map(|(d, task)| {
                     alerts_task = Some(task);
                     d
                 });
@@ -318,19 +354,42 @@ impl Lanes for PartitionLanes {
             }
             None => tokio::spawn(crate::cluster::worker::progress(window_rx, save, every)),
         };
-        let mut pipeline = super::pipeline(
-            s,
-            &self.sinks,
-            self.acker.clone(),
-            (Some(window_tx), None),
-            None,
-            &self.metrics,
-        )
-        .expect("the decoder was built once already");
-        pipeline.stamp_from_log = true;
         let (input, rx) = mpsc::channel(s.pipeline.channel_capacity);
+        // The city lane: the scope stream's readings (stored already by
+        // their partitions) straight into its windows.
+        let feed = if city {
+            tokio::spawn(crate::cluster::scope::readings(rx, window_tx))
+        } else {
+            // A partition: pipeline, then (what feeds the city scope
+            // published) its windows.
+            let (to_windows, tee) = match &self.scope {
+                Some(js) if plan.is_some() => {
+                    let (tx, tee_rx) = mpsc::channel(2);
+                    let feed = crate::cluster::scope::CityFeed::new(&s.aqi.city_sites);
+                    let tee = crate::cluster::scope::tee(js.clone(), feed, tee_rx, window_tx);
+                    (tx, Some(tokio::spawn(tee)))
+                }
+                _ => (window_tx, None),
+            };
+            let mut pipeline = super::pipeline(
+                s,
+                &self.sinks,
+                self.acker.clone(),
+                (Some(to_windows), None),
+                None,
+                &self.metrics,
+            )
+            .expect("the decoder was built once already");
+            pipeline.stamp_from_log = true;
+            tokio::spawn(async move {
+                pipeline.run(rx).await;
+                if let Some(tee) = tee {
+                    let _ = tee.await;
+                }
+            })
+        };
         let done = tokio::spawn(async move {
-            pipeline.run(rx).await;
+            let _ = feed.await;
             let _ = stage.await;
             if let Some(task) = alerts_task {
                 let _ = task.await;

@@ -20,6 +20,7 @@ pub mod edge;
 pub mod lease;
 pub mod notify;
 pub mod route;
+pub mod scope;
 pub mod state;
 pub mod worker;
 

@@ -54,6 +54,9 @@ const LAG_EVERY: u64 = 256;
 
 pub struct Source {
     pub stream: jetstream::stream::Stream,
+    /// The city scope's stream, when the city unit is worked
+    /// (`scope::city_unit`).
+    pub scope: Option<(u32, jetstream::stream::Stream)>,
     pub checkpoints: Checkpoints,
     pub lanes: Arc<dyn Lanes>,
     pub metrics: Arc<Metrics>,
@@ -92,9 +95,16 @@ impl Source {
                 .collect();
             for p in new {
                 let cancel = stop.child_token();
+                let (stream, filter) = match &self.scope {
+                    Some((unit, scope)) if *unit == p => {
+                        (scope.clone(), super::scope::SUBJECT.to_owned())
+                    }
+                    _ => (self.stream.clone(), route::partition_filter(p)),
+                };
                 let task = tokio::spawn(partition(
                     Partition {
-                        stream: self.stream.clone(),
+                        stream,
+                        filter,
                         p,
                         checkpoints: self.checkpoints.clone(),
                         lanes: self.lanes.clone(),
@@ -123,6 +133,8 @@ impl Source {
 
 struct Partition {
     stream: jetstream::stream::Stream,
+    /// The subjects it reads.
+    filter: String,
     p: u32,
     checkpoints: Checkpoints,
     lanes: Arc<dyn Lanes>,
@@ -242,7 +254,7 @@ async fn consume(
         let consumer = w
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: route::partition_filter(p),
+                filter_subject: w.filter.clone(),
                 deliver_policy,
                 ..Default::default()
             })

@@ -15,6 +15,8 @@ use std::time::Duration;
 use crate::harness::*;
 
 const PARTITIONS: u32 = 8;
+/// What the workers share: the partitions and the city unit.
+const UNITS: u32 = PARTITIONS + 1;
 const SENSORS: i64 = 2_000;
 const SITES: i64 = 200;
 const DISTRICTS: i64 = 10;
@@ -26,6 +28,16 @@ const HOUR: i64 = 3_600_000;
 /// Sites with heavy pollution from 02:00 to 04:00 (8 of them).
 fn breaching(site: i64) -> bool {
     site % 25 == 0
+}
+
+/// The city's sites (the city-wide AQI is the mean of theirs, computed
+/// by the city lane from 8 partitions' readings): the breaching ones, so
+/// the city's hourly AQI is heavy from 02:00 to 04:00 too.
+fn city_sites() -> Vec<String> {
+    (0..SITES)
+        .filter(|s| breaching(*s))
+        .map(|s| format!("site{s}"))
+        .collect()
 }
 
 /// The PM2.5 sensor `i` publishes in round `r` (at `base + r` steps, base
@@ -157,8 +169,10 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let config = |role: &str, name: &str| {
         let mut c = nats.lantian_config(broker.port, &influx, (role, name), PARTITIONS);
         c.push_str(&format!(
-            "[alerts]\nrepeat_interval = \"0s\"\n\
+            "[aqi]\ncity_sites = [{}]\n\
+             [alerts]\nrepeat_interval = \"0s\"\n\
              [[alerts.receivers]]\nname = \"duty\"\nurl = \"{}\"\nrules = [\"air.aqi.hour.heavy\"]\nretry_max = \"1s\"\n",
+            city_sites().iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "),
             duty.url()
         ));
         c
@@ -194,11 +208,14 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
         }
         v
     };
-    // Both workers up, the partitions shared evenly (4 each).
+    // Both workers up, the 8 partitions and the city unit shared evenly.
     wait_for(
         "the partitions shared by two workers",
         Duration::from_secs(60),
-        async || shares(&workers).await == [4.0, 4.0],
+        async || {
+            let v = shares(&workers).await;
+            v.iter().sum::<f64>() == f64::from(UNITS) && v.iter().all(|s| *s >= 4.0)
+        },
     )
     .await;
 
@@ -328,13 +345,13 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
         Duration::from_secs(60),
         async || {
             let v = shares(&workers).await;
-            v.iter().sum::<f64>() == f64::from(PARTITIONS) && v.iter().all(|s| *s >= 2.0)
+            v.iter().sum::<f64>() == f64::from(UNITS) && v.iter().all(|s| *s >= 2.0)
         },
     )
     .await;
 
     // Each worker reports its partitions' lag; everything was stored, so
-    // it drains to 0 on all 8.
+    // it drains to 0 on all 9 units.
     wait_for(
         "every partition's lag at 0",
         Duration::from_secs(60),
@@ -351,7 +368,7 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
                     total += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
                 }
             }
-            series == PARTITIONS && total == 0.0
+            series == UNITS && total == 0.0
         },
     )
     .await;
@@ -388,11 +405,14 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
 
     // The alerts: each breaching site's hourly AQI is heavy at 02:00 and
     // 03:00 (firing once the second hour closes: `for` 1 h) and normal at
-    // 04:00 (resolved): 16 notices, each delivered once, whichever worker
-    // held the site's partition when, and whatever was replayed.
+    // 04:00 (resolved), and so is the city's (the mean of the breaching
+    // sites, which are the city's): 18 notices, each delivered once,
+    // whichever worker held a partition or the city unit when, and
+    // whatever was replayed.
     let want: Vec<String> = (0..SITES)
         .filter(|s| breaching(*s))
         .map(|s| format!("site{s}"))
+        .chain(["city".to_owned()])
         .collect();
     let k = 2 * want.len();
     duty.wait_for(k, Duration::from_secs(120)).await;
@@ -435,10 +455,12 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     );
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for n in &notices {
-        let site = n["alert"]["labels"]["site"]
-            .as_str()
-            .unwrap_or("?")
-            .to_owned();
+        let labels = &n["alert"]["labels"];
+        let site = match labels["scope"].as_str() {
+            Some("city") => "city",
+            _ => labels["site"].as_str().unwrap_or("?"),
+        }
+        .to_owned();
         seen.entry(site)
             .or_default()
             .push(n["event"].as_str().unwrap_or("?").to_owned());
@@ -450,6 +472,32 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     assert_eq!(seen, expected, "notices per site: {notices:#?}");
     assert_eq!(ids.len(), k);
     eprintln!("the receiver got the {k} expected notices, each once");
+
+    // The city-wide hourly AQI, from the 8 city sites' readings in 8
+    // partitions: one point per closed hour (01:00 to 06:00), each from
+    // all 8 sites, heavy (> 200) at 02:00 and 03:00 only.
+    let city_hours = async || {
+        influx
+            .query("SELECT aqi, sites FROM aqi WHERE scope = 'city' AND period = 'hour'")
+            .await
+            .first()
+            .and_then(|s| s["values"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the city's six closed hours",
+        Duration::from_secs(60),
+        async || city_hours().await.len() >= 6,
+    )
+    .await;
+    let hours = city_hours().await;
+    assert_eq!(hours.len(), 6, "{hours:?}");
+    for (h, v) in hours.iter().enumerate() {
+        assert_eq!(v[0].as_i64(), Some(base + h as i64 * HOUR), "{v}");
+        assert_eq!(v[2].as_i64(), Some(8), "all 8 city sites: {v}");
+        let heavy = v[1].as_i64().unwrap() > 200;
+        assert_eq!(heavy, (1..=2).contains(&h), "hour {h}: {v}");
+    }
 
     // The leases' log: per partition, holding intervals never overlap. A
     // killed worker's holding ends when it was killed.
