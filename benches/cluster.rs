@@ -95,7 +95,8 @@ async fn main() {
                                 .await
                                 .unwrap_or(0.0);
                         }
-                        sum == f64::from(PARTITIONS)
+                        // The partitions and the city unit.
+                        sum == f64::from(PARTITIONS + 1)
                     },
                 )
                 .await;
