@@ -3,18 +3,21 @@
 //!
 //! ```text
 //! MQTT ($share/lantian/…) ──► edge: decode, validate, route ──► JetStream LT_IN
-//!                                  ack MQTT after JetStream's ack   lt.in.<p>.<district>.<site>
-//!                                                                       │
-//!                 leases (KV lt_leases, CAS) ──► worker: partitions it holds
-//!                                                  pipeline → sinks → ack JetStream
+//!                                  ack MQTT after JetStream's   lt.in.<p>.<district>.<site>
+//!                                                                   │ ordered, after the checkpoint
+//! leases (KV lt_leases, CAS) ──► worker: a lane per partition held: pipeline → sinks
+//!                                  windows, alerts ──► checkpoint (KV lt_state, CAS)
+//!                                  notices ──► LT_ALERTS ──► notifier (lease) ──► outbox
+//!                                  city readings ──► LT_SCOPE ──► city unit (lease)
 //! ```
 //!
 //! A site always lands on one partition (`route`), a partition is worked
-//! by one worker at a time (`lease`), and a worker acknowledges a message
-//! only once it is stored (`worker`), so a worker's death loses nothing:
-//! the next holder gets what was not acknowledged. Points are pure
+//! by one worker at a time (`lease`), and its state is checkpointed once
+//! what it covers is stored (`state`, `worker`), so a worker's death loses
+//! nothing: the next holder goes on from the checkpoint. Points are pure
 //! functions of their message (no instance id, no processing time), so a
-//! message stored twice overwrites itself.
+//! message stored twice overwrites itself; notices and city-scope readings
+//! carry deduplication ids (`notify`, `scope`).
 
 pub mod edge;
 pub mod lease;

@@ -548,6 +548,69 @@ fn the_systemd_unit_verifies_and_scores_well() {
     assert!(score <= 2.0, "exposure {score}:\n{text}");
 }
 
+/// The cluster roles' unit template (`lantian@.service`) verifies for
+/// both roles' instances, runs the role's own configuration with its own
+/// state directory, and the example configurations of both roles pass
+/// `lantian check-config`.
+#[test]
+fn the_cluster_roles_unit_template_and_configurations_check_out() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/lantian@.service")).unwrap();
+    let single = std::fs::read_to_string(root.join("deploy/systemd/lantian.service")).unwrap();
+    // The same hardening as the single process's unit.
+    let hardening = |u: &str| -> Vec<String> {
+        let from = u.find("# Least privilege.").unwrap();
+        u[from..].lines().map(str::to_owned).collect()
+    };
+    assert_eq!(
+        hardening(&unit)
+            .into_iter()
+            .filter(|l| !l.starts_with("StateDirectory="))
+            .collect::<Vec<_>>(),
+        hardening(&single)
+            .into_iter()
+            .filter(|l| !l.starts_with("StateDirectory="))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        unit.contains("\nExecStart=/usr/local/bin/lantian run --config /etc/lantian/%i.toml\n")
+    );
+    assert!(unit.contains("\nStateDirectory=lantian/%i\n"));
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["edge", "worker"] {
+        let config = root.join(format!("deploy/cluster/{role}.toml"));
+        let check = Command::new(env!("CARGO_BIN_EXE_lantian"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{role}.toml: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(&format!("\n{role} = true\n")), "{role}.toml");
+        let path = dir.path().join(format!("lantian@{role}.service"));
+        std::fs::write(
+            &path,
+            unit.replace("/usr/local/bin/lantian", env!("CARGO_BIN_EXE_lantian")),
+        )
+        .unwrap();
+        let v = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian package systemd)");
+        assert!(
+            v.status.success(),
+            "lantian@{role}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+}
+
 /// `ulimit -n` reached (issue 13 item 8): the admin port is flooded while
 /// lantian's descriptor limit (lowered with `prlimit`) is 8 above what it
 /// uses. Accepting fails with EMFILE and backs off instead of spinning;
