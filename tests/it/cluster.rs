@@ -549,3 +549,105 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     assert!(takeover_ms > 0 && takeover_ms <= 20_000, "{takeover_ms} ms");
     drop(edges);
 }
+
+/// The cluster dashboard (Grafana, Prometheus data source): every panel's
+/// query, run by a real VictoriaMetrics scraping an edge's and a worker's
+/// `/metrics`, returns data, and the figures are right: one worker owns
+/// all 8 partitions and the city unit, each with a lag, the edge has
+/// forwarded what was published, no checkpoint is failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_dashboards_queries_return_the_workers_figures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/lantian-cluster-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    assert_eq!(vars.len(), 1);
+    assert_eq!(
+        (&vars[0]["name"], &vars[0]["type"], &vars[0]["query"]),
+        (
+            &serde_json::json!("prometheus"),
+            &serde_json::json!("datasource"),
+            &serde_json::json!("prometheus")
+        )
+    );
+    let panels = dash["panels"].as_array().unwrap();
+    let queries: Vec<(String, String)> = panels
+        .iter()
+        .map(|p| {
+            assert_eq!(p["datasource"]["uid"], "${prometheus}", "{p}");
+            (
+                p["title"].as_str().unwrap().to_owned(),
+                p["targets"][0]["expr"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(queries.len(), 4);
+
+    let nats = NatsCluster::start().await;
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let start = |role: &str| {
+        Lantian::start(&nats.lantian_config(broker.port, &influx, (role, role), PARTITIONS))
+    };
+    let (edge, worker) = (start("edge"), start("worker"));
+    edge.wait_subscribed().await;
+    wait_for(
+        "the worker owning every unit",
+        Duration::from_secs(60),
+        async || worker.metric("lantian_cluster_partitions_owned").await == Some(f64::from(UNITS)),
+    )
+    .await;
+    // Scraped from before the readings come, so the forwarded counter
+    // is seen to grow.
+    let targets = vec![
+        format!("127.0.0.1:{}", edge.admin_port().await),
+        format!("127.0.0.1:{}", worker.admin_port().await),
+    ];
+    let vm = Victoria::scraping(&targets).await;
+    wait_for("the edge scraped", Duration::from_secs(60), async || {
+        !vm.query("lantian_cluster_forwarded_total").await.is_empty()
+    })
+    .await;
+    let mut p = Publisher::connect(broker.port, "dashboard-publisher").await;
+    let base = now_ms() - 86_400_000;
+    for i in 0..100 {
+        let ts = base + i * MINUTE;
+        p.publish(
+            &format!("env/d{}/site{i}/air/aq-{i}", i % 10),
+            format!("{{\"ts\":{ts},\"pm25\":30}}"),
+        )
+        .await;
+    }
+    p.flush().await;
+    influx
+        .wait_count("SELECT count(pm25) FROM air", 100, Duration::from_secs(60))
+        .await;
+    for (title, expr) in &queries {
+        let check = async || {
+            let result = vm.query(expr).await;
+            let values: Vec<f64> = result
+                .iter()
+                .map(|r| r["value"][1].as_str().unwrap().parse().unwrap())
+                .collect();
+            match title.as_str() {
+                // The edge reports 0, the worker all.
+                t if t.starts_with("Partitions owned") => {
+                    values.iter().sum::<f64>() == f64::from(UNITS)
+                        && values.contains(&f64::from(UNITS))
+                }
+                t if t.starts_with("Lag per partition") => {
+                    values.len() == UNITS as usize && values.iter().all(|v| *v == 0.0)
+                }
+                t if t.starts_with("Readings forwarded") => values.iter().any(|v| *v > 0.0),
+                t if t.starts_with("Checkpoints failing") => {
+                    !values.is_empty() && values.iter().all(|v| *v == 0.0)
+                }
+                t => panic!("a panel this test does not know: {t}"),
+            }
+        };
+        wait_for(title, Duration::from_secs(60), check).await;
+    }
+}

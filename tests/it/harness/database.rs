@@ -188,9 +188,28 @@ pub struct Victoria {
 impl Victoria {
     /// Binds port 0 and reads the port back from /proc.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Victoria::start`], scraping the Prometheus endpoints `targets`
+    /// (`host:port`, path `/metrics`) every second.
+    pub async fn scraping(targets: &[String]) -> Self {
+        let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "scrape_configs:\n  - job_name: lantian\n    scrape_interval: 1s\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), config).unwrap();
+        let (_, path) = file.keep().unwrap();
+        Self::start_with(&[format!("-promscrape.config={}", path.display())]).await
+    }
+
+    async fn start_with(args: &[String]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let proc = Proc::spawn(
             Command::new(require("victoria-metrics"))
+                .args(args)
                 .arg("-httpListenAddr=127.0.0.1:0")
                 .arg(format!(
                     "-storageDataPath={}",
@@ -217,6 +236,21 @@ impl Victoria {
             _proc: proc,
             _dir: dir,
         }
+    }
+
+    /// The instant vector a PromQL query gives now (`data.result`).
+    pub async fn query(&self, promql: &str) -> Vec<Value> {
+        let v: Value = http()
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "success", "{promql}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// Raw samples of metrics matching `selector`, as (labels, values, timestamps).
