@@ -651,3 +651,66 @@ async fn the_cluster_dashboards_queries_return_the_workers_figures() {
         wait_for(title, Duration::from_secs(60), check).await;
     }
 }
+
+/// `scripts/cluster-demo.sh --once`: a small cluster on this machine (three
+/// NATS nodes, Mosquitto, an edge, two workers writing the archive) takes
+/// the simulated fleet's two hours of history; every message published is
+/// forwarded by the edge and stored by the two workers between them, and
+/// both work some of the units.
+#[test]
+fn the_cluster_demo_script_stores_the_fleets_history_over_two_workers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/cluster-demo.sh"))
+        .arg("--once")
+        .env("LANTIAN", env!("CARGO_BIN_EXE_lantian"))
+        .output()
+        .unwrap();
+    // `simulate` reports on stderr.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let number_after = |line: &str, word: &str| -> i64 {
+        line.split(word)
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap()
+    };
+    let published = text
+        .lines()
+        .find(|l| l.starts_with("history: "))
+        .map(|l| number_after(l, "history: "))
+        .unwrap();
+    let forwarded = text
+        .lines()
+        .find(|l| l.starts_with("edge: "))
+        .map(|l| number_after(l, "forwarded "))
+        .unwrap();
+    let workers: Vec<(i64, i64)> = text
+        .lines()
+        .filter(|l| l.starts_with("worker-"))
+        .map(|l| (number_after(l, "stored "), number_after(l, "owned ")))
+        .collect();
+    assert!(published > 1_000, "{text}");
+    assert_eq!(forwarded, published, "{text}");
+    assert_eq!(workers.len(), 2, "{text}");
+    assert_eq!(
+        workers.iter().map(|w| w.0).sum::<i64>(),
+        published,
+        "{text}"
+    );
+    assert_eq!(
+        workers.iter().map(|w| w.1).sum::<i64>(),
+        i64::from(UNITS),
+        "{text}"
+    );
+    assert!(workers.iter().all(|w| w.1 > 0), "{text}");
+}
