@@ -149,3 +149,58 @@ pub async fn bucket(
         }
     }
 }
+
+/// A stream of `subject` named `name` (made if missing) with the
+/// cluster's replicas and deduplication window, kept `days`.
+pub async fn log_stream(
+    js: &jetstream::Context,
+    c: &ClusterConfig,
+    (name, subject): (&str, &str),
+    days: u64,
+) -> jetstream::stream::Stream {
+    ensure_stream(
+        js,
+        jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            num_replicas: c.replicas,
+            duplicate_window: c.duplicate_window.get(),
+            max_age: Duration::from_secs(days * 86_400),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Publishes `body` on `subject` with the deduplication id `id`, sending
+/// it again until JetStream acknowledges it (a copy it already has is
+/// dropped); `what` names it in the warning.
+pub async fn publish_until_acked(
+    js: &jetstream::Context,
+    subject: &'static str,
+    id: &str,
+    body: bytes::Bytes,
+    what: &str,
+) {
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        let acked = match js
+            .publish_with_headers(subject, headers, body.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match acked {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(id, error = %e, "cannot publish {what} to JetStream; retrying");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        }
+    }
+}

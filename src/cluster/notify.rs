@@ -32,19 +32,7 @@ const CONSUMER: &str = "notifier";
 
 /// The alerts stream, made if missing.
 pub async fn stream(js: &jetstream::Context, c: &ClusterConfig) -> jetstream::stream::Stream {
-    super::ensure_stream(
-        js,
-        jetstream::stream::Config {
-            name: ALERTS.into(),
-            subjects: vec![SUBJECT.into()],
-            num_replicas: c.replicas,
-            duplicate_window: c.duplicate_window.get(),
-            max_age: Duration::from_secs(30 * 86_400),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        },
-    )
-    .await
+    super::log_stream(js, c, (ALERTS, SUBJECT), 30).await
 }
 
 /// Publishes each batch of notices (deduplication id: the event id),
@@ -53,33 +41,10 @@ pub async fn stream(js: &jetstream::Context, c: &ClusterConfig) -> jetstream::st
 pub async fn publisher(js: jetstream::Context, mut rx: mpsc::Receiver<Forward>) {
     while let Some(Forward { notices, done }) = rx.recv().await {
         for n in &notices {
-            publish(&js, n).await;
+            let body = bytes::Bytes::from(serde_json::to_vec(n).unwrap_or_default());
+            super::publish_until_acked(&js, SUBJECT, &n.event_id, body, "a notice").await;
         }
         let _ = done.send(());
-    }
-}
-
-async fn publish(js: &jetstream::Context, n: &Notice) {
-    let body = bytes::Bytes::from(serde_json::to_vec(n).unwrap_or_default());
-    let mut backoff =
-        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", n.event_id.as_str());
-        let acked = match js
-            .publish_with_headers(SUBJECT, headers, body.clone())
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match acked {
-            Ok(()) => return,
-            Err(e) => {
-                warn!(id = %n.event_id, error = %e, "cannot publish a notice to JetStream; retrying");
-                tokio::time::sleep(backoff.next_wait()).await;
-            }
-        }
     }
 }
 

@@ -12,11 +12,10 @@
 //! partitions.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::config::ClusterConfig;
 use crate::envelope::{Ack, Message, Pos};
@@ -33,19 +32,7 @@ pub fn city_unit(partitions: u32) -> u32 {
 
 /// The scope stream, made if missing.
 pub async fn stream(js: &jetstream::Context, c: &ClusterConfig) -> jetstream::stream::Stream {
-    super::ensure_stream(
-        js,
-        jetstream::stream::Config {
-            name: STREAM.into(),
-            subjects: vec![SUBJECT.into()],
-            num_replicas: c.replicas,
-            duplicate_window: c.duplicate_window.get(),
-            max_age: Duration::from_secs(7 * 86_400),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        },
-    )
-    .await
+    super::log_stream(js, c, (STREAM, SUBJECT), 7).await
 }
 
 /// Which readings feed the city scope: those of the city sites, and those
@@ -112,26 +99,7 @@ pub async fn tee(
 async fn publish(js: &jetstream::Context, p: &Point) {
     let body = bytes::Bytes::from(serde_json::to_vec(p).unwrap_or_default());
     let id = dedup_id(&body);
-    let mut backoff =
-        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        let acked = match js
-            .publish_with_headers(SUBJECT, headers, body.clone())
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match acked {
-            Ok(()) => return,
-            Err(e) => {
-                warn!(error = %e, "cannot publish a reading to the city scope; retrying");
-                tokio::time::sleep(backoff.next_wait()).await;
-            }
-        }
-    }
+    super::publish_until_acked(js, SUBJECT, &id, body, "a reading for the city scope").await;
 }
 
 /// The city lane's input: the scope stream's messages (one reading each)

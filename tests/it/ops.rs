@@ -515,23 +515,7 @@ fn the_systemd_unit_verifies_and_scores_well() {
     // The unit as shipped, with the binary path pointed at this build
     // (verify checks the executable exists).
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lantian.service");
-    std::fs::write(
-        &path,
-        unit.replace("/usr/local/bin/lantian", env!("CARGO_BIN_EXE_lantian")),
-    )
-    .unwrap();
-    let v = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze (Debian package systemd)");
-    assert!(
-        v.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    let path = verified_unit(&unit, &dir.path().join("lantian.service"));
     let s = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&path)
@@ -591,24 +575,32 @@ fn the_cluster_roles_unit_template_and_configurations_check_out() {
         );
         let text = std::fs::read_to_string(&config).unwrap();
         assert!(text.contains(&format!("\n{role} = true\n")), "{role}.toml");
-        let path = dir.path().join(format!("lantian@{role}.service"));
-        std::fs::write(
-            &path,
-            unit.replace("/usr/local/bin/lantian", env!("CARGO_BIN_EXE_lantian")),
-        )
-        .unwrap();
-        let v = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .expect("systemd-analyze (Debian package systemd)");
-        assert!(
-            v.status.success(),
-            "lantian@{role}: {}{}",
-            String::from_utf8_lossy(&v.stdout),
-            String::from_utf8_lossy(&v.stderr)
-        );
+        verified_unit(&unit, &dir.path().join(format!("lantian@{role}.service")));
     }
+}
+
+/// Writes `unit` to `path` with the binary pointed at this build (verify
+/// checks the executable exists) and asserts `systemd-analyze verify`
+/// accepts it; returns the path.
+fn verified_unit(unit: &str, path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::write(
+        path,
+        unit.replace("/usr/local/bin/lantian", env!("CARGO_BIN_EXE_lantian")),
+    )
+    .unwrap();
+    let v = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(
+        v.status.success(),
+        "{}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    path.to_owned()
 }
 
 /// `ulimit -n` reached (issue 13 item 8): the admin port is flooded while

@@ -129,6 +129,24 @@ impl NatsCluster {
         )
     }
 
+    /// Deletes what lantian keeps in JetStream (its streams and buckets),
+    /// so the next processes start on an empty log.
+    #[allow(dead_code)]
+    pub async fn forget_lantian(&self) {
+        let client = async_nats::connect(self.urls()[0].as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        for name in [
+            "LT_IN",
+            "LT_ALERTS",
+            "LT_SCOPE",
+            "KV_lt_state",
+            "KV_lt_leases",
+            "KV_lt_members",
+        ] {
+            let _ = js.delete_stream(name).await;
+        }
+    }
+
     /// The servers, as `[cluster] nats` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.ports
