@@ -355,6 +355,21 @@ mod tests {
         assert!(load_from_str("[influxdb]\nminute_retention_policy = \"minute\"\n").is_ok());
     }
 
+    /// A worker's data loggers would bypass the partitions: HJ 212 over
+    /// TCP goes into JetStream through an edge; a worker keeps no spool.
+    #[test]
+    fn a_cluster_worker_takes_no_hj212_listener_and_no_spool() {
+        let worker = "[spool]\nenabled = false\n[cluster]\nworker = true\n";
+        assert!(load_from_str(worker).is_ok());
+        let hj212 = format!("{worker}[hj212]\nlisten = \"127.0.0.1:9212\"\n");
+        let e = load_from_str(&hj212).unwrap_err();
+        assert!(e.0.iter().any(|p| p.key == "hj212.listen"), "{e:?}");
+        let both = hj212.replace("worker = true", "worker = true\nedge = true");
+        assert!(load_from_str(&both).is_ok());
+        let e = load_from_str("[cluster]\nworker = true\n").unwrap_err();
+        assert!(e.0.iter().any(|p| p.key == "spool.enabled"), "{e:?}");
+    }
+
     #[test]
     fn shipped_reference_config_states_the_defaults() {
         let shipped = load_from_str(include_str!("../../config/lantian.toml")).unwrap();
