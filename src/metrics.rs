@@ -191,9 +191,12 @@ metrics! {
     receivers: std::sync::Mutex<std::collections::BTreeMap<String, ReceiverStats>>,
     /// The reading time of the newest reading written, per kind (ms).
     newest: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
-    /// Cluster worker: messages of each held partition not yet
-    /// acknowledged (pending delivery plus delivered and unacknowledged).
+    /// Cluster worker: messages of each held partition (and of the city
+    /// unit) in JetStream not yet taken.
     partition_lag: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
+    /// A cluster worker without the edge role: its intake is JetStream,
+    /// not MQTT (readiness does not wait for a broker it does not use).
+    jetstream_intake: AtomicBool,
     /// Arrival time (ms) of the oldest record in the spool not yet
     /// delivered; 0: none.
     spool_oldest_ms: std::sync::atomic::AtomicI64,
@@ -392,6 +395,15 @@ impl Metrics {
     }
 
     /// A held partition's lag (None: no longer held).
+    /// This process takes its readings from JetStream only (a worker).
+    pub fn set_jetstream_intake(&self) {
+        self.jetstream_intake.store(true, Relaxed);
+    }
+
+    pub fn jetstream_intake(&self) -> bool {
+        self.jetstream_intake.load(Relaxed)
+    }
+
     pub fn partition_lag(&self, partition: u32, lag: Option<u64>) {
         let mut m = self.partition_lag.lock().expect("metrics lock");
         match lag {

@@ -46,7 +46,10 @@ pub struct State {
 /// Why lantian is not ready (empty: ready).
 pub fn not_ready(m: &Metrics) -> Vec<&'static str> {
     let mut why = Vec::new();
-    if !m.mqtt_connected.load(Relaxed) {
+    if m.jetstream_intake() {
+        // A cluster worker: its input is JetStream (it works whatever
+        // partitions it holds, none while there are more workers).
+    } else if !m.mqtt_connected.load(Relaxed) {
         why.push("mqtt: not connected");
     } else if !m.mqtt_subscribed.load(Relaxed) {
         why.push("mqtt: not subscribed");

@@ -106,6 +106,9 @@ pub(super) async fn build_cluster(
         metrics
             .mqtt_subscribed
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        if !c.edge {
+            metrics.set_jetstream_intake();
+        }
         let stop = intake.clone();
         tasks.spawn(Phase::Data, "cluster-worker", async move {
             worker.run(owned, working_tx, stop).await;

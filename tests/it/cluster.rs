@@ -625,6 +625,12 @@ async fn the_cluster_dashboards_queries_return_the_workers_figures() {
     influx
         .wait_count("SELECT count(pm25) FROM air", 100, Duration::from_secs(60))
         .await;
+    // Both ready: the edge subscribed to MQTT, the worker (whose input is
+    // JetStream, with no MQTT connection of its own) writing.
+    for l in [&edge, &worker] {
+        let (status, body) = l.admin("/readyz").await;
+        assert_eq!(status, 200, "{body}");
+    }
     for (title, expr) in &queries {
         let check = async || {
             let result = vm.query(expr).await;
