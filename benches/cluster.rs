@@ -84,19 +84,25 @@ async fn main() {
                     procs.push(start("worker", format!("worker-{k}-{i}")));
                 }
                 edge.wait_subscribed().await;
+                // Every unit owned and spread evenly (a worker giving
+                // partitions up mid-run would pause them).
+                let units = PARTITIONS + 1;
+                let even = f64::from(units / w as u32);
                 wait_for(
-                    "the partitions owned",
+                    "the partitions owned, evenly",
                     Duration::from_secs(60),
                     async || {
-                        let mut sum = 0.0;
+                        let mut owned = Vec::new();
                         for p in &procs {
-                            sum += p
-                                .metric("lantian_cluster_partitions_owned")
-                                .await
-                                .unwrap_or(0.0);
+                            owned.push(
+                                p.metric("lantian_cluster_partitions_owned")
+                                    .await
+                                    .unwrap_or(0.0),
+                            );
                         }
                         // The partitions and the city unit.
-                        sum == f64::from(PARTITIONS + 1)
+                        owned.iter().sum::<f64>() == f64::from(units)
+                            && owned.iter().all(|o| *o >= even)
                     },
                 )
                 .await;
