@@ -1,120 +1,503 @@
-//! End-to-end throughput: real Mosquitto → the real `lantian` binary (spool
-//! on, as configured by default) → real InfluxDB 1.x, against the broker's
-//! own ceiling. N QoS 1 messages (one air-station reading each, 1,000
-//! sensors) are queued at the broker for two persistent sessions: a plain
-//! `mosquitto_sub -c -q 1 -C N > /dev/null`, timed first, and lantian,
-//! timed from start-up until InfluxDB holds all N. Also lantian's CPU time
-//! per message and peak RSS (from /proc).
+//! End-to-end throughput, all real processes: Mosquitto 2.0 (lossless
+//! settings), the real `lantian` binary with its defaults (spool, windows,
+//! AQI, alerts, admin endpoint) and InfluxDB 1.6. QoS 1 air-station
+//! readings (`pm25`, `pm10`, `no2`), one message each, from `SENSORS`
+//! sensors.
 //!
-//!   cargo bench --bench e2e            # N = 200,000
-//!   N=50000 cargo bench --bench e2e
-//!   SENSORS=100000 cargo bench --bench e2e   # default 1,000
+//! **Live** (how a fleet arrives): `CONNS` publisher connections send N
+//! readings flat out while the system takes them. Each case is run twice,
+//! each on fresh processes:
+//! - the *ceiling*: the same publishers into the broker, drained by a
+//!   plain `mosquitto_sub -q 1 > /dev/null`; timed to its exit;
+//! - *lantian*: timed from the first publish until lantian has every
+//!   reading written to InfluxDB (its `lantian_readings_written_total`;
+//!   InfluxDB's own count is checked after). The CPU time of each process
+//!   over the run (from /proc) gives lantian's µs per message and the
+//!   *physical limit*: cores ÷ the CPU per message of everything but
+//!   lantian (broker, database, and this process, which generates the
+//!   load) — the rate a pipeline that cost nothing would reach on this
+//!   machine.
 //!
-//! Under `cargo test` it runs once with N = 2,000 as a smoke test.
+//! - *Node-RED* 4 with node-red-contrib-influxdb (installed from npm on
+//!   first use; `PEERS=0` leaves it out): the same load through a flow
+//!   of MQTT in → function → join → InfluxDB batch write.
+//!
+//! **Drain**: N readings are queued at the broker first, then lantian is
+//! started and timed until InfluxDB holds them, against a
+//! `mosquitto_sub -c` draining the same backlog.
+//!
+//!   cargo bench --bench e2e                       # N = 200,000; 1,000 and 100,000 sensors; 1 and 4 connections; live and drain
+//!   N=50000 SENSORS=1000 CONNS=4 MODE=live cargo bench --bench e2e
+//!
+//! Under `cargo test` it runs once with N = 2,000 (1,000 sensors, 4
+//! connections, live and drain) as a smoke test.
 
 #[path = "../tests/it/harness/mod.rs"]
 mod harness;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::*;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let n: usize = std::env::var("N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if bench { 200_000 } else { 2_000 });
-    let sensors: usize = std::env::var("SENSORS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let Rig {
-        broker: _broker,
-        influx,
-        lantian,
-        mut publisher,
-    } = Rig::start().await;
-    // Both consumers get the same backlog: lantian (persistent session,
-    // stopped) and a plain `mosquitto_sub -c` baseline that discards.
-    let port = _broker.port;
-    let mut lantian = lantian;
+/// What one case sends.
+#[derive(Clone)]
+struct Load {
+    n: usize,
+    sensors: usize,
+    conns: usize,
+    topics: Arc<Vec<String>>,
+    /// Reading times start here (50 minutes ago), 10 ms apart per round
+    /// over the sensors.
+    base_ms: i64,
+}
+
+impl Load {
+    fn new(n: usize, sensors: usize, conns: usize) -> Self {
+        assert!(
+            sensors.is_multiple_of(conns),
+            "each sensor publishes on one connection: CONNS must divide SENSORS"
+        );
+        Self {
+            n,
+            sensors,
+            conns,
+            topics: Arc::new(
+                (0..sensors)
+                    .map(|s| format!("env/d{}/site{}/air/aq-{s:06}", s % 16, s % 100))
+                    .collect(),
+            ),
+            base_ms: now_ms() - 3_000_000,
+        }
+    }
+
+    /// Message `k`: sensor `k % sensors` (returned with the payload), so each connection carries the
+    /// sensors `≡ c (mod conns)` in order.
+    fn message(&self, k: usize) -> (usize, String) {
+        let payload = format!(
+            r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#,
+            self.base_ms + (k / self.sensors) as i64 * 10,
+            k % 500,
+            k % 700,
+            k % 90
+        );
+        (k % self.sensors, payload)
+    }
+
+    /// Connects the publishers (before any timing starts).
+    async fn connect(&self, port: u16, tag: &str) -> Vec<Publisher> {
+        let mut pubs = Vec::new();
+        for c in 0..self.conns {
+            pubs.push(Publisher::connect(port, &format!("{tag}-{c}")).await);
+        }
+        pubs
+    }
+
+    /// Sends everything over `pubs`, flat out; returns once the broker
+    /// acknowledged it all.
+    async fn send(&self, pubs: Vec<Publisher>) {
+        let tasks: Vec<_> = pubs
+            .into_iter()
+            .enumerate()
+            .map(|(c, mut p)| {
+                let load = self.clone();
+                tokio::spawn(async move {
+                    for k in (c..load.n).step_by(load.conns) {
+                        let (sensor, payload) = load.message(k);
+                        p.publish(&load.topics[sensor], payload).await;
+                    }
+                    // (Not `flush`: its future is not `Send` for a task.)
+                    while !p.all_acked() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// `mosquitto_sub` on `port` at QoS 1 under a persistent session, output
+/// discarded.
+fn sub(port: u16, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("mosquitto_sub");
+    c.args([
+        "-p",
+        &port.to_string(),
+        "-c",
+        "-i",
+        "baseline",
+        "-q",
+        "1",
+        "-t",
+        "env/#",
+    ])
+    .args(extra)
+    .stdout(std::process::Stdio::null());
+    c
+}
+
+/// The broker's ceiling, live: the publishers into a fresh broker drained
+/// by `mosquitto_sub`. Returns msg/s.
+async fn live_ceiling(load: &Load) -> f64 {
+    let broker = Mosquitto::start().await;
+    // The session exists before the first publish, so nothing is missed
+    // while mosquitto_sub connects.
+    assert!(sub(broker.port, &["-E"]).status().unwrap().success());
+    let pubs = load.connect(broker.port, "ceiling").await;
+    let t = Instant::now();
+    let mut child = sub(broker.port, &["-C", &load.n.to_string()])
+        .spawn()
+        .unwrap();
+    load.send(pubs).await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    load.n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// One lantian run's figures.
+struct Run {
+    secs: f64,
+    /// CPU seconds over the run: lantian, and everything else.
+    lantian_cpu: f64,
+    others_cpu: f64,
+    rss_kib: u64,
+}
+
+impl Run {
+    fn rate(&self, n: usize) -> f64 {
+        n as f64 / self.secs
+    }
+
+    /// Cores ÷ the others' CPU per message.
+    fn physical_limit(&self, n: usize) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        cores / (self.others_cpu / n as f64)
+    }
+}
+
+/// Lantian live: fresh broker, database and daemon; the publishers send
+/// while it takes the stream.
+async fn live_lantian(load: &Load) -> Run {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    lantian.wait_subscribed().await;
+    let admin = lantian.admin_port().await;
+    let pubs = load.connect(broker.port, "live").await;
+    let pids = [
+        broker.pid(),
+        influx.proc.child.id(),
+        std::process::id(),
+        lantian.pid(),
+    ];
+    let cpu = || pids.map(cpu_seconds);
+    let (before, t) = (cpu(), Instant::now());
+    let sending = tokio::spawn({
+        let load = load.clone();
+        async move { load.send(pubs).await }
+    });
+    wait_for(
+        "every reading written",
+        Duration::from_secs(600),
+        async || metric_at(admin, "lantian_readings_written_total").await >= Some(load.n as f64),
+    )
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    let after = cpu();
+    sending.await.unwrap();
+    let used: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let stored = influx.scalar("SELECT count(pm25) FROM air").await;
+    assert_eq!(stored, load.n as i64, "lost or extra: {}", lantian.logs());
+    Run {
+        secs,
+        lantian_cpu: used[3],
+        others_cpu: used[..3].iter().sum(),
+        rss_kib: peak_rss_kib(lantian.pid()),
+    }
+}
+
+/// Node-RED 4 with node-red-contrib-influxdb, installed from npm into
+/// the target directory on first use; its path.
+fn node_red() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers");
+    let red = dir.join("node_modules/node-red/red.js");
+    if !red.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "node-red@4",
+                "node-red-contrib-influxdb@0.7",
+            ])
+            .current_dir(&dir)
+            .status()
+            .expect("npm (Debian package npm) installs Node-RED");
+        assert!(status.success(), "npm install node-red failed");
+    }
+    red
+}
+
+/// The same load through Node-RED, the low-code tool a bureau might pick
+/// instead: MQTT in (QoS 1, persistent session, JSON) → a function that
+/// maps the reading to a point (tags from the topic, as lantian's) →
+/// join (1,000 points or 200 ms) → InfluxDB batch write. Timed from the
+/// first publish until InfluxDB holds all N. (Node-RED acknowledges MQTT
+/// on receipt, before anything is stored.)
+async fn live_node_red(load: &Load) -> Run {
+    let red = node_red();
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    influx.exec("CREATE DATABASE env").await;
+    let mut session = std::process::Command::new("mosquitto_sub");
+    session.args([
+        "-p",
+        &broker.port.to_string(),
+        "-c",
+        "-i",
+        "node-red",
+        "-q",
+        "1",
+        "-t",
+        "env/#",
+        "-E",
+    ]);
+    assert!(session.status().unwrap().success());
+    let dir = tempfile::tempdir().unwrap();
+    // (Node ids must not be node type names: an id "join" makes Node-RED
+    // refuse the flow as a circular config-node dependency.)
+    let flow = serde_json::json!([
+        {"id": "b1", "type": "mqtt-broker", "broker": "127.0.0.1", "port": broker.port.to_string(),
+         "clientid": "node-red", "usetls": false, "protocolVersion": "4", "keepalive": "60",
+         "cleansession": false, "autoConnect": true},
+        {"id": "d1", "type": "influxdb", "hostname": "127.0.0.1",
+         "port": influx.url().rsplit(':').next().unwrap(), "protocol": "http", "database": "env",
+         "usetls": false, "influxdbVersion": "1.x"},
+        {"id": "t1", "type": "tab", "label": "bench"},
+        {"id": "n1", "type": "mqtt in", "z": "t1", "topic": "env/#", "qos": "1", "datatype": "json",
+         "broker": "b1", "wires": [["n2"]]},
+        {"id": "n2", "type": "function", "z": "t1", "outputs": 1, "wires": [["n3"]],
+         "func": "const t = msg.topic.split('/'); const r = msg.payload;\n\
+                  msg.payload = {measurement: 'air', tags: {district: t[1], site: t[2], sensor: t[4]},\n\
+                  fields: {pm25: r.pm25, pm10: r.pm10, no2: r.no2}, timestamp: new Date(r.ts)};\n\
+                  return msg;"},
+        {"id": "n3", "type": "join", "z": "t1", "mode": "custom", "build": "array",
+         "property": "payload", "propertyType": "msg", "count": "1000", "timeout": "0.2",
+         "joiner": "\\n", "joinerType": "str", "accumulate": false, "wires": [["n4"]]},
+        {"id": "n4", "type": "influxdb batch", "z": "t1", "influxdb": "d1", "precision": "ms",
+         "wires": []}
+    ]);
+    std::fs::write(dir.path().join("flows.json"), flow.to_string()).unwrap();
+    // Node-RED loads extra nodes from its user directory's node_modules.
+    std::os::unix::fs::symlink(
+        red.ancestors().nth(2).unwrap(),
+        dir.path().join("node_modules"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("settings.js"),
+        format!(
+            "module.exports = {{ uiPort: {}, uiHost: '127.0.0.1', flowFile: 'flows.json', \
+             credentialSecret: false, logging: {{ console: {{ level: 'warn' }} }} }};\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn(
+        std::process::Command::new("node")
+            .arg(&red)
+            .args(["--userDir"])
+            .arg(dir.path()),
+        dir.path().join("node-red.log"),
+    );
+    let pid = proc.child.id();
+    // Ready when a probe reading has gone all the way through (queued in
+    // Node-RED's session, made beforehand, if it is not connected yet).
+    let mut probe = Publisher::connect(broker.port, "probe").await;
+    probe
+        .publish(
+            "env/probe/probe/air/probe",
+            format!(r#"{{"ts":{},"pm25":1,"pm10":1,"no2":1}}"#, now_ms()),
+        )
+        .await;
+    wait_for(
+        "Node-RED stores a probe",
+        Duration::from_secs(120),
+        async || influx.scalar("SELECT count(pm25) FROM air").await > 0,
+    )
+    .await;
+    let probes = 1;
+    let pubs = load.connect(broker.port, "red").await;
+    let pids = [
+        broker.pid(),
+        influx.proc.child.id(),
+        std::process::id(),
+        pid,
+    ];
+    let cpu = || pids.map(cpu_seconds);
+    let (before, t) = (cpu(), Instant::now());
+    load.send(pubs).await;
+    let want = load.n as i64 + probes;
+    let mut stored = 0;
+    wait_for(
+        "Node-RED stores every reading",
+        Duration::from_secs(900),
+        async || {
+            stored = influx.scalar("SELECT count(pm25) FROM air").await;
+            stored >= want
+        },
+    )
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    let used: Vec<f64> = cpu().iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(stored, want, "Node-RED lost or duplicated readings");
+    Run {
+        secs,
+        lantian_cpu: used[3],
+        others_cpu: used[..3].iter().sum(),
+        rss_kib: peak_rss_kib(pid),
+    }
+}
+
+/// Drain: the backlog is queued at the broker first; then the baseline
+/// (`mosquitto_sub -c`) and lantian each take it. Returns (baseline
+/// msg/s, lantian's run).
+async fn drain(load: &Load) -> (f64, Run) {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let mut lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    lantian.wait_subscribed().await;
+    // lantian's persistent session now exists; stop it so the backlog
+    // queues for it, and make the baseline's session.
     lantian.proc.signal("TERM");
     lantian
         .proc
         .wait_timeout(Duration::from_secs(30))
         .expect("lantian stops on SIGTERM");
-    let sub = |extra: &[&str]| {
-        let mut c = std::process::Command::new("mosquitto_sub");
-        c.args([
-            "-p",
-            &port.to_string(),
-            "-c",
-            "-i",
-            "baseline",
-            "-q",
-            "1",
-            "-t",
-            "env/#",
-        ])
-        .args(extra)
-        .stdout(std::process::Stdio::null());
-        c
-    };
-    assert!(sub(&["-E"]).status().unwrap().success(), "baseline session");
+    assert!(sub(broker.port, &["-E"]).status().unwrap().success());
+    let pubs = load.connect(broker.port, "drain").await;
+    load.send(pubs).await;
 
-    let base = now_ms() - 3_000_000;
-    let topics: Vec<String> = (0..sensors)
-        .map(|s| format!("env/d{}/site{}/air/aq-{s:06}", s % 16, s % 100))
-        .collect();
-    let start = Instant::now();
-    for k in 0..n {
-        let payload = format!(
-            r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#,
-            base + (k / sensors) as i64 * 10,
-            k % 500,
-            k % 700,
-            k % 90
-        );
-        publisher.publish(&topics[k % sensors], payload).await;
-    }
-    publisher.flush().await;
-    let published = start.elapsed();
-
-    // Baseline: the broker's own ceiling for a QoS 1 subscriber here.
     let t = Instant::now();
-    let status = sub(&["-C", &n.to_string()]).status().unwrap();
-    let baseline = t.elapsed();
+    let status = sub(broker.port, &["-C", &load.n.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
+    let baseline = load.n as f64 / t.elapsed().as_secs_f64();
 
-    // lantian: from start-up until InfluxDB holds every reading.
     let t = Instant::now();
     lantian.restart();
-    let pid = lantian.pid();
     let got = influx
         .wait_count(
             "SELECT count(pm25) FROM air",
-            n as i64,
+            load.n as i64,
             Duration::from_secs(600),
         )
         .await;
-    let total = t.elapsed();
-    let (cpu, rss_kb) = (cpu_seconds(pid), peak_rss_kib(pid));
-    assert_eq!(got, n as i64, "lost or extra readings: {}", lantian.logs());
-    println!(
-        "e2e: {n} QoS 1 messages from {sensors} sensors queued at the broker (published in {:.2}s)\n\
-         e2e: mosquitto_sub -c -q 1 -C {n} > /dev/null: {:.2}s = {:.0} msg/s (the broker's ceiling)\n\
-         e2e: lantian, start-up to all stored in InfluxDB: {:.2}s = {:.0} msg/s = {:.0}% of the baseline; \
-         CPU {:.2}s = {:.1} µs/msg; peak RSS {:.1} MB",
-        published.as_secs_f64(),
-        baseline.as_secs_f64(),
-        n as f64 / baseline.as_secs_f64(),
-        total.as_secs_f64(),
-        n as f64 / total.as_secs_f64(),
-        100.0 * baseline.as_secs_f64() / total.as_secs_f64(),
-        cpu,
-        cpu * 1e6 / n as f64,
-        rss_kb as f64 / 1024.0
-    );
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(got, load.n as i64, "lost or extra: {}", lantian.logs());
+    let pid = lantian.pid();
+    let run = Run {
+        secs,
+        lantian_cpu: cpu_seconds(pid),
+        others_cpu: 0.0,
+        rss_kib: peak_rss_kib(pid),
+    };
+    (baseline, run)
+}
+
+fn list(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var).map_or_else(
+        |_| default.to_vec(),
+        |v| v.split(',').map(|x| x.trim().parse().unwrap()).collect(),
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n = list("N", &[if bench { 200_000 } else { 2_000 }])[0];
+    let sensors = list("SENSORS", if bench { &[1_000, 100_000] } else { &[1_000] });
+    let conns = list("CONNS", if bench { &[1, 4] } else { &[4] });
+    let mode = std::env::var("MODE").unwrap_or_else(|_| "both".into());
+    // The Node-RED peer: PEERS=0 leaves it out.
+    let peers = std::env::var("PEERS").map_or(true, |v| v != "0");
+    let mut table = vec![
+        "| sensors | connections | ceiling msg/s | physical limit msg/s | lantian msg/s | % of ceiling | % of limit | lantian CPU µs/msg | others' CPU µs/msg | peak RSS MB | Node-RED msg/s | lantian ÷ Node-RED | Node-RED CPU µs/msg | Node-RED RSS MB |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    for &s in &sensors {
+        if mode != "drain" {
+            for &c in &conns {
+                let load = Load::new(n, s, c);
+                let ceiling = live_ceiling(&load).await;
+                let run = live_lantian(&load).await;
+                let (rate, limit) = (run.rate(n), run.physical_limit(n));
+                let us = |cpu: f64| cpu * 1e6 / n as f64;
+                println!(
+                    "e2e live: {n} QoS 1 readings, {s} sensors, {c} connection(s): \
+                     ceiling (broker → mosquitto_sub) {ceiling:.0} msg/s; \
+                     lantian {rate:.0} msg/s = {:.0}% of the ceiling, {:.0}% of the physical limit ({limit:.0} msg/s: \
+                     broker + InfluxDB + load generator {:.1} µs/msg); lantian CPU {:.1} µs/msg; peak RSS {:.1} MB",
+                    100.0 * rate / ceiling,
+                    100.0 * rate / limit,
+                    us(run.others_cpu),
+                    us(run.lantian_cpu),
+                    run.rss_kib as f64 / 1024.0
+                );
+                let red = if peers {
+                    let red = live_node_red(&load).await;
+                    println!(
+                        "e2e live: Node-RED 4 + node-red-contrib-influxdb, same load: {:.0} msg/s \
+                         (lantian {:.1}× it); its CPU {:.1} µs/msg; peak RSS {:.1} MB",
+                        red.rate(n),
+                        rate / red.rate(n),
+                        us(red.lantian_cpu),
+                        red.rss_kib as f64 / 1024.0
+                    );
+                    format!(
+                        " {:.0} | {:.1}× | {:.1} | {:.0} |",
+                        red.rate(n),
+                        rate / red.rate(n),
+                        us(red.lantian_cpu),
+                        red.rss_kib as f64 / 1024.0
+                    )
+                } else {
+                    " – | – | – | – |".to_owned()
+                };
+                table.push(format!(
+                    "| {s} | {c} | {ceiling:.0} | {limit:.0} | {rate:.0} | {:.0} % | {:.0} % | {:.1} | {:.1} | {:.1} |",
+                    100.0 * rate / ceiling,
+                    100.0 * rate / limit,
+                    us(run.lantian_cpu),
+                    us(run.others_cpu),
+                    run.rss_kib as f64 / 1024.0
+                ) + &red);
+            }
+        }
+        if mode != "live" {
+            let load = Load::new(n, s, 1);
+            let (baseline, run) = drain(&load).await;
+            println!(
+                "e2e drain: {n} QoS 1 readings from {s} sensors queued at the broker: \
+                 mosquitto_sub -c {baseline:.0} msg/s; lantian, start-up to all stored: {:.2}s = {:.0} msg/s = {:.0}% of it; \
+                 CPU {:.1} µs/msg; peak RSS {:.1} MB",
+                run.secs,
+                run.rate(n),
+                100.0 * run.rate(n) / baseline,
+                run.lantian_cpu * 1e6 / n as f64,
+                run.rss_kib as f64 / 1024.0
+            );
+        }
+    }
+    if mode != "drain" {
+        println!("{}", table.join("\n"));
+    }
 }

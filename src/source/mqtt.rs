@@ -38,6 +38,12 @@ use crate::units::Secret;
 /// (packet ids are 16-bit), so queuing an ack never fails.
 const REQUEST_CHANNEL: usize = 1 << 17;
 
+/// Acks waiting in rumqttc's request channel go out together, up to this
+/// many in one write (4 bytes each), instead of one `write` each: the
+/// pipeline acknowledges whole batches at once. (rumqttc 0.25 flushes
+/// after every request; `patches/rumqttc` adds the batch.)
+const ACK_BATCH: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("mqtt.{0}: {1}")]
@@ -121,6 +127,7 @@ impl MqttSource {
         opts.set_keep_alive(cfg.keep_alive.get())
             .set_clean_session(cfg.clean_session)
             .set_manual_acks(true)
+            .set_max_request_batch(ACK_BATCH)
             .set_max_packet_size(
                 usize::try_from(cfg.max_packet_size.get()).unwrap_or(usize::MAX),
                 64 << 10,
@@ -398,5 +405,78 @@ mod cut_tests {
         let small = bytes::Bytes::from_static(b"{\"pm25\":1}");
         let (kept, len) = cut(small.clone(), 65_537);
         assert_eq!((kept, len), (small, 0));
+    }
+}
+
+#[cfg(test)]
+mod ack_batch_tests {
+    use std::sync::Arc;
+
+    use rumqttc::{Event, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The pipeline acknowledges a batch at once; those acks leave in one
+    /// turn of rumqttc's event loop (one flush), not one write each. A
+    /// broker's side of the socket sends 100 QoS 1 publishes; after the
+    /// 100 acks are handed over, the event loop is polled **once** and
+    /// dropped: the broker must have all 100 PUBACKs, in order.
+    #[tokio::test]
+    async fn acks_handed_over_together_leave_in_one_turn_of_the_event_loop() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = MqttConfig {
+            port: listener.local_addr().unwrap().port(),
+            ..Default::default()
+        };
+        let (mut source, acker) = MqttSource::new(&cfg, Arc::new(Metrics::default())).unwrap();
+        let broker = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            // CONNECT (short: a one-byte remaining length), then CONNACK.
+            let mut head = [0u8; 2];
+            sock.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], 0x10, "CONNECT first");
+            let mut rest = vec![0u8; usize::from(head[1])];
+            sock.read_exact(&mut rest).await.unwrap();
+            sock.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+            let mut publishes = Vec::new();
+            for pkid in 1u16..=100 {
+                // PUBLISH, QoS 1: topic "t", packet id, payload "x".
+                publishes.extend_from_slice(&[0x32, 6, 0, 1, b't']);
+                publishes.extend_from_slice(&pkid.to_be_bytes());
+                publishes.push(b'x');
+            }
+            sock.write_all(&publishes).await.unwrap();
+            let mut acks = Vec::new();
+            sock.read_to_end(&mut acks).await.unwrap();
+            acks
+        });
+        let mut tokens = Vec::new();
+        while tokens.len() < 100 {
+            match source.eventloop.poll().await.unwrap() {
+                Event::Incoming(Packet::Publish(p)) => tokens.push(AckToken {
+                    qos: p.qos,
+                    pkid: p.pkid,
+                    generation: 0,
+                }),
+                Event::Incoming(Packet::ConnAck(_)) | Event::Outgoing(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        acker.ack(&tokens);
+        let first = source.eventloop.poll().await.unwrap();
+        assert!(matches!(
+            first,
+            Event::Outgoing(rumqttc::Outgoing::PubAck(1))
+        ));
+        drop(source);
+        let acks = broker.await.unwrap();
+        let want: Vec<u8> = (1u16..=100)
+            .flat_map(|pkid| {
+                let [hi, lo] = pkid.to_be_bytes();
+                [0x40, 2, hi, lo]
+            })
+            .collect();
+        assert_eq!(acks, want, "all 100 PUBACKs from one poll, in order");
     }
 }

@@ -53,6 +53,11 @@ impl Publisher {
         self.sent += 1;
     }
 
+    /// Whether the broker acknowledged everything published.
+    pub fn all_acked(&self) -> bool {
+        self.acked.load(Ordering::Relaxed) >= self.sent
+    }
+
     /// Wait until the broker acknowledged everything published.
     pub async fn flush(&self) {
         let (acked, sent) = (self.acked.clone(), self.sent);
