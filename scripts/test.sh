@@ -36,6 +36,9 @@ command -v groff >/dev/null 2>&1 || need+=(groff-base)
 # a clean Debian root made by mmdebstrap.
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+# The e2e bench's peer, Node-RED, is installed from npm (its smoke run
+# included).
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   sudo=""

@@ -88,8 +88,9 @@ impl SeriesBound {
     }
 
     fn hash(x: impl std::hash::Hash) -> u64 {
-        use std::hash::Hasher;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        use std::hash::{BuildHasher, Hasher};
+        // Fixed seed: the same series hash the same in every process.
+        let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
         x.hash(&mut h);
         h.finish()
     }

@@ -151,7 +151,9 @@ struct State {
     version: u32,
     clock_ms: i64,
     instances: BTreeMap<String, Instance>,
-    sensors: HashMap<String, Sensor>,
+    /// Looked up for every point: a fast hash (keys are topic tags, and
+    /// the seed is random per process).
+    sensors: HashMap<String, Sensor, foldhash::fast::RandomState>,
     derived: Derived,
 }
 
@@ -398,14 +400,9 @@ impl Engine {
                 if run.value == *v {
                     run.len += 1;
                 } else {
+                    // A new run (in place: the field name is kept).
                     let was_open = run.open;
-                    *run = Run {
-                        field: name.clone(),
-                        value: *v,
-                        len: 1,
-                        since: p.time_ms,
-                        open: false,
-                    };
+                    (run.value, run.len, run.since, run.open) = (*v, 1, p.time_ms, false);
                     if was_open {
                         judged.push((name.clone(), 1.0, p.time_ms));
                     }

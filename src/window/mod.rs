@@ -320,7 +320,7 @@ pub struct Engine {
     /// Series ids by the hash of (kind, tags): a point is looked up without
     /// building a key, and each key is stored once.
     index: HashMap<u64, Vec<u32>>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     /// Site series of each series (None for site series themselves).
     site_of: Vec<Option<u32>>,
     fields: Vec<String>,
