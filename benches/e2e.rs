@@ -55,7 +55,7 @@ struct Load {
 impl Load {
     fn new(n: usize, sensors: usize, conns: usize) -> Self {
         assert!(
-            sensors.is_multiple_of(conns),
+            sensors % conns == 0,
             "each sensor publishes on one connection: CONNS must divide SENSORS"
         );
         Self {

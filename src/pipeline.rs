@@ -88,11 +88,9 @@ impl SeriesBound {
     }
 
     fn hash(x: impl std::hash::Hash) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
+        use std::hash::BuildHasher;
         // Fixed seed: the same series hash the same in every process.
-        let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
-        x.hash(&mut h);
-        h.finish()
+        foldhash::fast::FixedState::with_seed(0).hash_one(x)
     }
 
     /// Whether `p`'s series and field names are known or may still be
