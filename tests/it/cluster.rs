@@ -270,8 +270,10 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     // workers that take its partitions over (from its checkpoints).
     let firing = (0..SITES).filter(|s| breaching(*s)).count();
     duty.wait_for(firing, Duration::from_secs(120)).await;
-    let killed_at = now_ms();
     workers[0].proc.kill(); // SIGKILL: its leases lapse, nothing is released
+    // Taken once it is dead (kill waits for it): any worker-1 line after
+    // this is its restarted incarnation's, none is the dying one's.
+    let killed_at = now_ms();
     published += phase(&mut p, 2).await;
     edges[0].restart(); // SIGKILL, then started again (same MQTT session)
     edges[0].wait_subscribed().await;
@@ -516,8 +518,11 @@ async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_
     let mut takeover_ms = 0;
     let mut orphaned: Vec<u32> = Vec::new();
     for (t, who, p, acquired) in &events {
-        // worker-1's leases end at its death.
-        if *t > killed_at && *t < restarted_at {
+        // worker-1's leases end at its death: cleared at the first event
+        // after the kill, which may be its own restarted incarnation's
+        // (on a busy machine it can come back before any other worker
+        // took a lease over, and create its lapsed leases anew).
+        if *t > killed_at && *t <= restarted_at {
             let dead: Vec<u32> = holder
                 .iter()
                 .filter(|(_, (w, _))| w == "worker-1")
