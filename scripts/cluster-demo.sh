@@ -118,10 +118,10 @@ EOF
 done
 
 # Polls the processes' /metrics (python3: no curl needed):
-#   watch.py up|drained EDGE_PORT WORKER_PORT... : until the cluster is up
-#   (every unit owned, by both workers, the edge subscribed), or drained
-#   (as many readings stored as the edge forwarded, no lag); prints each
-#   process's figures.
+#   watch.py up|drained=N EDGE_PORT WORKER_PORT... : until the cluster is
+#   up (every unit owned, by both workers, the edge subscribed), or drained
+#   (N messages forwarded by the edge and N readings stored, no lag);
+#   prints each process's figures.
 cat >"$dir/watch.py" <<'EOF'
 import sys, time, urllib.request
 
@@ -144,18 +144,23 @@ while True:
     owned = sum(w.get("lantian_cluster_partitions_owned", 0) for w in ws)
     shared = all(w.get("lantian_cluster_partitions_owned", 0) > 0 for w in ws)
     done = owned == 9 and shared and e.get("lantian_mqtt_subscribed") == 1
-    if what == "drained":
-        # Each of the fleet's messages is one reading.
+    if what.startswith("drained="):
+        # Each of the fleet's messages is one reading: all of them
+        # forwarded by the edge, stored by the workers, none left waiting.
+        published = float(what.split("=")[1])
         forwarded = e.get("lantian_cluster_forwarded_total", 0)
-        done = (done and forwarded > 0
-                and sum(w.get("lantian_readings_written_total", 0) for w in ws) >= forwarded
+        done = (done and forwarded >= published
+                and sum(w.get("lantian_readings_written_total", 0) for w in ws) >= published
                 and sum(w.get("lantian_cluster_partition_lag", 0) for w in ws) == 0)
     if done:
         break
     if time.time() > deadline:
-        sys.exit(f"cluster-demo: not {what} within 180 s")
+        # What it saw last, so that a failure says which condition held out.
+        seen = lambda m: {k: v for k, v in m.items() if k.startswith(("lantian_cluster", "lantian_mqtt_sub", "lantian_readings_written"))}
+        sys.exit(f"cluster-demo: not {what.split('=')[0]} within 180 s; edge {seen(e) or 'no answer'}; "
+                 + "; ".join(f"worker-{n} {seen(w) or 'no answer'}" for n, w in enumerate(ws, 1)))
     time.sleep(0.5)
-if what == "drained":
+if what.startswith("drained="):
     print(f"edge: forwarded {e.get('lantian_cluster_forwarded_total', 0):.0f}")
     for n, w in enumerate(ws, 1):
         print(f"worker-{n}: stored {w.get('lantian_readings_written_total', 0):.0f} readings, "
@@ -168,8 +173,12 @@ watch up
 echo "==> up: status pages http://127.0.0.1:${admin[0]}/ (edge), http://127.0.0.1:${admin[1]}/ and http://127.0.0.1:${admin[2]}/ (workers)"
 
 if $once; then
-  "$lantian" simulate --broker "127.0.0.1:$mqtt" --history 2h --rate 0 --no-live
-  watch drained
+  # simulate reports on stderr: "history: N messages ..., M acknowledged
+  # by the broker"; drained is when M readings are stored.
+  "$lantian" simulate --broker "127.0.0.1:$mqtt" --history 2h --rate 0 --no-live 2>"$dir/simulate.log"
+  cat "$dir/simulate.log" >&2
+  acked=$(sed -n 's/.* \([0-9][0-9]*\) acknowledged by the broker.*/\1/p' "$dir/simulate.log")
+  watch "drained=${acked:?simulate did not say what the broker acknowledged}"
   exit 0
 fi
 echo "==> the simulated fleet: 2 h of history, then a reading a minute (Ctrl-C stops everything)"

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -209,8 +209,9 @@ pub(super) struct PartitionLanes {
     /// Where partitions publish what feeds the city scope (set once
     /// connected).
     pub scope: Option<async_nats::jetstream::Context>,
-    /// The alert rules, when alerts are on, and where notices go.
-    pub alerts: Option<(Vec<Rule>, mpsc::Sender<Forward>)>,
+    /// The alert rules, when alerts are on (a reload replaces them: every
+    /// running lane's engine takes the new ones), and where notices go.
+    pub alerts: Option<(Arc<watch::Sender<Vec<Rule>>>, mpsc::Sender<Forward>)>,
 }
 
 impl PartitionLanes {
@@ -237,7 +238,7 @@ impl PartitionLanes {
                 .map_err(|e| anyhow::anyhow!("alerts.targets: {e:?}"))?;
             let rules = Rule::from_targets(&targets, s.alerts.repeat_interval.get());
             let (tx, rx) = mpsc::channel(16);
-            (Some((rules, tx)), Some(rx))
+            (Some((Arc::new(watch::channel(rules).0), tx)), Some(rx))
         } else {
             (None, None)
         };
@@ -253,6 +254,12 @@ impl PartitionLanes {
             alerts,
         };
         Ok((lanes, forwarded))
+    }
+
+    /// Where a reload's rules go (alerts on): to every lane running and
+    /// every lane started after.
+    pub fn rules(&self) -> Option<Arc<watch::Sender<Vec<Rule>>>> {
+        self.alerts.as_ref().map(|(rules, _)| rules.clone())
     }
 
     fn engine(&self, plan: &Plan, p: u32, windows: &[u8]) -> Engine {
@@ -285,7 +292,7 @@ impl PartitionLanes {
             let calendar = crate::calendar::Calendar {
                 tz: super::timezone(&self.settings),
             };
-            let mut engine = crate::alert::Engine::new(rules.clone(), calendar);
+            let mut engine = crate::alert::Engine::new(rules.borrow().clone(), calendar);
             if !city {
                 engine = engine.without_city();
             }
@@ -309,7 +316,10 @@ impl PartitionLanes {
                 }
             })
         });
-        let stage = AlertStage::new(alerting, on_update, self.sinks.clone());
+        let mut stage = AlertStage::new(alerting, on_update, self.sinks.clone());
+        if let Some((rules, _)) = &self.alerts {
+            stage = stage.reload_rules_from(follow(rules.subscribe()));
+        }
         let (tx, rx) = mpsc::channel(2);
         let task = tokio::spawn(async move {
             if let Err(e) = stage.run(rx).await {
@@ -318,6 +328,29 @@ impl PartitionLanes {
         });
         Some((Downstream { tx, points }, task))
     }
+}
+
+/// A lane's feed of reloaded rules: each new set from `rules`, until the
+/// lane's alert stage is gone.
+fn follow(mut rules: watch::Receiver<Vec<Rule>>) -> mpsc::Receiver<Vec<Rule>> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = rules.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let new = rules.borrow_and_update().clone();
+                    if tx.send(new).await.is_err() {
+                        break;
+                    }
+                }
+                _ = tx.closed() => break,
+            }
+        }
+    });
+    rx
 }
 
 impl Lanes for PartitionLanes {

@@ -162,9 +162,19 @@ pub async fn run_with(
     if s.cluster.worker {
         // Each partition has its own alert engine; this process's outbox
         // takes the alerts stream while it holds the notifier lease.
-        drop((alerts, rules_rx));
+        drop(alerts);
         let (lanes, forwarded) =
             cluster::PartitionLanes::new(s, &sinks, acker.clone(), &metrics, &board)?;
+        // A reload's rules reach every partition's engine.
+        let mut rules_rx = rules_rx;
+        if let Some(rules) = lanes.rules() {
+            tasks.spawn(Phase::Data, "rules", async move {
+                while let Some(new) = rules_rx.recv().await {
+                    rules.send_replace(new);
+                }
+                Ok(())
+            });
+        }
         let worker = cluster::Worker {
             lanes,
             forwarded,

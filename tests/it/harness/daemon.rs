@@ -19,6 +19,19 @@ pub struct Lantian {
     runs: usize,
 }
 
+/// A failing test keeps the daemon's directory (its logs, spool and
+/// state) and says where, so that a failure on a busy machine can be read
+/// afterwards.
+impl Drop for Lantian {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.proc.kill();
+            self.dir.disable_cleanup(true);
+            eprintln!("kept lantian's directory: {}", self.dir.path().display());
+        }
+    }
+}
+
 impl Lantian {
     pub fn config(mqtt_port: u16, influx_section: &str, extra: &str) -> String {
         format!(
