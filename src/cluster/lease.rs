@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -39,6 +38,13 @@ pub struct Leases {
     /// The partitions the worker is working now (it follows `owned`): a
     /// lease is freed only once its partition has stopped.
     working: Option<watch::Receiver<BTreeSet<u32>>>,
+    /// Live workers, as last counted.
+    live: u32,
+    /// When the current round's requests must have answered: a round
+    /// never outlasts a third of a lease's life, so the fence runs on
+    /// time whatever JetStream does (a request left waiting is dropped
+    /// and counts as failed).
+    deadline: tokio::time::Instant,
 }
 
 /// A lease this worker holds.
@@ -86,6 +92,8 @@ impl Leases {
                 held: BTreeMap::new(),
                 owned,
                 working: None,
+                live: 1,
+                deadline: tokio::time::Instant::now(),
             },
             rx,
         )
@@ -107,7 +115,10 @@ impl Leases {
         let mut round = 0u64;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.round(round).await,
+                _ = tick.tick() => {
+                    self.deadline = tokio::time::Instant::now() + self.ttl / 3;
+                    self.round(round).await
+                }
                 _ = stop.cancelled() => break,
             }
             round += 1;
@@ -119,6 +130,7 @@ impl Leases {
         self.publish();
         while !self.held.is_empty() {
             tick.tick().await;
+            self.deadline = tokio::time::Instant::now() + self.ttl / 3;
             round += 1;
             self.fence();
             self.renew().await;
@@ -131,7 +143,9 @@ impl Leases {
     /// this worker's share.
     async fn round(&mut self, round: u64) {
         self.fence();
-        let _ = self.members.put(&self.me, self.me.clone().into()).await;
+        let _ = self
+            .bounded(self.members.put(&self.me, self.me.clone().into()))
+            .await;
         self.renew().await;
         self.free_stopped(round).await;
         let live = self.live().await.max(1);
@@ -160,7 +174,8 @@ impl Leases {
                     continue;
                 }
                 let sent = Instant::now();
-                if let Ok(revision) = self.leases.create(key(p), self.me.clone().into()).await {
+                let create = self.leases.create(key(p), self.me.clone().into());
+                if let Some(Ok(revision)) = self.bounded(create).await {
                     let held = Held {
                         revision,
                         sent,
@@ -191,30 +206,49 @@ impl Leases {
 
     /// Renews every lease held (those being given up too).
     async fn renew(&mut self) {
-        let held: Vec<(u32, u64)> = self.held.iter().map(|(p, h)| (*p, h.revision)).collect();
-        for (p, revision) in held {
-            let sent = Instant::now();
-            match self
-                .leases
-                .update(key(p), self.me.clone().into(), revision)
-                .await
-            {
-                Ok(r) => {
+        // All at once: a round has a third of a lease's life.
+        let (leases, me, deadline) = (&self.leases, &self.me, self.deadline);
+        let updates = self.held.iter().map(|(p, h)| {
+            let (p, sent) = (*p, Instant::now());
+            let update = leases.update(key(p), me.clone().into(), h.revision);
+            async move {
+                let answer = tokio::time::timeout_at(deadline, update).await.ok();
+                (p, sent, answer)
+            }
+        });
+        let answers = futures_util::future::join_all(updates).await;
+        for (p, sent, answer) in answers {
+            match answer {
+                Some(Ok(r)) => {
                     if let Some(h) = self.held.get_mut(&p) {
                         (h.revision, h.sent) = (r, sent);
                     }
                 }
-                Err(e) => self.lose(p, &e.to_string()),
+                Some(Err(e)) => self.lose(p, &e.to_string()),
+                // Unanswered: it may have been renewed or not; the fence
+                // stops working it if no renewal answers in time.
+                None => {}
             }
         }
     }
 
-    /// Live workers: those whose heartbeat has not lapsed.
-    async fn live(&self) -> u32 {
-        let Ok(keys) = self.members.keys().await else {
-            return 1;
-        };
-        keys.filter(|k| std::future::ready(k.is_ok())).count().await as u32
+    /// Live workers: those whose heartbeat has not lapsed (the member
+    /// bucket's keys, each one message that lapses with a lease's life),
+    /// from the stream's state in one request; the last count when it
+    /// does not answer in time. (Listing the keys with a consumer waited
+    /// for good when a member lapsed while it was being listed: a worker's
+    /// lease loop stood still, its leases lapsed and another worker took
+    /// them while its lanes ran on.)
+    async fn live(&mut self) -> u32 {
+        if let Some(Ok(info)) = self.bounded(self.members.stream.get_info()).await {
+            self.live = u32::try_from(info.state.subjects_count).unwrap_or(u32::MAX);
+        }
+        self.live
+    }
+
+    /// `request`'s answer, unless the round's deadline passes first.
+    async fn bounded<T>(&self, request: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout_at(self.deadline, request).await.ok()
     }
 
     /// Tells the worker what to work: the leases held and not given up.
@@ -268,10 +302,8 @@ impl Leases {
         for (p, revision) in done {
             self.held.remove(&p);
             info!(partition = p, instance = %self.me, "lease released");
-            let _ = self
-                .leases
-                .delete_expect_revision(key(p), Some(revision))
-                .await;
+            let delete = self.leases.delete_expect_revision(key(p), Some(revision));
+            let _ = self.bounded(delete).await;
         }
     }
 }
