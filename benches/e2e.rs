@@ -26,11 +26,18 @@
 //! started and timed until InfluxDB holds them, against a
 //! `mosquitto_sub -c` draining the same backlog.
 //!
-//!   cargo bench --bench e2e                       # N = 200,000; 1,000 and 100,000 sensors; 1 and 4 connections; live and drain
+//! **Latency**: a breach's notice, from the reading that closes the
+//! breaching hour to the webhook receiver's having it, under 10,000 msg/s
+//! of background readings; 200 samples, p50 and p99, with the shipped
+//! `windows.flush_interval` (1 s) and with 100 ms.
+//!
+//!   cargo bench --bench e2e                       # N = 200,000; 1,000 and 100,000 sensors; 1 and 4 connections; live, drain, latency
 //!   N=50000 SENSORS=1000 CONNS=4 MODE=live cargo bench --bench e2e
+//!   MODE=latency SAMPLES=100 RATE=10000 FLUSH=1s cargo bench --bench e2e
 //!
 //! Under `cargo test` it runs once with N = 2,000 (1,000 sensors, 4
-//! connections, live and drain) as a smoke test.
+//! connections, live and drain) and 3 latency samples under 1,000 msg/s,
+//! as a smoke test.
 
 #[path = "../tests/it/harness/mod.rs"]
 mod harness;
@@ -413,6 +420,93 @@ async fn drain(load: &Load) -> (f64, Run) {
     (baseline, run)
 }
 
+/// Reading → webhook latency under background load. A dust site's hour
+/// breaches the site limit (`dust.pm10.site` at 100 µg/m³; 12 readings of
+/// 200 at a 5-minute interval, stored first); then the reading that closes
+/// the hour is published, and the time from that publish to the
+/// receiver's having the firing notice (it answers 200 at once) is one
+/// sample. Meanwhile `rate` msg/s of air readings from 1,000 sensors
+/// flow. Returns the samples in ms, sorted.
+async fn latency(samples: usize, rate: usize, flush_interval: &str) -> Vec<f64> {
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let duty = Receiver::start().await;
+    let config = format!(
+        "{}[windows]\nflush_interval = \"{flush_interval}\"\n[windows.intervals]\ndust = \"5m\"\n\
+         [alerts]\n[[alerts.targets]]\nid = \"dust.pm10.site\"\nenabled = true\nvalue = 100\n\
+         [[alerts.receivers]]\nname = \"duty\"\nurl = \"{}\"\nrules = [\"dust.pm10.site\"]\n",
+        Lantian::v1(broker.port, &influx),
+        duty.url()
+    );
+    let lantian = Lantian::start(&config);
+    lantian.wait_subscribed().await;
+    // The background: air readings now, `rate` a second in 10 ms ticks.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = tokio::spawn({
+        let (stop, port) = (stop.clone(), broker.port);
+        async move {
+            let mut p = Publisher::connect(port, "background").await;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let (per_tick, mut k) = (rate.div_ceil(100), 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    let s = k % 1000;
+                    p.publish(
+                        &format!("env/d{}/site{}/air/bg-{s:04}", s % 16, s % 100),
+                        format!(r#"{{"ts":{},"pm25":{}}}"#, now_ms(), k % 300),
+                    )
+                    .await;
+                    k += 1;
+                }
+            }
+            while !p.all_acked() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut p = Publisher::connect(broker.port, "breaches").await;
+    // An hour of three days ago; each sample has a site of its own.
+    let hour = (now_ms() - 3 * 86_400_000) / 3_600_000 * 3_600_000;
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let topic = format!("env/d0/lat-{i}/dust/dm-{i}");
+        for m in (0..60).step_by(5) {
+            let ts = hour + m * 60_000;
+            p.publish(&topic, format!(r#"{{"ts":{ts},"pm10":200}}"#))
+                .await;
+        }
+        p.flush().await;
+        let q = format!("SELECT count(pm10) FROM dust WHERE site = 'lat-{i}'");
+        assert_eq!(influx.wait_count(&q, 12, Duration::from_secs(60)).await, 12);
+        let t0 = Instant::now();
+        let ts = hour + 3_600_000;
+        p.publish(&topic, format!(r#"{{"ts":{ts},"pm10":50}}"#))
+            .await;
+        p.flush().await;
+        let site = format!("lat-{i}");
+        let firing = |r: &Received| {
+            let n = r.json();
+            n["event"] == "firing" && n["alert"]["labels"]["site"] == site.as_str()
+        };
+        wait_for("the breach's notice", Duration::from_secs(60), async || {
+            duty.requests().iter().any(firing)
+        })
+        .await;
+        let at = duty.requests().into_iter().find(firing).unwrap().at;
+        out.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    background.await.unwrap();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// The `q` quantile of sorted `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
 fn list(var: &str, default: &[usize]) -> Vec<usize> {
     std::env::var(var).map_or_else(
         |_| default.to_vec(),
@@ -433,7 +527,7 @@ async fn main() {
         "| sensors | connections | ceiling msg/s | physical limit msg/s | lantian msg/s | % of ceiling | % of limit | lantian CPU µs/msg | others' CPU µs/msg | peak RSS MB | Node-RED msg/s | lantian ÷ Node-RED | Node-RED CPU µs/msg | Node-RED RSS MB |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
-    for &s in &sensors {
+    for &s in sensors.iter().filter(|_| mode != "latency") {
         if mode != "drain" {
             for &c in &conns {
                 let load = Load::new(n, s, c);
@@ -497,7 +591,27 @@ async fn main() {
             );
         }
     }
-    if mode != "drain" {
+    if mode != "drain" && mode != "latency" {
         println!("{}", table.join("\n"));
+    }
+    if mode == "both" || mode == "latency" {
+        let samples = list("SAMPLES", &[if bench { 200 } else { 3 }])[0];
+        let rate = list("RATE", &[if bench { 10_000 } else { 1_000 }])[0];
+        // The shipped flush interval, and a tenth of it.
+        let intervals: Vec<String> = std::env::var("FLUSH").map_or_else(
+            |_| vec!["1s".to_owned(), "100ms".to_owned()],
+            |v| v.split(',').map(str::to_owned).collect(),
+        );
+        for flush in &intervals {
+            let v = latency(samples, rate, flush).await;
+            println!(
+                "e2e latency: {samples} breaches (the reading that closes a breaching hour → the webhook receiver has the notice), \
+                 {rate} msg/s of background load, windows.flush_interval {flush}: \
+                 p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                quantile(&v, 0.5),
+                quantile(&v, 0.99),
+                v[v.len() - 1]
+            );
+        }
     }
 }

@@ -12,6 +12,8 @@
 //!   minute for 96 simulated hours (twice the 48 h correction horizon) and
 //!   prints windows held and RSS by hour (`cargo bench --bench windows`;
 //!   3 hours under `cargo test --benches`; `LANTIAN_SWEEP_HOURS` to set).
+//! - Then the size of a cluster partition's checkpoint (window and alert
+//!   state, deflated) for 1,000, 12,500 and 100,000 sensors.
 
 use std::hint::black_box;
 
@@ -36,9 +38,13 @@ fn engine() -> Engine {
 }
 
 fn points(t0: i64, seconds: i64, step_s: i64) -> Vec<Point> {
-    let mut out = Vec::with_capacity(SENSORS * (seconds / step_s) as usize);
+    points_of(SENSORS, t0, seconds, step_s)
+}
+
+fn points_of(sensors: usize, t0: i64, seconds: i64, step_s: i64) -> Vec<Point> {
+    let mut out = Vec::with_capacity(sensors * (seconds / step_s) as usize);
     for s in (0..seconds).step_by(step_s as usize) {
-        for i in 0..SENSORS {
+        for i in 0..sensors {
             out.push(Point {
                 kind: "air".into(),
                 coverage: Default::default(),
@@ -93,6 +99,57 @@ fn memory_sweep(hours: i64) {
                 rss_kib() as f64 / 1024.0
             );
         }
+    }
+}
+
+/// What a cluster partition's checkpoint weighs (`cluster::state`: the
+/// window engine's snapshot and the alert engine's state, deflated) for
+/// the sensors a partition holds: a reading every 5 minutes for `hours`
+/// hours (the shipped windows: sensor and site minute, hour and day; the
+/// shipped rules), saved at the end, with everything still open.
+fn checkpoint_sizes(fleet: &[usize], hours: i64) {
+    use lantian::alert::Engine as Alerts;
+    use lantian::alert::engine::Rule;
+    use lantian::cluster::state::{Saved, encode};
+    println!("checkpoint sizes: 6 pollutants, a reading every 5 min for {hours} h, then saved");
+    println!(
+        "{:>8} {:>10} {:>13} {:>13} {:>13} {:>10}",
+        "sensors", "windows", "windows raw", "alerts raw", "checkpoint", "B/sensor"
+    );
+    let cal = lantian::calendar::Calendar {
+        tz: chrono_tz::Asia::Shanghai,
+    };
+    for &sensors in fleet {
+        let mut e = engine();
+        let mut a = Alerts::new(
+            Rule::from_targets(
+                &lantian::evaluate::targets::shipped(),
+                std::time::Duration::from_secs(4 * 3600),
+            ),
+            cal,
+        );
+        for step in 0..hours * 12 {
+            let t0 = DAY0 + step * 300_000;
+            let batch = points_of(sensors, t0, 1, 1);
+            a.points(&batch);
+            e.add(&batch, t0);
+            let mut lines = Rows::default();
+            e.flush(t0 + 300_000, &mut lines).unwrap();
+        }
+        let saved = Saved {
+            seq: 1,
+            windows: e.snapshot(lantian::envelope::Pos { seq: 1, offset: 0 }),
+            alerts: a.save(),
+        };
+        let bytes = encode(&saved).len();
+        println!(
+            "{sensors:>8} {:>10} {:>13} {:>13} {:>13} {:>10.0}",
+            e.state().windows_held(),
+            saved.windows.len(),
+            saved.alerts.len(),
+            bytes,
+            bytes as f64 / sensors as f64
+        );
     }
 }
 
@@ -221,6 +278,11 @@ fn main() {
         .and_then(|h| h.parse().ok())
         .unwrap_or(if full { 96 } else { 3 });
     memory_sweep(hours);
+    // 100,000 sensors over 8 partitions: 12,500 a partition; over one.
+    match full {
+        true => checkpoint_sizes(&[1_000, 12_500, 100_000], 2),
+        false => checkpoint_sizes(&[1_000], 1),
+    }
     let mut c = Criterion::default().configure_from_args();
     window_flush(&mut c);
     aqi(&mut c);

@@ -71,13 +71,18 @@ impl Rule {
             .collect()
     }
 
+    /// The target's kind, and its `match` labels: each equal, and one
+    /// matched with "" absent (as Prometheus matches: `scope = ""` is what
+    /// a site's own values have, not the district's or the city's).
     fn applies(&self, kind: &str, labels: &[(String, String)]) -> bool {
-        (self.target.kind == "any" || self.target.kind == kind)
-            && self
-                .target
-                .matchers
+        let label = |k: &str| {
+            labels
                 .iter()
-                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+                .find(|(lk, _)| lk == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        (self.target.kind == "any" || self.target.kind == kind)
+            && self.target.matchers.iter().all(|(k, v)| label(k) == v)
     }
 }
 

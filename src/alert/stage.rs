@@ -164,9 +164,9 @@ pub struct Alerting {
     /// and the state is not saved until they are in. Handed on: the
     /// notices of the last step, for the stage to forward.
     unsent: Vec<Notice>,
-    /// Only notices of series with this `scope` label go on (the cluster's
-    /// city lane: the sites' own come from their partitions).
-    only_scope: Option<String>,
+    /// Only notices of series with one of these `scope` labels go on (the
+    /// cluster's city lane: the sites' own come from their partitions).
+    only_scopes: Option<Vec<String>>,
 }
 
 pub enum NoticesTo {
@@ -248,7 +248,7 @@ impl Alerting {
             to: NoticesTo::Outbox { outbox, state_path },
             metrics,
             unsent: Vec::new(),
-            only_scope: None,
+            only_scopes: None,
         }
     }
 
@@ -260,13 +260,14 @@ impl Alerting {
             to: NoticesTo::Forward(to),
             metrics,
             unsent: Vec::new(),
-            only_scope: None,
+            only_scopes: None,
         }
     }
 
-    /// Passes on only notices whose series has `scope` (its label).
-    pub fn only_scope(mut self, scope: &str) -> Self {
-        self.only_scope = Some(scope.to_owned());
+    /// Passes on only notices whose series has one of `scopes` (its
+    /// `scope` label).
+    pub fn only_scopes(mut self, scopes: &[&str]) -> Self {
+        self.only_scopes = Some(scopes.iter().map(|s| (*s).to_owned()).collect());
         self
     }
 
@@ -295,8 +296,13 @@ impl Alerting {
         let derived = self.engine.take_derived();
         rows.extend(derived.iter().map(derived_row));
         let mut fresh = self.engine.take_notices();
-        if let Some(scope) = &self.only_scope {
-            fresh.retain(|n| n.alert.labels.get("scope") == Some(scope));
+        if let Some(scopes) = &self.only_scopes {
+            fresh.retain(|n| {
+                n.alert
+                    .labels
+                    .get("scope")
+                    .is_some_and(|s| scopes.contains(s))
+            });
         }
         rows.extend(fresh.iter().map(notice_row));
         for n in &fresh {

@@ -654,6 +654,62 @@ fn rules_match_labels_and_kinds() {
     assert_eq!(n[0].alert.labels["kind"], "voc");
 }
 
+/// The site and district dust targets, each with the operator's value:
+/// a site's own hour (no scope label) answers to the site's, the
+/// district's mean (`scope=district`) to the district's, and neither to
+/// the other's.
+#[test]
+fn site_and_district_dust_targets_each_take_their_own_scope() {
+    let on = |id: &str, value: f64| TargetPatch {
+        id: id.into(),
+        enabled: Some(true),
+        value: Some(value),
+        ..Default::default()
+    };
+    let mut e = engine_with(&[on("dust.pm10.site", 150.0), on("dust.pm10.district", 100.0)]);
+    let district = vec![
+        ("district".to_owned(), "chaoyang".to_owned()),
+        ("scope".to_owned(), "district".to_owned()),
+    ];
+    e.observe(&[
+        // A site at 120: under the site's 150; the district at 120: over
+        // its 100.
+        obs("dust", &site("cy-1"), "pm10.hour", DAY0, DAY0 + H, 120.0),
+        obs("dust", &district, "pm10.hour", DAY0, DAY0 + H, 120.0),
+    ]);
+    let n = e.take_notices();
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0].alert.rule, "dust.pm10.district");
+    assert_eq!(n[0].alert.labels["district"], "chaoyang");
+    // A site at 160 and the district at 90: the site's fires, the
+    // district's resolves.
+    e.observe(&[
+        obs(
+            "dust",
+            &site("cy-1"),
+            "pm10.hour",
+            DAY0 + H,
+            DAY0 + 2 * H,
+            160.0,
+        ),
+        obs("dust", &district, "pm10.hour", DAY0 + H, DAY0 + 2 * H, 90.0),
+    ]);
+    let n = e.take_notices();
+    let mut got: Vec<(&str, &str)> = n
+        .iter()
+        .map(|n| (n.alert.rule.as_str(), n.event.as_str()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("dust.pm10.district", "resolved"),
+            ("dust.pm10.site", "firing")
+        ],
+        "{n:#?}"
+    );
+}
+
 #[test]
 fn invalid_windows_neither_fire_nor_clear() {
     let mut e = engine();

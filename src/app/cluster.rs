@@ -201,18 +201,23 @@ pub(super) struct PartitionLanes {
     pub metrics: Arc<Metrics>,
     /// The status page, when the admin endpoint is on.
     pub board: Option<Arc<Board>>,
-    /// The windows of a partition: without the city-wide AQI, which needs
-    /// every city site (partitions hold some).
+    /// The windows of a partition: without the city-wide AQI and the
+    /// districts' dust, which need every city site and every dust site of
+    /// a district (partitions hold some).
     pub plan: Option<Plan>,
-    /// The city lane's windows (the city-wide AQI on).
+    /// The city lane's windows (the city-wide AQI and the districts' dust
+    /// on).
     pub city_plan: Option<Plan>,
     /// Where partitions publish what feeds the city scope (set once
     /// connected).
     pub scope: Option<async_nats::jetstream::Context>,
     /// The alert rules, when alerts are on (a reload replaces them: every
     /// running lane's engine takes the new ones), and where notices go.
-    pub alerts: Option<(Arc<watch::Sender<Vec<Rule>>>, mpsc::Sender<Forward>)>,
+    pub alerts: Option<(RuleSet, mpsc::Sender<Forward>)>,
 }
+
+/// The worker's alert rules, which every lane follows.
+pub type RuleSet = Arc<watch::Sender<Vec<Rule>>>;
 
 impl PartitionLanes {
     pub fn new(
@@ -229,6 +234,7 @@ impl PartitionLanes {
         };
         let plan = city_plan.clone().map(|mut plan| {
             plan.city_sites.clear();
+            plan.districts = false;
             plan
         });
         super::decoder(s)?;
@@ -258,7 +264,7 @@ impl PartitionLanes {
 
     /// Where a reload's rules go (alerts on): to every lane running and
     /// every lane started after.
-    pub fn rules(&self) -> Option<Arc<watch::Sender<Vec<Rule>>>> {
+    pub fn rules(&self) -> Option<RuleSet> {
         self.alerts.as_ref().map(|(rules, _)| rules.clone())
     }
 
@@ -278,7 +284,7 @@ impl PartitionLanes {
     /// The partition's alert stage (when alerts are on, or the status page
     /// wants the observations), its alert engine restored from `saved`:
     /// its input, and its task. The city lane's (`city`) derives the
-    /// city-wide values and notifies only those.
+    /// city-wide values and notifies only those and the districts'.
     fn alert_stage(
         &self,
         p: u32,
@@ -303,7 +309,7 @@ impl PartitionLanes {
             }
             let alerting = Alerting::forwarding(engine, forward.clone(), self.metrics.clone());
             match city {
-                true => alerting.only_scope("city"),
+                true => alerting.only_scopes(&["city", "district"]),
                 false => alerting,
             }
         });

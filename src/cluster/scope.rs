@@ -1,7 +1,8 @@
 //! The city scope across partitions: the city-wide AQI (the mean of the
-//! city sites' concentrations) and the city's water metrics (treatment
-//! rate, reclaimed-water pace: every plant's volumes) need readings that
-//! partitions hold between them. Each partition's lane publishes the
+//! city sites' concentrations), the districts' construction dust (the
+//! mean of each district's dust sites) and the city's water metrics
+//! (treatment rate, reclaimed-water pace: every plant's volumes) need
+//! readings that partitions hold between them. Each partition's lane publishes the
 //! stored readings that feed them to the stream `LT_SCOPE` (one message
 //! per reading, its deduplication id a hash of it) before handing them to
 //! its own windows; one worker — whoever holds the city unit's lease, the
@@ -35,8 +36,9 @@ pub async fn stream(js: &jetstream::Context, c: &ClusterConfig) -> jetstream::st
     super::log_stream(js, c, (STREAM, SUBJECT), 7).await
 }
 
-/// Which readings feed the city scope: those of the city sites, and those
-/// with a flow the water metrics are made of.
+/// Which readings feed the city scope: those of the city sites, those of
+/// the dust sites (per-district figures), and those with a flow the water
+/// metrics are made of.
 #[derive(Clone, Debug)]
 pub struct CityFeed {
     sites: HashSet<String>,
@@ -58,6 +60,7 @@ impl CityFeed {
             .iter()
             .any(|(k, v)| k == "site" && self.sites.contains(v));
         city_site
+            || p.kind == "dust"
             || p.fields.iter().any(|(f, _)| {
                 crate::alert::derive::FLOWS.contains(&f.as_str()) || f == "bypass_m3h"
             })
@@ -150,10 +153,15 @@ mod tests {
     }
 
     #[test]
-    fn city_sites_and_water_flows_feed_the_city_scope() {
+    fn city_sites_dust_sites_and_water_flows_feed_the_city_scope() {
         let feed = CityFeed::new(&["dongsi".into()]);
         assert!(feed.feeds(&point("dongsi", &["pm25"])));
         assert!(!feed.feeds(&point("site7", &["pm25"])));
+        let dust = Point {
+            kind: "dust".into(),
+            ..point("site7", &["pm10"])
+        };
+        assert!(feed.feeds(&dust));
         assert!(feed.feeds(&point("plant-1", &["inflow_m3h"])));
         assert!(feed.feeds(&point("plant-1", &["bypass_m3h"])));
         let raw = Point {

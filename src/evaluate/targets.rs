@@ -193,7 +193,8 @@ pub struct Target {
     /// Reminder interval while firing (default: `alerts.repeat_interval`).
     #[serde(default)]
     pub repeat: Option<HumanDuration>,
-    /// Only series whose labels (topic tags) equal these.
+    /// Only series whose labels (topic tags) equal these ("": the label
+    /// absent).
     #[serde(default, rename = "match")]
     pub matchers: BTreeMap<String, String>,
     /// Fields a per-field rule (flatline) ignores.
@@ -496,7 +497,10 @@ pub fn render(targets: &[Target], all: bool) -> String {
             extra.push(format!("repeat {r}"));
         }
         for (k, v) in &t.matchers {
-            extra.push(format!("{k}={v}"));
+            extra.push(match v.is_empty() {
+                true => format!("no {k}"),
+                false => format!("{k}={v}"),
+            });
         }
         let extra = if extra.is_empty() {
             String::new()

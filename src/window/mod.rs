@@ -30,6 +30,7 @@
 
 pub mod air;
 pub mod codec;
+mod district;
 pub mod partial;
 pub mod reduce;
 pub mod stage;
@@ -72,6 +73,9 @@ pub struct Plan {
     pub aqi: Option<(Standard, Vec<String>)>,
     /// Sites whose mean concentrations make the city-wide AQI.
     pub city_sites: Vec<String>,
+    /// Construction dust per district (`district`): on, except where the
+    /// engine holds only some of a district's sites (a cluster partition).
+    pub districts: bool,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -154,6 +158,7 @@ impl Plan {
                 .collect(),
             aqi: aqi_on.then(|| (a.standard, a.kinds.clone())),
             city_sites: a.city_sites.clone(),
+            districts: true,
         })
     }
 }
@@ -339,8 +344,15 @@ pub struct Engine {
     /// The end of the newest city-wide hour computed (rolling 24 h values
     /// after a corrected hour are recomputed up to it).
     city_done: i64,
+    /// Districts' hours by start, waiting for every dust site of the
+    /// district to pass them (`district`).
+    district_pending: std::collections::BTreeSet<(String, i64)>,
     /// Hour and day values for the alert engine, when it asked for them.
     observations: Option<Vec<Observation>>,
+    /// A reading added since the last flush moved its source's
+    /// watermark past the end of an hour: hours (and the alerts on them)
+    /// are due to close.
+    hour_passed: bool,
 }
 
 impl Engine {
@@ -360,7 +372,9 @@ impl Engine {
             clocks: Vec::new(),
             city_pending: Default::default(),
             city_done: i64::MIN / 2,
+            district_pending: Default::default(),
             observations: None,
+            hour_passed: false,
         }
     }
 
@@ -398,6 +412,12 @@ impl Engine {
         self.pending.len()
     }
 
+    /// Whether a reading added since the last flush moved its source's
+    /// watermark past the end of an hour (a flush now closes it).
+    pub fn hour_passed(&self) -> bool {
+        self.hour_passed
+    }
+
     /// Buffers the readings of `points`; `now_ms` is the wall clock.
     pub fn add(&mut self, points: &[Point], now_ms: i64) {
         for p in points {
@@ -423,8 +443,13 @@ impl Engine {
             if self.clocks.len() <= source {
                 self.clocks.resize(source + 1, None);
             }
-            let newest = self.clocks[source].map_or(through, |(t, _)| t.max(through));
+            let old = self.clocks[source].map(|(t, _)| t);
+            let newest = old.map_or(through, |t| t.max(through));
             self.clocks[source] = Some((newest, now_ms));
+            let hour_of = |t: i64| (t - self.plan.spec.lateness_ms).div_euclid(HOUR_MS);
+            if old.is_some_and(|old| hour_of(newest) > hour_of(old)) {
+                self.hour_passed = true;
+            }
         }
         if !points.is_empty() {
             self.last_arrival = now_ms;
@@ -522,6 +547,7 @@ impl Engine {
         out: &mut row::Rows,
     ) -> Result<FlushStats, polars::error::PolarsError> {
         let rows = std::mem::take(&mut self.pending);
+        self.hour_passed = false;
         let mut stats = FlushStats {
             readings: rows.len() as u64,
             ..FlushStats::default()
@@ -569,6 +595,9 @@ impl Engine {
                 .collect();
             let due = self.city_due(&city, &work);
             stats.aqi_points += air::city_rows(self, *standard, &city, &due, out, obs.as_mut());
+        }
+        if self.plan.districts {
+            stats.windows += self.district_rows(&closed, out, obs.as_mut());
         }
         self.observations = obs;
         // Only now: the AQI above read hours and days that closed.
@@ -768,6 +797,13 @@ impl Engine {
             e.u8(u8::from(*daily));
         }
         self.state.encode(&mut e);
+        // Last, so that a snapshot without it (an earlier version's) reads
+        // as none waiting, and an earlier version reads this one.
+        e.u32(self.district_pending.len() as u32);
+        for (d, t) in &self.district_pending {
+            e.str(d);
+            e.i64(*t);
+        }
         let crc = crc32fast::hash(&e.0);
         e.u32(crc);
         e.0
@@ -842,6 +878,13 @@ impl Engine {
             e.city_pending.insert((t, d.u8().ok_or_else(bad)? != 0));
         }
         e.state.decode(&mut d).ok_or_else(bad)?;
+        if !d.0.is_empty() {
+            for _ in 0..d.len(12).ok_or_else(bad)? {
+                let district = d.str().ok_or_else(bad)?;
+                e.district_pending
+                    .insert((district, d.i64().ok_or_else(bad)?));
+            }
+        }
         Ok((e, pos))
     }
 

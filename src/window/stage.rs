@@ -69,7 +69,15 @@ pub struct WindowStage {
     last_pos: Option<Pos>,
     /// When the snapshot was last saved.
     saved: Instant,
+    /// When the engine was last flushed.
+    flushed: Instant,
 }
+
+/// A reading that moves its source past the end of an hour is flushed at
+/// once rather than at the next `flush_interval` tick (a breach's notice
+/// need not wait for it), but not more often than this: a backfill
+/// crossing many hours costs a flush per 20 ms at most.
+const EARLY_FLUSH_GAP: Duration = Duration::from_millis(20);
 
 /// Where and how often the window state is saved.
 pub struct Persist {
@@ -171,6 +179,7 @@ impl WindowStage {
             persist,
             last_pos: None,
             saved: Instant::now(),
+            flushed: Instant::now(),
         }
     }
 
@@ -208,7 +217,10 @@ impl WindowStage {
                         // Waits while the alert stage is behind.
                         let _ = d.tx.send(Output::Points(points)).await;
                     }
-                    if pending >= max_pending {
+                    let hour_passed = self.engine.as_ref().is_some_and(Engine::hour_passed);
+                    if pending >= max_pending
+                        || (hour_passed && self.flushed.elapsed() >= EARLY_FLUSH_GAP)
+                    {
                         self.flush(false).await?;
                     }
                 }
@@ -225,6 +237,7 @@ impl WindowStage {
         let Some(mut engine) = self.engine.take() else {
             return Ok(());
         };
+        self.flushed = Instant::now();
         let snapshot = match (&self.persist, self.last_pos) {
             (Some(p), Some(pos)) if last || self.saved.elapsed() >= p.every => Some(pos),
             _ => None,

@@ -778,3 +778,140 @@ fn a_snapshot_of_the_previous_format_is_still_read() {
     let why = Engine::restore(a.plan().clone(), &bytes).err().unwrap();
     assert!(why.contains("earlier lantian version"), "{why}");
 }
+
+/// A dust monitor's reading at `site` in `district`.
+fn dust_point(district: &str, site: &str, t: i64, pm10: f64) -> Point {
+    Point {
+        kind: "dust".into(),
+        coverage: Default::default(),
+        tags: vec![
+            ("district".into(), district.into()),
+            ("sensor".into(), format!("{site}-d1")),
+            ("site".into(), site.into()),
+        ],
+        time_ms: t,
+        fields: vec![("pm10".into(), pm10)],
+    }
+}
+
+fn district_hours(rows: &Rows) -> Vec<String> {
+    text(rows)
+        .lines()
+        .filter(|l| l.starts_with("dust_1h,district=") && l.contains("scope=district"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A district's hour is the mean of its dust sites' hourly means, once
+/// every one of them has passed the hour (here the third site is 6
+/// minutes behind, then catches up); a site whose hour is not valid (too
+/// few minutes) is left out and counted out; other districts are apart;
+/// what waits survives a snapshot; the alert engine gets `pm10.hour`
+/// labelled `scope=district`.
+#[test]
+fn a_districts_dust_hour_is_the_mean_of_its_sites_once_all_have_passed_it() {
+    let mut e = engine();
+    e.collect_observations();
+    let minutes = |district: &str, site: &str, from: i64, to: i64, pm10: f64| -> Vec<Point> {
+        (from..to)
+            .map(|m| dust_point(district, site, DAY0 + m * MIN, pm10))
+            .collect()
+    };
+    e.add(&minutes("chaoyang", "cy-1", 0, 66, 100.0), DAY0);
+    e.add(&minutes("chaoyang", "cy-2", 0, 66, 200.0), DAY0);
+    // Five minutes of the hour: not a valid hour (45 needed).
+    e.add(&minutes("chaoyang", "cy-3", 55, 59, 900.0), DAY0);
+    e.add(&minutes("haidian", "hd-1", 0, 66, 50.0), DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    let hours = district_hours(&rows);
+    assert_eq!(
+        hours.len(),
+        1,
+        "only haidian's sites have all passed: {hours:?}"
+    );
+    assert!(
+        hours[0].starts_with("dust_1h,district=haidian,scope=district "),
+        "{}",
+        hours[0]
+    );
+    assert!(hours[0].contains("pm10_mean=50,"), "{}", hours[0]);
+    let obs = e.take_observations();
+    let district_obs: Vec<&Observation> = obs
+        .iter()
+        .filter(|o| o.labels.contains(&("scope".into(), "district".into())))
+        .collect();
+    assert_eq!(district_obs.len(), 1, "{obs:?}");
+    assert_eq!(district_obs[0].metric, "pm10.hour");
+    assert_eq!(district_obs[0].kind, "dust");
+
+    // Chaoyang waits for cy-3, across a restart from a snapshot.
+    let snapshot = e.snapshot(crate::envelope::Pos { seq: 7, offset: 0 });
+    let (mut e, _) = Engine::restore(e.plan().clone(), &snapshot).unwrap();
+    e.add(&minutes("chaoyang", "cy-3", 59, 66, 900.0), DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    let hours = district_hours(&rows);
+    assert_eq!(hours.len(), 1, "{hours:?}");
+    let h = &hours[0];
+    assert!(
+        h.starts_with("dust_1h,district=chaoyang,scope=district "),
+        "{h}"
+    );
+    // cy-3's hour is not valid: the mean of 100 and 200, from 2 sites.
+    assert!(h.contains("pm10_mean=150,"), "{h}");
+    assert!(h.contains("pm10_site_max=200,"), "{h}");
+    assert!(h.contains("sites=2i"), "{h}");
+    assert!(h.ends_with(&format!(" {}", DAY0 * 1_000_000)), "{h}");
+}
+
+/// A cluster partition holds some of a district's sites: it computes no
+/// district figures (the city lane does, from the scope stream).
+#[test]
+fn without_districts_in_the_plan_there_are_no_district_rows() {
+    let w = WindowsConfig {
+        allowed_lateness: crate::config::HumanDuration::from_secs(0),
+        ..WindowsConfig::default()
+    };
+    let mut plan = Plan::new(&w, &AqiConfig::default()).unwrap();
+    plan.districts = false;
+    let mut e = Engine::new(plan);
+    let points: Vec<Point> = (0..66)
+        .map(|m| dust_point("chaoyang", "cy-1", DAY0 + m * MIN, 100.0))
+        .collect();
+    e.add(&points, DAY0);
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    assert!(
+        text(&rows).contains("dust_1h,district=chaoyang,scope=site"),
+        "{}",
+        text(&rows)
+    );
+    assert_eq!(district_hours(&rows), Vec::<String>::new());
+}
+
+/// The stage flushes at once when a reading moves its source past an
+/// hour's end (the hour's alerts need not wait for the next tick): the
+/// engine says so until the next flush; a new source, or readings within
+/// the hour, do not.
+#[test]
+fn a_reading_that_moves_its_source_past_an_hour_asks_for_a_flush() {
+    let mut e = engine();
+    e.add(&[point("a", DAY0 + 10 * MIN, &[("pm25", 1.0)])], DAY0);
+    assert!(!e.hour_passed(), "a new source");
+    e.add(&[point("a", DAY0 + 58 * MIN, &[("pm25", 1.0)])], DAY0);
+    assert!(!e.hour_passed(), "within the hour");
+    e.add(&[point("a", DAY0 + 60 * MIN, &[("pm25", 1.0)])], DAY0);
+    assert!(
+        e.hour_passed(),
+        "its reading covers 60–61: the watermark is past 60"
+    );
+    let mut rows = Rows::default();
+    e.flush(DAY0, &mut rows).unwrap();
+    assert!(!e.hour_passed());
+    assert!(
+        text(&rows).contains("air_1h"),
+        "the hour closed: {}",
+        text(&rows)
+    );
+}

@@ -17,6 +17,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// The status the receiver answered.
     pub status: u16,
+    /// When the request had arrived whole (just before the answer).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -145,6 +147,7 @@ async fn serve(
             headers,
             body,
             status: code,
+            at: std::time::Instant::now(),
         });
         sock.write_all(format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n").as_bytes())
             .await?;
