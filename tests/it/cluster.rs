@@ -2,8 +2,10 @@
 //! NATS JetStream cluster, with Mosquitto, InfluxDB and a webhook
 //! receiver. 2,000 sensors at 200 sites in 10 districts publish 80
 //! readings each (every 5 minutes of event time: 6 h 40 min, published at
-//! 60× event time: a round every 5 s, 6 min 40 s in all), with
-//! scripted breaches at 8 sites; a worker and an edge are killed with
+//! 60× event time: a round every 5 s, 6 min 40 s in all), and 20
+//! construction-dust sites in 4 districts with them, with scripted
+//! breaches at 8 sites (the city's) and in one district; a worker and an
+//! edge are killed with
 //! SIGKILL mid-stream and restarted, and a worker is added. InfluxDB must
 //! end with exactly the readings published, every closed window must
 //! equal an offline computation, the receiver must get exactly the
