@@ -34,6 +34,12 @@
 //!   cargo bench --bench e2e                       # N = 200,000; 1,000 and 100,000 sensors; 1 and 4 connections; live, drain, latency
 //!   N=50000 SENSORS=1000 CONNS=4 MODE=live cargo bench --bench e2e
 //!   MODE=latency SAMPLES=100 RATE=10000 FLUSH=1s cargo bench --bench e2e
+//!   MODE=curves cargo bench --bench e2e           # cost curves only
+//!
+//! **Cost curves**: live over one connection, one thing at a time grown
+//! from 1,000 sensors, 3 fields a reading and the shipped rules: sensors
+//! (10,000 and 100,000), fields a reading (1, 6, 20), rules (none, and
+//! 200: the shipped and 177 of an operator's).
 //!
 //! Under `cargo test` it runs once with N = 2,000 (1,000 sensors, 4
 //! connections, live and drain) and 3 latency samples under 1,000 msg/s,
@@ -57,7 +63,18 @@ struct Load {
     /// Reading times start here (50 minutes ago), 10 ms apart per round
     /// over the sensors.
     base_ms: i64,
+    /// Fields a reading carries (the first `fields` of `FIELD_NAMES`).
+    fields: usize,
+    /// Configuration added to lantian's (the rules of the cost curves).
+    extra: Arc<String>,
 }
+
+/// The fields a reading may carry: the six pollutants, then fields the
+/// registry does not know (stored as they come).
+const FIELD_NAMES: [&str; 20] = [
+    "pm25", "pm10", "no2", "so2", "co", "o3", "x07", "x08", "x09", "x10", "x11", "x12", "x13",
+    "x14", "x15", "x16", "x17", "x18", "x19", "x20",
+];
 
 impl Load {
     fn new(n: usize, sensors: usize, conns: usize) -> Self {
@@ -75,19 +92,31 @@ impl Load {
                     .collect(),
             ),
             base_ms: now_ms() - 3_000_000,
+            fields: 3,
+            extra: Arc::new(String::new()),
         }
+    }
+
+    /// The same load with `fields` fields a reading and `extra`
+    /// configuration.
+    fn with(mut self, fields: usize, extra: String) -> Self {
+        self.fields = fields;
+        self.extra = Arc::new(extra);
+        self
     }
 
     /// Message `k`: sensor `k % sensors` (returned with the payload), so each connection carries the
     /// sensors `≡ c (mod conns)` in order.
     fn message(&self, k: usize) -> (usize, String) {
-        let payload = format!(
-            r#"{{"ts":{},"pm25":{},"pm10":{},"no2":{}}}"#,
-            self.base_ms + (k / self.sensors) as i64 * 10,
-            k % 500,
-            k % 700,
-            k % 90
+        use std::fmt::Write as _;
+        let mut payload = format!(
+            r#"{{"ts":{}"#,
+            self.base_ms + (k / self.sensors) as i64 * 10
         );
+        for (i, f) in FIELD_NAMES[..self.fields].iter().enumerate() {
+            let _ = write!(payload, r#","{f}":{}"#, (k + 7 * i) % [500, 700, 90][i % 3]);
+        }
+        payload.push('}');
         (k % self.sensors, payload)
     }
 
@@ -173,6 +202,8 @@ struct Run {
     lantian_cpu: f64,
     others_cpu: f64,
     rss_kib: u64,
+    /// The alert rules lantian ran with (its start-up line), if known.
+    rules: Option<usize>,
 }
 
 impl Run {
@@ -192,7 +223,7 @@ impl Run {
 async fn live_lantian(load: &Load) -> Run {
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
-    let lantian = Lantian::start(&Lantian::v1(broker.port, &influx));
+    let lantian = Lantian::start(&(Lantian::v1(broker.port, &influx) + &load.extra));
     lantian.wait_subscribed().await;
     let admin = lantian.admin_port().await;
     let pubs = load.connect(broker.port, "live").await;
@@ -220,11 +251,16 @@ async fn live_lantian(load: &Load) -> Run {
     let used: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     let stored = influx.scalar("SELECT count(pm25) FROM air").await;
     assert_eq!(stored, load.n as i64, "lost or extra: {}", lantian.logs());
+    let rules = lantian.logs().lines().find_map(|l| {
+        let rest = l.split("alerts on rules=").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
     Run {
         secs,
         lantian_cpu: used[3],
         others_cpu: used[..3].iter().sum(),
         rss_kib: peak_rss_kib(lantian.pid()),
+        rules: Some(rules.unwrap_or(0)),
     }
 }
 
@@ -370,6 +406,7 @@ async fn live_node_red(load: &Load) -> Run {
         lantian_cpu: used[3],
         others_cpu: used[..3].iter().sum(),
         rss_kib: peak_rss_kib(pid),
+        rules: None,
     }
 }
 
@@ -416,6 +453,7 @@ async fn drain(load: &Load) -> (f64, Run) {
         lantian_cpu: cpu_seconds(pid),
         others_cpu: 0.0,
         rss_kib: peak_rss_kib(pid),
+        rules: None,
     };
     (baseline, run)
 }
@@ -502,6 +540,68 @@ async fn latency(samples: usize, rate: usize, flush_interval: &str) -> Vec<f64> 
     out
 }
 
+/// Cost curves, live over one connection: lantian's rate, CPU per
+/// message and peak RSS as one thing at a time grows from the case of
+/// 1,000 sensors, 3 fields a reading and the shipped rules: sensors
+/// (10,000, 100,000), fields a reading (1, 6, 20), rules (none: alerts
+/// off; the shipped plus 177 of the operator's on the fields' hourly
+/// means). Returns the markdown table.
+async fn curves(n: usize) -> String {
+    let more_rules: String = (0..177)
+        .map(|i| {
+            format!(
+                "[[alerts.targets]]\nid = \"bench.r{i:03}\"\nname = \"bench rule {i}\"\nkind = \"air\"\n\
+                 metric = \"{}.hour\"\nop = \">\"\nvalue = {}\nunit = \"µg/m³\"\nseverity = \"info\"\n",
+                ["pm25", "pm10", "no2"][i % 3],
+                1000 + i
+            )
+        })
+        .collect();
+    let cases: [(&str, usize, usize, String); 8] = [
+        (
+            "1,000 sensors, 3 fields, shipped rules",
+            1_000,
+            3,
+            String::new(),
+        ),
+        ("10,000 sensors", 10_000, 3, String::new()),
+        ("100,000 sensors", 100_000, 3, String::new()),
+        ("1 field", 1_000, 1, String::new()),
+        ("6 fields", 1_000, 6, String::new()),
+        ("20 fields", 1_000, 20, String::new()),
+        (
+            "no rules (alerts off)",
+            1_000,
+            3,
+            "[alerts]\nenabled = false\n".to_owned(),
+        ),
+        ("shipped + 177 rules", 1_000, 3, more_rules),
+    ];
+    let mut table = vec![
+        "| case (one change from the first) | rules | lantian msg/s | CPU µs/msg | peak RSS MB |"
+            .to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    for (what, sensors, fields, extra) in cases {
+        let load = Load::new(n, sensors, 1).with(fields, extra);
+        let run = live_lantian(&load).await;
+        let rules = run.rules.map_or("–".to_owned(), |r| r.to_string());
+        println!(
+            "e2e curve: {what}: {n} readings live, {rules} rules: {:.0} msg/s; CPU {:.1} µs/msg; peak RSS {:.1} MB",
+            run.rate(n),
+            run.lantian_cpu * 1e6 / n as f64,
+            run.rss_kib as f64 / 1024.0
+        );
+        table.push(format!(
+            "| {what} | {rules} | {:.0} | {:.1} | {:.0} |",
+            run.rate(n),
+            run.lantian_cpu * 1e6 / n as f64,
+            run.rss_kib as f64 / 1024.0
+        ));
+    }
+    table.join("\n")
+}
+
 /// The `q` quantile of sorted `v` (nearest rank).
 fn quantile(v: &[f64], q: f64) -> f64 {
     v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
@@ -527,7 +627,10 @@ async fn main() {
         "| sensors | connections | ceiling msg/s | physical limit msg/s | lantian msg/s | % of ceiling | % of limit | lantian CPU µs/msg | others' CPU µs/msg | peak RSS MB | Node-RED msg/s | lantian ÷ Node-RED | Node-RED CPU µs/msg | Node-RED RSS MB |".to_owned(),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
-    for &s in sensors.iter().filter(|_| mode != "latency") {
+    for &s in sensors
+        .iter()
+        .filter(|_| mode != "latency" && mode != "curves")
+    {
         if mode != "drain" {
             for &c in &conns {
                 let load = Load::new(n, s, c);
@@ -591,8 +694,11 @@ async fn main() {
             );
         }
     }
-    if mode != "drain" && mode != "latency" {
+    if mode == "both" || mode == "live" {
         println!("{}", table.join("\n"));
+    }
+    if mode == "both" || mode == "curves" {
+        println!("{}", curves(n).await);
     }
     if mode == "both" || mode == "latency" {
         let samples = list("SAMPLES", &[if bench { 200 } else { 3 }])[0];
