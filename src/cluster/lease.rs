@@ -43,7 +43,9 @@ pub struct Leases {
     /// When the current round's requests must have answered: a round
     /// never outlasts a third of a lease's life, so the fence runs on
     /// time whatever JetStream does (a request left waiting is dropped
-    /// and counts as failed).
+    /// and counts as failed). A lease loop once stood still for 90 s under
+    /// load while its lanes ran on, and another worker took its lapsed
+    /// leases.
     deadline: tokio::time::Instant,
 }
 
@@ -234,11 +236,9 @@ impl Leases {
 
     /// Live workers: those whose heartbeat has not lapsed (the member
     /// bucket's keys, each one message that lapses with a lease's life),
-    /// from the stream's state in one request; the last count when it
-    /// does not answer in time. (Listing the keys with a consumer waited
-    /// for good when a member lapsed while it was being listed: a worker's
-    /// lease loop stood still, its leases lapsed and another worker took
-    /// them while its lanes ran on.)
+    /// from the stream's state in one request rather than by listing the
+    /// keys through a consumer; the last count when it does not answer in
+    /// time.
     async fn live(&mut self) -> u32 {
         if let Some(Ok(info)) = self.bounded(self.members.stream.get_info()).await {
             self.live = u32::try_from(info.state.subjects_count).unwrap_or(u32::MAX);
