@@ -279,10 +279,20 @@ fn main() {
         .unwrap_or(if full { 96 } else { 3 });
     memory_sweep(hours);
     // 100,000 sensors over 8 partitions: 12,500 a partition; over one.
-    match full {
-        true => checkpoint_sizes(&[1_000, 12_500, 100_000], 2),
-        false => checkpoint_sizes(&[1_000], 1),
-    }
+    // `CHECKPOINT_SENSORS=1000 CHECKPOINT_HOURS=50`: another case (50 h
+    // fills the 48 h correction horizon: the steady state).
+    let fleet: Vec<usize> = std::env::var("CHECKPOINT_SENSORS").map_or_else(
+        |_| match full {
+            true => vec![1_000, 12_500, 100_000],
+            false => vec![1_000],
+        },
+        |v| v.split(',').map(|x| x.trim().parse().unwrap()).collect(),
+    );
+    let hours = std::env::var("CHECKPOINT_HOURS")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(if full { 2 } else { 1 });
+    checkpoint_sizes(&fleet, hours);
     let mut c = Criterion::default().configure_from_args();
     window_flush(&mut c);
     aqi(&mut c);

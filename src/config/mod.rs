@@ -524,7 +524,8 @@ pub struct ClusterConfig {
     /// Default: the host name and process id.
     pub instance: String,
     /// Partitions readings are spread over (by district and site). Fixed
-    /// for a stream's life.
+    /// for a stream's life. A partition's checkpoint must fit NATS's
+    /// max_payload: about 1,000–1,800 sensors a partition at 8 MB.
     pub partitions: u32,
     /// Copies JetStream keeps of the stream and the lease bucket: 3 on a
     /// three-node cluster, 1 on a single server.
