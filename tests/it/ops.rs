@@ -130,14 +130,17 @@ async fn metrics_match_what_was_published_and_the_status_page_renders() {
         )
         .await;
     // The hourly AQI of the second hour (the first is partial at 10:00 +
-    // nothing before it: still complete, 60 minutes).
+    // nothing before it: still complete, 60 minutes). The first hour may
+    // show first (it closes as soon as the second hour's readings come):
+    // wait for every station's newest hour to be the second, 11:00.
+    let second = lantian::alert::rfc3339(start + HOUR);
     let t = Instant::now();
     let status = loop {
         let (code, body) = lantian.admin("/api/status").await;
         assert_eq!(code, 200);
         let v: Value = serde_json::from_str(&body).unwrap();
-        if v["stations"].as_array().is_some_and(|s| s.len() == 3)
-            || t.elapsed() > Duration::from_secs(30)
+        let at_second = |s: &Vec<Value>| s.len() == 3 && s.iter().all(|r| r["hour"] == second);
+        if v["stations"].as_array().is_some_and(at_second) || t.elapsed() > Duration::from_secs(30)
         {
             break v;
         }
