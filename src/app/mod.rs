@@ -165,10 +165,12 @@ pub async fn run_with(
         drop(alerts);
         let (lanes, forwarded) =
             cluster::PartitionLanes::new(s, &sinks, acker.clone(), &metrics, &board)?;
-        // A reload's rules reach every partition's engine.
+        // A reload's rules reach every partition's engine. A service task,
+        // like the reload loop that feeds it: it ends when that loop does
+        // (in the data phase it held the shutdown up to its deadline).
         let mut rules_rx = rules_rx;
         if let Some(rules) = lanes.rules() {
-            tasks.spawn(Phase::Data, "rules", async move {
+            tasks.spawn(Phase::Service, "rules", async move {
                 while let Some(new) = rules_rx.recv().await {
                     rules.send_replace(new);
                 }
