@@ -179,6 +179,10 @@ pub struct Engine {
     out: Vec<Notice>,
     key_buf: String,
     changed: bool,
+    /// A sensor with a deadman alert open reported since the last tick:
+    /// the next tick judges it even at the same clock (another sensor's
+    /// reading may have moved the clock to this time already).
+    revived: bool,
     /// Derived values not yet taken.
     derived_out: Vec<Observation>,
     /// Whether city-wide values are derived (not in a cluster partition,
@@ -268,6 +272,7 @@ impl Engine {
             out: Vec::new(),
             key_buf: String::new(),
             changed: false,
+            revived: false,
             derived_out: Vec::new(),
             city: true,
         };
@@ -374,6 +379,7 @@ impl Engine {
                 continue;
             }
             sensor.last_ms = p.time_ms;
+            self.revived |= !sensor.silent_for.is_empty();
             sensor.grace_ms = match p.coverage {
                 crate::reading::Coverage::Interval(ms) => 2 * ms,
                 _ => 0,
@@ -510,14 +516,16 @@ impl Engine {
     }
 
     /// Moves the stream clock to `now_ms` (never back): deadman and
-    /// reminders.
+    /// reminders. It judges deadman again at an unchanged clock when a
+    /// sensor with a deadman alert open has reported since the last tick.
     pub fn tick(&mut self, now_ms: i64) {
-        if now_ms <= self.state.clock_ms {
+        let revived = std::mem::take(&mut self.revived);
+        if now_ms <= self.state.clock_ms && !revived {
             return;
         }
-        self.state.clock_ms = now_ms;
+        let now = now_ms.max(self.state.clock_ms);
+        self.state.clock_ms = now;
         self.changed = true;
-        let now = now_ms;
         // Long-silent sensors without an open deadman alert are forgotten
         // (invented names must not be kept for ever).
         self.state
@@ -623,7 +631,10 @@ impl Engine {
                 );
                 (rule.for_ms == 0).then_some(Event::Firing)
             }
-            Some(inst) if end <= inst.last_end => return true,
+            // Seen already (a replay), unless the same end comes with a
+            // later start: a deadman judged again at the same clock after
+            // its sensor reported.
+            Some(inst) if (end, start) <= (inst.last_end, inst.window.0) => return true,
             Some(inst) => {
                 inst.last_end = end;
                 let before = inst.value;

@@ -552,6 +552,39 @@ fn deadman_fires_after_the_silence_and_resolves_when_the_sensor_returns() {
     assert_eq!(n[0].alert.rule, "sensor.deadman");
 }
 
+/// The silent sensor's return arrives after another sensor's reading of
+/// the same minute has already moved the clock there (a flush between the
+/// two): the next tick resolves it though the clock does not move.
+#[test]
+fn deadman_resolves_when_the_sensor_returns_at_the_clock_already_reached() {
+    let mut e = engine();
+    for m in 0..=30 {
+        let t = DAY0 + m * MIN;
+        let mut pts = vec![point("a", t, 30.0 + m as f64)];
+        if m <= 10 {
+            pts.push(point("b", t, 40.0 + m as f64));
+        }
+        e.points(&pts);
+        e.tick(t);
+    }
+    let n = e.take_notices();
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0].event, Event::Firing);
+    let t = DAY0 + 31 * MIN;
+    e.points(&[point("a", t, 61.0)]);
+    e.tick(t);
+    assert!(e.take_notices().is_empty());
+    e.points(&[point("b", t, 41.0)]);
+    e.tick(t);
+    let n = e.take_notices();
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0].event, Event::Resolved);
+    assert_eq!(n[0].alert.labels["sensor"], "b");
+    // Nothing more at that clock.
+    e.tick(t);
+    assert!(e.take_notices().is_empty());
+}
+
 /// A sensor whose readings each stand for an hour (an HJ 212 hourly
 /// value, stamped at the hour's start and sent after it ends) is not
 /// silent between them; it is once its next hour is 15 minutes overdue.
