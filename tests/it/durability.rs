@@ -171,6 +171,15 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
         2
     );
     println!("lantian reconnected {reconnect:?} after the broker came back");
+    // The broker kept lantian's session (and with it what was queued for
+    // lantian at the restart): without that, this test passes only when
+    // lantian happened to have taken everything before the restart.
+    let logs = lantian.logs();
+    let again = logs
+        .lines()
+        .find(|l| l.contains("reconnected to MQTT broker"))
+        .unwrap_or_default();
+    assert!(again.contains("session_present=true"), "{logs}");
     stream(&mut publisher, base, 20, 40, 20_000).await;
     publisher.flush().await;
     assert_exact(&influx, 40).await;

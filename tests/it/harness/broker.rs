@@ -11,6 +11,29 @@ pub struct Mosquitto {
     pub port: u16,
     proc: Proc,
     dir: TempDir,
+    /// Launches so far (each writes its own log).
+    launches: u32,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.proc.kill();
+            self.dir.disable_cleanup(true);
+            eprintln!("kept the broker's directory: {}", self.dir.path().display());
+        }
+    }
+}
+
+/// Whether this process runs as root (Mosquitto run as root drops to the
+/// `mosquitto` user unless told otherwise).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
 }
 
 impl Mosquitto {
@@ -23,6 +46,7 @@ impl Mosquitto {
             port: 0,
             proc: Proc::spawn(&mut Command::new("true"), dir.path().join("unused.log")),
             dir,
+            launches: 0,
         };
         for _ in 0..20 {
             me.port = free_port();
@@ -36,14 +60,19 @@ impl Mosquitto {
 
     fn write_config(&self) {
         // The lossless settings from deploy/mosquitto/lantian.conf; the
-        // session store is saved at shutdown (so a restart keeps it).
+        // session store is saved at shutdown (so a restart keeps it). Run
+        // as root (CI), Mosquitto would drop to its own user, which cannot
+        // write the database into this 0700 root directory: every session
+        // was lost at a restart ("Error saving in-memory database …
+        // Permission denied" in its log).
+        let user = if running_as_root() { "user root\n" } else { "" };
         std::fs::write(
             self.dir.path().join("mosquitto.conf"),
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\n\
+                "listener {} 127.0.0.1\n{user}allow_anonymous true\n\
                  persistence true\npersistence_location {}/\nautosave_interval 0\n\
                  max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n\
-                 log_dest stdout\nlog_type error\nlog_type warning\n",
+                 log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n",
                 self.port,
                 self.dir.path().display()
             ),
@@ -54,11 +83,14 @@ impl Mosquitto {
     /// Starts the broker; whether it listens on `self.port` (false: it
     /// exited, the port was taken).
     async fn launch(&mut self) -> bool {
+        self.launches += 1;
         self.proc = Proc::spawn(
             Command::new(require("mosquitto"))
                 .arg("-c")
                 .arg(self.dir.path().join("mosquitto.conf")),
-            self.dir.path().join("mosquitto.log"),
+            self.dir
+                .path()
+                .join(format!("mosquitto-{}.log", self.launches)),
         );
         let (pid, port) = (self.proc.child.id(), self.port);
         let mut exited = false;
