@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::route;
 use super::state::{Checkpoints, SaveError, Saved};
@@ -51,6 +51,11 @@ pub trait Lanes: Send + Sync + 'static {
 /// How often a partition's lag is updated (in messages) while it has a
 /// backlog; at once when it has caught up.
 const LAG_EVERY: u64 = 256;
+/// A partition's consumer idle this long while its lag shows more than 0:
+/// the lag is checked against the stream (`drained`). The per-message
+/// count can end above 0 on a drained partition (seen under load: stuck
+/// at 1 with every message taken).
+const LAG_CHECK_IDLE: Duration = Duration::from_secs(2);
 
 pub struct Source {
     pub stream: jetstream::stream::Stream,
@@ -244,6 +249,8 @@ async fn consume(
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut taken = 0u64;
+    // The lag last shown.
+    let mut shown = 0u64;
     'consume: while !stop.is_cancelled() {
         let deliver_policy = match last {
             0 => consumer::DeliverPolicy::All,
@@ -263,8 +270,8 @@ async fn consume(
         let messages = match consumer {
             Ok(c) => {
                 // What is waiting now (messages update it as they come).
-                w.metrics
-                    .partition_lag(p, Some(c.cached_info().num_pending));
+                shown = c.cached_info().num_pending;
+                w.metrics.partition_lag(p, Some(shown));
                 c.messages().await.map_err(|e| e.to_string())
             }
             Err(e) => Err(e),
@@ -284,6 +291,17 @@ async fn consume(
                 biased;
                 _ = stop.cancelled() => break 'consume,
                 next = messages.next() => next,
+                _ = tokio::time::sleep(LAG_CHECK_IDLE), if shown > 0 => {
+                    match drained(&w.stream, &w.filter, last).await {
+                        Ok(true) => {
+                            shown = 0;
+                            w.metrics.partition_lag(p, Some(0));
+                        }
+                        Ok(false) => {}
+                        Err(e) => debug!(partition = p, error = %e, "cannot check the partition's lag"),
+                    }
+                    continue;
+                }
             };
             let m = match next {
                 Some(Ok(m)) => m,
@@ -308,9 +326,32 @@ async fn consume(
             last = seq;
             taken += 1;
             if pending == 0 || taken % LAG_EVERY == 0 {
+                shown = pending;
                 w.metrics.partition_lag(p, Some(pending));
             }
         }
+    }
+}
+
+/// Whether the newest message on `filter` is one taken already (sequence
+/// `last` or before), or there is none: asked of the stream itself, not of
+/// a consumer's count.
+pub async fn drained(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    last: u64,
+) -> Result<bool, String> {
+    use jetstream::stream::LastRawMessageErrorKind;
+    let newest = tokio::time::timeout(
+        Duration::from_secs(5),
+        stream.get_last_raw_message_by_subject(filter),
+    )
+    .await
+    .map_err(|_| "no answer within 5 s".to_owned())?;
+    match newest {
+        Ok(m) => Ok(m.sequence <= last),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(true),
+        Err(e) => Err(e.to_string()),
     }
 }
 

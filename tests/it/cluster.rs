@@ -913,3 +913,43 @@ fn the_cluster_demo_script_stores_the_fleets_history_over_two_workers() {
     );
     assert!(workers.iter().all(|w| w.1 > 0), "{text}");
 }
+
+/// A partition's lag, when its consumer has been idle, is checked against
+/// the stream itself: drained is "the newest message on the partition's
+/// subjects is one already taken" (a consumer's own count was seen stuck
+/// at 1 on a drained partition). Asked of a real three-node JetStream,
+/// with partitions interleaved in one stream as the edges write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_is_drained_when_its_newest_message_is_taken() {
+    use lantian::cluster::{route::partition_filter, worker::drained};
+    let nats = NatsCluster::start().await;
+    let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = lantian::cluster::ensure_stream(
+        &js,
+        async_nats::jetstream::stream::Config {
+            name: "LAG".into(),
+            subjects: vec!["lt.in.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Sequences 1–4: partition 3, 4, 3, 4.
+    for (i, p) in [3, 4, 3, 4].into_iter().enumerate() {
+        let ack = js
+            .publish(format!("lt.in.{p}.d.s{i}"), "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ack.sequence, i as u64 + 1);
+    }
+    let check = async |p: u32, last: u64| drained(&stream, &partition_filter(p), last).await;
+    assert_eq!(check(3, 1).await, Ok(false), "3 is still to take");
+    assert_eq!(check(3, 3).await, Ok(true));
+    assert_eq!(check(3, 4).await, Ok(true), "4 is another partition's");
+    assert_eq!(check(4, 3).await, Ok(false));
+    assert_eq!(check(4, 4).await, Ok(true));
+    assert_eq!(check(5, 0).await, Ok(true), "a partition with no messages");
+}
