@@ -848,6 +848,18 @@ async fn a_reload_reaches_the_rules_of_the_partitions_already_running() {
         "{}",
         worker.logs()
     );
+    // A SIGTERM stops the worker cleanly, every task ending by itself
+    // rather than at the shutdown deadline (the reload task once held it
+    // for the whole deadline).
+    let mut worker = worker;
+    worker.proc.signal("TERM");
+    let status = worker.proc.wait_timeout(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "{status:?} {}", worker.logs());
+    assert!(
+        !worker.logs().contains("shutdown deadline passed"),
+        "{}",
+        worker.logs()
+    );
     drop(edge);
 }
 
