@@ -128,8 +128,9 @@ metrics! {
     spool_blocked: AtomicBool => Gauge "spool_write_blocked",
     /// Corrupt spool bytes skipped (and quarantined).
     spool_corrupt_bytes: AtomicU64 => Counter "spool_corrupt_bytes_total",
-    /// 1 while the window snapshot cannot be saved: the spool keeps every
-    /// record since the last one (it grows), and a crash would replay them.
+    /// 1 while a window snapshot cannot be saved: the spool (or a cluster
+    /// partition's stream) keeps every record since the last one, and a
+    /// restart replays them.
     snapshot_failing: AtomicBool => Gauge "window_snapshot_failing",
     /// Bytes in the Parquet archive, as of its last retention pass.
     archive_bytes: AtomicU64 => Gauge "archive_bytes",
@@ -180,6 +181,9 @@ metrics! {
     /// next `##`), or a packet over `hj212.max_packet_bytes`.
     hj212_frame_errors: AtomicU64 => Counter "hj212_frame_errors_total",
     @private
+    /// Where window snapshots cannot be saved now (a worker saves one per
+    /// partition: `snapshot_failing` is 1 while any fails).
+    snapshot_failures: std::sync::Mutex<std::collections::BTreeSet<std::path::PathBuf>>,
     /// Quarantine records, by reason ([`Reason::index`]).
     quarantined: [AtomicU64; Reason::ALL.len()],
     /// InfluxDB POSTs by duration, cumulative per `WRITE_BUCKETS` bound
@@ -595,12 +599,21 @@ impl Metrics {
     /// Intake paused (the spool is at its bound) or resumed.
     /// A window snapshot save: failed or not. A failure is an error line
     /// (the first of a run of them) and makes the process not ready.
+    /// A window snapshot saved to `path` (a file, or a cluster partition's
+    /// checkpoint), or not: logged when that place starts or stops failing.
     pub fn snapshot_saved(&self, ok: bool, path: &std::path::Path, error: &str) {
-        let was = self.snapshot_failing.swap(!ok, Relaxed);
-        if !ok && !was {
-            error!(path = %path.display(), error, "cannot save the window snapshot; the spool keeps every record since the last one and grows until it is saved");
-        } else if ok && was {
-            info!(path = %path.display(), "window snapshot saved again");
+        let mut failing = self.snapshot_failures.lock().expect("metrics lock");
+        let changed = if ok {
+            failing.remove(path)
+        } else {
+            failing.insert(path.to_owned())
+        };
+        self.snapshot_failing.store(!failing.is_empty(), Relaxed);
+        drop(failing);
+        if changed && !ok {
+            error!(to = %path.display(), error, "cannot save the window snapshot; what came after the last one is kept (in the spool, or a cluster partition's stream) and replayed after a restart");
+        } else if changed {
+            info!(to = %path.display(), "window snapshot saved again");
         }
     }
 

@@ -64,7 +64,7 @@ pub fn not_ready(m: &Metrics) -> Vec<&'static str> {
         why.push("spool: cannot be written, disk full? (intake paused)");
     }
     if m.snapshot_failing.load(Relaxed) {
-        why.push("windows: the snapshot cannot be saved (the spool grows)");
+        why.push("windows: a snapshot cannot be saved (what a restart replays grows)");
     }
     why
 }
@@ -213,6 +213,25 @@ mod tests {
             .await
             .unwrap();
         (addr, stop)
+    }
+
+    /// A worker saves a snapshot per partition: one partition's failing
+    /// keeps the worker unready whatever the others do, until it saves.
+    #[test]
+    fn a_failing_snapshot_keeps_the_worker_unready_until_that_one_saves() {
+        let m = Metrics::default();
+        let (p1, p2) = (
+            std::path::Path::new("nats:p1"),
+            std::path::Path::new("nats:p2"),
+        );
+        let failing = |m: &Metrics| not_ready(m).iter().any(|w| w.starts_with("windows:"));
+        m.snapshot_saved(false, p1, "too large");
+        assert!(failing(&m));
+        m.snapshot_saved(true, p2, "");
+        assert!(failing(&m), "another partition's save does not clear it");
+        m.snapshot_saved(false, p1, "too large");
+        m.snapshot_saved(true, p1, "");
+        assert!(!failing(&m));
     }
 
     /// A client that connects and sends nothing is disconnected (the

@@ -854,7 +854,11 @@ async fn a_reload_reaches_the_rules_of_the_partitions_already_running() {
     let mut worker = worker;
     worker.proc.signal("TERM");
     let status = worker.proc.wait_timeout(Duration::from_secs(60));
-    assert!(status.is_some_and(|s| s.success()), "{status:?} {}", worker.logs());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?} {}",
+        worker.logs()
+    );
     assert!(
         !worker.logs().contains("shutdown deadline passed"),
         "{}",
@@ -964,4 +968,95 @@ async fn a_partition_is_drained_when_its_newest_message_is_taken() {
     assert_eq!(check(4, 3).await, Ok(false));
     assert_eq!(check(4, 4).await, Ok(true));
     assert_eq!(check(5, 0).await, Ok(true), "a partition with no messages");
+}
+
+/// A partition whose checkpoint is larger than the NATS servers take
+/// (`max_payload`, 16 KB here): the worker refuses it with a message
+/// naming both remedies, says it is not ready (the gauge stays up whatever
+/// its other unit, the city, saves), and every reading is stored all the
+/// same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_over_the_servers_max_payload_is_refused_and_readings_still_stored() {
+    const SENSORS: i64 = 300;
+    let nats = NatsCluster::start_with_max_payload("16KB").await;
+    let broker = Mosquitto::start().await;
+    let influx = Influx::start().await;
+    let start = |role: &str| {
+        let mut c = nats.lantian_config(broker.port, &influx, (role, role), 1);
+        c.push_str(
+            "[windows]\nsnapshot_interval = \"1s\"\n[aqi]\ncity_sites = [\"site0\", \"site1\"]\n",
+        );
+        Lantian::start(&c)
+    };
+    let (edge, worker) = (start("edge"), start("worker"));
+    edge.wait_subscribed().await;
+    wait_for(
+        "the worker running the partition and the city",
+        Duration::from_secs(60),
+        async || worker.metric("lantian_cluster_partitions_owned").await == Some(2.0),
+    )
+    .await;
+    let mut p = Publisher::connect(broker.port, "payload-publisher").await;
+    let base = two_days_ago_beijing() + 8 * HOUR;
+    for r in 0..6 {
+        for s in 0..SENSORS {
+            let body = format!(
+                "{{\"ts\":{},\"pm25\":{},\"pm10\":{},\"no2\":{}}}",
+                base + r * STEP,
+                20 + (s + r) % 50,
+                40 + (s * 7 + r) % 90,
+                10 + (s * 3 + r) % 40
+            );
+            p.publish(&format!("env/d{}/site{}/air/x{s}", s % 5, s % 30), body)
+                .await;
+        }
+    }
+    p.flush().await;
+    let stored = influx
+        .wait_count(
+            "SELECT count(pm25) FROM air",
+            6 * SENSORS,
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(stored, 6 * SENSORS);
+    wait_for(
+        "the checkpoint refused",
+        Duration::from_secs(60),
+        async || {
+            worker
+                .logs()
+                .contains("over the NATS server's max_payload of 16384")
+        },
+    )
+    .await;
+    let logs = worker.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("over the NATS server's max_payload"))
+        .unwrap();
+    assert!(
+        line.contains("raise max_payload") && line.contains("cluster.partitions"),
+        "{line}"
+    );
+    // The city unit's checkpoint is small and saved; the partition's
+    // failure keeps the gauge up.
+    let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let state = js.get_key_value("lt_state").await.unwrap();
+    wait_for(
+        "the city unit's checkpoint",
+        Duration::from_secs(60),
+        async || state.entry("p1").await.ok().flatten().is_some(),
+    )
+    .await;
+    assert!(
+        state.entry("p0").await.unwrap().is_none(),
+        "the partition's is never stored"
+    );
+    assert_eq!(
+        worker.metric("lantian_window_snapshot_failing").await,
+        Some(1.0)
+    );
+    drop(edge);
 }

@@ -21,15 +21,20 @@ impl NatsCluster {
     /// tried, the binds confirmed from /proc, and others tried if a node
     /// could not take them. Ready once JetStream answers through each node.
     pub async fn start() -> Self {
+        Self::start_with_max_payload("8MB").await
+    }
+
+    /// Nodes taking messages of at most `max_payload` (NATS syntax).
+    pub async fn start_with_max_payload(max_payload: &str) -> Self {
         for _ in 0..10 {
-            if let Some(c) = Self::try_start().await {
+            if let Some(c) = Self::try_start(max_payload).await {
                 return c;
             }
         }
         panic!("a NATS cluster could not bind loopback ports in 10 tries");
     }
 
-    async fn try_start() -> Option<Self> {
+    async fn try_start(max_payload: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -43,7 +48,7 @@ impl NatsCluster {
             std::fs::write(
                 &conf,
                 format!(
-                    "server_name: n{i}\nlisten: \"127.0.0.1:{}\"\nmax_payload: 8MB\n\
+                    "server_name: n{i}\nlisten: \"127.0.0.1:{}\"\nmax_payload: {max_payload}\n\
                      jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 2GB }}\n\
                      cluster {{ name: lt, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
                     client[i],
