@@ -122,7 +122,9 @@ async fn main() {
             let payload = format!(
                 r#"{{"ts":{},"pm25":{},"pm10":{}}}"#,
                 base + (i / sensors) as i64 * 10,
-                i % 500,
+                // Changing from one reading of a sensor to the next (`i %
+                // 500` was constant per sensor: a fleet flat-lining).
+                (i + 13 * (i / sensors)) % 500,
                 i % 700
             );
             publisher.publish(&topics[i % sensors], payload).await;

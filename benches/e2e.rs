@@ -113,8 +113,18 @@ impl Load {
             r#"{{"ts":{}"#,
             self.base_ms + (k / self.sensors) as i64 * 10
         );
+        // Each field of a sensor changes from one reading to the next (13
+        // is no multiple of any modulus): a fleet of working sensors. (The
+        // values were once `(k + 7i) % m`, constant per sensor for m = 500
+        // at 1,000 sensors: every sensor flat-lined after 30 readings and
+        // the flatline rule judged each reading after that.)
+        let (s, r) = (k % self.sensors, k / self.sensors);
         for (i, f) in FIELD_NAMES[..self.fields].iter().enumerate() {
-            let _ = write!(payload, r#","{f}":{}"#, (k + 7 * i) % [500, 700, 90][i % 3]);
+            let _ = write!(
+                payload,
+                r#","{f}":{}"#,
+                (s + 7 * i + 13 * r) % [500, 700, 90][i % 3]
+            );
         }
         payload.push('}');
         (k % self.sensors, payload)
