@@ -496,14 +496,12 @@ fn point(sensor: &str, t: i64, pm25: f64) -> Point {
     }
 }
 
-#[test]
-fn deadman_fires_after_the_silence_and_resolves_when_the_sensor_returns() {
-    let mut e = engine();
-    let t0 = DAY0;
-    // Two sensors report each minute; "b" stops after minute 10.
+/// Two sensors report each minute up to `last`, ticking the clock each
+/// minute; "b" stops after minute 10. The notices, by minute.
+fn b_falls_silent(e: &mut Engine, last: i64) -> Vec<(i64, Vec<Notice>)> {
     let mut all = Vec::new();
-    for m in 0..=40 {
-        let t = t0 + m * MIN;
+    for m in 0..=last {
+        let t = DAY0 + m * MIN;
         let mut pts = vec![point("a", t, 30.0 + m as f64)];
         if m <= 10 {
             pts.push(point("b", t, 40.0 + m as f64));
@@ -515,6 +513,14 @@ fn deadman_fires_after_the_silence_and_resolves_when_the_sensor_returns() {
             all.push((m, n));
         }
     }
+    all
+}
+
+#[test]
+fn deadman_fires_after_the_silence_and_resolves_when_the_sensor_returns() {
+    let mut e = engine();
+    let t0 = DAY0;
+    let all = b_falls_silent(&mut e, 40);
     // Silence > 15 min: at minute 26 (16 min after the last reading).
     assert_eq!(all.len(), 1, "{all:#?}");
     let (m, n) = &all[0];
@@ -558,18 +564,9 @@ fn deadman_fires_after_the_silence_and_resolves_when_the_sensor_returns() {
 #[test]
 fn deadman_resolves_when_the_sensor_returns_at_the_clock_already_reached() {
     let mut e = engine();
-    for m in 0..=30 {
-        let t = DAY0 + m * MIN;
-        let mut pts = vec![point("a", t, 30.0 + m as f64)];
-        if m <= 10 {
-            pts.push(point("b", t, 40.0 + m as f64));
-        }
-        e.points(&pts);
-        e.tick(t);
-    }
-    let n = e.take_notices();
-    assert_eq!(n.len(), 1, "{n:#?}");
-    assert_eq!(n[0].event, Event::Firing);
+    let all = b_falls_silent(&mut e, 30);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].1[0].event, Event::Firing);
     let t = DAY0 + 31 * MIN;
     e.points(&[point("a", t, 61.0)]);
     e.tick(t);
