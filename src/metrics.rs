@@ -596,11 +596,9 @@ impl Metrics {
         );
     }
 
-    /// Intake paused (the spool is at its bound) or resumed.
-    /// A window snapshot save: failed or not. A failure is an error line
-    /// (the first of a run of them) and makes the process not ready.
     /// A window snapshot saved to `path` (a file, or a cluster partition's
-    /// checkpoint), or not: logged when that place starts or stops failing.
+    /// checkpoint), or not. A place that starts failing is an error line and
+    /// makes the process not ready until it saves again.
     pub fn snapshot_saved(&self, ok: bool, path: &std::path::Path, error: &str) {
         let mut failing = self.snapshot_failures.lock().expect("metrics lock");
         let changed = if ok {

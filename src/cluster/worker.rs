@@ -51,8 +51,8 @@ pub trait Lanes: Send + Sync + 'static {
 /// How often a partition's lag is updated (in messages) while it has a
 /// backlog; at once when it has caught up.
 const LAG_EVERY: u64 = 256;
-/// A partition's consumer idle this long while its lag shows more than 0:
-/// the lag is checked against the stream (`drained`). The per-message
+/// A partition's consumer idle for a whole period of this while its lag
+/// shows more than 0: the lag is checked against the stream (`drained`). The per-message
 /// count can end above 0 on a drained partition (seen under load: stuck
 /// at 1 with every message taken).
 const LAG_CHECK_IDLE: Duration = Duration::from_secs(2);
@@ -249,8 +249,13 @@ async fn consume(
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut taken = 0u64;
-    // The lag last shown.
+    // The lag last shown, and the count taken at the last idle check (no
+    // timer per message: a check every LAG_CHECK_IDLE, acting only when
+    // nothing was taken since the one before).
     let mut shown = 0u64;
+    let mut taken_at_check = 0u64;
+    let mut idle_check = tokio::time::interval(LAG_CHECK_IDLE);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'consume: while !stop.is_cancelled() {
         let deliver_policy = match last {
             0 => consumer::DeliverPolicy::All,
@@ -291,14 +296,17 @@ async fn consume(
                 biased;
                 _ = stop.cancelled() => break 'consume,
                 next = messages.next() => next,
-                _ = tokio::time::sleep(LAG_CHECK_IDLE), if shown > 0 => {
-                    match drained(&w.stream, &w.filter, last).await {
-                        Ok(true) => {
-                            shown = 0;
-                            w.metrics.partition_lag(p, Some(0));
+                _ = idle_check.tick() => {
+                    let idle = std::mem::replace(&mut taken_at_check, taken) == taken;
+                    if idle && shown > 0 {
+                        match drained(&w.stream, &w.filter, last).await {
+                            Ok(true) => {
+                                shown = 0;
+                                w.metrics.partition_lag(p, Some(0));
+                            }
+                            Ok(false) => {}
+                            Err(e) => debug!(partition = p, error = %e, "cannot check the partition's lag"),
                         }
-                        Ok(false) => {}
-                        Err(e) => debug!(partition = p, error = %e, "cannot check the partition's lag"),
                     }
                     continue;
                 }

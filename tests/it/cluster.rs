@@ -187,6 +187,35 @@ fn lease_events(logs: &str) -> Vec<(i64, String, u32, bool)> {
     out
 }
 
+/// An edge and a worker over `nats` (`partitions`, `extra` configuration
+/// appended to each), once the edge has subscribed and the worker works
+/// every unit (the partitions and the city).
+async fn edge_and_worker(
+    nats: &NatsCluster,
+    broker: &Mosquitto,
+    influx: &Influx,
+    partitions: u32,
+    extra: &str,
+) -> (Lantian, Lantian) {
+    let start = |role: &str| {
+        let mut c = nats.lantian_config(broker.port, influx, (role, role), partitions);
+        c.push_str(extra);
+        Lantian::start(&c)
+    };
+    let (edge, worker) = (start("edge"), start("worker"));
+    edge.wait_subscribed().await;
+    wait_for(
+        "the worker working every unit",
+        Duration::from_secs(60),
+        async || {
+            worker.metric("lantian_cluster_partitions_owned").await
+                == Some(f64::from(partitions + 1))
+        },
+    )
+    .await;
+    (edge, worker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_and_workers_over_a_nats_cluster_lose_nothing_through_kills_and_a_join() {
     let nats = NatsCluster::start().await;
@@ -714,17 +743,7 @@ async fn the_cluster_dashboards_queries_return_the_workers_figures() {
     let nats = NatsCluster::start().await;
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
-    let start = |role: &str| {
-        Lantian::start(&nats.lantian_config(broker.port, &influx, (role, role), PARTITIONS))
-    };
-    let (edge, worker) = (start("edge"), start("worker"));
-    edge.wait_subscribed().await;
-    wait_for(
-        "the worker owning every unit",
-        Duration::from_secs(60),
-        async || worker.metric("lantian_cluster_partitions_owned").await == Some(f64::from(UNITS)),
-    )
-    .await;
+    let (edge, worker) = edge_and_worker(&nats, &broker, &influx, PARTITIONS, "").await;
     // Scraped from before the readings come, so the forwarded counter
     // is seen to grow.
     let targets = vec![
@@ -794,22 +813,11 @@ async fn a_reload_reaches_the_rules_of_the_partitions_already_running() {
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
     let duty = Receiver::start().await;
-    let start = |role: &str| {
-        let mut c = nats.lantian_config(broker.port, &influx, (role, role), PARTITIONS);
-        c.push_str(&format!(
-            "[[alerts.receivers]]\nname = \"duty\"\nurl = \"{}\"\nrules = [\"air.aqi.hour.heavy\"]\n",
-            duty.url()
-        ));
-        Lantian::start(&c)
-    };
-    let (edge, worker) = (start("edge"), start("worker"));
-    edge.wait_subscribed().await;
-    wait_for(
-        "the worker running every unit",
-        Duration::from_secs(60),
-        async || worker.metric("lantian_cluster_partitions_owned").await == Some(f64::from(UNITS)),
-    )
-    .await;
+    let receiver = format!(
+        "[[alerts.receivers]]\nname = \"duty\"\nurl = \"{}\"\nrules = [\"air.aqi.hour.heavy\"]\n",
+        duty.url()
+    );
+    let (edge, worker) = edge_and_worker(&nats, &broker, &influx, PARTITIONS, &receiver).await;
     let started = worker.logs().matches("partition started").count();
     assert_eq!(started, UNITS as usize, "{}", worker.logs());
 
@@ -981,21 +989,9 @@ async fn a_checkpoint_over_the_servers_max_payload_is_refused_and_readings_still
     let nats = NatsCluster::start_with_max_payload("16KB").await;
     let broker = Mosquitto::start().await;
     let influx = Influx::start().await;
-    let start = |role: &str| {
-        let mut c = nats.lantian_config(broker.port, &influx, (role, role), 1);
-        c.push_str(
-            "[windows]\nsnapshot_interval = \"1s\"\n[aqi]\ncity_sites = [\"site0\", \"site1\"]\n",
-        );
-        Lantian::start(&c)
-    };
-    let (edge, worker) = (start("edge"), start("worker"));
-    edge.wait_subscribed().await;
-    wait_for(
-        "the worker running the partition and the city",
-        Duration::from_secs(60),
-        async || worker.metric("lantian_cluster_partitions_owned").await == Some(2.0),
-    )
-    .await;
+    let extra =
+        "[windows]\nsnapshot_interval = \"1s\"\n[aqi]\ncity_sites = [\"site0\", \"site1\"]\n";
+    let (edge, worker) = edge_and_worker(&nats, &broker, &influx, 1, extra).await;
     let mut p = Publisher::connect(broker.port, "payload-publisher").await;
     let base = two_days_ago_beijing() + 8 * HOUR;
     for r in 0..6 {

@@ -17,23 +17,8 @@ pub struct Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.proc.kill();
-            self.dir.disable_cleanup(true);
-            eprintln!("kept the broker's directory: {}", self.dir.path().display());
-        }
+        keep_if_panicking(&mut self.proc, &mut self.dir, "the broker's");
     }
-}
-
-/// Whether this process runs as root (Mosquitto run as root drops to the
-/// `mosquitto` user unless told otherwise).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
 }
 
 impl Mosquitto {

@@ -24,11 +24,7 @@ pub struct Lantian {
 /// afterwards.
 impl Drop for Lantian {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.proc.kill();
-            self.dir.disable_cleanup(true);
-            eprintln!("kept lantian's directory: {}", self.dir.path().display());
-        }
+        keep_if_panicking(&mut self.proc, &mut self.dir, "lantian's");
     }
 }
 

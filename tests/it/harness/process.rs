@@ -174,3 +174,23 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A failing test keeps a process's directory (its logs and state) and
+/// says where, so that a failure on a busy machine can be read afterwards.
+pub fn keep_if_panicking(proc: &mut Proc, dir: &mut tempfile::TempDir, what: &str) {
+    if std::thread::panicking() {
+        proc.kill();
+        dir.disable_cleanup(true);
+        eprintln!("kept {what} directory: {}", dir.path().display());
+    }
+}
+
+/// Whether the tests run as root (CI does).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
